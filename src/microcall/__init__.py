@@ -1,0 +1,88 @@
+"""microcall: fast, resilient calls between Python services.
+
+Three front doors over one engine (``AsyncClient``, ``Client``,
+``FuturesClient``); deadlines and priority that travel downstream; single,
+retrying and hedged strategies chosen per client or per call.
+"""
+
+from microcall._attempt import Attempt, AttemptKind
+from microcall._init import init
+from microcall._limits import Limits
+from microcall._request import Request
+from microcall._response import Response
+from microcall.client import AsyncClient, CallOptions, Client, ClientOptions, FuturesClient
+from microcall.context import (
+    current_deadline,
+    current_priority,
+    priority,
+    reset_deadline,
+    reset_priority,
+    set_deadline,
+    set_priority,
+)
+from microcall.deadline import Deadline, deadline
+from microcall.errors import (
+    AttemptTimeout,
+    CallError,
+    ConfigurationError,
+    ConnectError,
+    DeadlineExceeded,
+    HTTPStatusError,
+    MicrocallError,
+    ProtocolError,
+    ReadError,
+    TransportError,
+    UsageError,
+)
+from microcall.policy.backoff import Backoff
+from microcall.policy.classify import Classifier, Verdict, default_classifier
+from microcall.policy.strategy import Hedged, Retry, SingleAttempt, Strategy, hedged, retry, single
+from microcall.priority import Priority
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncClient",
+    "Attempt",
+    "AttemptKind",
+    "AttemptTimeout",
+    "Backoff",
+    "CallError",
+    "CallOptions",
+    "Classifier",
+    "Client",
+    "ClientOptions",
+    "ConfigurationError",
+    "ConnectError",
+    "Deadline",
+    "DeadlineExceeded",
+    "FuturesClient",
+    "HTTPStatusError",
+    "Hedged",
+    "Limits",
+    "MicrocallError",
+    "Priority",
+    "ProtocolError",
+    "ReadError",
+    "Request",
+    "Response",
+    "Retry",
+    "SingleAttempt",
+    "Strategy",
+    "TransportError",
+    "UsageError",
+    "Verdict",
+    "current_deadline",
+    "current_priority",
+    "deadline",
+    "default_classifier",
+    "hedged",
+    "init",
+    "priority",
+    "reset_deadline",
+    "reset_priority",
+    "retry",
+    "set_deadline",
+    "set_priority",
+    "single",
+]

@@ -1,0 +1,44 @@
+"""The record of one attempt: where it went, how long it took, how it ended."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class AttemptKind(enum.StrEnum):
+    """Why an attempt was sent."""
+
+    FIRST = "first"
+    RETRY = "retry"  # sent after the previous attempt failed
+    HEDGE = "hedge"  # sent while an earlier attempt was still running
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One attempt of a call.
+
+    ``status`` is the HTTP status when a response arrived; ``error`` names the
+    failure otherwise (``"ConnectError: ..."``). ``cancelled`` marks a hedge
+    that lost the race and was stopped. ``started`` is seconds after the call began.
+    """
+
+    index: int
+    kind: AttemptKind
+    endpoint: str
+    started: float
+    duration: float
+    status: int | None = None
+    error: str | None = None
+    cancelled: bool = False
+
+    def describe(self) -> str:
+        if self.cancelled:
+            outcome = "cancelled"
+        elif self.status is not None:
+            outcome = str(self.status)
+        else:
+            outcome = self.error or "no outcome"
+        return (
+            f"#{self.index} {self.kind} {self.endpoint} {outcome} in {self.duration * 1000:.1f} ms"
+        )

@@ -1,0 +1,36 @@
+"""What the engine sends: one immutable request, replayed unchanged by every attempt."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from yarl import URL
+
+# RFC 9110 section 9.2.2: sending these twice has the same effect as once.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A request as the engine sees it: the body is already encoded, so it can be replayed.
+
+    ``replayable`` says whether sending it more than once is safe: idempotent
+    methods are, a POST only when the caller opted in or gave an idempotency key.
+    """
+
+    method: str
+    url: URL
+    headers: Mapping[str, str]
+    body: bytes | None = None
+    replayable: bool = True
+
+    @property
+    def endpoint(self) -> str:
+        """``host:port`` of the target; what attempts and errors report (never credentials)."""
+        return f"{self.url.host}:{self.url.port}"
+
+    def __repr__(self) -> str:
+        # The URL without user-info or query: those may carry credentials.
+        return f"<Request {self.method} {self.url.with_user(None).with_query(None)}>"

@@ -1,0 +1,228 @@
+"""AsyncClient: the engine's own front door, for asyncio code."""
+
+from __future__ import annotations
+
+import json as _json
+from collections.abc import Coroutine, Mapping
+from types import TracebackType
+from typing import Any, Unpack
+from urllib.parse import urlencode
+
+from multidict import CIMultiDict
+from yarl import URL
+
+from microcall._clock import MONOTONIC
+from microcall._durations import to_seconds
+from microcall._engine import DEFAULT_DEADLINE_FLOOR, Engine
+from microcall._request import IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_METHODS, Request
+from microcall._response import Response
+from microcall.client._options import CallOptions, ClientOptions, Params
+from microcall.client._verbs import Verbs
+from microcall.context import current_deadline, current_priority
+from microcall.errors import ConfigurationError, UsageError
+from microcall.policy.classify import default_classifier
+from microcall.policy.strategy import SINGLE
+from microcall.priority import Priority
+from microcall.transports.aiohttp import AiohttpTransport
+
+# Long enough for any ordinary call between services, short enough that a
+# forgotten hung call is noticed; a client never waits forever by default.
+DEFAULT_TIMEOUT = 10.0
+
+_CLIENT_OPTIONS = frozenset(ClientOptions.__annotations__)
+_CALL_OPTIONS = frozenset(CallOptions.__annotations__)
+
+
+def check_options(given: Mapping[str, Any], known: frozenset[str], where: str) -> None:
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise ConfigurationError(
+            f"{where} got unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+
+
+class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
+    """Calls other services from asyncio code.
+
+    ::
+
+        async with microcall.AsyncClient("http://catalog:8080", timeout=2.0,
+                                         strategy=microcall.hedged(0.05)) as client:
+            response = await client.get("/books", params={"category": "mystery"})
+            books = response.raise_for_status().json()
+
+    One client holds one connection pool; share it across the whole
+    application rather than making one per call.
+    """
+
+    def __init__(self, base_url: str | URL | None = None, **options: Unpack[ClientOptions]) -> None:
+        check_options(options, _CLIENT_OPTIONS, "AsyncClient")
+        self._options = options
+        self._base = _base_url(base_url)
+        self._base_text = "" if self._base is None else str(self._base).rstrip("/") + "/"
+        self._headers: Mapping[str, str] = CIMultiDict(options.get("headers") or {})
+        self._timeout = to_seconds(options.get("timeout", DEFAULT_TIMEOUT), name="timeout")
+        strategy = options.get("strategy", SINGLE)
+        if not callable(getattr(strategy, "plan", None)):
+            raise ConfigurationError(
+                f"strategy must come from single(), retry() or hedged(), got {strategy!r}"
+            )
+        self._strategy = strategy
+        self._priority = Priority.parse(options.get("priority", Priority.NORMAL)).value
+        classifier = options.get("classifier", default_classifier)
+        if not callable(classifier):
+            raise ConfigurationError(f"classifier must be callable, got {classifier!r}")
+        floor = to_seconds(
+            options.get("deadline_floor", DEFAULT_DEADLINE_FLOOR), name="deadline_floor"
+        )
+        transport = options.get("transport") or AiohttpTransport(
+            limits=options.get("limits"),
+            verify=options.get("verify", True),
+            follow_redirects=options.get("follow_redirects", True),
+        )
+        self._clock = options.get("clock", MONOTONIC)
+        self._engine = Engine(transport, classifier=classifier, now=self._clock.now, floor=floor)
+        self._closed = False
+
+    @property
+    def base_url(self) -> URL | None:
+        return self._base
+
+    def request(
+        self, method: str, url: str | URL, **options: Unpack[CallOptions]
+    ) -> Coroutine[Any, Any, Response]:
+        """Send a call and return its response (any status); raise a CallError if none came."""
+        return self._call(method, url, options)
+
+    async def _call(self, method: str, url: str | URL, options: CallOptions) -> Response:
+        if self._closed:
+            raise UsageError("this client is closed")
+        if options:
+            check_options(options, _CALL_OPTIONS, "request")
+        method = method.upper()
+        request = self._build(method, url, options)
+        return await self._engine.call(
+            request,
+            expires_at=self._expires_at(options),
+            priority=self._priority_of(options),
+            strategy=options.get("strategy", self._strategy),
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool; calls made afterwards raise UsageError."""
+        self._closed = True
+        await self._engine.transport.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------ building a call
+
+    def _build(self, method: str, url: str | URL, options: CallOptions) -> Request:
+        target = self._resolve(url)
+        params = options.get("params")
+        if params:
+            target = target.extend_query(_query_pairs(params))
+        headers = self._headers
+        extra = options.get("headers")
+        body, content_type = _encode_body(options)
+        if extra or content_type:
+            merged = CIMultiDict(headers)
+            if content_type:
+                merged["Content-Type"] = content_type
+            if extra:
+                merged.update(extra)
+            headers = merged
+        idempotent = options.get("idempotent")
+        if idempotent is None:
+            replayable = method in IDEMPOTENT_METHODS or IDEMPOTENCY_KEY_HEADER in headers
+        else:
+            replayable = idempotent
+        return Request(method, target, headers, body, replayable)
+
+    def _resolve(self, url: str | URL) -> URL:
+        if isinstance(url, URL):
+            target = url
+        elif self._base is not None and "://" not in url:
+            return URL(self._base_text + url.lstrip("/"))
+        else:
+            target = URL(url)
+        if not target.absolute:
+            if self._base is None:
+                raise UsageError(f"relative URL {str(target)!r} needs a client base_url")
+            return self._base.join(target)
+        return target
+
+    def _expires_at(self, options: CallOptions) -> float:
+        timeout = options.get("timeout")
+        explicit = options.get("deadline")
+        if timeout is not None:
+            expires_at = self._clock.now() + to_seconds(timeout, name="timeout", allow_zero=True)
+            if explicit is not None and explicit.expires_at < expires_at:
+                expires_at = explicit.expires_at
+        elif explicit is not None:
+            expires_at = explicit.expires_at
+        else:
+            expires_at = self._clock.now() + self._timeout
+        # The inherited deadline (from an incoming request, or microcall.deadline())
+        # always caps: nobody upstream will wait for an answer after it.
+        inherited = current_deadline()
+        if inherited is not None and inherited.expires_at < expires_at:
+            return inherited.expires_at
+        return expires_at
+
+    def _priority_of(self, options: CallOptions) -> str:
+        chosen = options.get("priority")
+        if chosen is not None:
+            return Priority.parse(chosen).value
+        inherited = current_priority()
+        return self._priority if inherited is None else inherited.value
+
+
+def _base_url(value: str | URL | None) -> URL | None:
+    if value is None:
+        return None
+    base = URL(value)
+    if not base.absolute or base.scheme not in ("http", "https"):
+        raise ConfigurationError(f"base_url must be an absolute http(s) URL, got {str(value)!r}")
+    # A trailing slash makes "base + path" keep the base's own path prefix.
+    return base if base.path.endswith("/") else base.with_path(base.path + "/")
+
+
+def _query_pairs(params: Params) -> list[tuple[str, str]]:
+    items = params.items() if isinstance(params, Mapping) else params
+    pairs: list[tuple[str, str]] = []
+    for key, value in items:
+        for one in value if isinstance(value, list) else (value,):
+            if one is None:  # as in requests: a None value drops the parameter
+                continue
+            text = ("true" if one else "false") if isinstance(one, bool) else str(one)
+            pairs.append((key, text))
+    return pairs
+
+
+def _encode_body(options: CallOptions) -> tuple[bytes | None, str | None]:
+    given = [name for name in ("json", "data", "content") if name in options]
+    if not given:
+        return None, None
+    if len(given) > 1:
+        raise UsageError(f"pass only one of json, data and content, not {' and '.join(given)}")
+    if "json" in options:
+        encoded = _json.dumps(options["json"], separators=(",", ":"), ensure_ascii=False)
+        return encoded.encode(), "application/json"
+    value = options.get("data", options.get("content"))
+    if isinstance(value, Mapping):
+        return urlencode(value, doseq=True).encode(), "application/x-www-form-urlencoded"
+    if isinstance(value, str):
+        return value.encode(), None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value), None
+    raise UsageError(f"a body must be bytes, str or a form mapping, got {type(value).__name__}")

@@ -1,0 +1,187 @@
+"""FuturesClient: every call returns a ``concurrent.futures.Future``, as in requests-futures."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Unpack
+
+from yarl import URL
+
+from microcall._limits import Limits
+from microcall._response import Response
+from microcall.client._blocking import BlockingFrontDoor
+from microcall.client._options import CallOptions, ClientOptions
+from microcall.client._verbs import Verbs
+from microcall.errors import CallError, ConfigurationError
+
+ResponseHook = Callable[[Response], Response | None]
+Hooks = Mapping[str, ResponseHook | Sequence[ResponseHook]]
+
+# Threads that run response hooks; hooks parse or post-process, they are not
+# meant to block for long.
+DEFAULT_HOOK_WORKERS = 4
+
+
+class FuturesClient(BlockingFrontDoor, Verbs["cf.Future[Response]"]):
+    """Starts calls in the background and returns futures.
+
+    ::
+
+        with microcall.FuturesClient("http://catalog:8080") as client:
+            futures = [client.get(f"/books/{n}") for n in range(100)]
+            for future in concurrent.futures.as_completed(futures):
+                print(future.result().status_code)
+
+    * Exceptions surface at ``future.result()``; ``cancel()`` stops a call.
+    * At most ``max_in_flight`` calls run at once (default: the pool's
+      ``max_connections``); the rest wait in order.
+    * ``hooks={"response": fn}`` (per client or per call) runs ``fn(response)``
+      in a worker thread, never the caller's, before the future resolves; a
+      hook that returns a Response replaces it (requests' hook convention).
+    * ``with`` / ``close()`` cancels calls that have not started and waits for
+      those that have.
+    """
+
+    def __init__(
+        self,
+        base_url: str | URL | None = None,
+        *,
+        max_in_flight: int | None = None,
+        hooks: Hooks | None = None,
+        hook_workers: int = DEFAULT_HOOK_WORKERS,
+        **options: Unpack[ClientOptions],
+    ) -> None:
+        super().__init__(base_url, options)
+        limits = options.get("limits")
+        bound = max_in_flight if max_in_flight is not None else _pool_size(limits)
+        if bound < 1:
+            raise ConfigurationError(f"max_in_flight must be >= 1, got {bound}")
+        if hook_workers < 1:
+            raise ConfigurationError(f"hook_workers must be >= 1, got {hook_workers}")
+        self._max_in_flight = bound
+        self._hooks = _hook_list(hooks)
+        self._hook_workers = hook_workers
+        self._hook_pool: cf.ThreadPoolExecutor | None = None
+        self._slots = asyncio.Semaphore(bound)
+        self._queued: set[asyncio.Task[Response]] = set()
+        self._tasks: set[asyncio.Task[Response]] = set()
+
+    def request(
+        self,
+        method: str,
+        url: str | URL,
+        *,
+        hooks: Hooks | None = None,
+        **options: Unpack[CallOptions],
+    ) -> cf.Future[Response]:
+        """Start a call; the future resolves to its response or raises its CallError."""
+        self._check_open()
+        chosen = self._hooks + _hook_list(hooks)
+        return self._loop.submit(self._run(method, url, options, chosen))
+
+    def map(
+        self,
+        method: str,
+        urls: Iterable[str | URL],
+        *,
+        return_exceptions: bool = False,
+        **options: Unpack[CallOptions],
+    ) -> list[Response | CallError]:
+        """Fan out: one call per URL, all at once (within max_in_flight); results in order.
+
+        With ``return_exceptions=True`` a failed call's CallError takes its
+        place in the list; otherwise the first failure is raised (the other
+        calls still finish).
+        """
+        futures = [self.request(method, url, **options) for url in urls]
+        results: list[Response | CallError] = []
+        for future in futures:
+            try:
+                results.append(future.result())
+            except CallError as error:
+                if not return_exceptions:
+                    raise
+                results.append(error)
+        return results
+
+    async def _run(
+        self, method: str, url: str | URL, options: CallOptions, hooks: list[ResponseHook]
+    ) -> Response:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            if self._slots.locked():
+                self._queued.add(task)
+                try:
+                    await self._slots.acquire()
+                finally:
+                    self._queued.discard(task)
+            else:
+                await self._slots.acquire()
+            try:
+                response = await self._async.request(method, url, **options)
+            finally:
+                self._slots.release()
+            if hooks:
+                loop = asyncio.get_running_loop()
+                response = await loop.run_in_executor(self._pool(), _apply, hooks, response)
+            return response
+        finally:
+            self._tasks.discard(task)
+
+    def _pool(self) -> cf.ThreadPoolExecutor:
+        if self._hook_pool is None:
+            self._hook_pool = cf.ThreadPoolExecutor(
+                self._hook_workers, thread_name_prefix="microcall-hook"
+            )
+        return self._hook_pool
+
+    async def _shutdown(self) -> None:
+        for task in list(self._queued):
+            task.cancel()
+        running = [task for task in self._tasks if task not in self._queued]
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+        await super()._shutdown()
+
+    def close(self) -> None:
+        """Cancel calls not yet started, wait for running ones, close the pool."""
+        super().close()
+        if self._hook_pool is not None:
+            self._hook_pool.shutdown(wait=True)
+
+    def _after_fork_in_child(self) -> None:
+        super()._after_fork_in_child()
+        self._slots = asyncio.Semaphore(self._max_in_flight)
+        self._queued = set()
+        self._tasks = set()
+        self._hook_pool = None
+
+
+def _pool_size(limits: Limits | None) -> int:
+    return (limits if isinstance(limits, Limits) else Limits()).max_connections
+
+
+def _hook_list(hooks: Hooks | None) -> list[ResponseHook]:
+    if not hooks:
+        return []
+    unknown = set(hooks) - {"response"}
+    if unknown:
+        raise ConfigurationError(f"only 'response' hooks exist, got {sorted(unknown)}")
+    given = hooks["response"]
+    chosen = [given] if callable(given) else list(given)
+    for hook in chosen:
+        if not callable(hook):
+            raise ConfigurationError(f"a response hook must be callable, got {hook!r}")
+    return chosen
+
+
+def _apply(hooks: list[ResponseHook], response: Response) -> Response:
+    for hook in hooks:
+        replaced = hook(response)
+        if isinstance(replaced, Response):
+            response = replaced
+    return response

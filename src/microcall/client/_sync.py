@@ -1,0 +1,43 @@
+"""Client: the blocking front door, requests-like, safe to share between threads."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Unpack
+
+from yarl import URL
+
+from microcall._response import Response
+from microcall.client._blocking import BlockingFrontDoor
+from microcall.client._options import CallOptions, ClientOptions
+from microcall.client._verbs import Verbs
+from microcall.errors import UsageError
+
+
+class Client(BlockingFrontDoor, Verbs[Response]):
+    """Calls other services from ordinary (blocking) code.
+
+    ::
+
+        with microcall.Client("http://catalog:8080", timeout=2.0,
+                              strategy=microcall.retry(3)) as client:
+            books = client.get("/books").raise_for_status().json()
+
+    Unlike ``requests.Session`` a Client is safe to share between threads, and
+    they all reuse one pool of keep-alive connections. The calls run on an
+    event loop in a background thread; a deadline or priority set in the
+    calling thread goes with them.
+    """
+
+    def __init__(self, base_url: str | URL | None = None, **options: Unpack[ClientOptions]) -> None:
+        super().__init__(base_url, options)
+
+    def request(self, method: str, url: str | URL, **options: Unpack[CallOptions]) -> Response:
+        """Send a call, wait for it, return its response (any status) or raise a CallError."""
+        self._check_open()
+        if asyncio._get_running_loop() is not None:
+            raise UsageError(
+                "Client blocks its thread and cannot be called from inside a running event "
+                "loop; use microcall.AsyncClient there (response = await client.get(...))"
+            )
+        return self._loop.run(self._async.request(method, url, **options))

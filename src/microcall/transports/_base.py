@@ -1,0 +1,27 @@
+"""The transport seam: the only thing the engine knows about the network."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from microcall._request import Request
+from microcall._response import Response
+
+
+class Transport(Protocol):
+    """Sends one attempt.
+
+    ``send`` returns the fully read response, or raises one of microcall's
+    TransportError subclasses (AttemptTimeout when ``timeout`` seconds pass).
+    It must stop all work, and close or release its connection, when the task
+    running it is cancelled: that is how a losing hedge is stopped.
+    ``headers`` are the request's headers plus the per-attempt deadline and
+    priority headers the engine adds.
+    """
+
+    async def send(
+        self, request: Request, headers: Mapping[str, str], timeout: float
+    ) -> Response: ...
+
+    async def aclose(self) -> None: ...

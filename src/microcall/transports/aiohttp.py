@@ -1,0 +1,139 @@
+"""The default transport: aiohttp's client over a pooled, keep-alive connector."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+from types import TracebackType
+
+import aiohttp
+
+from microcall._limits import Limits
+from microcall._request import Request
+from microcall._response import Response
+from microcall.errors import (
+    AttemptTimeout,
+    ConnectError,
+    ProtocolError,
+    ReadError,
+    TransportError,
+    UsageError,
+)
+
+
+class map_errors:
+    """Translate aiohttp's exceptions into microcall's, in this one place.
+
+    A class rather than ``@contextmanager``: it runs on every attempt, and the
+    generator machinery would cost more than the request bookkeeping around it.
+    """
+
+    __slots__ = ("_request",)
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None or not isinstance(exc, Exception):
+            return  # success, or CancelledError / KeyboardInterrupt: let them through
+        mapped = _translate(exc, self._request)
+        if mapped is not None:
+            raise mapped from exc
+
+
+def _translate(exc: Exception, request: Request) -> Exception | None:
+    where = request.endpoint
+    error: TransportError
+    if isinstance(exc, TimeoutError):  # also aiohttp's ServerTimeoutError
+        error = AttemptTimeout(f"no response from {where} in time", request=request)
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        error = ConnectError(f"cannot connect to {where}: {exc.os_error}", request=request)
+    elif isinstance(exc, aiohttp.ClientPayloadError):
+        error = ReadError(f"incomplete response body from {where}: {exc}", request=request)
+    elif isinstance(exc, aiohttp.ServerDisconnectedError):
+        error = ReadError(f"{where} closed the connection before answering", request=request)
+    elif isinstance(exc, aiohttp.ClientResponseError):
+        error = ProtocolError(f"invalid HTTP from {where}: {exc.message}", request=request)
+    elif isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
+        return UsageError(f"cannot send to URL {exc}")
+    elif isinstance(exc, (aiohttp.ClientConnectionError, OSError)):
+        error = ReadError(f"connection to {where} failed: {exc}", request=request)
+    elif isinstance(exc, aiohttp.ClientError):
+        error = TransportError(f"request to {where} failed: {exc!r}", request=request)
+    else:
+        return None
+    return error
+
+
+class AiohttpTransport:
+    """HTTP/1.1 over aiohttp with a keep-alive pool shared by every call of a client.
+
+    The session is created on first use, inside the event loop that runs the
+    call: aiohttp binds a session to its loop.
+    """
+
+    def __init__(
+        self,
+        *,
+        limits: Limits | None = None,
+        verify: bool | ssl.SSLContext = True,
+        follow_redirects: bool = True,
+    ) -> None:
+        self._limits = limits or Limits()
+        self._verify = verify
+        self._follow_redirects = follow_redirects
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        limits = self._limits
+        # ssl=True is aiohttp's verified default context; a context is used as given.
+        ssl_setting: bool | ssl.SSLContext = self._verify
+        connector = aiohttp.TCPConnector(
+            limit=limits.max_connections,
+            limit_per_host=limits.max_connections_per_host or 0,
+            keepalive_timeout=limits.keepalive_expiry,
+            ssl=ssl_setting,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            # Services do not share cookies between calls; a jar would also cost a
+            # lookup per request.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+        return self._session
+
+    async def send(self, request: Request, headers: Mapping[str, str], timeout: float) -> Response:
+        session = self._session or self._open()
+        with map_errors(request):
+            async with session.request(
+                request.method,
+                request.url,
+                headers=headers,
+                data=request.body,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+                allow_redirects=self._follow_redirects,
+            ) as raw:
+                content = await raw.read()
+        return Response(
+            status_code=raw.status,
+            headers=raw.headers,
+            content=content,
+            url=raw.url,
+            request=request,
+            reason=raw.reason or "",
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
