@@ -14,13 +14,14 @@ class AttemptKind(enum.StrEnum):
     HEDGE = "hedge"  # sent while an earlier attempt was still running
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Attempt:
     """One attempt of a call.
 
     ``status`` is the HTTP status when a response arrived; ``error`` names the
     failure otherwise (``"ConnectError: ..."``). ``cancelled`` marks a hedge
     that lost the race and was stopped. ``started`` is seconds after the call began.
+    Read-only by convention (not ``frozen``, which would slow every call down).
     """
 
     index: int

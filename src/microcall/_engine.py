@@ -161,11 +161,9 @@ class Engine:
     async def _send(
         self, request: Request, timeout: float, by_deadline: bool, priority: str
     ) -> Response:
-        headers = dict(request.headers)
         # The attempt's own time, not the call's: the server should not work
         # longer than this attempt will wait.
-        headers[TIMEOUT_HEADER] = f"{timeout:.3f}"
-        headers[PRIORITY_HEADER] = priority
+        headers = {**request.headers, TIMEOUT_HEADER: f"{timeout:.3f}", PRIORITY_HEADER: priority}
         try:
             return await self.transport.send(request, headers, timeout)
         except AttemptTimeout as exc:

@@ -12,9 +12,13 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRAC
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Request:
     """A request as the engine sees it: the body is already encoded, so it can be replayed.
+
+    Treat it as immutable: every attempt of a call sends this same object.
+    (Not ``frozen``: a frozen dataclass pays a ``object.__setattr__`` per field
+    on construction, and one is built for every call.)
 
     ``replayable`` says whether sending it more than once is safe: idempotent
     methods are, a POST only when the caller opted in or gave an idempotency key.
@@ -29,7 +33,8 @@ class Request:
     @property
     def endpoint(self) -> str:
         """``host:port`` of the target; what attempts and errors report (never credentials)."""
-        return f"{self.url.host}:{self.url.port}"
+        url = self.url
+        return f"{url.host}:{url.port}"
 
     def __repr__(self) -> str:
         # The URL without user-info or query: those may carry credentials.

@@ -20,7 +20,10 @@ class Response:
     ``attempts`` lists each attempt made, the winning one included.
     """
 
+    # "__dict__" keeps requests' habit working: a hook may attach its own
+    # attributes (``response.data = response.json()``).
     __slots__ = (
+        "__dict__",
         "attempts",
         "content",
         "elapsed",

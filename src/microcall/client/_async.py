@@ -60,7 +60,7 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
         self._options = options
         self._base = _base_url(base_url)
         self._base_text = "" if self._base is None else str(self._base).rstrip("/") + "/"
-        self._headers: Mapping[str, str] = CIMultiDict(options.get("headers") or {})
+        self._headers: Mapping[str, str] = dict(options.get("headers") or {})
         self._timeout = to_seconds(options.get("timeout", DEFAULT_TIMEOUT), name="timeout")
         strategy = options.get("strategy", SINGLE)
         if not callable(getattr(strategy, "plan", None)):
@@ -80,8 +80,8 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             verify=options.get("verify", True),
             follow_redirects=options.get("follow_redirects", True),
         )
-        self._clock = options.get("clock", MONOTONIC)
-        self._engine = Engine(transport, classifier=classifier, now=self._clock.now, floor=floor)
+        self._now = options.get("clock", MONOTONIC).now
+        self._engine = Engine(transport, classifier=classifier, now=self._now, floor=floor)
         self._closed = False
 
     @property
@@ -97,15 +97,25 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
     async def _call(self, method: str, url: str | URL, options: CallOptions) -> Response:
         if self._closed:
             raise UsageError("this client is closed")
+        method = method.upper()
         if options:
             check_options(options, _CALL_OPTIONS, "request")
-        method = method.upper()
-        request = self._build(method, url, options)
+            request = self._build(method, url, options)
+            expires_at = self._expires_at(options)
+            priority = self._priority_of(options)
+            strategy = options.get("strategy", self._strategy)
+        else:  # the common call: nothing but a URL
+            target = self._resolve(url)
+            request = Request(method, target, self._headers, None, method in IDEMPOTENT_METHODS)
+            expires_at = self._now() + self._timeout
+            inherited = current_deadline()
+            if inherited is not None and inherited.expires_at < expires_at:
+                expires_at = inherited.expires_at
+            inherited_priority = current_priority()
+            priority = self._priority if inherited_priority is None else inherited_priority.value
+            strategy = self._strategy
         return await self._engine.call(
-            request,
-            expires_at=self._expires_at(options),
-            priority=self._priority_of(options),
-            strategy=options.get("strategy", self._strategy),
+            request, expires_at=expires_at, priority=priority, strategy=strategy
         )
 
     async def aclose(self) -> None:
@@ -165,13 +175,13 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
         timeout = options.get("timeout")
         explicit = options.get("deadline")
         if timeout is not None:
-            expires_at = self._clock.now() + to_seconds(timeout, name="timeout", allow_zero=True)
+            expires_at = self._now() + to_seconds(timeout, name="timeout", allow_zero=True)
             if explicit is not None and explicit.expires_at < expires_at:
                 expires_at = explicit.expires_at
         elif explicit is not None:
             expires_at = explicit.expires_at
         else:
-            expires_at = self._clock.now() + self._timeout
+            expires_at = self._now() + self._timeout
         # The inherited deadline (from an incoming request, or microcall.deadline())
         # always caps: nobody upstream will wait for an answer after it.
         inherited = current_deadline()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import weakref
 from types import TracebackType
@@ -70,4 +72,13 @@ def _reset_after_fork() -> None:
         client._after_fork_in_child()
 
 
+def _close_at_exit() -> None:
+    # A client nobody closed still owns open sockets; close them while its
+    # (daemon) loop thread is alive, so the pool shuts down cleanly and quietly.
+    for client in list(_live):
+        with contextlib.suppress(Exception):
+            client.close()
+
+
 os.register_at_fork(after_in_child=_reset_after_fork)
+atexit.register(_close_at_exit)

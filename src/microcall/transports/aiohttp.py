@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Mapping
-from types import TracebackType
 
 import aiohttp
 
@@ -21,35 +20,11 @@ from microcall.errors import (
 )
 
 
-class map_errors:
-    """Translate aiohttp's exceptions into microcall's, in this one place.
+def map_error(exc: Exception, request: Request) -> Exception | None:
+    """The microcall exception for an aiohttp one; the single place they are translated.
 
-    A class rather than ``@contextmanager``: it runs on every attempt, and the
-    generator machinery would cost more than the request bookkeeping around it.
+    None means "not ours to translate" (a bug, say): the caller re-raises it as is.
     """
-
-    __slots__ = ("_request",)
-
-    def __init__(self, request: Request) -> None:
-        self._request = request
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is None or not isinstance(exc, Exception):
-            return  # success, or CancelledError / KeyboardInterrupt: let them through
-        mapped = _translate(exc, self._request)
-        if mapped is not None:
-            raise mapped from exc
-
-
-def _translate(exc: Exception, request: Request) -> Exception | None:
     where = request.endpoint
     error: TransportError
     if isinstance(exc, TimeoutError):  # also aiohttp's ServerTimeoutError
@@ -114,7 +89,9 @@ class AiohttpTransport:
 
     async def send(self, request: Request, headers: Mapping[str, str], timeout: float) -> Response:
         session = self._session or self._open()
-        with map_errors(request):
+        # try/except rather than a context manager: it costs nothing unless
+        # something fails, and this runs on every attempt.
+        try:
             async with session.request(
                 request.method,
                 request.url,
@@ -124,6 +101,11 @@ class AiohttpTransport:
                 allow_redirects=self._follow_redirects,
             ) as raw:
                 content = await raw.read()
+        except Exception as exc:
+            mapped = map_error(exc, request)
+            if mapped is None:
+                raise
+            raise mapped from exc
         return Response(
             status_code=raw.status,
             headers=raw.headers,
