@@ -90,7 +90,9 @@ def _demo(arguments: argparse.Namespace) -> int:
     )
     started = time.perf_counter()
     rows = asyncio.run(run_scenario(scenario))
-    title = f"{scenario.requests} calls per strategy, measured in {time.perf_counter() - started:.1f} s"
+    title = (
+        f"{scenario.requests} calls per strategy, measured in {time.perf_counter() - started:.1f} s"
+    )
     print_table(rows, title=title, out=sys.stdout)
     return 0
 

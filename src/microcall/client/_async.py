@@ -13,7 +13,7 @@ from yarl import URL
 
 from microcall._clock import MONOTONIC
 from microcall._durations import to_seconds
-from microcall._engine import DEFAULT_DEADLINE_FLOOR, Engine
+from microcall._engine import DEFAULT_DEADLINE_FLOOR, PRIORITY_HEADER, TIMEOUT_HEADER, Engine
 from microcall._request import IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_METHODS, Request
 from microcall._response import Response
 from microcall.client._options import CallOptions, ClientOptions, Params
@@ -29,6 +29,7 @@ from microcall.transports.aiohttp import AiohttpTransport
 # forgotten hung call is noticed; a client never waits forever by default.
 DEFAULT_TIMEOUT = 10.0
 
+_ENGINE_HEADERS = frozenset({TIMEOUT_HEADER.lower(), PRIORITY_HEADER.lower()})
 _CLIENT_OPTIONS = frozenset(ClientOptions.__annotations__)
 _CALL_OPTIONS = frozenset(CallOptions.__annotations__)
 
@@ -60,7 +61,8 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
         self._options = options
         self._base = _base_url(base_url)
         self._base_text = "" if self._base is None else str(self._base).rstrip("/") + "/"
-        self._headers: Mapping[str, str] = dict(options.get("headers") or {})
+        self._headers = _own_headers(options.get("headers"))
+        self._keyed = IDEMPOTENCY_KEY_HEADER in CIMultiDict(self._headers)
         self._timeout = to_seconds(options.get("timeout", DEFAULT_TIMEOUT), name="timeout")
         strategy = options.get("strategy", SINGLE)
         if not callable(getattr(strategy, "plan", None)):
@@ -106,7 +108,8 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             strategy = options.get("strategy", self._strategy)
         else:  # the common call: nothing but a URL
             target = self._resolve(url)
-            request = Request(method, target, self._headers, None, method in IDEMPOTENT_METHODS)
+            replayable = method in IDEMPOTENT_METHODS or self._keyed
+            request = Request(method, target, self._headers, None, replayable)
             expires_at = self._now() + self._timeout
             inherited = current_deadline()
             if inherited is not None and inherited.expires_at < expires_at:
@@ -144,18 +147,17 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
         headers = self._headers
         extra = options.get("headers")
         body, content_type = _encode_body(options)
+        keyed = self._keyed
         if extra or content_type:
             merged = CIMultiDict(headers)
             if content_type:
                 merged["Content-Type"] = content_type
             if extra:
-                merged.update(extra)
-            headers = merged
+                merged.update(_own_headers(extra))
+            keyed = IDEMPOTENCY_KEY_HEADER in merged
+            headers = dict(merged)
         idempotent = options.get("idempotent")
-        if idempotent is None:
-            replayable = method in IDEMPOTENT_METHODS or IDEMPOTENCY_KEY_HEADER in headers
-        else:
-            replayable = idempotent
+        replayable = (method in IDEMPOTENT_METHODS or keyed) if idempotent is None else idempotent
         return Request(method, target, headers, body, replayable)
 
     def _resolve(self, url: str | URL) -> URL:
@@ -207,6 +209,13 @@ def _base_url(value: str | URL | None) -> URL | None:
     return base if base.path.endswith("/") else base.with_path(base.path + "/")
 
 
+def _own_headers(given: Mapping[str, str] | None) -> dict[str, str]:
+    """The caller's headers without the ones the engine owns (it sets them per attempt)."""
+    if not given:
+        return {}
+    return {key: value for key, value in given.items() if key.lower() not in _ENGINE_HEADERS}
+
+
 def _query_pairs(params: Params) -> list[tuple[str, str]]:
     items = params.items() if isinstance(params, Mapping) else params
     pairs: list[tuple[str, str]] = []
@@ -220,7 +229,8 @@ def _query_pairs(params: Params) -> list[tuple[str, str]]:
 
 
 def _encode_body(options: CallOptions) -> tuple[bytes | None, str | None]:
-    given = [name for name in ("json", "data", "content") if name in options]
+    # As in requests, json=None means "no JSON body", not the body "null".
+    given = [name for name in ("json", "data", "content") if options.get(name) is not None]
     if not given:
         return None, None
     if len(given) > 1:

@@ -9,12 +9,16 @@ from microcall.demo.tail import Row
 
 HEADERS = ("strategy", "p50 ms", "p99 ms", "p99.9 ms", "extra load", "calls failed")
 
+# Wide enough for the table on one line per row when the output is not a
+# terminal (rich would assume 80 columns and wrap the strategy names).
+PIPE_WIDTH = 120
+
 EXPLANATION = (
-    "p50 / p99 / p99.9: the latency callers waited for half, 99% and 99.9% of calls; "
+    "p50 / p99 / p99.9: how long callers waited for half, 99% and 99.9% of the calls; "
     "extra load: requests the backend received beyond one per call.",
-    "A retry cuts the slow tail only after its attempt timeout and a backoff; "
-    "a hedge sends a second copy once the first is slower than usual, so it cuts deeper "
-    "for a few percent more load.",
+    "Retries cut the slow tail, but a slow call first waits out the attempt timeout and a backoff; "
+    "a hedge sends a second copy as soon as the first is slower than usual, "
+    "so the tail shrinks further for about the same extra load.",
 )
 
 
@@ -46,17 +50,18 @@ def render_plain(rows: Sequence[Row]) -> str:
 def print_table(rows: Sequence[Row], *, title: str, out: TextIO) -> None:
     """Print ``rows`` under ``title``, then the explanation."""
     try:
+        from rich import box
         from rich.console import Console
         from rich.table import Table
     except ImportError:  # rich comes with the [demo] extra; plain text does without it
         print(title, file=out)
         print(render_plain(rows), file=out)
     else:
-        table = Table(title=title, title_justify="left")
+        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
         for column, header in enumerate(HEADERS):
             table.add_column(header, justify="left" if column == 0 else "right")
         for row in rows:
             table.add_row(*cells(row))
-        Console(file=out).print(table)
+        Console(file=out, width=None if out.isatty() else PIPE_WIDTH).print(table)
     for line in EXPLANATION:
         print(line, file=out)

@@ -1,9 +1,9 @@
 """The tail-latency scenario: what a single attempt, retries and hedging do to p99.
 
-A :class:`~microcall.demo.backend.TailBackend` answers most calls in a few ms
-and 1% in 500 ms. For each strategy in :data:`STRATEGIES`, a fresh backend
-and a fresh :class:`~microcall.AsyncClient` run the same calls (call ``n``
-meets the same backend latencies under every strategy) at a fixed
+A backend in its own process (:mod:`microcall.demo.backend`) answers most
+calls in a few ms and 1% in 500 ms. For each strategy in :data:`STRATEGIES`
+in turn, a fresh :class:`~microcall.AsyncClient` makes the same calls (call
+``n`` meets the same backend latencies under every strategy) at a fixed
 concurrency. Each call's latency is what its caller waited, from ``get()``
 to the response; the extra load is what the backend received beyond one
 request per call. :func:`run_scenario` returns one :class:`Row` per strategy
@@ -19,13 +19,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import microcall
-from microcall.demo.backend import LatencyProfile, TailBackend
+from microcall.demo.backend import BackendProcess, LatencyProfile
 from microcall.errors import ConfigurationError
 from microcall.policy.strategy import Strategy
 
-# The strategies compared, as (label, strategy). The hedge delay sits near
-# the backend's p95 (fast answers take 2-4 ms), so about one call in twenty or
-# fewer sends a second copy.
+# The strategies compared, as (label, strategy), one line each: trying another
+# (a hedge with a learned delay, say) is changing that line. The fixed hedge
+# delay sits just above the fast answers (2-4 ms), near the backend's p95, so
+# only calls already slower than usual send a second copy.
 STRATEGIES: tuple[tuple[str, Strategy], ...] = (
     ("single()", microcall.single()),
     ("retry(3, attempt_timeout=0.02)", microcall.retry(3, attempt_timeout=0.02)),
@@ -85,37 +86,44 @@ class Row:
 
 async def run_scenario(scenario: Scenario) -> list[Row]:
     """Run every strategy of ``scenario`` in turn; one row each, in order."""
-    return [await _measure(label, strategy, scenario) for label, strategy in scenario.strategies]
+    async with BackendProcess(scenario.profile, seed=scenario.seed) as backend:
+        return [
+            await _measure(backend, run, label, strategy, scenario)
+            for run, (label, strategy) in enumerate(scenario.strategies)
+        ]
 
 
-async def _measure(label: str, strategy: Strategy, scenario: Scenario) -> Row:
+async def _measure(
+    backend: BackendProcess, run: int, label: str, strategy: Strategy, scenario: Scenario
+) -> Row:
     latencies: list[float] = []
     failures = 0
-    async with TailBackend(scenario.profile, seed=scenario.seed) as backend:
-        async with microcall.AsyncClient(
-            backend.base_url, strategy=strategy, timeout=CALL_TIMEOUT
-        ) as client:
-            # One iterator shared by the workers: whoever is free takes the
-            # next call, so exactly `concurrency` calls are in flight.
-            calls = iter(range(scenario.requests))
+    async with microcall.AsyncClient(
+        backend.base_url, strategy=strategy, timeout=CALL_TIMEOUT
+    ) as client:
+        # One iterator shared by the workers: whoever is free takes the next
+        # call, so exactly `concurrency` calls are in flight until the end.
+        calls = iter(range(scenario.requests))
 
-            async def worker(calls: Iterator[int]) -> None:
-                nonlocal failures
-                for call in calls:
-                    started = time.perf_counter()
-                    try:
-                        response = await client.get(f"/call/{call}")
-                    except microcall.CallError:
-                        failures += 1
-                    else:
-                        failures += not response.ok
-                    latencies.append(time.perf_counter() - started)
+        async def worker(calls: Iterator[int]) -> None:
+            nonlocal failures
+            for call in calls:
+                path = backend.call_path(run=run, call=call)
+                started = time.perf_counter()
+                try:
+                    response = await client.get(path)
+                except microcall.CallError:
+                    failures += 1
+                else:
+                    failures += not response.ok
+                latencies.append(time.perf_counter() - started)
 
-            async with asyncio.TaskGroup() as group:
-                for _ in range(scenario.concurrency):
-                    group.create_task(worker(calls))
-    # Read the counts after the server stopped: a loser cancelled at the very
-    # end is counted once its handler has been torn down.
+        async with asyncio.TaskGroup() as group:
+            for _ in range(scenario.concurrency):
+                group.create_task(worker(calls))
+    # Read the backend's counts once the losers cancelled at the very end
+    # (their connections closed with the client) have been torn down.
+    stats = await backend.settled_stats(run=run)
     latencies.sort()
     return Row(
         strategy=label,
@@ -124,8 +132,8 @@ async def _measure(label: str, strategy: Strategy, scenario: Scenario) -> Row:
         p99=percentile(latencies, 0.99),
         p999=percentile(latencies, 0.999),
         failed=failures,
-        server_requests=backend.received,
-        server_cancelled=backend.cancelled,
+        server_requests=stats.received,
+        server_cancelled=stats.cancelled,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 from microcall._durations import to_seconds
@@ -43,9 +44,13 @@ class Backoff:
             raise ConfigurationError(f"backoff multiplier must be >= 1, got {self.multiplier!r}")
 
     def delay(self, retry_number: int, rng: random.Random) -> float:
-        # min() before the power would overflow for a large retry_number.
-        exponent = min(retry_number, 64)
-        bound = min(self.cap, self.base * self.multiplier**exponent)
+        if self.base == 0.0:
+            return 0.0
+        try:
+            growth = self.multiplier**retry_number
+        except OverflowError:  # far past the cap anyway
+            growth = math.inf
+        bound = min(self.cap, self.base * growth)
         return rng.uniform(0.0, bound) if self.jitter else bound
 
 
@@ -64,6 +69,6 @@ def parse_retry_after(value: str | None, *, now_epoch: float) -> float | None:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:  # RFC 9110 dates are GMT; a naive one is malformed
-        return None
+    if when.tzinfo is None:  # asctime form: RFC 9110 says every HTTP date is GMT
+        when = when.replace(tzinfo=UTC)
     return min(max(when.timestamp() - now_epoch, 0.0), MAX_RETRY_AFTER)

@@ -85,6 +85,10 @@ class Strategy(Protocol):
     def plan(self, *, expires_at: float, floor: float, rng: random.Random) -> Plan: ...
 
 
+def _is_count(value: object, most: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= most
+
+
 def _optional_seconds(value: Seconds | None, name: str) -> float | None:
     return None if value is None else to_seconds(value, name=name)
 
@@ -101,24 +105,27 @@ class SingleAttempt:
 
 
 class _SinglePlan:
-    __slots__ = ("_expires_at", "_floor", "_sent", "attempt_timeout")
+    __slots__ = ("_done", "_expires_at", "_floor", "_sent", "attempt_timeout")
 
     def __init__(self, expires_at: float, floor: float) -> None:
         self._expires_at = expires_at
         self._floor = floor
         self._sent = False
+        self._done = False
         self.attempt_timeout: float | None = None
 
     def decide(self, now: float) -> Action:
-        if self._sent:
+        if self._done:
             return Finish(0)
+        if self._sent:
+            return _WAIT_FOR_OUTCOME
         if self._expires_at - now < self._floor:
             return Finish(None)
         self._sent = True
         return _SEND_FIRST
 
     def finished(self, index: int, verdict: Verdict, now: float, retry_after: float | None) -> None:
-        pass
+        self._done = True
 
 
 # ---------------------------------------------------------------- retry
@@ -138,7 +145,7 @@ class Retry:
     attempt_timeout: float | None = None
 
     def __post_init__(self) -> None:
-        if not 1 <= self.attempts <= MAX_RETRY_ATTEMPTS:
+        if not _is_count(self.attempts, MAX_RETRY_ATTEMPTS):
             raise ConfigurationError(
                 f"retry attempts must be between 1 and {MAX_RETRY_ATTEMPTS}, got {self.attempts!r}"
             )
@@ -219,7 +226,7 @@ class Hedged:
     attempt_timeout: float | None = None
 
     def __post_init__(self) -> None:
-        if not 1 <= self.attempts <= MAX_HEDGED_ATTEMPTS:
+        if not _is_count(self.attempts, MAX_HEDGED_ATTEMPTS):
             raise ConfigurationError(
                 f"hedged attempts must be between 1 and {MAX_HEDGED_ATTEMPTS}, "
                 f"got {self.attempts!r}"

@@ -1,0 +1,199 @@
+"""Retry budget: retries and hedges together may add only a fraction of the traffic.
+
+Theory of operation. Every logical call *deposits* one token; every retry or
+hedge must *withdraw* one before it is sent. Over a sliding window of ``ttl``
+seconds, withdrawals are allowed while::
+
+    withdrawals_in_window + 1 <= percent_can_retry * deposits_in_window
+                                 + min_retries_per_second * ttl
+
+so retries add at most ``percent_can_retry`` of the calls, plus a small
+constant allowance that lets a client with little traffic still retry at all.
+These are the semantics and the defaults of Finagle's and Linkerd's retry
+budgets (20% of requests plus 10 retries per second over 10 seconds). When
+every call fails, a three-attempt retry policy asking this budget sends about
+``1 + percent_can_retry`` attempts per call instead of three, plus
+``min_retries_per_second`` divided by the call rate: a retry storm cannot
+multiply an outage.
+
+The window is a ring of ten buckets of ``ttl / 10`` seconds each. A deposit or
+withdrawal is counted in the bucket of its ``now``; a bucket is emptied when
+the ring moves past it, so the window spans between nine and ten buckets'
+worth of time. Withdrawals age out with the deposits of their window, so a
+burst of retries is paid back before the budget refills. Running totals keep
+every operation O(1) (amortised over the buckets the ring skips).
+
+Interface for the engine (one budget per client or per endpoint group, shared
+by its calls; used from one event loop thread, so no locks)::
+
+    budget.deposit(now)               # once per logical call
+    if budget.try_withdraw(now): ...  # before each retry or hedge; False: do not send
+
+A refusal is visible twice: ``try_withdraw`` returns False and the
+``refused`` counter grows (``deposited`` and ``withdrawn`` count the rest).
+``now`` is monotonic seconds from the client's clock; a ``now`` earlier than
+one already seen is treated as the latest one seen.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from microcall._durations import to_seconds
+from microcall.errors import ConfigurationError
+
+# Finagle's and Linkerd's defaults (com.twitter.finagle.service.RetryBudget,
+# Linkerd's retryBudget): 20% extra load, 10 retries/s floor, 10 s window.
+DEFAULT_PERCENT_CAN_RETRY = 0.2
+DEFAULT_MIN_RETRIES_PER_SECOND = 10.0
+DEFAULT_TTL = 10.0
+
+# Ten buckets make the window's edge at most a tenth of ttl coarse, which is
+# far below the noise in any retry rate, for a few hundred bytes of state.
+WINDOW_BUCKETS = 10
+
+# Float sums of fractions like 0.2 * n can land one ulp below an integer the
+# formula reaches exactly; this keeps the bound from refusing that last retry.
+_EPSILON = 1e-9
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryBudgetConfig:
+    """How much extra traffic retries and hedges may add.
+
+    >>> RetryBudgetConfig(percent_can_retry=0.1, min_retries_per_second=5)
+    RetryBudgetConfig(percent_can_retry=0.1, min_retries_per_second=5.0, ttl=10.0)
+    """
+
+    percent_can_retry: float = DEFAULT_PERCENT_CAN_RETRY
+    min_retries_per_second: float = DEFAULT_MIN_RETRIES_PER_SECOND
+    ttl: float = DEFAULT_TTL
+
+    def __post_init__(self) -> None:
+        percent = self.percent_can_retry
+        if not (
+            isinstance(percent, (int, float))
+            and not isinstance(percent, bool)
+            and math.isfinite(percent)
+            and percent >= 0
+        ):
+            raise ConfigurationError(
+                f"percent_can_retry must be a finite fraction >= 0 (0.2 = 20%), got {percent!r}"
+            )
+        minimum = self.min_retries_per_second
+        if not (
+            isinstance(minimum, (int, float))
+            and not isinstance(minimum, bool)
+            and math.isfinite(minimum)
+            and minimum >= 0
+        ):
+            raise ConfigurationError(
+                f"min_retries_per_second must be a finite number >= 0, got {minimum!r}"
+            )
+        object.__setattr__(self, "percent_can_retry", float(percent))
+        object.__setattr__(self, "min_retries_per_second", float(minimum))
+        object.__setattr__(self, "ttl", to_seconds(self.ttl, name="retry budget ttl"))
+
+    @property
+    def reserve(self) -> float:
+        """Retries allowed in any window regardless of traffic: ``min_retries_per_second * ttl``."""
+        return self.min_retries_per_second * self.ttl
+
+
+class RetryBudget:
+    """The running budget: deposits per logical call, withdrawals per retry or hedge.
+
+    >>> budget = RetryBudget(RetryBudgetConfig(min_retries_per_second=0))
+    >>> for _ in range(10):
+    ...     budget.deposit(now=0.0)
+    >>> [budget.try_withdraw(now=0.0) for _ in range(3)]
+    [True, True, False]
+    >>> budget.refused
+    1
+    """
+
+    __slots__ = (
+        "_deposit_sum",
+        "_deposits",
+        "_epoch",
+        "_width",
+        "_withdrawal_sum",
+        "_withdrawals",
+        "config",
+        "deposited",
+        "refused",
+        "withdrawn",
+    )
+
+    def __init__(self, config: RetryBudgetConfig | None = None) -> None:
+        self.config = config or RetryBudgetConfig()
+        self._width = self.config.ttl / WINDOW_BUCKETS
+        self._deposits = [0] * WINDOW_BUCKETS
+        self._withdrawals = [0] * WINDOW_BUCKETS
+        self._deposit_sum = 0
+        self._withdrawal_sum = 0
+        self._epoch: int | None = None
+        self.deposited = 0
+        """Deposits ever made (logical calls)."""
+        self.withdrawn = 0
+        """Withdrawals ever granted (retries and hedges sent)."""
+        self.refused = 0
+        """Withdrawals ever refused (retries and hedges not sent)."""
+
+    def deposit(self, now: float) -> None:
+        """Count one logical call; call once per call, before its first attempt."""
+        index = self._advance(now)
+        self._deposits[index] += 1
+        self._deposit_sum += 1
+        self.deposited += 1
+
+    def try_withdraw(self, now: float) -> bool:
+        """Take one retry from the budget: True if it may be sent, False if refused."""
+        index = self._advance(now)
+        if self._withdrawal_sum + 1 > self._allowance() + _EPSILON:
+            self.refused += 1
+            return False
+        self._withdrawals[index] += 1
+        self._withdrawal_sum += 1
+        self.withdrawn += 1
+        return True
+
+    def balance(self, now: float) -> float:
+        """Retries that could be sent right now (fractional; negative while paying back)."""
+        self._advance(now)
+        return self._allowance() - self._withdrawal_sum
+
+    def _allowance(self) -> float:
+        config = self.config
+        return config.percent_can_retry * self._deposit_sum + config.reserve
+
+    def _advance(self, now: float) -> int:
+        """Move the ring to ``now``'s bucket, emptying the buckets it passes; return its index."""
+        epoch = math.floor(now / self._width)
+        last = self._epoch
+        if last is None:
+            self._epoch = epoch
+        elif epoch > last:
+            if epoch - last >= WINDOW_BUCKETS:
+                self._clear()
+            else:
+                for passed in range(last + 1, epoch + 1):
+                    index = passed % WINDOW_BUCKETS
+                    self._deposit_sum -= self._deposits[index]
+                    self._withdrawal_sum -= self._withdrawals[index]
+                    self._deposits[index] = 0
+                    self._withdrawals[index] = 0
+            self._epoch = epoch
+        else:
+            # A now from the past (a value read before another one) counts
+            # in the newest bucket: time never moves the ring backwards.
+            epoch = last
+        return epoch % WINDOW_BUCKETS
+
+    def _clear(self) -> None:
+        for index in range(WINDOW_BUCKETS):
+            self._deposits[index] = 0
+            self._withdrawals[index] = 0
+        self._deposit_sum = 0
+        self._withdrawal_sum = 0

@@ -1,0 +1,117 @@
+"""aiohttp server middleware: inbound deadline and priority, expired-work refusal, shedding.
+
+::
+
+    from aiohttp import web
+    from microcall.server import ServerOptions, Shedding, GradientLimit
+    from microcall.server.aiohttp import AiohttpMiddleware
+
+    protect = AiohttpMiddleware(ServerOptions(shedding=Shedding(limit=GradientLimit())))
+    app = web.Application(middlewares=[protect])
+    ...
+    protect.stats.snapshot()   # admitted, expired, shed_low, ...
+
+Inside a handler, ``microcall.current_deadline()`` and
+``microcall.current_priority()`` are the request's, and every microcall
+client call made there inherits them. A route's ``@default_timeout`` is read
+from the matched handler (for a class-based view, from the method) before
+the handler runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+from aiohttp import web
+
+from microcall.server._cancel import DeadlineCancelled, within_deadline
+from microcall.server._config import ServerOptions
+from microcall.server._gate import Gate, Refusal
+from microcall.server._headers import PRIORITY_HEADER, TIMEOUT_HEADER
+from microcall.server._route import route_timeout_of
+from microcall.server._stats import ServerStats
+from microcall.server._trust import Caller
+from microcall.server.shedding import PriorityLimiter
+
+__all__ = ["AiohttpMiddleware"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class AiohttpMiddleware:
+    """An aiohttp middleware (pass the instance in ``web.Application(middlewares=[...])``).
+
+    One instance per application: it owns the concurrency limit and the stats.
+    """
+
+    __slots__ = ("_cancel", "_gate")
+
+    def __init__(
+        self, options: ServerOptions | None = None, *, stats: ServerStats | None = None
+    ) -> None:
+        self._gate = Gate(options, stats=stats)
+        self._cancel = self._gate.options.cancel_on_deadline
+
+    @property
+    def stats(self) -> ServerStats:
+        """What this middleware has admitted, refused, ignored and cancelled."""
+        return self._gate.stats
+
+    @property
+    def limiter(self) -> PriorityLimiter | None:
+        """The live concurrency limiter (None without shedding)."""
+        return self._gate.limiter
+
+    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        headers = request.headers
+        outcome = self._gate.admit(
+            headers.getall(TIMEOUT_HEADER, ()),
+            headers.getall(PRIORITY_HEADER, ()),
+            partial(_caller, request),
+            _route_timeout(request),
+        )
+        if isinstance(outcome, Refusal):
+            return _respond(outcome)
+        outcome.enter()
+        try:
+            if self._cancel:
+                response = await within_deadline(outcome, handler(request))
+            else:
+                response = await handler(request)
+        except DeadlineCancelled:
+            self._gate.stats.add("cancelled")
+            outcome.finish(cancelled=True)
+            return _respond(self._gate.expired_refusal)
+        except web.HTTPException:
+            outcome.finish()  # a raised 404 or redirect is an answer like any other
+            raise
+        except BaseException:
+            outcome.fail()
+            raise
+        finally:
+            outcome.leave()
+        outcome.finish()
+        return response
+
+
+def _respond(refusal: Refusal) -> web.Response:
+    return web.Response(
+        status=refusal.status, reason=refusal.reason, headers=refusal.headers, body=refusal.body
+    )
+
+
+def _route_timeout(request: web.Request) -> float | None:
+    handler = request.match_info.handler
+    value = route_timeout_of(handler)
+    if value is None and isinstance(handler, type) and issubclass(handler, web.View):
+        value = route_timeout_of(getattr(handler, request.method.lower(), None))
+    return value
+
+
+def _caller(request: web.Request) -> Caller:
+    def header(name: str) -> str | None:
+        values = request.headers.getall(name, ())
+        return values[0] if len(values) == 1 else None
+
+    return Caller(request.remote, header, request)

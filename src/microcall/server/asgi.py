@@ -1,0 +1,149 @@
+"""ASGI middleware (pure ASGI: FastAPI, Starlette, any ASGI app; served by uvicorn and others).
+
+::
+
+    from fastapi import FastAPI
+    from microcall.server import ServerOptions, trust_networks
+    from microcall.server.asgi import ASGIMiddleware
+
+    app = FastAPI()
+    app.add_middleware(ASGIMiddleware, options=ServerOptions(trust=trust_networks("10.0.0.0/8")))
+
+or wrap any ASGI application: ``app = ASGIMiddleware(app, options)``. With
+``add_middleware`` the framework builds the instance when the first request
+arrives, so to read the counters pass your own: ``stats = ServerStats()`` and
+``app.add_middleware(ASGIMiddleware, options=..., stats=stats)``.
+
+Only ``http`` scopes are gated; ``lifespan`` and ``websocket`` pass through.
+Everything the handler runs (async endpoints, and plain ones FastAPI runs in
+its thread pool with a copy of the context) sees the request's deadline and
+priority.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
+from typing import Any
+
+from microcall.server._cancel import DeadlineCancelled, within_deadline
+from microcall.server._config import ServerOptions
+from microcall.server._gate import Gate, Refusal
+from microcall.server._stats import ServerStats
+from microcall.server._trust import Caller
+from microcall.server.shedding import PriorityLimiter
+
+__all__ = ["ASGIApp", "ASGIMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# ASGI servers give header names in lower case (ASGI spec, "HTTP" scope).
+_TIMEOUT = b"x-request-timeout"
+_PRIORITY = b"x-request-priority"
+
+
+class ASGIMiddleware:
+    """Wraps an ASGI application: ``ASGIMiddleware(app, options)``."""
+
+    __slots__ = ("_cancel", "_gate", "app")
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        options: ServerOptions | None = None,
+        *,
+        stats: ServerStats | None = None,
+    ) -> None:
+        self.app = app
+        self._gate = Gate(options, stats=stats)
+        self._cancel = self._gate.options.cancel_on_deadline
+
+    @property
+    def stats(self) -> ServerStats:
+        """What this middleware has admitted, refused, ignored and cancelled."""
+        return self._gate.stats
+
+    @property
+    def limiter(self) -> PriorityLimiter | None:
+        """The live concurrency limiter (None without shedding)."""
+        return self._gate.limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        timeouts: list[str] = []
+        priorities: list[str] = []
+        for name, value in scope["headers"]:
+            if name == _TIMEOUT:
+                timeouts.append(value.decode("latin-1"))
+            elif name == _PRIORITY:
+                priorities.append(value.decode("latin-1"))
+        outcome = self._gate.admit(timeouts, priorities, partial(_caller, scope))
+        if isinstance(outcome, Refusal):
+            await _respond(send, outcome)
+            return
+        started = _Started(send) if self._cancel else None
+        outcome.enter()
+        try:
+            if started is not None:
+                await within_deadline(outcome, self.app(scope, receive, started))
+            else:
+                await self.app(scope, receive, send)
+        except DeadlineCancelled:
+            self._gate.stats.add("cancelled")
+            outcome.finish(cancelled=True)
+            if started is not None and not started.started:
+                await _respond(send, self._gate.expired_refusal)
+            # Otherwise the response is half sent: returning without its end
+            # makes the server close the connection, the only honest ending.
+            return
+        except BaseException:
+            outcome.fail()
+            raise
+        finally:
+            outcome.leave()
+        outcome.finish()
+
+
+class _Started:
+    """A ``send`` that remembers whether the response has begun."""
+
+    __slots__ = ("_send", "started")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
+
+
+async def _respond(send: Send, refusal: Refusal) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": refusal.status,
+            "headers": [
+                (name.lower().encode("latin-1"), value.encode("latin-1"))
+                for name, value in refusal.headers
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": refusal.body})
+
+
+def _caller(scope: Scope) -> Caller:
+    def header(name: str) -> str | None:
+        wanted = name.lower().encode("latin-1")
+        found = [value for key, value in scope["headers"] if key == wanted]
+        return found[0].decode("latin-1") if len(found) == 1 else None
+
+    client = scope.get("client")
+    return Caller(None if not client else str(client[0]), header, scope)

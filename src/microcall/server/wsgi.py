@@ -1,0 +1,131 @@
+"""WSGI middleware (Flask, Django, any WSGI app; under a threaded or multi-process server).
+
+::
+
+    from flask import Flask
+    from microcall.server import ServerOptions
+    from microcall.server.wsgi import WSGIMiddleware
+
+    app = Flask(__name__)
+    app.wsgi_app = WSGIMiddleware(app.wsgi_app, ServerOptions(default_timeout=5.0))
+
+The request's deadline and priority are set in the worker thread's context
+while the application runs, so a ``microcall.Client`` or ``FuturesClient``
+call made from the view inherits them (those clients carry the calling
+thread's context into their event loop). The context is restored when the
+application returns; a body produced lazily afterwards (a streamed generator)
+no longer sees it. The request's concurrency permit is held until the server
+closes the response, since the thread is busy until then.
+
+A thread cannot be cancelled, so ``cancel_on_deadline`` is refused here:
+check ``microcall.current_deadline()`` in long loops instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
+from typing import Any
+
+from microcall.errors import ConfigurationError
+from microcall.server._admission import Admission
+from microcall.server._config import ServerOptions
+from microcall.server._gate import Gate, Refusal
+from microcall.server._stats import ServerStats
+from microcall.server._trust import Caller
+from microcall.server.shedding import PriorityLimiter
+
+__all__ = ["WSGIApp", "WSGIMiddleware"]
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+# The header names as a WSGI environ spells them (PEP 3333: HTTP_ + upper case).
+_TIMEOUT = "HTTP_X_REQUEST_TIMEOUT"
+_PRIORITY = "HTTP_X_REQUEST_PRIORITY"
+
+
+class WSGIMiddleware:
+    """Wraps a WSGI application: ``WSGIMiddleware(app, options)``."""
+
+    __slots__ = ("_gate", "app")
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        options: ServerOptions | None = None,
+        *,
+        stats: ServerStats | None = None,
+    ) -> None:
+        if options is not None and options.cancel_on_deadline:
+            raise ConfigurationError(
+                "cancel_on_deadline needs an async handler; a WSGI thread cannot be cancelled"
+            )
+        self.app = app
+        self._gate = Gate(options, stats=stats)
+
+    @property
+    def stats(self) -> ServerStats:
+        """What this middleware has admitted, refused and ignored."""
+        return self._gate.stats
+
+    @property
+    def limiter(self) -> PriorityLimiter | None:
+        """The live concurrency limiter (None without shedding)."""
+        return self._gate.limiter
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        # A WSGI server joins a repeated header into one value with commas,
+        # which the parser refuses like any other repetition.
+        timeout = environ.get(_TIMEOUT)
+        priority = environ.get(_PRIORITY)
+        outcome = self._gate.admit(
+            () if timeout is None else (timeout,),
+            () if priority is None else (priority,),
+            partial(_caller, environ),
+        )
+        if isinstance(outcome, Refusal):
+            start_response(f"{outcome.status} {outcome.reason}", list(outcome.headers))
+            return [outcome.body]
+        outcome.enter()
+        try:
+            body = self.app(environ, start_response)
+        except BaseException:
+            outcome.fail()
+            raise
+        finally:
+            outcome.leave()
+        return _Body(body, outcome)
+
+
+class _Body:
+    """The application's response, finishing the admission when the server closes it."""
+
+    __slots__ = ("_admission", "_body")
+
+    def __init__(self, body: Iterable[bytes], admission: Admission) -> None:
+        self._body = body
+        self._admission: Admission | None = admission
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            admission, self._admission = self._admission, None
+            if admission is not None:
+                admission.finish()
+
+
+def _caller(environ: Environ) -> Caller:
+    def header(name: str) -> str | None:
+        value = environ.get("HTTP_" + name.upper().replace("-", "_"))
+        return value if isinstance(value, str) else None
+
+    address = environ.get("REMOTE_ADDR")
+    return Caller(address if isinstance(address, str) and address else None, header, environ)
