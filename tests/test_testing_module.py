@@ -141,7 +141,7 @@ async def test_send_directly_times_out_with_attempt_timeout() -> None:
     transport = MockTransport([Reply(200, delay=30.0)])
     request = Request("GET", URL("http://svc/a"), {})
     with pytest.raises(AttemptTimeout, match="svc:80"):
-        await transport.send(request, {}, timeout=0.01)
+        await transport.send(request, request.url, {}, timeout=0.01)
     assert transport.cancelled == 0
     assert transport.sent[0].timeout == 0.01
 
@@ -149,7 +149,7 @@ async def test_send_directly_times_out_with_attempt_timeout() -> None:
 async def test_cancelling_a_slow_reply_is_counted() -> None:
     transport = MockTransport([Reply(200, delay=30.0)])
     request = Request("GET", URL("http://svc/a"), {})
-    task = asyncio.create_task(transport.send(request, {}, timeout=60.0))
+    task = asyncio.create_task(transport.send(request, request.url, {}, timeout=60.0))
     await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -20,7 +20,9 @@ class Attempt:
 
     ``status`` is the HTTP status when a response arrived; ``error`` names the
     failure otherwise (``"ConnectError: ..."``). ``cancelled`` marks a hedge
-    that lost the race and was stopped. ``started`` is seconds after the call began.
+    that lost the race and was stopped; ``sent`` False marks one the retry
+    budget or an open breaker refused, so it never reached the network.
+    ``started`` is seconds after the call began.
     Read-only by convention (not ``frozen``, which would slow every call down).
     """
 
@@ -32,8 +34,11 @@ class Attempt:
     status: int | None = None
     error: str | None = None
     cancelled: bool = False
+    sent: bool = True
 
     def describe(self) -> str:
+        if not self.sent:
+            return f"#{self.index} {self.kind} not sent: {self.error}"
         if self.cancelled:
             outcome = "cancelled"
         elif self.status is not None:

@@ -4,8 +4,18 @@ This is the only module that awaits, sleeps and cancels. Policies decide,
 transports send, the engine wires them together and keeps the record of
 attempts that every response and every error carries.
 
-A call with a single attempt takes a straight path (no task, no plan): it is
-the common case and must cost next to nothing over the transport itself.
+For every call: deposit into the retry budget; make the strategy's plan (for
+a learned hedge, with the route's current delay); then loop: ask the plan,
+and for each Send withdraw from the budget (retries and hedges only), pick an
+endpoint (a hedge avoids the replicas already tried), ask its breaker, send.
+Each outcome is classified, reported to the endpoint's record and the
+learned delay, and handed back to the plan. When the plan finishes, losers
+still running get ``linger`` seconds to complete (keeping their keep-alive
+connection) before they are cancelled.
+
+A call with one attempt on a client with one endpoint and no breaker takes a
+straight path (no task, no plan): it is the common case and must cost next to
+nothing over the transport itself.
 """
 
 from __future__ import annotations
@@ -14,14 +24,27 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+
+from yarl import URL
 
 from microcall._attempt import Attempt, AttemptKind
+from microcall._replicas import Replicas
 from microcall._request import Request
 from microcall._response import Response
-from microcall.errors import AttemptTimeout, CallError, DeadlineExceeded
+from microcall.errors import (
+    AttemptTimeout,
+    CallError,
+    CircuitOpen,
+    DeadlineExceeded,
+    TransportError,
+)
 from microcall.policy.backoff import parse_retry_after
+from microcall.policy.balancer import Endpoint
+from microcall.policy.budget import RetryBudget, RetryBudgetConfig
 from microcall.policy.classify import Classifier, Verdict
-from microcall.policy.strategy import Finish, Send, SingleAttempt, Strategy
+from microcall.policy.hedge_delay import LearnedDelay, LearnedDelayConfig
+from microcall.policy.strategy import Finish, Hedged, Plan, Send, SingleAttempt, Strategy
 from microcall.transports import Transport
 
 TIMEOUT_HEADER = "X-Request-Timeout"
@@ -32,34 +55,58 @@ PRIORITY_HEADER = "X-Request-Priority"
 DEFAULT_DEADLINE_FLOOR = 0.005
 
 
-class Engine:
-    """Runs calls over one transport with one classifier; shared by all of a client's calls."""
+@dataclass(slots=True)
+class _Running:
+    """An attempt in flight."""
 
-    __slots__ = ("_classifier", "_floor", "_now", "_rng", "transport")
+    index: int
+    kind: AttemptKind
+    started: float
+    endpoint: Endpoint | None
+    url: URL
+
+
+class Engine:
+    """Runs calls over one transport and one replica group; shared by all of a client's calls."""
 
     def __init__(
         self,
         transport: Transport,
         *,
         classifier: Classifier,
+        replicas: Replicas | None = None,
+        budget: RetryBudget | None = None,
         now: Callable[[], float] = time.monotonic,
         floor: float = DEFAULT_DEADLINE_FLOOR,
         rng: random.Random | None = None,
     ) -> None:
         self.transport = transport
+        self.replicas = replicas
+        self.budget = budget
         self._classifier = classifier
         self._now = now
         self._floor = floor
         self._rng = rng or random.Random()
+        # Learned hedge delays and their own budgets, one per learned config in use.
+        self._learners: dict[LearnedDelayConfig, tuple[LearnedDelay, RetryBudget]] = {}
+        self._lingering: set[asyncio.Task[Response]] = set()
 
     async def call(
         self, request: Request, *, expires_at: float, priority: str, strategy: Strategy
     ) -> Response:
         """Run ``request`` under ``strategy`` until ``expires_at``; a Response or a CallError."""
         start = self._now()
-        if type(strategy) is SingleAttempt or not request.replayable:
+        if self.budget is not None:
+            self.budget.deposit(start)
+        replicas = self.replicas
+        routed = replicas is not None and request.path is not None
+        if (type(strategy) is SingleAttempt or not request.replayable) and (
+            not routed or replicas.single  # type: ignore[union-attr]
+        ):
             return await self._single(request, start, expires_at, priority)
-        return await self._planned(request, start, expires_at, priority, strategy)
+        if routed and replicas.discovery is not None:  # type: ignore[union-attr]
+            await replicas.discover(self._now)  # type: ignore[union-attr]
+        return await self._planned(request, start, expires_at, priority, strategy, routed)
 
     async def _single(
         self, request: Request, start: float, expires_at: float, priority: str
@@ -68,9 +115,11 @@ class Engine:
         if remaining < self._floor:
             raise self._too_late(request, remaining, ())
         try:
-            response = await self._send(request, remaining, True, priority)
+            response = await self._send(request, request.url, remaining, True, priority)
         except CallError as error:
-            error.attempts = (self._record(0, AttemptKind.FIRST, request, 0.0, start, error),)
+            error.attempts = (
+                self._record(0, AttemptKind.FIRST, request.url, 0.0, start, error),
+            )
             raise
         end = self._now()
         response.attempts = (
@@ -80,33 +129,55 @@ class Engine:
         return response
 
     async def _planned(
-        self, request: Request, start: float, expires_at: float, priority: str, strategy: Strategy
+        self,
+        request: Request,
+        start: float,
+        expires_at: float,
+        priority: str,
+        strategy: Strategy,
+        routed: bool,
     ) -> Response:
         now = self._now
-        plan = strategy.plan(expires_at=expires_at, floor=self._floor, rng=self._rng)
+        plan, learner = self._plan(request, strategy, start, expires_at)
         loop = asyncio.get_running_loop()
-        running: dict[asyncio.Task[Response], int] = {}
-        kinds: list[AttemptKind] = []
-        started: list[float] = []
+        running: dict[asyncio.Task[Response], _Running] = {}
         outcomes: list[Response | CallError | None] = []
         records: list[Attempt | None] = []
+        refusal: CallError | None = None
+        concluded = False
         try:
             while True:
                 moment = now()
                 action = plan.decide(moment)
                 if isinstance(action, Send):
+                    index = len(outcomes)
+                    refused = self._admit(action.kind, learner, moment)
+                    endpoint = None
+                    if refused is None and routed:
+                        endpoint, circuit_open = self._pick(request, running, moment)
+                        if circuit_open is not None:
+                            refusal, refused = circuit_open, "CircuitOpen"
+                    if refused is not None:
+                        # Never sent: the plan finishes with what it has; the
+                        # attempts list shows the refusal.
+                        plan.refused()
+                        outcomes.append(None)
+                        records.append(
+                            Attempt(index, action.kind, "", moment - start, 0.0, error=refused, sent=False)
+                        )
+                        continue
                     timeout, by_deadline = expires_at - moment, True
                     limit = plan.attempt_timeout
                     if limit is not None and limit < timeout:
                         timeout, by_deadline = limit, False
-                    coro = self._send(request, timeout, by_deadline, priority)
-                    running[loop.create_task(coro)] = len(outcomes)
-                    kinds.append(action.kind)
-                    started.append(moment)
+                    url = request.url if endpoint is None else self._url_on(endpoint, request)
+                    coro = self._send(request, url, timeout, by_deadline, priority)
+                    running[loop.create_task(coro)] = _Running(index, action.kind, moment, endpoint, url)
                     outcomes.append(None)
                     records.append(None)
                     continue
                 if isinstance(action, Finish):
+                    concluded = True
                     break
                 wait = None if action.until is None else max(0.0, action.until - moment)
                 if not running:
@@ -116,38 +187,38 @@ class Engine:
                     running, timeout=wait, return_when=asyncio.FIRST_COMPLETED
                 )
                 for task in done:
-                    index = running.pop(task)
+                    attempt = running.pop(task)
                     outcome = _outcome_of(task)
-                    records[index] = self._record(
-                        index,
-                        kinds[index],
-                        request,
-                        started[index] - start,
-                        started[index],
-                        outcome,
-                    )
-                    outcomes[index] = outcome
+                    finished = now()
                     verdict, retry_after = self._judge(outcome)
-                    plan.finished(index, verdict, now(), retry_after)
+                    self._report(request, attempt, outcome, verdict, finished, learner)
+                    records[attempt.index] = self._record(
+                        attempt.index, attempt.kind, attempt.url, attempt.started - start, attempt.started, outcome
+                    )
+                    outcomes[attempt.index] = outcome
+                    plan.finished(attempt.index, verdict, finished, retry_after)
         finally:
-            # Losers (and everything, if the caller cancelled us): stop them now.
-            # aiohttp closes a connection whose response was not read to the end,
-            # so nothing is left half-read in the pool.
-            for task, index in running.items():
-                task.cancel()
-                task.add_done_callback(_consume)
-                records[index] = Attempt(
-                    index,
-                    kinds[index],
-                    request.endpoint,
-                    started[index] - start,
-                    now() - started[index],
+            moment = now()
+            # Losers of a finished race may linger; if the call itself was
+            # cancelled (or failed), everything stops at once.
+            linger = strategy.linger if concluded and isinstance(strategy, Hedged) else 0.0
+            for task, attempt in running.items():
+                records[attempt.index] = Attempt(
+                    attempt.index,
+                    attempt.kind,
+                    _endpoint_name(attempt.url),
+                    attempt.started - start,
+                    moment - attempt.started,
                     cancelled=True,
                 )
+                self._let_finish_or_cancel(task, attempt, request, linger, learner)
 
         attempts = tuple(record for record in records if record is not None)
         winner = action.winner
         if winner is None:
+            if refusal is not None:  # the breaker refused the first attempt
+                refusal.attempts = attempts
+                raise refusal
             raise self._too_late(request, expires_at - now(), attempts)
         result = outcomes[winner]
         assert result is not None
@@ -158,20 +229,65 @@ class Engine:
         result.attempts = attempts
         raise result
 
-    async def _send(
-        self, request: Request, timeout: float, by_deadline: bool, priority: str
-    ) -> Response:
-        # The attempt's own time, not the call's: the server should not work
-        # longer than this attempt will wait.
-        headers = {**request.headers, TIMEOUT_HEADER: f"{timeout:.3f}", PRIORITY_HEADER: priority}
-        try:
-            return await self.transport.send(request, headers, timeout)
-        except AttemptTimeout as exc:
-            if by_deadline:
-                raise DeadlineExceeded(
-                    f"deadline exceeded waiting for {request.endpoint}", request=request
-                ) from exc
-            raise
+    # ------------------------------------------------------------ decisions
+
+    def _plan(
+        self, request: Request, strategy: Strategy, start: float, expires_at: float
+    ) -> tuple[Plan, tuple[LearnedDelay, RetryBudget] | None]:
+        if not request.replayable:
+            return SingleAttempt().plan(expires_at=expires_at, floor=self._floor, rng=self._rng), None
+        if isinstance(strategy, Hedged) and strategy.learned is not None:
+            learner = self._learner(strategy.learned)
+            learner[1].deposit(start)
+            delay = learner[0].delay(request.route, start)
+            plan = strategy.plan(expires_at=expires_at, floor=self._floor, rng=self._rng, delay=delay)
+            return plan, learner
+        return strategy.plan(expires_at=expires_at, floor=self._floor, rng=self._rng), None
+
+    def _learner(self, config: LearnedDelayConfig) -> tuple[LearnedDelay, RetryBudget]:
+        learner = self._learners.get(config)
+        if learner is None:
+            # Finagle's rule: hedges have a budget of their own, max_extra_load of
+            # the calls, on top of the client's retry budget.
+            hedge_budget = RetryBudget(
+                RetryBudgetConfig(percent_can_retry=config.max_extra_load, min_retries_per_second=0)
+            )
+            learner = self._learners[config] = (LearnedDelay(config), hedge_budget)
+        return learner
+
+    def _admit(
+        self, kind: AttemptKind, learner: tuple[LearnedDelay, RetryBudget] | None, now: float
+    ) -> str | None:
+        """None if an attempt of this kind may go; else why not (budgets refuse extras)."""
+        if kind is AttemptKind.FIRST:
+            return None
+        if kind is AttemptKind.HEDGE and learner is not None and not learner[1].try_withdraw(now):
+            return "hedge budget empty"
+        if self.budget is not None and not self.budget.try_withdraw(now):
+            return "retry budget empty"
+        return None
+
+    def _pick(
+        self, request: Request, running: dict[asyncio.Task[Response], _Running], now: float
+    ) -> tuple[Endpoint | None, CallError | None]:
+        replicas = self.replicas
+        assert replicas is not None
+        busy = [attempt.endpoint for attempt in running.values() if attempt.endpoint is not None]
+        endpoint = replicas.pick(now, busy)
+        breaker = endpoint.breaker
+        if breaker is not None and not breaker.allow(now):
+            return None, CircuitOpen(
+                f"circuit open for {_endpoint_name(replicas.base_of(endpoint))}: not sent",
+                request=request,
+            )
+        endpoint.stats.start(now)
+        return endpoint, None
+
+    def _url_on(self, endpoint: Endpoint, request: Request) -> URL:
+        assert self.replicas is not None
+        assert request.path is not None
+        base = self.replicas.base_of(endpoint)
+        return URL(f"{str(base).rstrip('/')}/{request.path}", encoded=True)
 
     def _judge(self, outcome: Response | CallError) -> tuple[Verdict, float | None]:
         if isinstance(outcome, Response):
@@ -182,23 +298,103 @@ class Engine:
             return verdict, None
         return self._classifier(None, outcome), None
 
+    def _report(
+        self,
+        request: Request,
+        attempt: _Running,
+        outcome: Response | CallError,
+        verdict: Verdict,
+        now: float,
+        learner: tuple[LearnedDelay, RetryBudget] | None,
+    ) -> None:
+        latency = now - attempt.started
+        success = verdict is Verdict.ACCEPT
+        if attempt.endpoint is not None and self.replicas is not None:
+            self.replicas.finished(attempt.endpoint, latency, success, now)
+        if learner is not None and (success or isinstance(outcome, (AttemptTimeout, DeadlineExceeded))):
+            # Timeouts count with the time they ran: leaving the slow tail out
+            # would let the delay drift down and hedging feed on itself.
+            learner[0].observe(request.route, latency, now)
+
+    # ------------------------------------------------------------ losers
+
+    def _let_finish_or_cancel(
+        self,
+        task: asyncio.Task[Response],
+        attempt: _Running,
+        request: Request,
+        linger: float,
+        learner: tuple[LearnedDelay, RetryBudget] | None,
+    ) -> None:
+        loop = task.get_loop()
+        timer = loop.call_later(linger, task.cancel) if linger > 0 else None
+        if timer is None:
+            task.cancel()
+        self._lingering.add(task)
+
+        def settled(done: asyncio.Task[Response]) -> None:
+            self._lingering.discard(done)
+            if timer is not None:
+                timer.cancel()
+            now = self._now()
+            if done.cancelled():
+                if attempt.endpoint is not None and self.replicas is not None:
+                    self.replicas.abandoned(attempt.endpoint, now - attempt.started, now)
+                if learner is not None:
+                    learner[0].observe(request.route, now - attempt.started, now)
+                return
+            error = done.exception()  # retrieved, so asyncio does not log it
+            if isinstance(error, CallError):
+                outcome: Response | CallError = error
+            elif error is None:
+                outcome = done.result()
+            else:
+                return
+            verdict, _ = self._judge(outcome)
+            self._report(request, attempt, outcome, verdict, now, learner)
+
+        task.add_done_callback(settled)
+
+    async def aclose(self) -> None:
+        """Stop lingering losers and discovery; the transport is closed by its owner."""
+        for task in list(self._lingering):
+            task.cancel()
+        if self._lingering:
+            await asyncio.gather(*self._lingering, return_exceptions=True)
+        if self.replicas is not None:
+            await self.replicas.aclose()
+
+    # ------------------------------------------------------------ sending
+
+    async def _send(
+        self, request: Request, url: URL, timeout: float, by_deadline: bool, priority: str
+    ) -> Response:
+        # The attempt's own time, not the call's: the server should not work
+        # longer than this attempt will wait.
+        headers = {**request.headers, TIMEOUT_HEADER: f"{timeout:.3f}", PRIORITY_HEADER: priority}
+        try:
+            return await self.transport.send(request, url, headers, timeout)
+        except AttemptTimeout as exc:
+            if by_deadline:
+                raise DeadlineExceeded(
+                    f"deadline exceeded waiting for {_endpoint_name(url)}", request=request
+                ) from exc
+            raise
+
     def _record(
         self,
         index: int,
         kind: AttemptKind,
-        request: Request,
+        url: URL,
         offset: float,
         began: float,
         outcome: Response | CallError,
     ) -> Attempt:
         duration = self._now() - began
+        endpoint = _endpoint_name(url)
         if isinstance(outcome, Response):
-            return Attempt(index, kind, request.endpoint, offset, duration, outcome.status_code)
-        if isinstance(outcome, (AttemptTimeout, DeadlineExceeded)):
-            error = f"{type(outcome).__name__}"  # the duration says the rest
-        else:
-            error = f"{type(outcome).__name__}: {outcome.message}"
-        return Attempt(index, kind, request.endpoint, offset, duration, error=error)
+            return Attempt(index, kind, endpoint, offset, duration, outcome.status_code)
+        return Attempt(index, kind, endpoint, offset, duration, error=_name(outcome))
 
     def _too_late(
         self, request: Request, remaining: float, attempts: tuple[Attempt, ...]
@@ -212,6 +408,18 @@ class Engine:
         )
 
 
+def _endpoint_name(url: URL) -> str:
+    return f"{url.host}:{url.port}"
+
+
+def _name(outcome: CallError) -> str:
+    if isinstance(outcome, (AttemptTimeout, DeadlineExceeded)):
+        return type(outcome).__name__  # the duration says the rest
+    if isinstance(outcome, TransportError):
+        return f"{type(outcome).__name__}: {outcome.message}"
+    return type(outcome).__name__
+
+
 def _outcome_of(task: asyncio.Task[Response]) -> Response | CallError:
     error = task.exception()
     if error is None:
@@ -219,10 +427,3 @@ def _outcome_of(task: asyncio.Task[Response]) -> Response | CallError:
     if isinstance(error, CallError):
         return error
     raise error  # a bug or a usage error: not an outcome to classify
-
-
-def _consume(task: asyncio.Task[Response]) -> None:
-    # A loser may have failed just before it was cancelled; fetch its
-    # exception so asyncio does not log it as never retrieved.
-    if not task.cancelled():
-        task.exception()

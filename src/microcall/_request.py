@@ -22,6 +22,10 @@ class Request:
 
     ``replayable`` says whether sending it more than once is safe: idempotent
     methods are, a POST only when the caller opted in or gave an idempotency key.
+    ``path`` is the encoded path and query relative to the client's base URL
+    when the call may go to any of its replicas (None for an absolute URL).
+    ``route`` names the route for learned hedge delays (a template, never a
+    raw path, so the set of routes stays small).
     """
 
     method: str
@@ -29,6 +33,8 @@ class Request:
     headers: Mapping[str, str]
     body: bytes | None = None
     replayable: bool = True
+    path: str | None = None
+    route: str = ""
 
     @property
     def endpoint(self) -> str:

@@ -29,6 +29,7 @@ from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from microcall._request import Request
 from microcall._response import Response
@@ -72,6 +73,7 @@ class SentRequest:
     request: Request
     headers: Mapping[str, str]
     timeout: float
+    url: URL
 
 
 Handler = Callable[[Request], Reply]
@@ -101,8 +103,10 @@ class MockTransport:
             raise UsageError(f"MockTransport's script is used up ({len(self.sent)} attempts sent)")
         return self._script.pop(0)
 
-    async def send(self, request: Request, headers: Mapping[str, str], timeout: float) -> Response:
-        self.sent.append(SentRequest(request, dict(headers), timeout))
+    async def send(
+        self, request: Request, url: URL, headers: Mapping[str, str], timeout: float
+    ) -> Response:
+        self.sent.append(SentRequest(request, dict(headers), timeout, url))
         reply = self._next(request)
         if reply.delay:
             try:
@@ -129,7 +133,7 @@ class MockTransport:
             status_code=reply.status,
             headers=CIMultiDictProxy(headers_out),
             content=body,
-            url=request.url,
+            url=url,
             request=request,
         )
 

@@ -14,13 +14,17 @@ from yarl import URL
 from microcall._clock import MONOTONIC
 from microcall._durations import to_seconds
 from microcall._engine import DEFAULT_DEADLINE_FLOOR, PRIORITY_HEADER, TIMEOUT_HEADER, Engine
+from microcall._replicas import Discovery, Replicas
 from microcall._request import IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_METHODS, Request
 from microcall._response import Response
-from microcall.client._options import CallOptions, ClientOptions, Params
+from microcall.client._options import BaseURL, CallOptions, ClientOptions, Params
 from microcall.client._verbs import Verbs
 from microcall.context import current_deadline, current_priority
 from microcall.errors import ConfigurationError, UsageError
+from microcall.policy.balancer import BalancerConfig
+from microcall.policy.budget import RetryBudget, RetryBudgetConfig
 from microcall.policy.classify import default_classifier
+from microcall.policy.ejection import OutlierEjectionConfig
 from microcall.policy.strategy import SINGLE
 from microcall.priority import Priority
 from microcall.transports.aiohttp import AiohttpTransport
@@ -56,11 +60,13 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
     application rather than making one per call.
     """
 
-    def __init__(self, base_url: str | URL | None = None, **options: Unpack[ClientOptions]) -> None:
+    def __init__(self, base_url: BaseURL | None = None, **options: Unpack[ClientOptions]) -> None:
         check_options(options, _CLIENT_OPTIONS, "AsyncClient")
         self._options = options
-        self._base = _base_url(base_url)
+        bases, discovery = _base_urls(base_url)
+        self._base = bases[0] if bases else None
         self._base_text = "" if self._base is None else str(self._base).rstrip("/") + "/"
+        self._base_path_length = 0 if self._base is None else len(self._base.raw_path)
         self._headers = _own_headers(options.get("headers"))
         self._keyed = IDEMPOTENCY_KEY_HEADER in CIMultiDict(self._headers)
         self._timeout = to_seconds(options.get("timeout", DEFAULT_TIMEOUT), name="timeout")
@@ -83,12 +89,42 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             follow_redirects=options.get("follow_redirects", True),
         )
         self._now = options.get("clock", MONOTONIC).now
-        self._engine = Engine(transport, classifier=classifier, now=self._now, floor=floor)
+        replicas = (
+            None
+            if not bases
+            else Replicas(
+                bases,
+                balancer=options.get("balancer") or BalancerConfig(),
+                breaker=options.get("breaker"),
+                ejection=options.get("ejection", OutlierEjectionConfig()),
+                discovery=discovery,
+            )
+        )
+        budget = options.get("budget", RetryBudgetConfig())
+        self._engine = Engine(
+            transport,
+            classifier=classifier,
+            replicas=replicas,
+            budget=RetryBudget(budget) if isinstance(budget, RetryBudgetConfig) else budget,
+            now=self._now,
+            floor=floor,
+        )
         self._closed = False
 
     @property
     def base_url(self) -> URL | None:
+        """The first base URL (calls to relative URLs are balanced over all of them)."""
         return self._base
+
+    @property
+    def replicas(self) -> Replicas | None:
+        """The endpoint group: balancer, breakers and ejection state, for inspection."""
+        return self._engine.replicas
+
+    @property
+    def budget(self) -> RetryBudget | None:
+        """The retry budget shared by this client's calls (None when disabled)."""
+        return self._engine.budget
 
     def request(
         self, method: str, url: str | URL, **options: Unpack[CallOptions]
@@ -109,7 +145,9 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
         else:  # the common call: nothing but a URL
             target = self._resolve(url)
             replayable = method in IDEMPOTENT_METHODS or self._keyed
-            request = Request(method, target, self._headers, None, replayable)
+            request = Request(
+                method, target, self._headers, None, replayable, self._path_of(url, target), method
+            )
             expires_at = self._now() + self._timeout
             inherited = current_deadline()
             if inherited is not None and inherited.expires_at < expires_at:
@@ -124,6 +162,7 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
     async def aclose(self) -> None:
         """Close the connection pool; calls made afterwards raise UsageError."""
         self._closed = True
+        await self._engine.aclose()
         await self._engine.transport.aclose()
 
     async def __aenter__(self) -> AsyncClient:
@@ -158,7 +197,14 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             headers = dict(merged)
         idempotent = options.get("idempotent")
         replayable = (method in IDEMPOTENT_METHODS or keyed) if idempotent is None else idempotent
-        return Request(method, target, headers, body, replayable)
+        route = options.get("route") or method
+        return Request(method, target, headers, body, replayable, self._path_of(url, target), route)
+
+    def _path_of(self, given: str | URL, target: URL) -> str | None:
+        """The part of ``target`` after the base, when ``given`` was relative to it."""
+        if self._base is None or isinstance(given, URL) or "://" in given:
+            return None
+        return target.raw_path_qs[self._base_path_length :]
 
     def _resolve(self, url: str | URL) -> URL:
         if isinstance(url, URL):
@@ -199,9 +245,24 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
         return self._priority if inherited is None else inherited.value
 
 
-def _base_url(value: str | URL | None) -> URL | None:
+def _base_urls(value: BaseURL | None) -> tuple[list[URL], Discovery | None]:
     if value is None:
-        return None
+        return [], None
+    if isinstance(value, Discovery):
+        return [_base_url(value.url)], value
+    given = [value] if isinstance(value, (str, URL)) else list(value)
+    if not given:
+        raise ConfigurationError("base_url needs at least one URL")
+    bases = [_base_url(one) for one in given]
+    if len({base.raw_path for base in bases}) > 1:
+        raise ConfigurationError(
+            "the replicas of one client must share a path prefix, got "
+            + ", ".join(str(base) for base in bases)
+        )
+    return bases, None
+
+
+def _base_url(value: str | URL) -> URL:
     base = URL(value)
     if not base.absolute or base.scheme not in ("http", "https"):
         raise ConfigurationError(f"base_url must be an absolute http(s) URL, got {str(value)!r}")

@@ -9,11 +9,9 @@ import weakref
 from types import TracebackType
 from typing import Any, Self
 
-from yarl import URL
-
 from microcall.client._async import AsyncClient
 from microcall.client._loop import BackgroundLoop
-from microcall.client._options import ClientOptions
+from microcall.client._options import BaseURL, ClientOptions
 from microcall.errors import UsageError
 
 _live: weakref.WeakSet[BlockingFrontDoor] = weakref.WeakSet()
@@ -22,7 +20,7 @@ _live: weakref.WeakSet[BlockingFrontDoor] = weakref.WeakSet()
 class BlockingFrontDoor:
     """Owns an AsyncClient and the loop thread that runs it; survives ``os.fork()``."""
 
-    def __init__(self, base_url: str | URL | None, options: ClientOptions) -> None:
+    def __init__(self, base_url: BaseURL | None, options: ClientOptions) -> None:
         self._base_url = base_url
         self._options = options
         self._async = AsyncClient(base_url, **options)  # validates everything up front

@@ -12,7 +12,7 @@ from yarl import URL
 from microcall._limits import Limits
 from microcall._response import Response
 from microcall.client._blocking import BlockingFrontDoor
-from microcall.client._options import CallOptions, ClientOptions
+from microcall.client._options import BaseURL, CallOptions, ClientOptions
 from microcall.client._verbs import Verbs
 from microcall.errors import CallError, ConfigurationError
 
@@ -46,7 +46,7 @@ class FuturesClient(BlockingFrontDoor, Verbs["cf.Future[Response]"]):
 
     def __init__(
         self,
-        base_url: str | URL | None = None,
+        base_url: BaseURL | None = None,
         *,
         max_in_flight: int | None = None,
         hooks: Hooks | None = None,

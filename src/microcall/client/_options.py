@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
+
+from yarl import URL
 
 from microcall._clock import Clock
 from microcall._durations import Seconds
 from microcall._limits import Limits
+from microcall._replicas import Discovery
 from microcall.deadline import Deadline
+from microcall.policy.balancer import BalancerConfig
+from microcall.policy.breaker import CircuitBreakerConfig
+from microcall.policy.budget import RetryBudget, RetryBudgetConfig
 from microcall.policy.classify import Classifier
+from microcall.policy.ejection import OutlierEjectionConfig
 from microcall.policy.strategy import Strategy
 from microcall.priority import Priority
 from microcall.transports import Transport
+
+BaseURL = str | URL | Sequence[str | URL] | Discovery
+"""One base URL, several (replicas of one service), or a Discovery (a DNS name)."""
 
 QueryValue = str | int | float | bool | None
 Params = Mapping[str, QueryValue | list[QueryValue]] | list[tuple[str, QueryValue]]
@@ -33,6 +43,11 @@ class ClientOptions(TypedDict, total=False):
     follow_redirects: follow 3xx redirects (default True)
     deadline_floor:   no attempt starts with less than this left (default 5 ms)
     clock:            the clock policies read (tests pass a FakeClock)
+    budget:           retry budget (RetryBudgetConfig() by default; a RetryBudget to
+                      share one between clients; None: no budget)
+    breaker:          a CircuitBreakerConfig for a breaker per endpoint (default: none)
+    balancer:         BalancerConfig: peak-EWMA power of two choices, or round robin
+    ejection:         OutlierEjectionConfig (default Envoy's; None: never eject)
     """
 
     headers: Mapping[str, str]
@@ -46,6 +61,10 @@ class ClientOptions(TypedDict, total=False):
     follow_redirects: bool
     deadline_floor: Seconds
     clock: Clock
+    budget: RetryBudgetConfig | RetryBudget | None
+    breaker: CircuitBreakerConfig | None
+    balancer: BalancerConfig
+    ejection: OutlierEjectionConfig | None
 
 
 class CallOptions(TypedDict, total=False):
@@ -61,6 +80,8 @@ class CallOptions(TypedDict, total=False):
     priority:   this call's priority
     strategy:   this call's strategy
     idempotent: True lets a POST / PATCH retry and hedge; False forbids it for any method
+    route:      the route template ("GET /books/{id}") learned hedge delays are kept by;
+                default: the method
     """
 
     params: Params
@@ -73,3 +94,4 @@ class CallOptions(TypedDict, total=False):
     priority: Priority | str
     strategy: Strategy
     idempotent: bool
+    route: str

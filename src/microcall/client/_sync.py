@@ -9,7 +9,7 @@ from yarl import URL
 
 from microcall._response import Response
 from microcall.client._blocking import BlockingFrontDoor
-from microcall.client._options import CallOptions, ClientOptions
+from microcall.client._options import BaseURL, CallOptions, ClientOptions
 from microcall.client._verbs import Verbs
 from microcall.errors import UsageError
 
@@ -29,7 +29,7 @@ class Client(BlockingFrontDoor, Verbs[Response]):
     calling thread goes with them.
     """
 
-    def __init__(self, base_url: str | URL | None = None, **options: Unpack[ClientOptions]) -> None:
+    def __init__(self, base_url: BaseURL | None = None, **options: Unpack[ClientOptions]) -> None:
         super().__init__(base_url, options)
 
     def request(self, method: str, url: str | URL, **options: Unpack[CallOptions]) -> Response:

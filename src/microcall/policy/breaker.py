@@ -54,8 +54,8 @@ from microcall.errors import ConfigurationError
 
 # Defaults: half failing means the endpoint is broken, not flaky; ten outcomes
 # over ten seconds is enough evidence for a service with modest traffic; five
-# seconds of break is Polly's default (the library whose names aio-request
-# and we use); one probe at a time risks the least on an endpoint still down.
+# seconds of break is the default of Polly, whose breaker has these same four
+# parameters; one probe at a time risks the least on an endpoint still down.
 DEFAULT_FAILURE_THRESHOLD = 0.5
 DEFAULT_MINIMUM_THROUGHPUT = 10
 DEFAULT_SAMPLING_DURATION = 10.0

@@ -55,9 +55,10 @@ DEFAULT_WINDOW = 30.0
 DEFAULT_SLICES = 6
 # Finagle never sends a backup request sooner than 1 ms.
 DEFAULT_FLOOR = 0.001
-# A hedge that waits longer than this is no longer cutting a tail but
-# doubling a slow backend's load; past it, the deadline and retries govern.
-DEFAULT_CEILING = 1.0
+# Finagle's latency histogram for backup requests tracks up to 2 s, which caps
+# its delay there; a hedge sent later than that is no longer cutting a tail
+# but doubling a slow backend's load, and the deadline and retries govern.
+DEFAULT_CEILING = 2.0
 # The same fixed delay as the plain hedged() strategy's default.
 DEFAULT_INITIAL = 0.05
 DEFAULT_MIN_SAMPLES = 100

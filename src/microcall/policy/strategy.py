@@ -37,11 +37,20 @@ from microcall._durations import Seconds, to_seconds
 from microcall.errors import ConfigurationError
 from microcall.policy.backoff import Backoff
 from microcall.policy.classify import Verdict
+from microcall.policy.hedge_delay import LearnedDelayConfig
 
 # Hedging more than this many copies of one request is never useful: the
 # tail it cuts is already gone after the second or third.
 MAX_HEDGED_ATTEMPTS = 5
 MAX_RETRY_ATTEMPTS = 20
+# A fixed hedge delay, and the learned one's starting point: near the p95 of
+# a typical service-to-service call on a local network.
+DEFAULT_HEDGE_DELAY = 0.05
+# Finagle's default: hedge past the p95, about 5% extra load.
+DEFAULT_MAX_EXTRA_LOAD = 0.05
+# Long enough for a loser held up by a moderately slow replica to finish and
+# keep its connection, short enough that a stuck one is soon stopped.
+DEFAULT_LINGER = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +86,12 @@ class Plan(Protocol):
     def finished(
         self, index: int, verdict: Verdict, now: float, retry_after: float | None
     ) -> None: ...
+
+    def refused(self) -> None:
+        """The Send just decided could not go out (retry budget empty, breaker open).
+
+        Send nothing more: finish with what is running or has finished.
+        """
 
 
 class Strategy(Protocol):
@@ -125,6 +140,9 @@ class _SinglePlan:
         return _SEND_FIRST
 
     def finished(self, index: int, verdict: Verdict, now: float, retry_after: float | None) -> None:
+        self._done = True
+
+    def refused(self) -> None:
         self._done = True
 
 
@@ -209,6 +227,10 @@ class _RetryPlan:
                 delay = retry_after
             self._next_at = now + delay
 
+    def refused(self) -> None:
+        self._running = False
+        self._sent = self._config.attempts
+
 
 # ---------------------------------------------------------------- hedged
 
@@ -217,13 +239,22 @@ class _RetryPlan:
 class Hedged:
     """Parallel attempts: a new one every ``delay`` seconds until one answers.
 
-    Set ``delay`` near the latency percentile you want to cut (the p95 of the
-    endpoint, say): each hedge then costs about 5% extra load.
+    With ``learned`` set, the delay is learned per route from recent latencies
+    (the percentile ``1 - max_extra_load``), ``delay`` serving until enough
+    samples exist; hedges then also draw on a budget of ``max_extra_load``
+    of the calls, so extra load cannot run away when the backend slows down.
+
+    ``linger``: when another attempt wins, a loser is given this long to
+    finish before it is cancelled. One that finishes returns its connection to
+    the pool; one that is cancelled mid-response must close it (HTTP/1.1 has
+    no other way to abandon a response), and a new connection replaces it.
     """
 
     attempts: int = 2
-    delay: float = 0.05
+    delay: float = DEFAULT_HEDGE_DELAY
     attempt_timeout: float | None = None
+    learned: LearnedDelayConfig | None = None
+    linger: float = DEFAULT_LINGER
 
     def __post_init__(self) -> None:
         if not _is_count(self.attempts, MAX_HEDGED_ATTEMPTS):
@@ -235,14 +266,20 @@ class Hedged:
         object.__setattr__(
             self, "attempt_timeout", _optional_seconds(self.attempt_timeout, "attempt_timeout")
         )
+        object.__setattr__(
+            self, "linger", to_seconds(self.linger, name="hedge linger", allow_zero=True)
+        )
 
-    def plan(self, *, expires_at: float, floor: float, rng: random.Random) -> Plan:
-        return _HedgedPlan(self, expires_at, floor)
+    def plan(
+        self, *, expires_at: float, floor: float, rng: random.Random, delay: float | None = None
+    ) -> Plan:
+        return _HedgedPlan(self, expires_at, floor, self.delay if delay is None else delay)
 
 
 class _HedgedPlan:
     __slots__ = (
         "_config",
+        "_delay",
         "_expires_at",
         "_failure_waiting",
         "_floor",
@@ -255,8 +292,9 @@ class _HedgedPlan:
         "attempt_timeout",
     )
 
-    def __init__(self, config: Hedged, expires_at: float, floor: float) -> None:
+    def __init__(self, config: Hedged, expires_at: float, floor: float, delay: float) -> None:
         self._config = config
+        self._delay = delay
         self._expires_at = expires_at
         self._floor = floor
         self._sent = 0
@@ -276,7 +314,7 @@ class _HedgedPlan:
         if can_send:
             if self._sent == 0:
                 return self._send(now, _SEND_FIRST)
-            next_at = self._last_sent_at + self._config.delay
+            next_at = self._last_sent_at + self._delay
             if self._failure_waiting or not self._running:
                 next_at = now
             next_at = max(next_at, self._not_before)
@@ -304,6 +342,10 @@ class _HedgedPlan:
                 self._not_before = max(self._not_before, now + retry_after)
         elif self._winner is None:
             self._winner = index
+
+    def refused(self) -> None:
+        self._running -= 1
+        self._sent = self._config.attempts
 
 
 # ---------------------------------------------------------------- factories
@@ -335,18 +377,38 @@ def retry(
 
 
 def hedged(
-    delay: Seconds = 0.05,
+    delay: Seconds | None = None,
     *,
+    max_extra_load: float | None = None,
     attempts: int = 2,
     attempt_timeout: Seconds | None = None,
+    linger: Seconds = DEFAULT_LINGER,
 ) -> Hedged:
-    """Hedged requests: another copy every ``delay`` seconds until one answers.
+    """Hedged requests: another copy when the first is slower than usual.
 
-    >>> hedged(0.02, attempts=3)   # a second copy after 20 ms, a third after 40 ms
-    Hedged(attempts=3, delay=0.02, attempt_timeout=None)
+    ``hedged()`` learns the delay: the latency percentile ``1 - max_extra_load``
+    (default 5%: the p95) of recent successful attempts on the route, so
+    hedges add about that much load and a budget caps them there.
+    ``hedged(0.02)`` uses a fixed 20 ms instead.
+
+    >>> hedged(0.02, attempts=3).delay     # copies at 0, 20 and 40 ms
+    0.02
+    >>> hedged(max_extra_load=0.01).learned.quantile   # hedge past the p99
+    0.99
     """
+    if delay is not None and max_extra_load is not None:
+        raise ConfigurationError("give hedged() a fixed delay or a max_extra_load, not both")
+    learned = (
+        None
+        if delay is not None
+        else LearnedDelayConfig(
+            max_extra_load=DEFAULT_MAX_EXTRA_LOAD if max_extra_load is None else max_extra_load
+        )
+    )
     return Hedged(
         attempts=attempts,
-        delay=to_seconds(delay, name="hedge delay"),
+        delay=DEFAULT_HEDGE_DELAY if delay is None else to_seconds(delay, name="hedge delay"),
         attempt_timeout=_optional_seconds(attempt_timeout, "attempt_timeout"),
+        learned=learned,
+        linger=to_seconds(linger, name="hedge linger", allow_zero=True),
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
+from yarl import URL
+
 from microcall._request import Request
 from microcall._response import Response
 
@@ -16,12 +18,15 @@ class Transport(Protocol):
     TransportError subclasses (AttemptTimeout when ``timeout`` seconds pass).
     It must stop all work, and close or release its connection, when the task
     running it is cancelled: that is how a losing hedge is stopped.
-    ``headers`` are the request's headers plus the per-attempt deadline and
-    priority headers the engine adds.
+    ``url`` is where this attempt goes: ``request.url``, or the same path on
+    the replica the balancer chose. When its host differs from
+    ``request.url``'s (a replica found by DNS), the request keeps the name in
+    its Host header and TLS server name. ``headers`` are the request's headers
+    plus the per-attempt deadline and priority headers the engine adds.
     """
 
     async def send(
-        self, request: Request, headers: Mapping[str, str], timeout: float
+        self, request: Request, url: URL, headers: Mapping[str, str], timeout: float
     ) -> Response: ...
 
     async def aclose(self) -> None: ...

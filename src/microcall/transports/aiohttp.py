@@ -6,6 +6,7 @@ import ssl
 from collections.abc import Mapping
 
 import aiohttp
+from yarl import URL
 
 from microcall._limits import Limits
 from microcall._request import Request
@@ -87,18 +88,26 @@ class AiohttpTransport:
         )
         return self._session
 
-    async def send(self, request: Request, headers: Mapping[str, str], timeout: float) -> Response:
+    async def send(
+        self, request: Request, url: URL, headers: Mapping[str, str], timeout: float
+    ) -> Response:
         session = self._session or self._open()
+        server_hostname = None
+        if url.host != request.url.host:  # a replica by address: keep the name
+            headers = {**headers, "Host": request.url.host_port_subcomponent or ""}
+            if url.scheme == "https":
+                server_hostname = request.url.host
         # try/except rather than a context manager: it costs nothing unless
         # something fails, and this runs on every attempt.
         try:
             async with session.request(
                 request.method,
-                request.url,
+                url,
                 headers=headers,
                 data=request.body,
                 timeout=aiohttp.ClientTimeout(total=timeout),
                 allow_redirects=self._follow_redirects,
+                server_hostname=server_hostname,
             ) as raw:
                 content = await raw.read()
         except Exception as exc:

@@ -1,0 +1,200 @@
+"""A client's replicas: where each attempt goes, and what each endpoint's record says.
+
+A client has one group of endpoints: the base URLs it was given, or the
+addresses a DNS name resolves to (re-resolved periodically, one per pod of a
+Kubernetes headless service). Calls to a path relative to the client's base
+are spread over the group by the balancer; a call to an absolute URL goes
+where it says and is not balanced.
+
+Per endpoint: peak-EWMA latency and outstanding attempts (for the balancer),
+an optional circuit breaker, and a consecutive-failure record for outlier
+ejection. The engine reports every attempt here; the policies decide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from yarl import URL
+
+from microcall._durations import to_seconds
+from microcall.errors import ConfigurationError
+from microcall.policy.balancer import Balancer, BalancerConfig, Endpoint, EndpointStats
+from microcall.policy.breaker import BreakerStateChange, CircuitBreaker, CircuitBreakerConfig
+from microcall.policy.ejection import Ejection, OutlierDetector, OutlierEjectionConfig
+
+log = logging.getLogger("microcall")
+
+# How often a DNS name is re-resolved by default: Kubernetes endpoints change
+# on the scale of seconds to minutes, and a lookup is cheap.
+DEFAULT_RESOLVE_EVERY = 10.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Discovery:
+    """Find the replicas of ``url`` by resolving its host name, every ``every`` seconds.
+
+    Each address becomes an endpoint; requests keep the name in their Host
+    header (and TLS server name), so virtual hosting and certificates work.
+    """
+
+    url: str
+    every: float = DEFAULT_RESOLVE_EVERY
+
+    def __post_init__(self) -> None:
+        parsed = URL(self.url)
+        if not parsed.absolute or parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ConfigurationError(f"discovery needs an absolute http(s) URL, got {self.url!r}")
+        object.__setattr__(self, "every", to_seconds(self.every, name="discovery interval"))
+
+
+class Replicas:
+    """The endpoint group of one client: balancing, breakers, ejection, discovery."""
+
+    def __init__(
+        self,
+        bases: Sequence[URL],
+        *,
+        balancer: BalancerConfig,
+        breaker: CircuitBreakerConfig | None,
+        ejection: OutlierEjectionConfig | None,
+        discovery: Discovery | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.breaker_events: list[Callable[[BreakerStateChange], None]] = [_log_breaker]
+        self.ejection_events: list[Callable[[Ejection], None]] = [_log_ejection]
+        self._breaker_config = breaker
+        self._balancer_config = balancer
+        self.discovery = discovery
+        self._bases = {str(base): base for base in bases}
+        addresses = list(self._bases)
+        outliers = (
+            None
+            if ejection is None
+            else OutlierDetector(addresses, ejection, listeners=self.ejection_events)
+        )
+        self.balancer = Balancer(
+            addresses, balancer, rng=rng, outliers=outliers, new_endpoint=self._new_endpoint
+        )
+        self._refresher: asyncio.Task[None] | None = None
+
+    @property
+    def single(self) -> bool:
+        """One endpoint and nothing to decide: the engine may skip balancing."""
+        return (
+            len(self.balancer.endpoints) == 1
+            and self._breaker_config is None
+            and self.discovery is None
+        )
+
+    def _new_endpoint(self, address: str) -> Endpoint:
+        breaker = (
+            None
+            if self._breaker_config is None
+            else CircuitBreaker(address, self._breaker_config, listeners=self.breaker_events)
+        )
+        return Endpoint(address, EndpointStats(self._balancer_config.decay_time), breaker)
+
+    def base_of(self, endpoint: Endpoint) -> URL:
+        return self._bases[endpoint.address]
+
+    def pick(self, now: float, exclude: Sequence[Endpoint]) -> Endpoint:
+        return self.balancer.pick(now, exclude)
+
+    def finished(self, endpoint: Endpoint, latency: float, success: bool, now: float) -> None:
+        """An attempt on ``endpoint`` ended with an outcome."""
+        endpoint.stats.finish(latency, success, now)
+        if endpoint.breaker is not None:
+            endpoint.breaker.record(success, now)
+        outliers = self.balancer.outliers
+        if outliers is not None:
+            outliers.record(endpoint.address, success, now)
+
+    def abandoned(self, endpoint: Endpoint, latency: float, now: float) -> None:
+        """An attempt on ``endpoint`` was cancelled before its outcome arrived."""
+        endpoint.stats.finish(latency, False, now)
+        if endpoint.breaker is not None:
+            endpoint.breaker.release(now)
+
+    # ------------------------------------------------------------ discovery
+
+    async def discover(self, now: Callable[[], float]) -> None:
+        """Resolve the name on first use, then keep re-resolving in the background."""
+        if self._refresher is not None:
+            return
+        self._refresher = asyncio.get_running_loop().create_task(self._rediscover(now))
+        await self.resolve(now())
+
+    async def _rediscover(self, now: Callable[[], float]) -> None:
+        assert self.discovery is not None
+        while True:
+            await asyncio.sleep(self.discovery.every)
+            await self.resolve(now())
+
+    async def resolve(self, now: float) -> None:
+        """Resolve the discovery name now and update the group (kept as is on failure)."""
+        assert self.discovery is not None
+        try:
+            bases = await resolve_bases(self.discovery.url)
+        except OSError as error:
+            log.warning(
+                "re-resolving %s failed; keeping %d endpoints",
+                URL(self.discovery.url).host,
+                len(self.balancer.endpoints),
+                extra={"microcall_event": "discovery_failed", "error": str(error)},
+            )
+            return
+        if not bases:
+            return
+        self._bases.update((str(base), base) for base in bases)
+        self.balancer.update([str(base) for base in bases], now)
+
+    async def aclose(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
+
+
+async def resolve_bases(url: str) -> list[URL]:
+    """One base URL per address ``url``'s host resolves to (same scheme, port and path)."""
+    parsed = URL(url)
+    assert parsed.host is not None
+    port = parsed.port
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        parsed.host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+    )
+    seen: dict[str, URL] = {}
+    for family, _, _, _, sockaddr in infos:
+        address = str(sockaddr[0])
+        host = f"[{address}]" if family == socket.AF_INET6 else address
+        base = parsed.with_host(host.strip("[]")).with_port(port)
+        seen.setdefault(str(base), base)
+    return sorted(seen.values(), key=str)
+
+
+def _log_breaker(event: BreakerStateChange) -> None:
+    log.warning(
+        "circuit breaker for %s: %s -> %s",
+        event.endpoint,
+        event.old,
+        event.new,
+        extra={"microcall_event": "breaker_state", "endpoint": event.endpoint, "state": event.new},
+    )
+
+
+def _log_ejection(event: Ejection) -> None:
+    log.warning(
+        "ejected %s for %.0f s after consecutive failures (ejection #%d)",
+        event.endpoint,
+        event.until - event.at,
+        event.count,
+        extra={"microcall_event": "ejection", "endpoint": event.endpoint},
+    )
