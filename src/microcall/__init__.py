@@ -8,6 +8,7 @@ retrying and hedged strategies chosen per client or per call.
 from microcall._attempt import Attempt, AttemptKind
 from microcall._init import init
 from microcall._limits import Limits
+from microcall._replicas import Discovery
 from microcall._request import Request
 from microcall._response import Response
 from microcall.client import AsyncClient, CallOptions, Client, ClientOptions, FuturesClient
@@ -24,6 +25,7 @@ from microcall.deadline import Deadline, deadline
 from microcall.errors import (
     AttemptTimeout,
     CallError,
+    CircuitOpen,
     ConfigurationError,
     ConnectError,
     DeadlineExceeded,
@@ -35,7 +37,12 @@ from microcall.errors import (
     UsageError,
 )
 from microcall.policy.backoff import Backoff
+from microcall.policy.balancer import BalancerConfig
+from microcall.policy.breaker import BreakerState, BreakerStateChange, CircuitBreakerConfig
+from microcall.policy.budget import RetryBudget, RetryBudgetConfig
 from microcall.policy.classify import Classifier, Verdict, default_classifier
+from microcall.policy.ejection import Ejection, OutlierEjectionConfig
+from microcall.policy.hedge_delay import LearnedDelayConfig
 from microcall.policy.strategy import Hedged, Retry, SingleAttempt, Strategy, hedged, retry, single
 from microcall.priority import Priority
 
@@ -47,8 +54,13 @@ __all__ = [
     "AttemptKind",
     "AttemptTimeout",
     "Backoff",
+    "BalancerConfig",
+    "BreakerState",
+    "BreakerStateChange",
     "CallError",
     "CallOptions",
+    "CircuitBreakerConfig",
+    "CircuitOpen",
     "Classifier",
     "Client",
     "ClientOptions",
@@ -56,17 +68,23 @@ __all__ = [
     "ConnectError",
     "Deadline",
     "DeadlineExceeded",
+    "Discovery",
+    "Ejection",
     "FuturesClient",
     "HTTPStatusError",
     "Hedged",
+    "LearnedDelayConfig",
     "Limits",
     "MicrocallError",
+    "OutlierEjectionConfig",
     "Priority",
     "ProtocolError",
     "ReadError",
     "Request",
     "Response",
     "Retry",
+    "RetryBudget",
+    "RetryBudgetConfig",
     "SingleAttempt",
     "Strategy",
     "TransportError",
