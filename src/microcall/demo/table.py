@@ -18,7 +18,7 @@ EXPLANATION = (
     "extra load: requests the backend received beyond one per call.",
     "Retries cut the slow tail, but a slow call first waits out the attempt timeout and a backoff; "
     "a hedge sends a second copy as soon as the first is slower than usual, "
-    "so the tail shrinks further for about the same extra load.",
+    "so the tail shrinks further for a small extra load.",
 )
 
 

@@ -31,6 +31,7 @@ STRATEGIES: tuple[tuple[str, Strategy], ...] = (
     ("single()", microcall.single()),
     ("retry(3, attempt_timeout=0.02)", microcall.retry(3, attempt_timeout=0.02)),
     ("hedged(0.01, attempts=2)", microcall.hedged(0.01, attempts=2)),
+    ("hedged(max_extra_load=0.05)", microcall.hedged(max_extra_load=0.05)),
 )
 
 DEFAULT_REQUESTS = 3000
