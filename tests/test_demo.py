@@ -47,7 +47,7 @@ async def test_scenario_measures_every_strategy_and_its_load() -> None:
     rows = await run_scenario(Scenario(requests=REQUESTS, concurrency=8, seed=SEED))
 
     assert [row.strategy for row in rows] == [label for label, _ in STRATEGIES]
-    single, retried, hedged = rows
+    single, retried, hedged, learned = rows
     for row in rows:
         assert row.calls == REQUESTS
         assert row.failed == 0
@@ -63,6 +63,8 @@ async def test_scenario_measures_every_strategy_and_its_load() -> None:
     # The 500 ms first attempt lost to its hedge, and the backend stopped working on it.
     assert hedged.server_cancelled >= 1
     assert single.server_cancelled == 0
+    # Learned hedging draws on a hedge budget of max_extra_load (5%) of the calls.
+    assert learned.server_requests <= REQUESTS * 1.05 + 1
 
 
 def test_latency_draws_depend_only_on_seed_call_and_arrival() -> None:
