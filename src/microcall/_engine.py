@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from yarl import URL
@@ -39,6 +39,8 @@ from microcall.errors import (
     DeadlineExceeded,
     TransportError,
 )
+from microcall.observe._watch import Watch
+from microcall.observe.hooks import AttemptScope, Observer
 from microcall.policy.backoff import parse_retry_after
 from microcall.policy.balancer import Endpoint
 from microcall.policy.budget import RetryBudget, RetryBudgetConfig
@@ -64,6 +66,7 @@ class _Running:
     started: float
     endpoint: Endpoint | None
     url: URL
+    scopes: list[AttemptScope] | None
 
 
 class Engine:
@@ -79,8 +82,10 @@ class Engine:
         now: Callable[[], float] = time.monotonic,
         floor: float = DEFAULT_DEADLINE_FLOOR,
         rng: random.Random | None = None,
+        observers: Sequence[Observer] = (),
     ) -> None:
         self.transport = transport
+        self.observers = tuple(observers)
         self.replicas = replicas
         self.budget = budget
         self._classifier = classifier
@@ -98,33 +103,53 @@ class Engine:
         start = self._now()
         if self.budget is not None:
             self.budget.deposit(start)
+        watch = Watch(self.observers, request) if self.observers else None
         replicas = self.replicas
         routed = replicas is not None and request.path is not None
-        if (type(strategy) is SingleAttempt or not request.replayable) and (
-            not routed or replicas.single  # type: ignore[union-attr]
-        ):
-            return await self._single(request, start, expires_at, priority)
-        if routed and replicas.discovery is not None:  # type: ignore[union-attr]
-            await replicas.discover(self._now)  # type: ignore[union-attr]
-        return await self._planned(request, start, expires_at, priority, strategy, routed)
+        try:
+            if (type(strategy) is SingleAttempt or not request.replayable) and (
+                not routed or replicas.single  # type: ignore[union-attr]
+            ):
+                response = await self._single(request, start, expires_at, priority, watch)
+            else:
+                if routed and replicas.discovery is not None:  # type: ignore[union-attr]
+                    await replicas.discover(self._now)  # type: ignore[union-attr]
+                response = await self._planned(
+                    request, start, expires_at, priority, strategy, routed, watch
+                )
+        except CallError as error:
+            if watch is not None:
+                watch.call_ended(None, error, error.attempts)
+            raise
+        if watch is not None:
+            watch.call_ended(response, None, response.attempts)
+        return response
 
     async def _single(
-        self, request: Request, start: float, expires_at: float, priority: str
+        self, request: Request, start: float, expires_at: float, priority: str, watch: Watch | None
     ) -> Response:
         remaining = expires_at - start
         if remaining < self._floor:
             raise self._too_late(request, remaining, ())
+        headers = _headers(request, remaining, priority)
+        scopes = (
+            watch.attempt_started(0, AttemptKind.FIRST, request.url, headers) if watch else None
+        )
         try:
-            response = await self._send(request, request.url, remaining, True, priority)
+            response = await self._send(request, request.url, headers, remaining, True)
         except CallError as error:
-            error.attempts = (
-                self._record(0, AttemptKind.FIRST, request.url, 0.0, start, error),
-            )
+            record = self._record(0, AttemptKind.FIRST, request.url, 0.0, start, error)
+            error.attempts = (record,)
+            if scopes:
+                Watch.attempt_ended(scopes, record)
             raise
         end = self._now()
-        response.attempts = (
-            Attempt(0, AttemptKind.FIRST, request.endpoint, 0.0, end - start, response.status_code),
+        record = Attempt(
+            0, AttemptKind.FIRST, request.endpoint, 0.0, end - start, response.status_code
         )
+        if scopes:
+            Watch.attempt_ended(scopes, record)
+        response.attempts = (record,)
         response.elapsed = end - start
         return response
 
@@ -136,6 +161,7 @@ class Engine:
         priority: str,
         strategy: Strategy,
         routed: bool,
+        watch: Watch | None,
     ) -> Response:
         now = self._now
         plan, learner = self._plan(request, strategy, start, expires_at)
@@ -163,7 +189,15 @@ class Engine:
                         plan.refused()
                         outcomes.append(None)
                         records.append(
-                            Attempt(index, action.kind, "", moment - start, 0.0, error=refused, sent=False)
+                            Attempt(
+                                index,
+                                action.kind,
+                                "",
+                                moment - start,
+                                0.0,
+                                error=refused,
+                                sent=False,
+                            )
                         )
                         continue
                     timeout, by_deadline = expires_at - moment, True
@@ -171,8 +205,14 @@ class Engine:
                     if limit is not None and limit < timeout:
                         timeout, by_deadline = limit, False
                     url = request.url if endpoint is None else self._url_on(endpoint, request)
-                    coro = self._send(request, url, timeout, by_deadline, priority)
-                    running[loop.create_task(coro)] = _Running(index, action.kind, moment, endpoint, url)
+                    headers = _headers(request, timeout, priority)
+                    scopes = (
+                        watch.attempt_started(index, action.kind, url, headers) if watch else None
+                    )
+                    coro = self._send(request, url, headers, timeout, by_deadline)
+                    running[loop.create_task(coro)] = _Running(
+                        index, action.kind, moment, endpoint, url, scopes
+                    )
                     outcomes.append(None)
                     records.append(None)
                     continue
@@ -192,9 +232,17 @@ class Engine:
                     finished = now()
                     verdict, retry_after = self._judge(outcome)
                     self._report(request, attempt, outcome, verdict, finished, learner)
-                    records[attempt.index] = self._record(
-                        attempt.index, attempt.kind, attempt.url, attempt.started - start, attempt.started, outcome
+                    record = self._record(
+                        attempt.index,
+                        attempt.kind,
+                        attempt.url,
+                        attempt.started - start,
+                        attempt.started,
+                        outcome,
                     )
+                    records[attempt.index] = record
+                    if attempt.scopes:
+                        Watch.attempt_ended(attempt.scopes, record)
                     outcomes[attempt.index] = outcome
                     plan.finished(attempt.index, verdict, finished, retry_after)
         finally:
@@ -203,7 +251,7 @@ class Engine:
             # cancelled (or failed), everything stops at once.
             linger = strategy.linger if concluded and isinstance(strategy, Hedged) else 0.0
             for task, attempt in running.items():
-                records[attempt.index] = Attempt(
+                record = Attempt(
                     attempt.index,
                     attempt.kind,
                     _endpoint_name(attempt.url),
@@ -211,6 +259,9 @@ class Engine:
                     moment - attempt.started,
                     cancelled=True,
                 )
+                records[attempt.index] = record
+                if attempt.scopes:
+                    Watch.attempt_ended(attempt.scopes, record)
                 self._let_finish_or_cancel(task, attempt, request, linger, learner)
 
         attempts = tuple(record for record in records if record is not None)
@@ -235,12 +286,16 @@ class Engine:
         self, request: Request, strategy: Strategy, start: float, expires_at: float
     ) -> tuple[Plan, tuple[LearnedDelay, RetryBudget] | None]:
         if not request.replayable:
-            return SingleAttempt().plan(expires_at=expires_at, floor=self._floor, rng=self._rng), None
+            return SingleAttempt().plan(
+                expires_at=expires_at, floor=self._floor, rng=self._rng
+            ), None
         if isinstance(strategy, Hedged) and strategy.learned is not None:
             learner = self._learner(strategy.learned)
             learner[1].deposit(start)
             delay = learner[0].delay(request.route, start)
-            plan = strategy.plan(expires_at=expires_at, floor=self._floor, rng=self._rng, delay=delay)
+            plan = strategy.plan(
+                expires_at=expires_at, floor=self._floor, rng=self._rng, delay=delay
+            )
             return plan, learner
         return strategy.plan(expires_at=expires_at, floor=self._floor, rng=self._rng), None
 
@@ -311,7 +366,9 @@ class Engine:
         success = verdict is Verdict.ACCEPT
         if attempt.endpoint is not None and self.replicas is not None:
             self.replicas.finished(attempt.endpoint, latency, success, now)
-        if learner is not None and (success or isinstance(outcome, (AttemptTimeout, DeadlineExceeded))):
+        if learner is not None and (
+            success or isinstance(outcome, (AttemptTimeout, DeadlineExceeded))
+        ):
             # Timeouts count with the time they ran: leaving the slow tail out
             # would let the delay drift down and hedging feed on itself.
             learner[0].observe(request.route, latency, now)
@@ -367,11 +424,13 @@ class Engine:
     # ------------------------------------------------------------ sending
 
     async def _send(
-        self, request: Request, url: URL, timeout: float, by_deadline: bool, priority: str
+        self,
+        request: Request,
+        url: URL,
+        headers: dict[str, str],
+        timeout: float,
+        by_deadline: bool,
     ) -> Response:
-        # The attempt's own time, not the call's: the server should not work
-        # longer than this attempt will wait.
-        headers = {**request.headers, TIMEOUT_HEADER: f"{timeout:.3f}", PRIORITY_HEADER: priority}
         try:
             return await self.transport.send(request, url, headers, timeout)
         except AttemptTimeout as exc:
@@ -406,6 +465,12 @@ class Engine:
             request=request,
             attempts=attempts,
         )
+
+
+def _headers(request: Request, timeout: float, priority: str) -> dict[str, str]:
+    # The attempt's own time, not the call's: the server should not work
+    # longer than this attempt will wait.
+    return {**request.headers, TIMEOUT_HEADER: f"{timeout:.3f}", PRIORITY_HEADER: priority}
 
 
 def _endpoint_name(url: URL) -> str:

@@ -108,6 +108,7 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             budget=RetryBudget(budget) if isinstance(budget, RetryBudgetConfig) else budget,
             now=self._now,
             floor=floor,
+            observers=options.get("observers", ()),
         )
         self._closed = False
 

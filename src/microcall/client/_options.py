@@ -19,6 +19,7 @@ from microcall.policy.budget import RetryBudget, RetryBudgetConfig
 from microcall.policy.classify import Classifier
 from microcall.policy.ejection import OutlierEjectionConfig
 from microcall.policy.strategy import Strategy
+from microcall.observe.hooks import Observer
 from microcall.priority import Priority
 from microcall.transports import Transport
 
@@ -48,6 +49,7 @@ class ClientOptions(TypedDict, total=False):
     breaker:          a CircuitBreakerConfig for a breaker per endpoint (default: none)
     balancer:         BalancerConfig: peak-EWMA power of two choices, or round robin
     ejection:         OutlierEjectionConfig (default Envoy's; None: never eject)
+    observers:        metrics and tracing backends (microcall.observe.Observer)
     """
 
     headers: Mapping[str, str]
@@ -65,6 +67,7 @@ class ClientOptions(TypedDict, total=False):
     breaker: CircuitBreakerConfig | None
     balancer: BalancerConfig
     ejection: OutlierEjectionConfig | None
+    observers: Sequence[Observer]
 
 
 class CallOptions(TypedDict, total=False):

@@ -1,0 +1,65 @@
+"""How the engine talks to its observers: fan out to each, and never let one break a call."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from yarl import URL
+
+from microcall._attempt import Attempt, AttemptKind
+from microcall._request import Request
+from microcall._response import Response
+from microcall.errors import CallError
+from microcall.observe.hooks import AttemptScope, CallScope, Observer
+
+log = logging.getLogger("microcall")
+
+
+class Watch:
+    """The observers' scopes for one call."""
+
+    __slots__ = ("_scopes",)
+
+    def __init__(self, observers: Sequence[Observer], request: Request) -> None:
+        scopes: list[CallScope] = []
+        for observer in observers:
+            try:
+                scope = observer.call_started(request)
+            except Exception:
+                log.exception("observer %r failed at call start", observer)
+                continue
+            if scope is not None:
+                scopes.append(scope)
+        self._scopes = scopes
+
+    def attempt_started(
+        self, index: int, kind: AttemptKind, url: URL, headers: dict[str, str]
+    ) -> list[AttemptScope]:
+        started: list[AttemptScope] = []
+        for scope in self._scopes:
+            try:
+                attempt = scope.attempt_started(index, kind, url, headers)
+            except Exception:
+                log.exception("observer %r failed at attempt start", scope)
+                continue
+            if attempt is not None:
+                started.append(attempt)
+        return started
+
+    @staticmethod
+    def attempt_ended(scopes: Sequence[AttemptScope], attempt: Attempt) -> None:
+        for scope in scopes:
+            try:
+                scope.attempt_ended(attempt)
+            except Exception:
+                log.exception("observer %r failed at attempt end", scope)
+
+    def call_ended(
+        self, response: Response | None, error: CallError | None, attempts: Sequence[Attempt]
+    ) -> None:
+        for scope in self._scopes:
+            try:
+                scope.call_ended(response, error, attempts)
+            except Exception:
+                log.exception("observer %r failed at call end", scope)
