@@ -8,8 +8,11 @@ port the same broken way, so a test picks a fault by picking a URL:
 * ``HANG``      accepts, reads whatever comes, never answers (until the peer leaves).
 * ``RESET``     reads the request, sends the status line, the headers and part of
                 the body, then closes with ``SO_LINGER`` 0 so the peer gets a RST.
+* ``RESET_HEADERS`` the same, but the RST comes in the middle of the headers.
+* ``CLOSE``     reads the request and closes cleanly (FIN) without a byte of answer.
 * ``HALF_BODY`` reads the request, announces a Content-Length larger than the
                 bytes it sends, then closes cleanly (FIN): the body ends early.
+* ``GARBAGE``   reads the request and answers with something that is not HTTP.
 * ``TRICKLE``   reads the request, then sends a valid response one byte every
                 ``trickle_interval`` seconds (a slow-loris server).
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import socket
 import struct
 from collections import Counter
@@ -33,16 +37,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-# A request line and a few headers always fit; a client that sends more than
-# this before the blank line is not one of ours.
-MAX_REQUEST_HEAD = 64 * 1024
-
 # SO_LINGER on with a zero timeout: close() discards unsent data and sends RST.
 _LINGER_ABORT = struct.pack("ii", 1, 0)
 
-RESET_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n"
-HALF_BODY_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n"
+# Promises 1000 bytes of body; the faults that use it send far fewer.
+LONG_BODY_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n"
 PARTIAL_BODY = b"only part of the body"
+PARTIAL_HEAD = b"HTTP/1.1 200 OK\r\nContent-Ty"
+GARBAGE = b"SSH-2.0-OpenSSH_9.6\r\n\r\n"
 TRICKLE_BODY = b"trickled ok"
 TRICKLE_RESPONSE = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
@@ -59,7 +61,10 @@ class Fault(enum.StrEnum):
     REFUSE = "refuse"
     HANG = "hang"
     RESET = "reset"
+    RESET_HEADERS = "reset_headers"
+    CLOSE = "close"
     HALF_BODY = "half_body"
+    GARBAGE = "garbage"
     TRICKLE = "trickle"
 
 
@@ -95,9 +100,7 @@ class FaultServer:
             if fault is Fault.REFUSE:
                 continue
             server = await asyncio.start_server(
-                lambda reader, writer, fault=fault: self._accept(fault, reader, writer),
-                "127.0.0.1",
-                0,
+                functools.partial(self._accept, fault), "127.0.0.1", 0
             )
             self._servers.append(server)
             self._urls[fault] = _base_url(server.sockets[0].getsockname())
@@ -158,17 +161,28 @@ class FaultServer:
             pass
 
     async def _reset(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _reset_after(LONG_BODY_HEAD + PARTIAL_BODY, reader, writer)
+
+    async def _reset_headers(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await _reset_after(PARTIAL_HEAD, reader, writer)
+
+    async def _close(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request_head(reader)
-        writer.write(RESET_HEAD + PARTIAL_BODY)
+        writer.close()
+        await writer.wait_closed()
+
+    async def _garbage(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request_head(reader)
+        writer.write(GARBAGE)
         await writer.drain()
-        writer.get_extra_info("socket").setsockopt(
-            socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT
-        )
-        writer.transport.abort()
+        writer.close()
+        await writer.wait_closed()
 
     async def _half_body(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request_head(reader)
-        writer.write(HALF_BODY_HEAD + PARTIAL_BODY)
+        writer.write(LONG_BODY_HEAD + PARTIAL_BODY)
         await writer.drain()
         writer.close()
         await writer.wait_closed()
@@ -189,17 +203,32 @@ class FaultServer:
 _FAULTS = {
     Fault.HANG: FaultServer._hang,
     Fault.RESET: FaultServer._reset,
+    Fault.RESET_HEADERS: FaultServer._reset_headers,
+    Fault.CLOSE: FaultServer._close,
     Fault.HALF_BODY: FaultServer._half_body,
+    Fault.GARBAGE: FaultServer._garbage,
     Fault.TRICKLE: FaultServer._trickle,
 }
 
 
 async def _read_request_head(reader: asyncio.StreamReader) -> bytes:
-    """The request line and headers (the GET requests sent here have no body)."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    if len(head) > MAX_REQUEST_HEAD:
-        raise ConnectionError("request head too large")
-    return head
+    """The request line and headers; a body, if any, is left unread (no fault needs it).
+
+    A head longer than the reader's limit (64 KiB) raises LimitOverrunError,
+    which ends the connection like any other client that went wrong.
+    """
+    return await reader.readuntil(b"\r\n\r\n")
+
+
+async def _reset_after(
+    sent: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Read the request, send ``sent``, then abort the connection with a RST."""
+    await _read_request_head(reader)
+    writer.write(sent)
+    await writer.drain()
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
+    writer.transport.abort()
 
 
 def _base_url(address: tuple[str, int]) -> str:

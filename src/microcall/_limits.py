@@ -15,8 +15,12 @@ DEFAULT_KEEPALIVE_EXPIRY = 15.0
 class Limits:
     """Connection pool limits.
 
-    ``max_connections_per_host`` None means only the total limit applies.
-    Idle keep-alive connections are closed after ``keepalive_expiry`` seconds.
+    ``max_connections`` bounds the connections *in use* at once, over all
+    hosts; a call that needs one more waits for one to be released (within
+    its deadline). ``max_connections_per_host`` (None: only the total applies)
+    does the same per host. Idle keep-alive connections are not counted (as
+    in aiohttp's connector): they are kept for reuse and closed after
+    ``keepalive_expiry`` seconds.
     """
 
     max_connections: int = DEFAULT_MAX_CONNECTIONS

@@ -10,6 +10,7 @@ and while it is open the sockets stay within the pool's bounds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections.abc import Callable
@@ -19,9 +20,10 @@ import psutil
 from aiohttp import web
 
 import microcall
+from microcall import ClientOptions
 from tests.conftest import Serve
 from tests.faultserver import Fault, FaultServer
-from tests.faultserver import faults_fixture as faults_fixture  # noqa: F401  (the `faults` fixture)
+from tests.faultserver import faults_fixture as faults_fixture  # provides the `faults` fixture
 
 CALLS = 10_000
 WORKERS = 32
@@ -36,14 +38,14 @@ CLOSING_SLACK = 4
 QUICK_RETRY = microcall.retry(2, backoff=microcall.Backoff(base=0.001, cap=0.002))
 
 PROCESS = psutil.Process()
+# psutil 6 renamed connections() to net_connections(); pyproject allows 5.9.
+_connections = getattr(PROCESS, "net_connections", None) or PROCESS.connections
 
 
 def client_sockets(server_ports: set[int]) -> int:
     """Client-side TCP connections of this process to one of ``server_ports``."""
     return sum(
-        1
-        for conn in PROCESS.net_connections(kind="tcp")
-        if conn.raddr and conn.raddr.port in server_ports
+        1 for conn in _connections(kind="tcp") if conn.raddr and conn.raddr.port in server_ports
     )
 
 
@@ -73,10 +75,8 @@ class Peak:
 async def sample_until(stop: asyncio.Event, peak: Peak) -> None:
     while not stop.is_set():
         peak.sample()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=0.05)
-        except TimeoutError:
-            pass
 
 
 async def service_app(peer_ports: set[int]) -> web.Application:
@@ -93,21 +93,23 @@ async def service_app(peer_ports: set[int]) -> web.Application:
     return app
 
 
+KINDS = ("ok", "ok", "ok", "ok", "ok", "ok", "busy", "busy", "reset", "hang")
+EXPECTED = {"ok": "200", "busy": "503", "reset": "ReadError", "hang": "DeadlineExceeded"}
+
+
 async def one_mixed_call(client: microcall.AsyncClient, n: int, urls: dict[str, str]) -> str:
     """Call number ``n`` of the mix: 60% OK, 20% 503 (retried once), 10% reset, 10% hang."""
-    kind = n % 10
+    kind = KINDS[n % len(KINDS)]
     try:
-        if kind < 6:
-            return str((await client.get(urls["ok"])).status_code)
-        if kind < 8:
-            return str((await client.get(urls["busy"], strategy=QUICK_RETRY)).status_code)
-        if kind == 8:
-            await client.get(urls["reset"])
+        if kind == "busy":
+            response = await client.get(urls[kind], strategy=QUICK_RETRY)
+        elif kind == "hang":
+            response = await client.get(urls[kind], timeout=HANG_TIMEOUT)
         else:
-            await client.get(urls["hang"], timeout=HANG_TIMEOUT)
+            response = await client.get(urls[kind])
     except microcall.CallError as error:
-        return type(error).__name__
-    return "answered"
+        return f"{kind} {type(error).__name__}"
+    return f"{kind} {response.status_code}"
 
 
 async def run_calls(client: microcall.AsyncClient, count: int, urls: dict[str, str]) -> list[str]:
@@ -134,9 +136,13 @@ async def test_ten_thousand_mixed_calls_leave_no_descriptors_or_connections(
         "hang": faults.url(Fault.HANG) + "/",
     }
     ports = {int(url.rsplit(":", 1)[1].split("/")[0]) for url in urls.values()}
-    limits = microcall.Limits(max_connections=POOL_LIMIT)
+    # No retry budget: every 503 is retried once, whatever the mix's failure rate.
+    settings: ClientOptions = {
+        "limits": microcall.Limits(max_connections=POOL_LIMIT),
+        "budget": None,
+    }
 
-    async with microcall.AsyncClient(timeout=2.0, limits=limits) as warm_up:
+    async with microcall.AsyncClient(**settings) as warm_up:
         await run_calls(warm_up, 40, urls)
     assert await settle(lambda: client_sockets(ports) == 0 and faults.open_connections == 0)
     baseline = PROCESS.num_fds()
@@ -144,26 +150,27 @@ async def test_ten_thousand_mixed_calls_leave_no_descriptors_or_connections(
     peak = Peak(ports=ports)
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample_until(stop, peak))
-    async with microcall.AsyncClient(timeout=2.0, limits=limits) as client:
+    async with microcall.AsyncClient(**settings) as client:
         outcomes = await run_calls(client, CALLS, urls)
         stop.set()
         await sampler
         open_after_run = client_sockets(ports)
 
     assert len(outcomes) == CALLS
-    counts = {outcome: outcomes.count(outcome) for outcome in set(outcomes)}
-    assert counts == {
-        "200": CALLS * 6 // 10,
-        "503": CALLS * 2 // 10,
-        "ReadError": CALLS // 10,
-        "DeadlineExceeded": CALLS // 10,
-    }
+    expected = {f"{kind} {outcome}" for kind, outcome in EXPECTED.items()}
+    # A machine busy enough may push a few calls past their deadline while they
+    # wait for a pooled connection; anything else is a wrong outcome.
+    late = {f"{kind} DeadlineExceeded" for kind in EXPECTED}
+    assert set(outcomes) <= expected | late
+    assert sum(outcome in expected for outcome in outcomes) >= 0.99 * CALLS
     assert peak.samples > 0
-    # While open: never more client sockets than the pool allows, and the
-    # process's descriptors are those sockets, their server ends, and little else.
-    assert peak.client_sockets <= POOL_LIMIT + CLOSING_SLACK
+    # While open: the sockets stay within what the pool can hold (connections
+    # in use, up to the limit, plus the idle keep-alive ones, which the aiohttp
+    # limit does not count: see microcall.Limits), and the process's
+    # descriptors are those sockets, their server ends, and little else.
+    assert peak.client_sockets <= 2 * POOL_LIMIT + CLOSING_SLACK
     assert open_after_run <= POOL_LIMIT
-    assert peak.fds - baseline <= 2 * (POOL_LIMIT + CLOSING_SLACK)
+    assert peak.fds - baseline <= 2 * (2 * POOL_LIMIT + CLOSING_SLACK)
     # Keep-alive did its job: thousands of OK calls over a handful of connections.
     assert len(ok_peers) <= 4 * POOL_LIMIT
 
@@ -192,18 +199,23 @@ async def test_losing_hedges_release_or_close_their_connections(serve: Serve) ->
     app.router.add_get("/", first_copy_hangs)
     base = await serve(app)
     ports = {int(base.rsplit(":", 1)[1])}
-    limits = microcall.Limits(max_connections=POOL_LIMIT)
-    strategy = microcall.hedged(0.02)
+    # No retry budget: every call hedges, which is what is being looked at.
+    settings: ClientOptions = {
+        "limits": microcall.Limits(max_connections=POOL_LIMIT),
+        "budget": None,
+        "strategy": microcall.hedged(0.02),
+        "timeout": 5.0,
+    }
 
-    async with microcall.AsyncClient(base, timeout=5.0, limits=limits) as warm_up:
-        await warm_up.get("/", params={"call": "warm-up"}, strategy=strategy)
+    async with microcall.AsyncClient(base, **settings) as warm_up:
+        await warm_up.get("/", params={"call": "warm-up"})
     assert await settle(lambda: client_sockets(ports) == 0 and len(cancelled) == 1)
     baseline = PROCESS.num_fds()
 
     calls = 60
     concurrency = POOL_LIMIT // 2  # two attempts each: exactly the pool at the peak
     peak = Peak(ports=ports)
-    async with microcall.AsyncClient(base, timeout=5.0, limits=limits, strategy=strategy) as client:
+    async with microcall.AsyncClient(base, **settings) as client:
         for wave in range(calls // concurrency + 1):
             names = [f"c{wave}-{n}" for n in range(concurrency)][: calls - wave * concurrency]
             responses = await asyncio.gather(

@@ -79,9 +79,7 @@ async def test_hedging_cancels_the_loser_on_the_server(serve: Serve) -> None:
         return web.Response(text=f"hit {recorder.hits}")
 
     base, recorder = await serve_recorder(serve, first_slow)
-    async with microcall.AsyncClient(
-        base, timeout=5.0, strategy=microcall.hedged(0.05)
-    ) as client:
+    async with microcall.AsyncClient(base, timeout=5.0, strategy=microcall.hedged(0.05)) as client:
         response = await client.get("/book")
         # The server stops the loser's work while the client is still open:
         # the loser's connection was closed, not parked in the pool.
@@ -93,6 +91,35 @@ async def test_hedging_cancels_the_loser_on_the_server(serve: Serve) -> None:
     assert (first.kind, first.cancelled) == (AttemptKind.FIRST, True)
     assert (hedge.kind, hedge.status) == (AttemptKind.HEDGE, 200)
     assert recorder.hits == 2
+
+
+async def test_a_loser_cancelled_mid_body_has_its_connection_closed(serve: Serve) -> None:
+    loser_cancelled = asyncio.Event()
+
+    async def first_stalls_mid_body(request: web.Request) -> web.StreamResponse:
+        if recorder.hits == 1:
+            response = web.StreamResponse(headers={"Content-Length": "100"})
+            await response.prepare(request)
+            await response.write(b"x" * 10)
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                loser_cancelled.set()
+                raise
+        return web.Response(text=f"hit {recorder.hits}")
+
+    base, recorder = await serve_recorder(serve, first_stalls_mid_body)
+    limits = microcall.Limits(max_connections=2)
+    async with microcall.AsyncClient(
+        base, timeout=5.0, limits=limits, strategy=microcall.hedged(0.05)
+    ) as client:
+        response = await client.get("/")
+        await asyncio.wait_for(loser_cancelled.wait(), timeout=2.0)
+        # Had the half-read connection gone back to the pool, these would read
+        # the rest of the loser's body as their own response.
+        later = [(await client.get("/")).text for _ in range(10)]
+    assert response.text == "hit 2"
+    assert later == [f"hit {n}" for n in range(3, 13)]
 
 
 async def test_the_first_accepted_outcome_wins_not_the_first_outcome(serve: Serve) -> None:
@@ -128,9 +155,7 @@ async def test_an_answer_that_is_not_a_failure_wins_the_race(serve: Serve) -> No
         return web.Response(status=404, text="no such book")
 
     base, recorder = await serve_recorder(serve, handler)
-    async with microcall.AsyncClient(
-        base, timeout=5.0, strategy=microcall.hedged(0.05)
-    ) as client:
+    async with microcall.AsyncClient(base, timeout=5.0, strategy=microcall.hedged(0.05)) as client:
         response = await client.get("/")
     assert response.status_code == 404
     assert [a.cancelled for a in response.attempts] == [True, False]
@@ -138,9 +163,11 @@ async def test_an_answer_that_is_not_a_failure_wins_the_race(serve: Serve) -> No
 
 # ------------------------------------------------------------------ what is retried
 
+# The hedge delay is long so that only failures start another attempt: a slow
+# first answer on a busy machine must not look like a retry.
 STRATEGIES: list[Strategy] = [
     microcall.retry(4, backoff=QUICK_BACKOFF),
-    microcall.hedged(0.05, attempts=4),
+    microcall.hedged(2.0, attempts=4),
 ]
 
 
@@ -205,9 +232,7 @@ async def test_without_the_do_not_retry_header_the_same_status_is_retried(serve:
 
 
 async def test_retry_after_is_honoured_within_the_deadline(serve: Serve) -> None:
-    base, recorder = await serve_recorder(
-        serve, statuses(429, 200, headers={"Retry-After": "1"})
-    )
+    base, recorder = await serve_recorder(serve, statuses(429, 200, headers={"Retry-After": "1"}))
     strategy = microcall.retry(3, backoff=QUICK_BACKOFF)
     async with microcall.AsyncClient(base, timeout=5.0, strategy=strategy) as client:
         response = await client.get("/")
@@ -236,17 +261,12 @@ async def test_retry_after_beyond_the_deadline_ends_with_the_last_response(
 # ------------------------------------------------------------------ POST
 
 
-async def slow_503(request: web.Request) -> web.Response:
-    await asyncio.sleep(0.1)
-    return web.Response(status=503)
-
-
 @pytest.mark.parametrize("strategy", STRATEGIES, ids=["retry", "hedged"])
 @pytest.mark.parametrize("method", ["POST", "PATCH"])
 async def test_post_is_never_sent_twice_by_default(
     serve: Serve, strategy: Strategy, method: str
 ) -> None:
-    base, recorder = await serve_recorder(serve, slow_503)
+    base, recorder = await serve_recorder(serve, statuses(503))
     async with microcall.AsyncClient(base, timeout=5.0, strategy=strategy) as client:
         response = await client.request(method, "/orders", json={"book": 7})
     assert response.status_code == 503
@@ -263,12 +283,33 @@ async def test_post_is_never_sent_twice_by_default(
 async def test_post_is_repeated_when_the_caller_opts_in(
     serve: Serve, strategy: Strategy, opt_in: dict[str, object]
 ) -> None:
-    base, recorder = await serve_recorder(serve, slow_503)
+    base, recorder = await serve_recorder(serve, statuses(503))
     async with microcall.AsyncClient(base, timeout=5.0, strategy=strategy) as client:
         response = await client.post("/orders", json={"book": 7}, **opt_in)  # type: ignore[arg-type]
     assert response.status_code == 503
     assert recorder.hits == 4
     assert all(request.method == "POST" for request in recorder.requests)
+
+
+async def slow_ok(request: web.Request) -> web.Response:
+    await asyncio.sleep(0.2)  # long past the hedge delays (20 and 40 ms)
+    return web.Response()
+
+
+@pytest.mark.parametrize(
+    ("opt_in", "hits"),
+    [({}, 1), ({"idempotent": True}, 3), ({"headers": {"Idempotency-Key": "order-7"}}, 3)],
+    ids=["default", "idempotent", "idempotency-key"],
+)
+async def test_a_slow_post_is_hedged_only_when_the_caller_opts_in(
+    serve: Serve, opt_in: dict[str, object], hits: int
+) -> None:
+    base, recorder = await serve_recorder(serve, slow_ok)
+    strategy = microcall.hedged(0.02, attempts=3)
+    async with microcall.AsyncClient(base, timeout=5.0, strategy=strategy) as client:
+        response = await client.post("/orders", json={"book": 7}, **opt_in)  # type: ignore[arg-type]
+    assert response.status_code == 200
+    assert recorder.hits == hits
 
 
 async def test_idempotent_false_stops_a_get_from_retrying(serve: Serve) -> None:
@@ -303,9 +344,7 @@ async def test_request_timeout_header_is_the_hedges_own_remaining_time(serve: Se
         return web.Response()
 
     base, recorder = await serve_recorder(serve, handler)
-    async with microcall.AsyncClient(
-        base, timeout=2.0, strategy=microcall.hedged(0.1)
-    ) as client:
+    async with microcall.AsyncClient(base, timeout=2.0, strategy=microcall.hedged(0.1)) as client:
         await client.get("/")
     first, hedge = (float(value) for value in recorder.header("X-Request-Timeout"))
     assert first <= 2.0

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import pytest
 
 import microcall
 from microcall import AttemptKind, CallError
 from tests.faultserver import Fault, FaultServer, fault_server
-from tests.faultserver import faults_fixture as faults_fixture  # noqa: F401  (the `faults` fixture)
+from tests.faultserver import faults_fixture as faults_fixture  # provides the `faults` fixture
 
 # How long past its deadline a call may still be running. The engine aims at a
 # few milliseconds; this allows for a busy machine, not for a missed timer.
@@ -27,20 +28,26 @@ EXPECTED_ERROR: dict[Fault, type[CallError]] = {
     Fault.REFUSE: microcall.ConnectError,
     Fault.HANG: microcall.DeadlineExceeded,
     Fault.RESET: microcall.ReadError,
+    Fault.RESET_HEADERS: microcall.ReadError,
+    Fault.CLOSE: microcall.ReadError,
     Fault.HALF_BODY: microcall.ReadError,
+    Fault.GARBAGE: microcall.ProtocolError,
     Fault.TRICKLE: microcall.DeadlineExceeded,
 }
 
 QUICK_BACKOFF = microcall.Backoff(base=0.001, cap=0.002)
+
+# Connections lost before the status line: aiohttp would resend a GET on a new
+# connection by itself, below microcall's policies; the transport turns that off.
+LOST_BEFORE_STATUS = (Fault.RESET_HEADERS, Fault.CLOSE)
 
 
 def endpoint_of(url: str) -> str:
     return url.removeprefix("http://")
 
 
-async def wait_until(condition: object, *, within: float = 2.0) -> bool:
+async def wait_until(condition: Callable[[], bool], *, within: float = 2.0) -> bool:
     """Poll ``condition()`` until it is true or ``within`` seconds pass."""
-    assert callable(condition)
     give_up = time.monotonic() + within
     while not condition():
         if time.monotonic() > give_up:
@@ -156,7 +163,10 @@ async def test_retries_stop_at_the_deadline_against_a_hanging_server(
     [
         (Fault.REFUSE, microcall.ConnectError),
         (Fault.RESET, microcall.ReadError),
+        (Fault.RESET_HEADERS, microcall.ReadError),
+        (Fault.CLOSE, microcall.ReadError),
         (Fault.HALF_BODY, microcall.ReadError),
+        (Fault.GARBAGE, microcall.ProtocolError),
     ],
     ids=str,
 )
@@ -181,7 +191,19 @@ async def test_retries_against_a_fault_record_every_attempt(
         assert faults.accepted[fault] == 4
 
 
-@pytest.mark.parametrize("fault", [Fault.RESET, Fault.HALF_BODY], ids=str)
+@pytest.mark.parametrize("fault", LOST_BEFORE_STATUS, ids=str)
+async def test_one_attempt_is_one_request_on_the_wire(faults: FaultServer, fault: Fault) -> None:
+    # Only the strategy decides whether a request is sent again: a hidden resend
+    # is missing from the attempts, escapes any retry budget, and doubles the
+    # load on a server that is already dropping connections.
+    async with microcall.AsyncClient(faults.url(fault), timeout=2.0) as client:
+        with pytest.raises(microcall.ReadError) as caught:
+            await client.get("/")
+    assert len(caught.value.attempts) == 1
+    assert faults.accepted[fault] == 1
+
+
+@pytest.mark.parametrize("fault", [Fault.RESET, Fault.CLOSE, Fault.HALF_BODY], ids=str)
 async def test_a_post_that_broke_mid_response_is_not_sent_again(
     faults: FaultServer, fault: Fault
 ) -> None:
@@ -192,6 +214,24 @@ async def test_a_post_that_broke_mid_response_is_not_sent_again(
             await client.post("/orders", json={"book": 7}, strategy=strategy)
     assert len(caught.value.attempts) == 1
     assert faults.accepted[fault] == 1
+
+
+@pytest.mark.parametrize(
+    "strategy", [microcall.single(), microcall.retry(3)], ids=["single", "retry"]
+)
+async def test_no_attempt_starts_below_the_deadline_floor(
+    faults: FaultServer, strategy: microcall.Strategy
+) -> None:
+    async with microcall.AsyncClient(
+        faults.url(Fault.HANG), deadline_floor=0.05, strategy=strategy
+    ) as client:
+        with pytest.raises(microcall.DeadlineExceeded) as caught:
+            await client.get("/", timeout=0.01)
+        with microcall.deadline(0), pytest.raises(microcall.DeadlineExceeded):
+            await client.get("/")
+    assert caught.value.attempts == ()
+    assert caught.value.request is not None
+    assert faults.accepted[Fault.HANG] == 0
 
 
 async def test_hedges_against_a_hanging_server_end_at_the_deadline_and_let_go(
@@ -215,6 +255,29 @@ async def test_hedges_against_a_hanging_server_end_at_the_deadline_and_let_go(
         assert faults.accepted[Fault.HANG] == 3
         # The client is still open, yet no connection of the call is left behind.
         assert await wait_until(lambda: faults.open_connections == 0)
+
+
+async def test_a_call_waiting_for_a_pooled_connection_still_ends_at_its_deadline(
+    faults: FaultServer,
+) -> None:
+    limits = microcall.Limits(max_connections=1)
+
+    async def timed_call(client: microcall.AsyncClient, timeout: float) -> float:
+        began = time.monotonic()
+        with pytest.raises(microcall.DeadlineExceeded):
+            await client.get("/", timeout=timeout)
+        return time.monotonic() - began
+
+    async with microcall.AsyncClient(faults.url(Fault.HANG), limits=limits) as client:
+        holder = asyncio.create_task(timed_call(client, 2 * FAULT_TIMEOUT))
+        # The holder has the pool's one connection before the waiter asks for it.
+        assert await wait_until(lambda: faults.accepted[Fault.HANG] == 1)
+        waiter_elapsed = await timed_call(client, FAULT_TIMEOUT)
+        holder_elapsed = await holder
+    assert waiter_elapsed <= FAULT_TIMEOUT + MARGIN
+    assert holder_elapsed <= 2 * FAULT_TIMEOUT + MARGIN
+    # The waiter never got a connection: the pool's one was busy until after its deadline.
+    assert faults.accepted[Fault.HANG] == 1
 
 
 async def test_a_slow_but_valid_trickle_completes() -> None:

@@ -20,6 +20,7 @@ from microcall._response import Response
 from microcall.client._options import BaseURL, CallOptions, ClientOptions, Params
 from microcall.client._verbs import Verbs
 from microcall.context import current_deadline, current_priority
+from microcall.deadline import Deadline
 from microcall.errors import ConfigurationError, UsageError
 from microcall.policy.balancer import BalancerConfig
 from microcall.policy.budget import RetryBudget, RetryBudgetConfig
@@ -88,7 +89,8 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             verify=options.get("verify", True),
             follow_redirects=options.get("follow_redirects", True),
         )
-        self._now = options.get("clock", MONOTONIC).now
+        self._clock = options.get("clock", MONOTONIC)
+        self._now = self._clock.now
         replicas = (
             None
             if not bases
@@ -219,6 +221,10 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
                 raise UsageError(f"relative URL {str(target)!r} needs a client base_url")
             return self._base.join(target)
         return target
+
+    def deadline_for(self, options: CallOptions) -> Deadline:
+        """The deadline a call with ``options`` would get if it started now."""
+        return Deadline(self._expires_at(options), clock=self._clock)
 
     def _expires_at(self, options: CallOptions) -> float:
         timeout = options.get("timeout")

@@ -79,6 +79,10 @@ class FuturesClient(BlockingFrontDoor, Verbs["cf.Future[Response]"]):
         """Start a call; the future resolves to its response or raises its CallError."""
         self._check_open()
         chosen = self._hooks + _hook_list(hooks)
+        # The deadline starts now, not when the call leaves the max_in_flight
+        # queue: time spent waiting for a slot is part of what the caller allowed.
+        options["deadline"] = self._async.deadline_for(options)
+        options.pop("timeout", None)
         return self._loop.submit(self._run(method, url, options, chosen))
 
     def map(

@@ -13,13 +13,13 @@ from microcall._durations import Seconds
 from microcall._limits import Limits
 from microcall._replicas import Discovery
 from microcall.deadline import Deadline
+from microcall.observe.hooks import Observer
 from microcall.policy.balancer import BalancerConfig
 from microcall.policy.breaker import CircuitBreakerConfig
 from microcall.policy.budget import RetryBudget, RetryBudgetConfig
 from microcall.policy.classify import Classifier
 from microcall.policy.ejection import OutlierEjectionConfig
 from microcall.policy.strategy import Strategy
-from microcall.observe.hooks import Observer
 from microcall.priority import Priority
 from microcall.transports import Transport
 

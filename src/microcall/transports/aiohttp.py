@@ -86,6 +86,11 @@ class AiohttpTransport:
             trust_env=False,
             timeout=aiohttp.ClientTimeout(total=None),
         )
+        # aiohttp silently sends an idempotent request again when its connection
+        # drops before the status line. The engine's strategy decides about
+        # retries (and counts them against the budget), so one attempt must be
+        # one request on the wire. aiohttp's own test client sets this too.
+        self._session._retry_connection = False
         return self._session
 
     async def send(
