@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 
 from microcall._durations import to_seconds
 from microcall.deadline import Deadline
@@ -99,7 +100,7 @@ class Gate:
         )
         self._expired = Refusal(
             options.expired_status,
-            "Request Timeout" if options.expired_status == 408 else "Deadline Expired",
+            _phrase(options.expired_status),
             ((DO_NOT_RETRY_HEADER, "1"), _TEXT),
             b"deadline expired: nobody is waiting for this answer\n",
         )
@@ -167,7 +168,7 @@ class Gate:
 
         permit = None
         if self.limiter is not None:
-            permit = self.limiter.try_acquire(priority)
+            permit = self.limiter.try_acquire(priority, now=now)
             if permit is None:
                 stats.add_shed(priority)
                 return self._shed
@@ -182,3 +183,10 @@ class Gate:
             permit=permit,
             stats=stats,
         )
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:  # a status the standard does not name (499, say)
+        return "Deadline Expired"

@@ -11,7 +11,10 @@ request is a sample:
   overload samples are ignored until a smoothed round-trip time has passed.
 * *Fine, and the limit was in use* (at least half of it in flight when the
   request started): the limit grows by ``increase / limit``, that is by
-  ``increase`` per round trip's worth of samples.
+  ``increase`` per round trip's worth of samples. Until the first sign of
+  overload it grows by one per sample instead, doubling every round trip
+  (TCP's slow start), so a server whose capacity is far above ``initial``
+  finds it in a few round trips rather than a few hundred.
 * *Fine, but the server was mostly idle*: nothing changes. Growing the limit
   without evidence that it is being used would let it drift far above what
   the server can handle, and the first burst would pay for it.
@@ -69,7 +72,9 @@ class AIMDLimit:
 class AIMDEstimator:
     """The live state of one server's :class:`AIMDLimit`."""
 
-    __slots__ = ("_config", "_hold_until", "_srtt", "_target", "value")
+    __slots__ = ("_config", "_hold_until", "_slow_start", "_srtt", "_target", "value")
+
+    probing = False  # an AIMD limit never needs to re-measure anything
 
     def __init__(self, config: AIMDLimit) -> None:
         self._config = config
@@ -78,6 +83,7 @@ class AIMDEstimator:
         self.value = float(config.initial)
         self._srtt: float | None = None
         self._hold_until = -math.inf
+        self._slow_start = True
 
     @property
     def limit(self) -> int:
@@ -89,9 +95,11 @@ class AIMDEstimator:
         config = self._config
         overloaded = dropped or (self._target is not None and rtt > self._target)
         if overloaded:
+            self._slow_start = False
             if now >= self._hold_until:
                 self.value = max(float(config.minimum), self.value * config.backoff_ratio)
                 self._hold_until = now + srtt
             return
         if inflight * 2 >= self.value:
-            self.value = min(float(config.maximum), self.value + config.increase / self.value)
+            step = 1.0 if self._slow_start else config.increase / self.value
+            self.value = min(float(config.maximum), self.value + step)

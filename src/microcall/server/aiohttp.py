@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import ClassVar
 
 from aiohttp import web
 
@@ -46,6 +47,9 @@ class AiohttpMiddleware:
     """
 
     __slots__ = ("_cancel", "_gate")
+
+    # aiohttp takes a middleware without this marker for the old factory style.
+    __middleware_version__: ClassVar[int] = 1
 
     def __init__(
         self, options: ServerOptions | None = None, *, stats: ServerStats | None = None

@@ -10,31 +10,44 @@ latencies:
   seen;
 * ``recent``: a short exponential average of round trips, the latency now.
 
-Each sample moves the limit a ``smoothing`` fraction of the way towards
-``limit * gradient + sqrt(limit)``, where ``gradient = tolerance * baseline /
-recent`` is clamped to [0.5, 1]. While latency stays within ``tolerance`` of
-the baseline the gradient is 1 and the limit grows by ``smoothing *
-sqrt(limit)`` per sample (room to discover new capacity); as queueing pushes
-latency up, the gradient drops and the limit shrinks. The target is never
-below half the limit, so one outlier cannot empty the server. A dropped
+Every round trip's worth of samples (one per request the limit admits)
+moves the limit a ``smoothing`` fraction of the way towards ``limit *
+gradient + sqrt(limit)``, where ``gradient = tolerance * baseline / recent``
+is clamped to [0.5, 1]; each sample contributes ``1 / limit`` of that step,
+so the limit moves at the pace of round trips, not of arrivals. While latency
+stays within ``tolerance`` of the baseline the gradient is 1 and the limit
+grows by ``smoothing * sqrt(limit)`` per round trip (room to discover new
+capacity); as queueing pushes latency up, the gradient drops and the limit
+shrinks, by at most a tenth per round trip with the default smoothing. Until
+latency first rises above ``tolerance`` times the baseline, the limit grows by
+one per sample instead, doubling every round trip (TCP's slow start), so a
+server far larger than ``initial`` is found in a few round trips. A dropped
 request (cancelled at, or finished after, its deadline) counts as the
 steepest gradient. Samples taken while less than half the limit was in use
 do not change it: an idle server says nothing about how much it could take.
-The equilibrium sits where ``limit * (1 - gradient) = sqrt(limit)``: a small
-queue, proportionate to the limit, that keeps the server busy without
-letting waiting time grow.
+The equilibrium sits where ``limit * (1 - gradient) = sqrt(limit)``, that is
+where latency is a little above ``tolerance`` times the baseline: the server
+stays busy, and requests wait a little over ``tolerance - 1`` service times. A lower
+tolerance means a shorter queue, but it must cover the service's natural
+variation in latency, or ordinary slow requests read as queueing and the
+limit starves the server; 1.5 (as in Netflix's Gradient2) is a safe default.
 
 The baseline only ever falls on its own; the hard part is letting it rise
 when the service itself gets slower (a slower dependency, a colder cache)
 without letting a standing queue pass for the new normal, which would let the
 limit, and the queue, creep up forever. So every ``baseline_window`` samples
 the estimator checks whether any request in the window came within
-``tolerance`` of the baseline. If none did, it *probes*: for two rounds it
-admits only half the limit, which drains any queue the limit itself caused,
-and takes the fastest round trip of the second round as the new baseline.
-If the latency was queueing, the probe finds the old baseline again; if the
-service really slowed down, the probe measures its new speed. (BBR's
-ProbeRTT phase solves the same problem the same way.)
+``tolerance`` of the baseline. If none did, it *probes* (``probing`` is
+true): the limiter lets low and normal priority fill only half their usual
+share, which drains any queue the limit itself caused. The probe lasts a
+round trip's worth of samples at the full limit (what was admitted before it
+finishes) and then half a round more, whose fastest round trip becomes the
+new baseline. If the latency was queueing, the probe finds the
+old baseline again; if the service really slowed down, the probe measures its
+new speed. (BBR's ProbeRTT phase solves the same problem the same way.) High
+priority keeps its whole limit during a probe, so the probe costs only less
+important work; it drains the queue as long as high-priority work alone fits
+the server, which is what the limit is for anyway.
 
 This follows the design of the gradient limits in Netflix's
 concurrency-limits library.
@@ -52,9 +65,6 @@ from microcall.server.limits import LimitEstimator, check_bounds, check_count
 # samples, enough to smooth one odd request without hiding a trend.
 _RECENT_GAIN = 0.2
 _MIN_GRADIENT = 0.5
-# While probing, the limit is halved: enough to drain a queue the limit
-# caused, short of starving a server that is only a little over capacity.
-_PROBE_SHARE = 0.5
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,6 +103,7 @@ class GradientEstimator:
         "_probe_min",
         "_recent",
         "_seen",
+        "_slow_start",
         "_window_min",
         "baseline",
         "value",
@@ -107,15 +118,15 @@ class GradientEstimator:
         self._seen = 0
         self._probe_left = 0  # samples left in a probe (0: not probing)
         self._probe_min = math.inf
+        self._slow_start = True
 
     @property
     def limit(self) -> int:
-        value = self.value * _PROBE_SHARE if self._probe_left else self.value
-        return max(self._config.minimum, int(value))
+        return max(self._config.minimum, int(self.value))
 
     @property
     def probing(self) -> bool:
-        """Whether the limit is halved to re-measure the unloaded latency."""
+        """Whether low and normal priority should be held back to re-measure the baseline."""
         return self._probe_left > 0
 
     def on_sample(self, *, now: float, rtt: float, inflight: int, dropped: bool) -> None:
@@ -137,8 +148,13 @@ class GradientEstimator:
             gradient = 1.0
         else:
             gradient = max(_MIN_GRADIENT, min(1.0, config.tolerance * self.baseline / recent))
-        target = self.value * gradient + math.sqrt(self.value)
-        value = self.value + config.smoothing * (target - self.value)
+        if gradient < 1.0:
+            self._slow_start = False
+        if self._slow_start:
+            value = self.value + 1.0
+        else:
+            target = self.value * gradient + math.sqrt(self.value)
+            value = self.value + config.smoothing * (target - self.value) / self.value
         self.value = max(float(config.minimum), min(float(config.maximum), value))
 
     def _end_of_window(self, rtt: float) -> bool:
@@ -152,16 +168,21 @@ class GradientEstimator:
         self._window_min, self._seen = math.inf, 0
         if near:
             return False
-        # Two rounds at half the limit: the first drains what was admitted at
-        # the full limit, the second measures.
-        self._probe_left = 2 * max(1, math.ceil(self.value * _PROBE_SHARE))
+        # First a round of the whole limit, in which what was admitted before
+        # the probe finishes (the queue drains); then half a round, measured.
+        self._probe_left = math.ceil(self.value) + _probe_round(self.value)
         self._probe_min = math.inf
         return True
 
     def _probe(self, rtt: float) -> None:
         self._probe_left -= 1
-        if self._probe_left < math.ceil(self.value * _PROBE_SHARE):
+        if self._probe_left <= _probe_round(self.value):
             self._probe_min = min(self._probe_min, rtt)
         if self._probe_left == 0 and math.isfinite(self._probe_min):
             self.baseline = self._probe_min
             self._recent = self._probe_min
+
+
+def _probe_round(limit: float) -> int:
+    """Samples measured in a probe: a round trip of what half the limit admits."""
+    return max(1, math.ceil(limit / 2))

@@ -32,6 +32,11 @@ class LimitEstimator(Protocol):
         """Requests that may be in flight at once now (at least 1)."""
         ...
 
+    @property
+    def probing(self) -> bool:
+        """True while the estimator re-measures the server: hold back low and normal priority."""
+        ...
+
     def on_sample(self, *, now: float, rtt: float, inflight: int, dropped: bool) -> None:
         """One request finished at ``now`` after ``rtt`` seconds.
 
@@ -63,6 +68,8 @@ class StaticLimit:
 
 class _Fixed:
     __slots__ = ("limit",)
+
+    probing = False
 
     def __init__(self, limit: int) -> None:
         self.limit = limit

@@ -9,6 +9,10 @@ rises, low priority is refused first, then normal; high priority keeps the top
 of the limit to itself, so it is refused last and only when the server is full
 of work that is at least as important.
 
+An adaptive limit may ask to *probe*: re-measure how fast the server is
+without a queue (see :mod:`microcall.server.gradient`). While it does, low
+and normal priority may fill only half their share; high keeps its own.
+
 The reserve works without queues or timers: admission is a comparison and a
 counter under a lock, so a refusal costs next to nothing and no handler runs
 for it. When a request finishes, its round-trip time (and whether it missed
@@ -32,6 +36,10 @@ from microcall.server.limits import ConcurrencyLimit, LimitEstimator
 # the limit that low priority can never take from it.
 DEFAULT_LOW_SHARE = 0.5
 DEFAULT_NORMAL_SHARE = 0.8
+
+# While an adaptive limit probes (re-measures the server's unloaded latency),
+# low and normal priority may fill half their usual share, so the queue drains.
+PROBE_SHARE = 0.5
 
 # Retry-After on a refusal, in whole seconds (the header's delay-seconds form):
 # long enough for a burst to pass, short enough to fit a typical deadline.
@@ -122,18 +130,25 @@ class PriorityLimiter:
 
     def capacity(self, priority: Priority) -> int:
         """How many requests may be in flight when one of ``priority`` is admitted."""
+        estimator = self._estimator
+        share = self._shares.of(priority)
+        if estimator.probing and priority is not Priority.HIGH:
+            share *= PROBE_SHARE
         # At least one: a tiny limit has no room for a reserve, and an idle
         # server must not refuse a request of any priority.
-        return max(1, math.floor(self._estimator.limit * self._shares.of(priority)))
+        return max(1, math.floor(estimator.limit * share))
 
-    def try_acquire(self, priority: Priority) -> Permit | None:
-        """A permit to run the request now, or None: refuse it."""
+    def try_acquire(self, priority: Priority, *, now: float | None = None) -> Permit | None:
+        """A permit to run the request now, or None: refuse it.
+
+        ``now`` saves a clock read when the caller has just made one.
+        """
         with self._lock:
             if self._inflight >= self.capacity(priority):
                 return None
             self._inflight += 1
             inflight = self._inflight
-        return Permit(self, self._clock.now(), inflight)
+        return Permit(self, self._clock.now() if now is None else now, inflight)
 
     def _finish(self, permit: Permit, sample: bool, dropped: bool) -> None:
         now = self._clock.now()
