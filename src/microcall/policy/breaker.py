@@ -45,12 +45,12 @@ never arrives (neither ``record`` nor ``release``) frees its slot after
 from __future__ import annotations
 
 import enum
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from microcall._durations import to_seconds
 from microcall.errors import ConfigurationError
+from microcall.policy._window import SlidingCount
 
 # Defaults: half failing means the endpoint is broken, not flaky; ten outcomes
 # over ten seconds is enough evidence for a service with modest traffic; five
@@ -135,16 +135,12 @@ class CircuitBreaker:
     """The breaker of one endpoint: ``allow`` before an attempt, ``record`` after it."""
 
     __slots__ = (
-        "_epoch",
-        "_failure_sum",
         "_failures",
         "_last_probe_at",
         "_open_until",
         "_probes",
         "_state",
-        "_total_sum",
         "_totals",
-        "_width",
         "config",
         "endpoint",
         "listeners",
@@ -168,12 +164,8 @@ class CircuitBreaker:
         self._open_until = 0.0
         self._probes = 0
         self._last_probe_at = 0.0
-        self._width = self.config.sampling_duration / WINDOW_BUCKETS
-        self._totals = [0] * WINDOW_BUCKETS
-        self._failures = [0] * WINDOW_BUCKETS
-        self._total_sum = 0
-        self._failure_sum = 0
-        self._epoch: int | None = None
+        self._totals = SlidingCount(self.config.sampling_duration, WINDOW_BUCKETS)
+        self._failures = SlidingCount(self.config.sampling_duration, WINDOW_BUCKETS)
 
     def state(self, now: float) -> BreakerState:
         """The state at ``now`` (an open breaker whose break is over is half-open)."""
@@ -207,7 +199,7 @@ class CircuitBreaker:
         state = self._state
         if state is BreakerState.CLOSED:
             self._count(success, now)
-            if not success and self._tripped():
+            if not success and self._tripped(now):
                 self._open(now)
         elif state is BreakerState.HALF_OPEN:
             self._probes = max(self._probes - 1, 0)
@@ -251,44 +243,18 @@ class CircuitBreaker:
         for listener in self.listeners:
             listener(event)
 
-    def _tripped(self) -> bool:
-        total = self._total_sum
+    def _tripped(self, now: float) -> bool:
+        total = self._totals.total(now)
         return (
             total >= self.config.minimum_throughput
-            and self._failure_sum >= self.config.failure_threshold * total
+            and self._failures.total(now) >= self.config.failure_threshold * total
         )
 
     def _count(self, success: bool, now: float) -> None:
-        index = self._advance(now)
-        self._totals[index] += 1
-        self._total_sum += 1
+        self._totals.add(now)
         if not success:
-            self._failures[index] += 1
-            self._failure_sum += 1
-
-    def _advance(self, now: float) -> int:
-        epoch = math.floor(now / self._width)
-        last = self._epoch
-        if last is None:
-            self._epoch = epoch
-        elif epoch > last:
-            if epoch - last >= WINDOW_BUCKETS:
-                self._clear_window()
-            else:
-                for passed in range(last + 1, epoch + 1):
-                    index = passed % WINDOW_BUCKETS
-                    self._total_sum -= self._totals[index]
-                    self._failure_sum -= self._failures[index]
-                    self._totals[index] = 0
-                    self._failures[index] = 0
-            self._epoch = epoch
-        else:
-            epoch = last
-        return epoch % WINDOW_BUCKETS
+            self._failures.add(now)
 
     def _clear_window(self) -> None:
-        for index in range(WINDOW_BUCKETS):
-            self._totals[index] = 0
-            self._failures[index] = 0
-        self._total_sum = 0
-        self._failure_sum = 0
+        self._totals.clear()
+        self._failures.clear()

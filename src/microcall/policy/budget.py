@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 from microcall._durations import to_seconds
 from microcall.errors import ConfigurationError
+from microcall.policy._window import SlidingCount
 
 # Finagle's and Linkerd's defaults (com.twitter.finagle.service.RetryBudget,
 # Linkerd's retryBudget): 20% extra load, 10 retries/s floor, 10 s window.
@@ -113,27 +114,12 @@ class RetryBudget:
     1
     """
 
-    __slots__ = (
-        "_deposit_sum",
-        "_deposits",
-        "_epoch",
-        "_width",
-        "_withdrawal_sum",
-        "_withdrawals",
-        "config",
-        "deposited",
-        "refused",
-        "withdrawn",
-    )
+    __slots__ = ("_deposits", "_withdrawals", "config", "deposited", "refused", "withdrawn")
 
     def __init__(self, config: RetryBudgetConfig | None = None) -> None:
         self.config = config or RetryBudgetConfig()
-        self._width = self.config.ttl / WINDOW_BUCKETS
-        self._deposits = [0] * WINDOW_BUCKETS
-        self._withdrawals = [0] * WINDOW_BUCKETS
-        self._deposit_sum = 0
-        self._withdrawal_sum = 0
-        self._epoch: int | None = None
+        self._deposits = SlidingCount(self.config.ttl, WINDOW_BUCKETS)
+        self._withdrawals = SlidingCount(self.config.ttl, WINDOW_BUCKETS)
         self.deposited = 0
         """Deposits ever made (logical calls)."""
         self.withdrawn = 0
@@ -143,57 +129,22 @@ class RetryBudget:
 
     def deposit(self, now: float) -> None:
         """Count one logical call; call once per call, before its first attempt."""
-        index = self._advance(now)
-        self._deposits[index] += 1
-        self._deposit_sum += 1
+        self._deposits.add(now)
         self.deposited += 1
 
     def try_withdraw(self, now: float) -> bool:
         """Take one retry from the budget: True if it may be sent, False if refused."""
-        index = self._advance(now)
-        if self._withdrawal_sum + 1 > self._allowance() + _EPSILON:
+        if self._withdrawals.total(now) + 1 > self._allowance(now) + _EPSILON:
             self.refused += 1
             return False
-        self._withdrawals[index] += 1
-        self._withdrawal_sum += 1
+        self._withdrawals.add(now)
         self.withdrawn += 1
         return True
 
     def balance(self, now: float) -> float:
         """Retries that could be sent right now (fractional; negative while paying back)."""
-        self._advance(now)
-        return self._allowance() - self._withdrawal_sum
+        return self._allowance(now) - self._withdrawals.total(now)
 
-    def _allowance(self) -> float:
+    def _allowance(self, now: float) -> float:
         config = self.config
-        return config.percent_can_retry * self._deposit_sum + config.reserve
-
-    def _advance(self, now: float) -> int:
-        """Move the ring to ``now``'s bucket, emptying the buckets it passes; return its index."""
-        epoch = math.floor(now / self._width)
-        last = self._epoch
-        if last is None:
-            self._epoch = epoch
-        elif epoch > last:
-            if epoch - last >= WINDOW_BUCKETS:
-                self._clear()
-            else:
-                for passed in range(last + 1, epoch + 1):
-                    index = passed % WINDOW_BUCKETS
-                    self._deposit_sum -= self._deposits[index]
-                    self._withdrawal_sum -= self._withdrawals[index]
-                    self._deposits[index] = 0
-                    self._withdrawals[index] = 0
-            self._epoch = epoch
-        else:
-            # A now from the past (a value read before another one) counts
-            # in the newest bucket: time never moves the ring backwards.
-            epoch = last
-        return epoch % WINDOW_BUCKETS
-
-    def _clear(self) -> None:
-        for index in range(WINDOW_BUCKETS):
-            self._deposits[index] = 0
-            self._withdrawals[index] = 0
-        self._deposit_sum = 0
-        self._withdrawal_sum = 0
+        return config.percent_can_retry * self._deposits.total(now) + config.reserve
