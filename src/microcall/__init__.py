@@ -10,7 +10,8 @@ from microcall._init import init
 from microcall._limits import Limits
 from microcall._replicas import Discovery
 from microcall._request import Request
-from microcall._response import Response
+from microcall._response import CacheStatus, Response
+from microcall.cache import CachePolicy, ResponseCache
 from microcall.client import AsyncClient, CallOptions, Client, ClientOptions, FuturesClient
 from microcall.context import (
     current_deadline,
@@ -33,6 +34,7 @@ from microcall.errors import (
     MicrocallError,
     ProtocolError,
     ReadError,
+    ResponseValidationError,
     TransportError,
     UsageError,
 )
@@ -57,6 +59,8 @@ __all__ = [
     "BalancerConfig",
     "BreakerState",
     "BreakerStateChange",
+    "CachePolicy",
+    "CacheStatus",
     "CallError",
     "CallOptions",
     "CircuitBreakerConfig",
@@ -82,6 +86,8 @@ __all__ = [
     "ReadError",
     "Request",
     "Response",
+    "ResponseCache",
+    "ResponseValidationError",
     "Retry",
     "RetryBudget",
     "RetryBudgetConfig",

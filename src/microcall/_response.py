@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import enum
 import json as _json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from yarl import URL
 
 from microcall._attempt import Attempt
 from microcall._request import Request
-from microcall.errors import HTTPStatusError
+from microcall._typed import validate
+from microcall.errors import HTTPStatusError, UsageError
+
+T = TypeVar("T")
+
+
+class CacheStatus(enum.StrEnum):
+    """How a client's response cache answered a call (``response.cache_status``)."""
+
+    HIT = "hit"  # a fresh stored response; nothing was sent
+    REVALIDATED = "revalidated"  # a stored response the service confirmed unchanged (304)
+    STALE = "stale"  # a stored response past its freshness, because the service failed
+    MISS = "miss"  # the service's response (stored when it may be)
+    COALESCED = "coalesced"  # the response of an identical call in flight at the same time
+
+
+_FROM_STORE = frozenset({CacheStatus.HIT, CacheStatus.REVALIDATED, CacheStatus.STALE})
 
 
 class Response:
@@ -18,6 +35,12 @@ class Response:
 
     ``elapsed`` covers the whole logical call (every attempt and wait), and
     ``attempts`` lists each attempt made, the winning one included.
+
+    With a response cache, ``cache_status`` says how the cache answered (None:
+    the call was not cacheable, or the client has no cache). An answer from
+    the cache never counts as an attempt: a hit has no attempts and an
+    ``elapsed`` of 0. ``parsed`` holds the body validated into the call's
+    ``response_model``, when it had one.
     """
 
     # "__dict__" keeps requests' habit working: a hook may attach its own
@@ -25,9 +48,11 @@ class Response:
     __slots__ = (
         "__dict__",
         "attempts",
+        "cache_status",
         "content",
         "elapsed",
         "headers",
+        "parsed",
         "reason",
         "request",
         "status_code",
@@ -52,11 +77,18 @@ class Response:
         self.reason = reason
         self.elapsed = 0.0
         self.attempts: tuple[Attempt, ...] = ()
+        self.cache_status: CacheStatus | None = None
+        self.parsed: Any = None
 
     @property
     def ok(self) -> bool:
         """True for a status below 400."""
         return self.status_code < 400
+
+    @property
+    def from_cache(self) -> bool:
+        """True when the body came from the client's cache (a hit, a revalidated or a stale entry)."""
+        return self.cache_status in _FROM_STORE
 
     @property
     def encoding(self) -> str:
@@ -76,8 +108,27 @@ class Response:
         except LookupError:  # an unknown charset name from the network
             return self.content.decode("utf-8", errors="replace")
 
-    def json(self, **kwargs: Any) -> Any:
-        """The body parsed as JSON (``json.loads`` keyword arguments pass through)."""
+    @overload
+    def json(self, *, model: type[T]) -> T: ...
+
+    @overload
+    def json(self, *, model: Any) -> Any: ...
+
+    @overload
+    def json(self, **kwargs: Any) -> Any: ...
+
+    def json(self, *, model: Any = None, **kwargs: Any) -> Any:
+        """The body parsed as JSON (``json.loads`` keyword arguments pass through).
+
+        With ``model`` (a pydantic model, or any type pydantic validates:
+        ``list[Book]``, ``dict[str, Book]``...) the body is validated into it;
+        a body that does not fit raises :class:`ResponseValidationError`,
+        carrying the body and pydantic's details. pydantic is needed only then.
+        """
+        if model is not None:
+            if kwargs:
+                raise UsageError("json(model=...) takes no json.loads arguments")
+            return validate(self, model)
         return _json.loads(self.content, **kwargs)
 
     def raise_for_status(self) -> Response:

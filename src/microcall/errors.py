@@ -16,7 +16,9 @@ so a failure always says what was tried and why it did not work::
         │   └── AttemptTimeout    one attempt ran out of its own time (retriable)
         ├── DeadlineExceeded      the call's total deadline passed (also TimeoutError)
         ├── CircuitOpen           the endpoint's breaker is open: not sent
-        └── HTTPStatusError       raised by Response.raise_for_status() only
+        ├── HTTPStatusError       raised by Response.raise_for_status() only
+        ├── ResponseValidationError  the body does not fit the model it was read into
+        └── GrpcStatusError       a gRPC call ended with a status other than OK (code kept)
 
 A final response with a failure status (a 503 after the last retry, say) is
 returned, not raised: status codes are answers. No status code is ever made up
@@ -26,9 +28,11 @@ for a failure that happened below HTTP.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import grpc
+
     from microcall._attempt import Attempt
     from microcall._request import Request
     from microcall._response import Response
@@ -40,10 +44,12 @@ __all__ = [
     "ConfigurationError",
     "ConnectError",
     "DeadlineExceeded",
+    "GrpcStatusError",
     "HTTPStatusError",
     "MicrocallError",
     "ProtocolError",
     "ReadError",
+    "ResponseValidationError",
     "TransportError",
     "UsageError",
 ]
@@ -121,3 +127,58 @@ class HTTPStatusError(CallError):
     def __init__(self, message: str, *, response: Response) -> None:
         super().__init__(message, request=response.request, attempts=response.attempts)
         self.response = response
+
+
+class ResponseValidationError(CallError):
+    """A response body that does not fit the model it was read into.
+
+    Raised by ``response.json(model=...)`` and by a call given
+    ``response_model=``. ``response`` is the response (``body`` its bytes, as
+    received), ``model`` what it was validated against, and ``errors``
+    pydantic's details: one dict per problem, with ``loc``, ``type`` and ``msg``
+    (``ValidationError.errors()``; a body that is not JSON at all is one
+    ``json_invalid`` error).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        response: Response,
+        model: Any,
+        errors: Sequence[dict[str, Any]],
+    ) -> None:
+        super().__init__(message, request=response.request, attempts=response.attempts)
+        self.response = response
+        self.model = model
+        self.errors: list[dict[str, Any]] = list(errors)
+
+    @property
+    def body(self) -> bytes:
+        """The response body that failed validation."""
+        return self.response.content
+
+
+class GrpcStatusError(CallError):
+    """A gRPC call ended with a status other than OK (``microcall.grpc`` raises it).
+
+    ``code`` is the ``grpc.StatusCode``, ``details`` the server's message and
+    ``trailing_metadata`` the trailers as ``(key, value)`` pairs. A status that
+    is an answer (NOT_FOUND, INVALID_ARGUMENT, ...) ends the call at once; a
+    retriable one (UNAVAILABLE, RESOURCE_EXHAUSTED) is raised once retries are
+    spent. A deadline that passes raises DeadlineExceeded instead.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: grpc.StatusCode,
+        details: str,
+        trailing_metadata: Sequence[tuple[str, str | bytes]] = (),
+        attempts: Sequence[Attempt] = (),
+    ) -> None:
+        super().__init__(message, attempts=attempts)
+        self.code = code
+        self.details = details
+        self.trailing_metadata = tuple(trailing_metadata)

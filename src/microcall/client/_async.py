@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json as _json
 from collections.abc import Coroutine, Mapping
+from functools import partial
 from types import TracebackType
 from typing import Any, Unpack
 from urllib.parse import urlencode
@@ -17,6 +18,8 @@ from microcall._engine import DEFAULT_DEADLINE_FLOOR, PRIORITY_HEADER, TIMEOUT_H
 from microcall._replicas import Discovery, Replicas
 from microcall._request import IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_METHODS, Request
 from microcall._response import Response
+from microcall._typed import jsonable, validate
+from microcall.cache import CachePolicy, ResponseCache
 from microcall.client._options import BaseURL, CallOptions, ClientOptions, Params
 from microcall.client._verbs import Verbs
 from microcall.context import current_deadline, current_priority
@@ -26,7 +29,7 @@ from microcall.policy.balancer import BalancerConfig
 from microcall.policy.budget import RetryBudget, RetryBudgetConfig
 from microcall.policy.classify import default_classifier
 from microcall.policy.ejection import OutlierEjectionConfig
-from microcall.policy.strategy import SINGLE
+from microcall.policy.strategy import SINGLE, Strategy
 from microcall.priority import Priority
 from microcall.transports.aiohttp import AiohttpTransport
 
@@ -112,6 +115,12 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             floor=floor,
             observers=options.get("observers", ()),
         )
+        cache = options.get("cache")
+        if cache is not None and not isinstance(cache, ResponseCache):
+            raise ConfigurationError(
+                f"cache must be a microcall.cache.ResponseCache or None, got {cache!r}"
+            )
+        self._cache = cache
         self._closed = False
 
     @property
@@ -123,6 +132,11 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
     def replicas(self) -> Replicas | None:
         """The endpoint group: balancer, breakers and ejection state, for inspection."""
         return self._engine.replicas
+
+    @property
+    def cache(self) -> ResponseCache | None:
+        """The response cache (None: calls are not cached)."""
+        return self._cache
 
     @property
     def budget(self) -> RetryBudget | None:
@@ -145,6 +159,10 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             expires_at = self._expires_at(options)
             priority = self._priority_of(options)
             strategy = options.get("strategy", self._strategy)
+            model = options.get("response_model")
+            chosen = options.get("cache", True)
+            if model is not None or chosen is not True:
+                return await self._call_with(request, expires_at, priority, strategy, chosen, model)
         else:  # the common call: nothing but a URL
             target = self._resolve(url)
             replayable = method in IDEMPOTENT_METHODS or self._keyed
@@ -158,15 +176,62 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             inherited_priority = current_priority()
             priority = self._priority if inherited_priority is None else inherited_priority.value
             strategy = self._strategy
+        if self._cache is not None:
+            send = partial(
+                self._engine.call, expires_at=expires_at, priority=priority, strategy=strategy
+            )
+            return await self._cache.call(request, send, timeout=expires_at - self._now())
         return await self._engine.call(
             request, expires_at=expires_at, priority=priority, strategy=strategy
         )
 
+    async def _call_with(
+        self,
+        request: Request,
+        expires_at: float,
+        priority: str,
+        strategy: Strategy,
+        chosen: bool | CachePolicy,
+        model: Any,
+    ) -> Response:
+        """A call with a per-call cache choice or a response model."""
+        cache = self._cache
+        policy: CachePolicy | None = None
+        if chosen is False:
+            cache = None
+        elif isinstance(chosen, CachePolicy):
+            if cache is None:
+                raise UsageError("cache=CachePolicy(...) needs a client made with cache=")
+            policy = chosen
+        elif chosen is not True:
+            raise UsageError(f"cache= takes True, False or a CachePolicy, got {chosen!r}")
+        if cache is not None:
+            send = partial(
+                self._engine.call, expires_at=expires_at, priority=priority, strategy=strategy
+            )
+            response = await cache.call(
+                request, send, policy=policy, timeout=expires_at - self._now()
+            )
+        else:
+            response = await self._engine.call(
+                request, expires_at=expires_at, priority=priority, strategy=strategy
+            )
+        if (
+            model is not None
+            and 200 <= response.status_code < 300
+            and response.status_code != 204
+            and request.method != "HEAD"
+        ):
+            response.parsed = validate(response, model)
+        return response
+
     async def aclose(self) -> None:
-        """Close the connection pool; calls made afterwards raise UsageError."""
+        """Close the connection pool (and the cache's connections); later calls raise UsageError."""
         self._closed = True
         await self._engine.aclose()
         await self._engine.transport.aclose()
+        if self._cache is not None:
+            await self._cache.aclose()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -304,7 +369,10 @@ def _encode_body(options: CallOptions) -> tuple[bytes | None, str | None]:
     if len(given) > 1:
         raise UsageError(f"pass only one of json, data and content, not {' and '.join(given)}")
     if "json" in options:
-        encoded = _json.dumps(options["json"], separators=(",", ":"), ensure_ascii=False)
+        # default=jsonable: pydantic models anywhere in the value are sent as their JSON form.
+        encoded = _json.dumps(
+            options["json"], separators=(",", ":"), ensure_ascii=False, default=jsonable
+        )
         return encoded.encode(), "application/json"
     value = options.get("data", options.get("content"))
     if isinstance(value, Mapping):

@@ -12,6 +12,7 @@ from microcall._clock import Clock
 from microcall._durations import Seconds
 from microcall._limits import Limits
 from microcall._replicas import Discovery
+from microcall.cache import CachePolicy, ResponseCache
 from microcall.deadline import Deadline
 from microcall.observe.hooks import Observer
 from microcall.policy.balancer import BalancerConfig
@@ -50,6 +51,8 @@ class ClientOptions(TypedDict, total=False):
     balancer:         BalancerConfig: peak-EWMA power of two choices, or round robin
     ejection:         OutlierEjectionConfig (default Envoy's; None: never eject)
     observers:        metrics and tracing backends (microcall.observe.Observer)
+    cache:            a microcall.cache.ResponseCache for GET / HEAD answers (default
+                      None: no caching); closed (its connections) with the client
     """
 
     headers: Mapping[str, str]
@@ -68,6 +71,7 @@ class ClientOptions(TypedDict, total=False):
     balancer: BalancerConfig
     ejection: OutlierEjectionConfig | None
     observers: Sequence[Observer]
+    cache: ResponseCache | None
 
 
 class CallOptions(TypedDict, total=False):
@@ -85,6 +89,11 @@ class CallOptions(TypedDict, total=False):
     idempotent: True lets a POST / PATCH retry and hedge; False forbids it for any method
     route:      the route template ("GET /books/{id}") learned hedge delays are kept by;
                 default: the method
+    cache:      False: this call neither reads nor fills the client's cache; a
+                CachePolicy: the one to use for this call (True: the cache's own)
+    response_model: a pydantic model (or ``list[Model]``...): a 2xx body (not 204,
+                not HEAD) is validated into it, as ``response.parsed``; a body
+                that does not fit raises ResponseValidationError
     """
 
     params: Params
@@ -98,3 +107,5 @@ class CallOptions(TypedDict, total=False):
     strategy: Strategy
     idempotent: bool
     route: str
+    cache: bool | CachePolicy
+    response_model: Any

@@ -1,0 +1,50 @@
+"""The backend interface: where a ResponseCache keeps its entries.
+
+Four come with microcall: :class:`MemoryBackend` (this process, LRU with size
+and TTL bounds), :class:`DiskBackend` (one host, survives restarts),
+:class:`RedisBackend` and :class:`MemcachedBackend` (shared by hosts). Any
+object with these four coroutines is a backend::
+
+    class CacheBackend(Protocol):
+        async def get(self, key: str) -> Entry | None       # None: absent
+        async def set(self, key: str, entry: Entry, ttl: float) -> None
+        async def delete(self, keys: Sequence[str]) -> None
+        async def aclose(self) -> None
+
+A backend that keeps bytes stores them with :class:`EntryCodec` (never
+pickle) and raises :class:`UnreadableEntry` from ``get`` for bytes that do not
+decode; the cache counts those and treats them as a miss. Any other
+exception means the backend is failing: the cache logs it (rate-limited),
+calls go uncached for a while, then it tries the backend again.
+
+``aclose`` releases connections and threads; a backend stays usable after it
+and reconnects on its next use (a client closes its cache when it closes,
+and a cache may serve several clients).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from microcall.cache._entry import Entry
+
+
+class CacheBackend(Protocol):
+    """Where a :class:`ResponseCache` keeps entries (see the module documentation)."""
+
+    async def get(self, key: str) -> Entry | None:
+        """The entry under ``key``, or None when there is none."""
+        ...
+
+    async def set(self, key: str, entry: Entry, ttl: float) -> None:
+        """Store ``entry`` under ``key`` for ``ttl`` seconds (> 0)."""
+        ...
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        """Remove the entries under ``keys`` (absent keys are fine)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and threads; the backend reconnects if used again."""
+        ...
