@@ -50,8 +50,10 @@ async def test_scenario_measures_every_strategy_and_its_load() -> None:
     single, retried, hedged, learned = rows
     for row in rows:
         assert row.calls == REQUESTS
-        assert row.failed == 0
         assert 0 < row.p50 <= row.p99 <= row.p999
+    # Only the retry row can fail a call: three 20 ms attempt timeouts in a row
+    # happen on a starved machine. The others have the whole 10 s deadline.
+    assert single.failed == hedged.failed == learned.failed == 0
     assert single.server_requests == REQUESTS
     assert single.extra_load == 0.0
     # Every slow first attempt outlives the attempt timeout and the hedge delay,
