@@ -54,12 +54,16 @@ def nginx_binary() -> str:
         found = shutil.which(candidate)
         if found:
             return found
-    raise RuntimeError("nginx is not installed; `make bench` installs it (scripts/ensure-system-packages.sh)")
+    raise RuntimeError(
+        "nginx is not installed; `make bench` installs it (scripts/ensure-system-packages.sh)"
+    )
 
 
 def nginx_version() -> str:
     done = subprocess.run([nginx_binary(), "-v"], capture_output=True, text=True, check=False)
-    return (done.stderr or done.stdout).strip().removeprefix("nginx version: ")
+    return (
+        (done.stderr or done.stdout).strip().removeprefix("nginx version: ").removeprefix("nginx/")
+    )
 
 
 @contextlib.contextmanager

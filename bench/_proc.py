@@ -11,7 +11,8 @@ from bench import BenchEnv
 
 # A measurement that has not finished well after its own timing is stuck
 # (a server that stopped answering, a deadlock): fail loudly rather than hang.
-GRACE = 60.0
+# A client program should report its own stragglers before this.
+GRACE = 90.0
 
 # The repository root: ``python -m bench...`` must find this package from there.
 ROOT = Path(__file__).resolve().parent.parent

@@ -23,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from yarl import URL
 
@@ -96,61 +97,87 @@ class Engine:
         self._learners: dict[LearnedDelayConfig, tuple[LearnedDelay, RetryBudget]] = {}
         self._lingering: set[asyncio.Task[Response]] = set()
 
-    async def call(
+    def call(
         self, request: Request, *, expires_at: float, priority: str, strategy: Strategy
-    ) -> Response:
-        """Run ``request`` under ``strategy`` until ``expires_at``; a Response or a CallError."""
+    ) -> Coroutine[Any, Any, Response]:
+        """Run ``request`` under ``strategy`` until ``expires_at``; a Response or a CallError.
+
+        A plain function returning the coroutine to await: the common call
+        then runs as one coroutine (``_single``) over the transport's, and
+        every suspension of the request passes through as few frames as possible.
+        """
         start = self._now()
         if self.budget is not None:
             self.budget.deposit(start)
         watch = Watch(self.observers, request) if self.observers else None
         replicas = self.replicas
         routed = replicas is not None and request.path is not None
-        try:
-            if (type(strategy) is SingleAttempt or not request.replayable) and (
-                not routed or replicas.single  # type: ignore[union-attr]
-            ):
-                response = await self._single(request, start, expires_at, priority, watch)
-            else:
-                if routed and replicas.discovery is not None:  # type: ignore[union-attr]
-                    await replicas.discover(self._now)  # type: ignore[union-attr]
-                response = await self._planned(
-                    request, start, expires_at, priority, strategy, routed, watch
-                )
-        except CallError as error:
-            if watch is not None:
-                watch.call_ended(None, error, error.attempts)
-            raise
-        if watch is not None:
-            watch.call_ended(response, None, response.attempts)
-        return response
+        if (type(strategy) is SingleAttempt or not request.replayable) and (
+            not routed or replicas.single  # type: ignore[union-attr]
+        ):
+            return self._single(request, start, expires_at, priority, watch)
+        return self._planned_call(request, start, expires_at, priority, strategy, routed, watch)
 
     async def _single(
         self, request: Request, start: float, expires_at: float, priority: str, watch: Watch | None
     ) -> Response:
         remaining = expires_at - start
         if remaining < self._floor:
-            raise self._too_late(request, remaining, ())
-        headers = _headers(request, remaining, priority)
+            error = self._too_late(request, remaining, ())
+            if watch is not None:
+                watch.call_ended(None, error, ())
+            raise error
+        headers = {**request.headers, TIMEOUT_HEADER: f"{remaining:.3f}", PRIORITY_HEADER: priority}
         scopes = (
             watch.attempt_started(0, AttemptKind.FIRST, request.url, headers) if watch else None
         )
         try:
-            response = await self._send(request, request.url, headers, remaining, True)
+            response = await self.transport.send(request, request.url, headers, remaining)
         except CallError as error:
+            if isinstance(error, AttemptTimeout):
+                error = _deadline_exceeded(request, request.url, error)
             record = self._record(0, AttemptKind.FIRST, request.url, 0.0, start, error)
             error.attempts = (record,)
-            if scopes:
-                Watch.attempt_ended(scopes, record)
-            raise
+            if watch is not None:
+                if scopes:
+                    Watch.attempt_ended(scopes, record)
+                watch.call_ended(None, error, error.attempts)
+            raise error
         end = self._now()
         record = Attempt(
             0, AttemptKind.FIRST, request.endpoint, 0.0, end - start, response.status_code
         )
-        if scopes:
-            Watch.attempt_ended(scopes, record)
         response.attempts = (record,)
         response.elapsed = end - start
+        if watch is not None:
+            if scopes:
+                Watch.attempt_ended(scopes, record)
+            watch.call_ended(response, None, response.attempts)
+        return response
+
+    async def _planned_call(
+        self,
+        request: Request,
+        start: float,
+        expires_at: float,
+        priority: str,
+        strategy: Strategy,
+        routed: bool,
+        watch: Watch | None,
+    ) -> Response:
+        replicas = self.replicas
+        try:
+            if routed and replicas is not None and replicas.discovery is not None:
+                await replicas.discover(self._now)
+            response = await self._planned(
+                request, start, expires_at, priority, strategy, routed, watch
+            )
+        except CallError as error:
+            if watch is not None:
+                watch.call_ended(None, error, error.attempts)
+            raise
+        if watch is not None:
+            watch.call_ended(response, None, response.attempts)
         return response
 
     async def _planned(
@@ -435,9 +462,7 @@ class Engine:
             return await self.transport.send(request, url, headers, timeout)
         except AttemptTimeout as exc:
             if by_deadline:
-                raise DeadlineExceeded(
-                    f"deadline exceeded waiting for {_endpoint_name(url)}", request=request
-                ) from exc
+                raise _deadline_exceeded(request, url, exc) from exc
             raise
 
     def _record(
@@ -465,6 +490,14 @@ class Engine:
             request=request,
             attempts=attempts,
         )
+
+
+def _deadline_exceeded(request: Request, url: URL, timeout: AttemptTimeout) -> DeadlineExceeded:
+    error = DeadlineExceeded(
+        f"deadline exceeded waiting for {_endpoint_name(url)}", request=request
+    )
+    error.__cause__ = timeout
+    return error
 
 
 def _headers(request: Request, timeout: float, priority: str) -> dict[str, str]:

@@ -35,12 +35,13 @@ class Request:
     replayable: bool = True
     path: str | None = None
     route: str = ""
+    endpoint: str = ""
 
-    @property
-    def endpoint(self) -> str:
-        """``host:port`` of the target; what attempts and errors report (never credentials)."""
-        url = self.url
-        return f"{url.host}:{url.port}"
+    def __post_init__(self) -> None:
+        if not self.endpoint:
+            # ``host:port`` of the target; what attempts and errors report (never
+            # credentials). Clients pass it in, computed once per URL they know.
+            self.endpoint = f"{self.url.host}:{self.url.port}"
 
     def __repr__(self) -> str:
         # The URL without user-info or query: those may carry credentials.

@@ -37,6 +37,8 @@ from microcall.transports.aiohttp import AiohttpTransport
 # forgotten hung call is noticed; a client never waits forever by default.
 DEFAULT_TIMEOUT = 10.0
 
+# Relative paths whose parsed URL is kept (see AsyncClient._locate).
+_LOCATED_MAX = 1024
 _ENGINE_HEADERS = frozenset({TIMEOUT_HEADER.lower(), PRIORITY_HEADER.lower()})
 _CLIENT_OPTIONS = frozenset(ClientOptions.__annotations__)
 _CALL_OPTIONS = frozenset(CallOptions.__annotations__)
@@ -73,6 +75,7 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
         self._base_path_length = 0 if self._base is None else len(self._base.raw_path)
         self._headers = _own_headers(options.get("headers"))
         self._keyed = IDEMPOTENCY_KEY_HEADER in CIMultiDict(self._headers)
+        self._located: dict[str, tuple[URL, str | None, str]] = {}
         self._timeout = to_seconds(options.get("timeout", DEFAULT_TIMEOUT), name="timeout")
         strategy = options.get("strategy", SINGLE)
         if not callable(getattr(strategy, "plan", None)):
@@ -146,10 +149,12 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
     def request(
         self, method: str, url: str | URL, **options: Unpack[CallOptions]
     ) -> Coroutine[Any, Any, Response]:
-        """Send a call and return its response (any status); raise a CallError if none came."""
-        return self._call(method, url, options)
+        """Send a call and return its response (any status); raise a CallError if none came.
 
-    async def _call(self, method: str, url: str | URL, options: CallOptions) -> Response:
+        The call is built when ``request`` (or a verb) is called, so bad
+        arguments raise at once and the deadline starts then; awaiting the
+        returned coroutine sends it.
+        """
         if self._closed:
             raise UsageError("this client is closed")
         method = method.upper()
@@ -162,12 +167,12 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             model = options.get("response_model")
             chosen = options.get("cache", True)
             if model is not None or chosen is not True:
-                return await self._call_with(request, expires_at, priority, strategy, chosen, model)
+                return self._call_with(request, expires_at, priority, strategy, chosen, model)
         else:  # the common call: nothing but a URL
-            target = self._resolve(url)
+            target, path, endpoint = self._locate(url)
             replayable = method in IDEMPOTENT_METHODS or self._keyed
             request = Request(
-                method, target, self._headers, None, replayable, self._path_of(url, target), method
+                method, target, self._headers, None, replayable, path, method, endpoint
             )
             expires_at = self._now() + self._timeout
             inherited = current_deadline()
@@ -177,13 +182,28 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             priority = self._priority if inherited_priority is None else inherited_priority.value
             strategy = self._strategy
         if self._cache is not None:
-            send = partial(
-                self._engine.call, expires_at=expires_at, priority=priority, strategy=strategy
-            )
-            return await self._cache.call(request, send, timeout=expires_at - self._now())
-        return await self._engine.call(
+            return self._call_with(request, expires_at, priority, strategy, True, None)
+        return self._engine.call(
             request, expires_at=expires_at, priority=priority, strategy=strategy
         )
+
+    def _locate(self, url: str | URL) -> tuple[URL, str | None, str]:
+        """Target URL, path relative to the base, endpoint name: cached per relative path.
+
+        Services call a small set of paths over and over; parsing each once
+        saves a URL parse per call. The cache is bounded: it is emptied when full.
+        """
+        if isinstance(url, str):
+            known = self._located.get(url)
+            if known is not None:
+                return known
+        target = self._resolve(url)
+        located = (target, self._path_of(url, target), _endpoint_of(target))
+        if isinstance(url, str) and located[1] is not None:
+            if len(self._located) >= _LOCATED_MAX:
+                self._located.clear()
+            self._located[url] = located
+        return located
 
     async def _call_with(
         self,
@@ -266,7 +286,8 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
         idempotent = options.get("idempotent")
         replayable = (method in IDEMPOTENT_METHODS or keyed) if idempotent is None else idempotent
         route = options.get("route") or method
-        return Request(method, target, headers, body, replayable, self._path_of(url, target), route)
+        path = self._path_of(url, target)
+        return Request(method, target, headers, body, replayable, path, route, _endpoint_of(target))
 
     def _path_of(self, given: str | URL, target: URL) -> str | None:
         """The part of ``target`` after the base, when ``given`` was relative to it."""
@@ -340,6 +361,10 @@ def _base_url(value: str | URL) -> URL:
         raise ConfigurationError(f"base_url must be an absolute http(s) URL, got {str(value)!r}")
     # A trailing slash makes "base + path" keep the base's own path prefix.
     return base if base.path.endswith("/") else base.with_path(base.path + "/")
+
+
+def _endpoint_of(url: URL) -> str:
+    return f"{url.host}:{url.port}"
 
 
 def _own_headers(given: Mapping[str, str] | None) -> dict[str, str]:

@@ -16,20 +16,26 @@ import math
 class SlidingCount:
     """How many things happened in the last ``span`` seconds (``total(now)``)."""
 
-    __slots__ = ("_buckets", "_epoch", "_sum", "_width")
+    __slots__ = ("_bucket_ends", "_buckets", "_epoch", "_index", "_sum", "_width")
 
     def __init__(self, span: float, buckets: int) -> None:
         self._width = span / buckets
         self._buckets = [0] * buckets
         self._sum = 0
         self._epoch: int | None = None
+        # The current bucket and when it ends: most calls land in the same
+        # bucket as the one before, and skip the arithmetic of _advance.
+        self._index = 0
+        self._bucket_ends = -math.inf
 
     def add(self, now: float, amount: int = 1) -> None:
-        self._buckets[self._advance(now)] += amount
+        index = self._index if now < self._bucket_ends else self._advance(now)
+        self._buckets[index] += amount
         self._sum += amount
 
     def total(self, now: float) -> int:
-        self._advance(now)
+        if now >= self._bucket_ends:
+            self._advance(now)
         return self._sum
 
     def clear(self) -> None:
@@ -54,4 +60,6 @@ class SlidingCount:
             self._epoch = epoch
         else:
             epoch = last
-        return epoch % count
+        self._index = epoch % count
+        self._bucket_ends = (epoch + 1) * self._width
+        return self._index
