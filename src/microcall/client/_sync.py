@@ -40,4 +40,9 @@ class Client(BlockingFrontDoor, Verbs[Response]):
                 "Client blocks its thread and cannot be called from inside a running event "
                 "loop; use microcall.AsyncClient there (response = await client.get(...))"
             )
-        return self._loop.run(self._async.request(method, url, **options))
+        return self._loop.run(self._in_loop(method, url, options))
+
+    async def _in_loop(self, method: str, url: str | URL, options: CallOptions) -> Response:
+        # Built inside the loop thread: the engine's shared state (retry budget,
+        # replicas) is only ever touched there, whichever threads call.
+        return await self._async.request(method, url, **options)
