@@ -14,6 +14,12 @@ class AttemptKind(enum.StrEnum):
     HEDGE = "hedge"  # sent while an earlier attempt was still running
 
 
+# Why an attempt was not sent (``Attempt.error`` when ``sent`` is False).
+REFUSED_RETRY_BUDGET = "retry budget empty"
+REFUSED_HEDGE_BUDGET = "hedge budget empty"
+REFUSED_CIRCUIT_OPEN = "CircuitOpen"
+
+
 @dataclass(slots=True)
 class Attempt:
     """One attempt of a call.

@@ -29,7 +29,13 @@ from typing import Any
 
 from yarl import URL
 
-from microcall._attempt import Attempt, AttemptKind
+from microcall._attempt import (
+    REFUSED_CIRCUIT_OPEN,
+    REFUSED_HEDGE_BUDGET,
+    REFUSED_RETRY_BUDGET,
+    Attempt,
+    AttemptKind,
+)
 from microcall._replicas import Replicas
 from microcall._request import Request
 from microcall._response import Response
@@ -143,6 +149,21 @@ class Engine:
                     Watch.attempt_ended(scopes, record)
                 watch.call_ended(None, error, error.attempts)
             raise error
+        except BaseException as stopped:  # cancelled, or a bug: observers still hear the end
+            if watch is not None:
+                record = Attempt(
+                    0,
+                    AttemptKind.FIRST,
+                    request.endpoint,
+                    0.0,
+                    self._now() - start,
+                    error=type(stopped).__name__,
+                    cancelled=isinstance(stopped, asyncio.CancelledError),
+                )
+                if scopes:
+                    Watch.attempt_ended(scopes, record)
+                watch.call_ended(None, stopped, (record,))
+            raise
         end = self._now()
         record = Attempt(
             0, AttemptKind.FIRST, request.endpoint, 0.0, end - start, response.status_code
@@ -172,9 +193,10 @@ class Engine:
             response = await self._planned(
                 request, start, expires_at, priority, strategy, routed, watch
             )
-        except CallError as error:
+        except BaseException as error:  # a CallError, or cancelled: observers hear the end
             if watch is not None:
-                watch.call_ended(None, error, error.attempts)
+                attempts = error.attempts if isinstance(error, CallError) else ()
+                watch.call_ended(None, error, attempts)
             raise
         if watch is not None:
             watch.call_ended(response, None, response.attempts)
@@ -209,7 +231,7 @@ class Engine:
                     if refused is None and routed:
                         endpoint, circuit_open = self._pick(request, running, moment)
                         if circuit_open is not None:
-                            refusal, refused = circuit_open, "CircuitOpen"
+                            refusal, refused = circuit_open, REFUSED_CIRCUIT_OPEN
                     if refused is not None:
                         # Never sent: the plan finishes with what it has; the
                         # attempts list shows the refusal.
@@ -344,9 +366,9 @@ class Engine:
         if kind is AttemptKind.FIRST:
             return None
         if kind is AttemptKind.HEDGE and learner is not None and not learner[1].try_withdraw(now):
-            return "hedge budget empty"
+            return REFUSED_HEDGE_BUDGET
         if self.budget is not None and not self.budget.try_withdraw(now):
-            return "retry budget empty"
+            return REFUSED_RETRY_BUDGET
         return None
 
     def _pick(

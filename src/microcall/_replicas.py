@@ -25,6 +25,8 @@ from yarl import URL
 
 from microcall._durations import to_seconds
 from microcall.errors import ConfigurationError
+from microcall.observe._redact import safe_endpoint
+from microcall.observe.logs import log_event
 from microcall.policy.balancer import Balancer, BalancerConfig, Endpoint, EndpointStats
 from microcall.policy.breaker import BreakerStateChange, CircuitBreaker, CircuitBreakerConfig
 from microcall.policy.ejection import Ejection, OutlierDetector, OutlierEjectionConfig
@@ -180,21 +182,31 @@ async def resolve_bases(url: str) -> list[URL]:
     return sorted(seen.values(), key=str)
 
 
+# Rate-limited per endpoint (an outage must not flood the log) and named
+# host:port only: a base URL may carry user-info.
 def _log_breaker(event: BreakerStateChange) -> None:
-    log.warning(
+    endpoint = safe_endpoint(event.endpoint)
+    log_event(
+        log,
+        logging.WARNING,
+        ("breaker_state", endpoint),
         "circuit breaker for %s: %s -> %s",
-        event.endpoint,
+        endpoint,
         event.old,
         event.new,
-        extra={"microcall_event": "breaker_state", "endpoint": event.endpoint, "state": event.new},
+        extra={"microcall_event": "breaker_state", "endpoint": endpoint, "state": event.new},
     )
 
 
 def _log_ejection(event: Ejection) -> None:
-    log.warning(
+    endpoint = safe_endpoint(event.endpoint)
+    log_event(
+        log,
+        logging.WARNING,
+        ("ejection", endpoint),
         "ejected %s for %.0f s after consecutive failures (ejection #%d)",
-        event.endpoint,
+        endpoint,
         event.until - event.at,
         event.count,
-        extra={"microcall_event": "ejection", "endpoint": event.endpoint},
+        extra={"microcall_event": "ejection", "endpoint": endpoint},
     )

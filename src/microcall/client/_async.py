@@ -118,6 +118,14 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             floor=floor,
             observers=options.get("observers", ()),
         )
+        if replicas is not None:
+            # Observers that follow breakers and ejections subscribe to this
+            # client's endpoint group themselves (a Client re-created after
+            # fork subscribes again).
+            for observer in self._engine.observers:
+                watch = getattr(observer, "watch", None)
+                if callable(watch):
+                    watch(replicas)
         cache = options.get("cache")
         if cache is not None and not isinstance(cache, ResponseCache):
             raise ConfigurationError(

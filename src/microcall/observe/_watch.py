@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 from yarl import URL
@@ -10,10 +9,8 @@ from yarl import URL
 from microcall._attempt import Attempt, AttemptKind
 from microcall._request import Request
 from microcall._response import Response
-from microcall.errors import CallError
+from microcall.observe._serverwatch import observer_failed
 from microcall.observe.hooks import AttemptScope, CallScope, Observer
-
-log = logging.getLogger("microcall")
 
 
 class Watch:
@@ -27,7 +24,7 @@ class Watch:
             try:
                 scope = observer.call_started(request)
             except Exception:
-                log.exception("observer %r failed at call start", observer)
+                observer_failed(observer, "call start")
                 continue
             if scope is not None:
                 scopes.append(scope)
@@ -41,7 +38,7 @@ class Watch:
             try:
                 attempt = scope.attempt_started(index, kind, url, headers)
             except Exception:
-                log.exception("observer %r failed at attempt start", scope)
+                observer_failed(scope, "attempt start")
                 continue
             if attempt is not None:
                 started.append(attempt)
@@ -53,13 +50,13 @@ class Watch:
             try:
                 scope.attempt_ended(attempt)
             except Exception:
-                log.exception("observer %r failed at attempt end", scope)
+                observer_failed(scope, "attempt end")
 
     def call_ended(
-        self, response: Response | None, error: CallError | None, attempts: Sequence[Attempt]
+        self, response: Response | None, error: BaseException | None, attempts: Sequence[Attempt]
     ) -> None:
         for scope in self._scopes:
             try:
                 scope.call_ended(response, error, attempts)
             except Exception:
-                log.exception("observer %r failed at call end", scope)
+                observer_failed(scope, "call end")

@@ -120,16 +120,19 @@ class SingleAttempt:
 
 
 class _SinglePlan:
-    __slots__ = ("_done", "_expires_at", "_floor", "_sent", "attempt_timeout")
+    __slots__ = ("_done", "_expires_at", "_floor", "_refused", "_sent", "attempt_timeout")
 
     def __init__(self, expires_at: float, floor: float) -> None:
         self._expires_at = expires_at
         self._floor = floor
         self._sent = False
         self._done = False
+        self._refused = False
         self.attempt_timeout: float | None = None
 
     def decide(self, now: float) -> Action:
+        if self._refused:
+            return Finish(None)
         if self._done:
             return Finish(0)
         if self._sent:
@@ -143,7 +146,7 @@ class _SinglePlan:
         self._done = True
 
     def refused(self) -> None:
-        self._done = True
+        self._refused = True
 
 
 # ---------------------------------------------------------------- retry

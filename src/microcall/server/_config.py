@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from microcall._clock import MONOTONIC, Clock
 from microcall._durations import Seconds, to_seconds
 from microcall.errors import ConfigurationError
+from microcall.observe.hooks import ServerObserver
 from microcall.priority import Priority
 from microcall.server._trust import TrustPredicate
 from microcall.server.shedding import Shedding
@@ -40,6 +42,8 @@ class ServerOptions:
     shedding            priority load shedding (None: no concurrency limit)
     expired_status      status for a request refused as expired (default 408)
     clock               the clock deadlines and the limiter read (tests pass a FakeClock)
+    observers           metrics, tracing and logging hooks (``microcall.observe``), told of
+                        every request, refused ones included
 
     ::
 
@@ -58,6 +62,7 @@ class ServerOptions:
     shedding: Shedding | None = None
     expired_status: int = DEFAULT_EXPIRED_STATUS
     clock: Clock = MONOTONIC
+    observers: Sequence[ServerObserver] = ()
 
     def __post_init__(self) -> None:
         floor = to_seconds(self.floor, name="floor", allow_zero=True)
@@ -80,3 +85,10 @@ class ServerOptions:
             raise ConfigurationError(f"expired_status must be a 4xx or 5xx status, got {status!r}")
         if not callable(getattr(self.clock, "now", None)):
             raise ConfigurationError(f"clock must have a now() method, got {self.clock!r}")
+        observers = tuple(self.observers)
+        for observer in observers:
+            if not callable(getattr(observer, "request_started", None)):
+                raise ConfigurationError(
+                    f"observers must have a request_started() method, got {observer!r}"
+                )
+        set_field(self, "observers", observers)

@@ -23,7 +23,7 @@ response or run the handler.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http import HTTPStatus
 
 from microcall._durations import to_seconds
@@ -49,12 +49,18 @@ _TEXT = ("Content-Type", "text/plain; charset=utf-8")
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """An answer given instead of running the handler."""
+    """An answer given instead of running the handler.
+
+    ``kind`` says why (``"expired"``, ``"malformed"``, ``"shed"``) and
+    ``priority`` at which priority, for observers to count.
+    """
 
     status: int
     reason: str
     headers: tuple[tuple[str, str], ...]
     body: bytes
+    kind: str = ""
+    priority: Priority | None = None
 
 
 class Gate:
@@ -66,10 +72,12 @@ class Gate:
         "_default_priority",
         "_default_timeout",
         "_expired",
+        "_expired_at",
         "_floor",
         "_malformed",
         "_max_timeout",
         "_shed",
+        "_shed_at",
         "_strict",
         "_trust",
         "limiter",
@@ -103,6 +111,7 @@ class Gate:
             _phrase(options.expired_status),
             ((DO_NOT_RETRY_HEADER, "1"), _TEXT),
             b"deadline expired: nobody is waiting for this answer\n",
+            "expired",
         )
         # Sending the same malformed header again cannot succeed either.
         self._malformed = Refusal(
@@ -110,6 +119,7 @@ class Gate:
             "Bad Request",
             ((DO_NOT_RETRY_HEADER, "1"), _TEXT),
             f"malformed {TIMEOUT_HEADER} or {PRIORITY_HEADER} header\n".encode(),
+            "malformed",
         )
         retry_after = str(shedding.retry_after if shedding is not None else 1)
         self._shed = Refusal(
@@ -117,7 +127,12 @@ class Gate:
             "Service Unavailable",
             (("Retry-After", retry_after), _TEXT),
             b"overloaded: try again later or elsewhere\n",
+            "shed",
         )
+        # One of each per priority, built once: observers count refusals by
+        # priority, and a refusal under overload must cost nothing extra.
+        self._expired_at = {level: replace(self._expired, priority=level) for level in Priority}
+        self._shed_at = {level: replace(self._shed, priority=level) for level in Priority}
 
     @property
     def expired_refusal(self) -> Refusal:
@@ -154,7 +169,7 @@ class Gate:
             seconds = self._default_timeout if route_timeout is None else route_timeout
         elif remaining < self._floor:
             stats.add("expired")
-            return self._expired
+            return self._expired_at[self._default_priority if claimed is None else claimed]
         else:
             cap = self._max_timeout
             seconds = remaining if cap is None or remaining <= cap else cap
@@ -171,7 +186,7 @@ class Gate:
             permit = self.limiter.try_acquire(priority, now=now)
             if permit is None:
                 stats.add_shed(priority)
-                return self._shed
+                return self._shed_at[priority]
 
         stats.add("admitted")
         return Admission(

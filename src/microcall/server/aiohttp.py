@@ -26,6 +26,9 @@ from typing import ClassVar
 
 from aiohttp import web
 
+from microcall.observe._routes import aiohttp_route
+from microcall.observe._serverwatch import ServerWatch
+from microcall.observe.hooks import InboundRequest
 from microcall.server._cancel import DeadlineCancelled, within_deadline
 from microcall.server._config import ServerOptions
 from microcall.server._gate import Gate, Refusal
@@ -46,7 +49,7 @@ class AiohttpMiddleware:
     One instance per application: it owns the concurrency limit and the stats.
     """
 
-    __slots__ = ("_cancel", "_gate")
+    __slots__ = ("_cancel", "_gate", "_observers")
 
     # aiohttp takes a middleware without this marker for the old factory style.
     __middleware_version__: ClassVar[int] = 1
@@ -56,6 +59,7 @@ class AiohttpMiddleware:
     ) -> None:
         self._gate = Gate(options, stats=stats)
         self._cancel = self._gate.options.cancel_on_deadline
+        self._observers = self._gate.options.observers
 
     @property
     def stats(self) -> ServerStats:
@@ -68,6 +72,37 @@ class AiohttpMiddleware:
         return self._gate.limiter
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self._observers:
+            return await self._observed(request, handler)
+        return await self._serve(request, handler, None)
+
+    async def _observed(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        watch = ServerWatch(
+            self._observers,
+            InboundRequest(
+                protocol="http",
+                method=request.method,
+                path=request.path,
+                scheme=request.scheme,
+                header=request.headers.get,
+            ),
+        )
+        try:
+            response = await self._serve(request, handler, watch)
+        except BaseException as exc:
+            watch.handler_done()
+            if isinstance(exc, web.HTTPException):  # an answer, raised
+                watch.ended(exc.status, aiohttp_route(request))
+            else:
+                watch.ended(None, aiohttp_route(request), exc)
+            raise
+        watch.handler_done()
+        watch.ended(response.status, aiohttp_route(request))
+        return response
+
+    async def _serve(
+        self, request: web.Request, handler: Handler, watch: ServerWatch | None
+    ) -> web.StreamResponse:
         headers = request.headers
         outcome = self._gate.admit(
             headers.getall(TIMEOUT_HEADER, ()),
@@ -76,6 +111,8 @@ class AiohttpMiddleware:
             _route_timeout(request),
         )
         if isinstance(outcome, Refusal):
+            if watch is not None:
+                watch.refused(outcome.kind, outcome.priority)
             return _respond(outcome)
         outcome.enter()
         try:

@@ -26,6 +26,9 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from functools import partial
 from typing import Any
 
+from microcall.observe._routes import asgi_route
+from microcall.observe._serverwatch import ServerWatch
+from microcall.observe.hooks import InboundRequest
 from microcall.server._cancel import DeadlineCancelled, within_deadline
 from microcall.server._config import ServerOptions
 from microcall.server._gate import Gate, Refusal
@@ -49,7 +52,7 @@ _PRIORITY = b"x-request-priority"
 class ASGIMiddleware:
     """Wraps an ASGI application: ``ASGIMiddleware(app, options)``."""
 
-    __slots__ = ("_cancel", "_gate", "app")
+    __slots__ = ("_cancel", "_gate", "_observers", "app")
 
     def __init__(
         self,
@@ -61,6 +64,7 @@ class ASGIMiddleware:
         self.app = app
         self._gate = Gate(options, stats=stats)
         self._cancel = self._gate.options.cancel_on_deadline
+        self._observers = self._gate.options.observers
 
     @property
     def stats(self) -> ServerStats:
@@ -76,6 +80,36 @@ class ASGIMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self._observers:
+            await self._observed(scope, receive, send)
+            return
+        await self._serve(scope, receive, send, None)
+
+    async def _observed(self, scope: Scope, receive: Receive, send: Send) -> None:
+        watch = ServerWatch(
+            self._observers,
+            InboundRequest(
+                protocol="http",
+                method=scope["method"],
+                path=scope.get("path", ""),
+                scheme=scope.get("scheme", "http"),
+                header=partial(_header, scope),
+            ),
+        )
+        status = _Status(send)
+        app = scope.get("app")  # the outermost application: mounted ones replace it
+        try:
+            await self._serve(scope, receive, status, watch)
+        except BaseException as exc:
+            watch.handler_done()
+            watch.ended(status.status, asgi_route(scope, app), exc)
+            raise
+        watch.handler_done()
+        watch.ended(status.status, asgi_route(scope, app))
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, watch: ServerWatch | None
+    ) -> None:
         timeouts: list[str] = []
         priorities: list[str] = []
         for name, value in scope["headers"]:
@@ -85,6 +119,8 @@ class ASGIMiddleware:
                 priorities.append(value.decode("latin-1"))
         outcome = self._gate.admit(timeouts, priorities, partial(_caller, scope))
         if isinstance(outcome, Refusal):
+            if watch is not None:
+                watch.refused(outcome.kind, outcome.priority)
             await _respond(send, outcome)
             return
         started = _Started(send) if self._cancel else None
@@ -125,6 +161,21 @@ class _Started:
         await self._send(message)
 
 
+class _Status:
+    """A ``send`` that remembers the status of the response it started."""
+
+    __slots__ = ("_send", "status")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.status: int | None = None
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self._send(message)
+
+
 async def _respond(send: Send, refusal: Refusal) -> None:
     await send(
         {
@@ -139,11 +190,12 @@ async def _respond(send: Send, refusal: Refusal) -> None:
     await send({"type": "http.response.body", "body": refusal.body})
 
 
-def _caller(scope: Scope) -> Caller:
-    def header(name: str) -> str | None:
-        wanted = name.lower().encode("latin-1")
-        found = [value for key, value in scope["headers"] if key == wanted]
-        return found[0].decode("latin-1") if len(found) == 1 else None
+def _header(scope: Scope, name: str) -> str | None:
+    wanted = name.lower().encode("latin-1")
+    found = [value for key, value in scope["headers"] if key == wanted]
+    return found[0].decode("latin-1") if len(found) == 1 else None
 
+
+def _caller(scope: Scope) -> Caller:
     client = scope.get("client")
-    return Caller(None if not client else str(client[0]), header, scope)
+    return Caller(None if not client else str(client[0]), partial(_header, scope), scope)

@@ -28,6 +28,9 @@ from functools import partial
 from typing import Any
 
 from microcall.errors import ConfigurationError
+from microcall.observe._routes import wsgi_route
+from microcall.observe._serverwatch import ServerWatch
+from microcall.observe.hooks import InboundRequest
 from microcall.server._admission import Admission
 from microcall.server._config import ServerOptions
 from microcall.server._gate import Gate, Refusal
@@ -49,7 +52,7 @@ _PRIORITY = "HTTP_X_REQUEST_PRIORITY"
 class WSGIMiddleware:
     """Wraps a WSGI application: ``WSGIMiddleware(app, options)``."""
 
-    __slots__ = ("_gate", "app")
+    __slots__ = ("_gate", "_observers", "app")
 
     def __init__(
         self,
@@ -64,6 +67,7 @@ class WSGIMiddleware:
             )
         self.app = app
         self._gate = Gate(options, stats=stats)
+        self._observers = self._gate.options.observers
 
     @property
     def stats(self) -> ServerStats:
@@ -76,6 +80,34 @@ class WSGIMiddleware:
         return self._gate.limiter
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if self._observers:
+            return self._observed(environ, start_response)
+        return self._serve(environ, start_response, None)
+
+    def _observed(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        watch = ServerWatch(
+            self._observers,
+            InboundRequest(
+                protocol="http",
+                method=environ.get("REQUEST_METHOD", ""),
+                path=environ.get("PATH_INFO", ""),
+                scheme=environ.get("wsgi.url_scheme", "http"),
+                header=partial(_header, environ),
+            ),
+        )
+        started = _StartResponse(start_response, environ)
+        try:
+            body = self._serve(environ, started, watch)
+        except BaseException as exc:
+            watch.handler_done()
+            watch.ended(started.status, started.route, exc)
+            raise
+        watch.handler_done()
+        return _ObservedBody(body, watch, started)
+
+    def _serve(
+        self, environ: Environ, start_response: StartResponse, watch: ServerWatch | None
+    ) -> Iterable[bytes]:
         # A WSGI server joins a repeated header into one value with commas,
         # which the parser refuses like any other repetition.
         timeout = environ.get(_TIMEOUT)
@@ -86,6 +118,8 @@ class WSGIMiddleware:
             partial(_caller, environ),
         )
         if isinstance(outcome, Refusal):
+            if watch is not None:
+                watch.refused(outcome.kind, outcome.priority)
             start_response(f"{outcome.status} {outcome.reason}", list(outcome.headers))
             return [outcome.body]
         outcome.enter()
@@ -122,10 +156,59 @@ class _Body:
                 admission.finish()
 
 
-def _caller(environ: Environ) -> Caller:
-    def header(name: str) -> str | None:
-        value = environ.get("HTTP_" + name.upper().replace("-", "_"))
-        return value if isinstance(value, str) else None
+class _StartResponse:
+    """``start_response`` that keeps the status, and the route while the framework still knows it."""
 
+    __slots__ = ("_environ", "_start_response", "route", "status")
+
+    def __init__(self, start_response: StartResponse, environ: Environ) -> None:
+        self._start_response = start_response
+        self._environ = environ
+        self.status: int | None = None
+        self.route: str | None = None
+
+    def __call__(self, status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
+        try:
+            self.status = int(status[:3])
+        except ValueError:
+            self.status = None
+        self.route = wsgi_route(self._environ)
+        return self._start_response(status, headers, *args)
+
+
+class _ObservedBody:
+    """The response body; tells the observers the request ended when the server closes it."""
+
+    __slots__ = ("_body", "_started", "_watch")
+
+    def __init__(self, body: Iterable[bytes], watch: ServerWatch, started: _StartResponse) -> None:
+        self._body = body
+        self._watch: ServerWatch | None = watch
+        self._started = started
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            watch, self._watch = self._watch, None
+            if watch is not None:
+                watch.ended(self._started.status, self._started.route)
+
+
+def _header(environ: Environ, name: str) -> str | None:
+    value = environ.get("HTTP_" + name.upper().replace("-", "_"))
+    return value if isinstance(value, str) else None
+
+
+def _caller(environ: Environ) -> Caller:
     address = environ.get("REMOTE_ADDR")
-    return Caller(address if isinstance(address, str) and address else None, header, environ)
+    return Caller(
+        address if isinstance(address, str) and address else None,
+        partial(_header, environ),
+        environ,
+    )

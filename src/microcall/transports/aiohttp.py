@@ -42,6 +42,8 @@ def map_error(exc: Exception, request: Request) -> Exception | None:
         return UsageError(f"cannot send to URL {exc}")
     elif isinstance(exc, (aiohttp.ClientConnectionError, OSError)):
         error = ReadError(f"connection to {where} failed: {exc}", request=request)
+    elif isinstance(exc, ValueError):  # aiohttp refusing the request as given
+        return UsageError(f"cannot send {request!r}: {exc}")
     elif isinstance(exc, aiohttp.ClientError):
         error = TransportError(f"request to {where} failed: {exc!r}", request=request)
     else:

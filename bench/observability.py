@@ -1,0 +1,277 @@
+"""Observability: client CPU per request with Prometheus metrics and OpenTelemetry tracing on.
+
+nginx answers a fixed 200 on the server core. One client process on the
+client core holds five ``AsyncClient`` s on one event loop, identical but
+for their observers: none; ``ClientMetrics``; ``ClientTracing`` on an SDK
+``TracerProvider`` whose ``SimpleSpanProcessor`` hands every span to an
+exporter that discards it (so each call pays for a recorded call span and
+attempt span, and a ``traceparent`` header); both; and both with the SDK
+sampling one trace in ten (``ParentBased(TraceIdRatioBased(0.1))``). They
+take turns in short slices, in ABBA order, 16 calls in flight each, so a
+change in the machine's load falls on all of them alike; each
+configuration's cost is the process CPU time over its slices divided by the
+calls it completed, and each ratio is the median of the per-round ratios to
+"none". The target applies to "both", every span recorded.
+
+``python -m bench.observability [--quick]`` runs it alone;
+``python -m bench.observability --client URL C SECONDS`` is the measured
+process (it prints one JSON line); ``--profile`` instead profiles the
+"both" client for SECONDS and prints where its time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import json
+import pstats
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from bench import BenchEnv
+from bench._nginx import serve_ok
+from bench._proc import run_json
+
+CONCURRENCY = 16
+SLICE = 0.25  # seconds per configuration per turn
+TARGET = 1.10  # both on, over off
+SAMPLED = 0.1
+CONFIGURATIONS = ("off", "metrics", "tracing", "both", "sampled")
+LABELS = {
+    "off": "no observers",
+    "metrics": "`ClientMetrics` (Prometheus)",
+    "tracing": "`ClientTracing` (OpenTelemetry SDK, every span recorded, then discarded)",
+    "both": "`ClientMetrics` + `ClientTracing`",
+    "sampled": f"`ClientMetrics` + `ClientTracing`, {SAMPLED:.0%} of traces sampled",
+}
+
+
+# ------------------------------------------------------------------ the measured process
+
+
+def _observers() -> dict[str, list[Any]]:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        SimpleSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+    from prometheus_client import CollectorRegistry
+
+    from microcall.observe.prometheus import ClientMetrics
+    from microcall.observe.tracing import ClientTracing
+
+    class Discard(SpanExporter):
+        def export(self, spans: Sequence[Any]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(Discard()))
+    # How production usually runs: a tenth of the traces recorded, the rest
+    # only propagated.
+    sampling = TracerProvider(sampler=ParentBased(TraceIdRatioBased(SAMPLED)))
+    sampling.add_span_processor(SimpleSpanProcessor(Discard()))
+    metrics = ClientMetrics(CollectorRegistry())
+    tracing = ClientTracing(provider)
+    return {
+        "off": [],
+        "metrics": [metrics],
+        "tracing": [tracing],
+        "both": [metrics, tracing],
+        "sampled": [metrics, ClientTracing(sampling)],
+    }
+
+
+async def _burst(client: Any, concurrency: int, seconds: float) -> tuple[int, int, float]:
+    """``concurrency`` tasks calling for ``seconds``, then drained: (calls, errors, CPU seconds)."""
+    counts = [0, 0]
+    stopping = False
+
+    async def worker() -> None:
+        while not stopping:
+            try:
+                response = await client.get("")
+            except Exception:
+                counts[1] += 1
+                continue
+            counts[0 if response.status_code == 200 else 1] += 1
+
+    started = time.process_time()
+    tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    await asyncio.sleep(seconds)
+    stopping = True
+    await asyncio.gather(*tasks)
+    return counts[0], counts[1], time.process_time() - started
+
+
+async def _interleaved(url: str, concurrency: int, warmup: float, seconds: float) -> dict[str, Any]:
+    import microcall
+
+    observers = _observers()
+    clients = {name: microcall.AsyncClient(url, observers=observers[name]) for name in observers}
+    try:
+        for client in clients.values():
+            await _burst(client, concurrency, warmup / len(clients))
+        totals = {name: [0, 0, 0.0] for name in clients}
+        ratios: dict[str, list[float]] = {name: [] for name in clients if name != "off"}
+        rounds = max(1, round(seconds / len(clients) / SLICE))
+        for number in range(rounds):
+            order = list(clients) if number % 2 == 0 else list(reversed(clients))
+            cost: dict[str, float] = {}
+            for name in order:
+                calls, errors, cpu = await _burst(clients[name], concurrency, SLICE)
+                total = totals[name]
+                total[0] += calls
+                total[1] += errors
+                total[2] += cpu
+                cost[name] = cpu / calls if calls else 0.0
+            if cost["off"]:
+                for name in ratios:
+                    ratios[name].append(cost[name] / cost["off"])
+    finally:
+        for client in clients.values():
+            await client.aclose()
+    return {
+        name: {
+            "requests": calls,
+            "errors": errors,
+            "cpu_us_per_request": cpu / calls * 1e6 if calls else None,
+            "rps": calls / (rounds * SLICE),
+            "round_ratios": ratios.get(name, []),
+        }
+        for name, (calls, errors, cpu) in totals.items()
+    }
+
+
+def _profile(url: str, concurrency: int, seconds: float) -> str:
+    import microcall
+
+    async def run() -> None:
+        async with microcall.AsyncClient(url, observers=_observers()["both"]) as client:
+            await _burst(client, concurrency, 0.5)
+            profiler = cProfile.Profile()
+            profiler.enable()
+            await _burst(client, concurrency, seconds)
+            profiler.disable()
+            out = io.StringIO()
+            stats = pstats.Stats(profiler, stream=out).sort_stats("tottime")
+            stats.print_stats(35)
+            print(out.getvalue())
+
+    asyncio.run(run())
+    return ""
+
+
+# ------------------------------------------------------------------ the section
+
+
+def run(env: BenchEnv) -> str:
+    """Measure ``env.repeats`` client processes against nginx; return the markdown section."""
+    results: list[dict[str, Any]] = []
+    with serve_ok(env) as url:
+        for _ in range(env.repeats):
+            arguments = [
+                "--client",
+                url,
+                str(CONCURRENCY),
+                str(env.duration * len(CONFIGURATIONS)),
+                "--warmup",
+                str(env.warmup),
+            ]
+            results.append(
+                run_json(
+                    env,
+                    "bench.observability",
+                    arguments,
+                    budget=env.warmup + env.duration * len(CONFIGURATIONS) + 10,
+                )
+            )
+    return _section(env, results)
+
+
+DESCRIPTION = (
+    "nginx answers a fixed 200 on the server core. One client process on the client core "
+    "holds five `AsyncClient`s on one event loop, identical but for their observers: none; "
+    "`ClientMetrics`; `ClientTracing` on an SDK `TracerProvider` whose `SimpleSpanProcessor` "
+    "hands every span to an exporter that discards it (so each call pays for a recorded call "
+    "span and attempt span, and a `traceparent` header); both; and both with the SDK sampling "
+    f"one trace in {round(1 / SAMPLED)} (`ParentBased(TraceIdRatioBased({SAMPLED}))`). They "
+    "take turns in short slices, in ABBA order, so a change in the machine's load falls on all "
+    "of them alike. A configuration's cost is the process CPU time over its slices divided by "
+    "the calls it completed; its ratio, the median of the per-round ratios to no observers. "
+    "The target applies to metrics and tracing with every span recorded. Where the time goes, "
+    "and what would meet the target: docs/observability.md, section Cost."
+)
+
+
+def _section(env: BenchEnv, results: list[dict[str, Any]]) -> str:
+    from bench._stats import Spread
+
+    lines = [
+        "## Observability: client CPU with metrics and tracing on",
+        "",
+        DESCRIPTION,
+        "",
+        f"{CONCURRENCY} calls in flight per configuration, slices of {SLICE:g} s, "
+        f"{env.duration * len(CONFIGURATIONS):g} s per process in all after "
+        f"{env.warmup:g} s of warm-up, {len(results)} process(es). Each cell: median over "
+        "the processes (min–max); each ratio: median of the per-round ratios over all "
+        "processes (min–max).",
+        "",
+        "| observers | calls/s | CPU µs/call | ÷ no observers | target | |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for name in CONFIGURATIONS:
+        rows = [result[name] for result in results]
+        cost = Spread.of([row["cpu_us_per_request"] for row in rows if row["cpu_us_per_request"]])
+        rate = Spread.of([row["rps"] for row in rows])
+        errors = sum(row["errors"] for row in rows)
+        ratios = [ratio for row in rows for ratio in row["round_ratios"]]
+        if name == "off":
+            ratio_cell, target, verdict = "1", "", ""
+        else:
+            spread = Spread(statistics.median(ratios), min(ratios), max(ratios))
+            ratio_cell = spread.cell(2)
+            target, verdict = "", ""
+            if name == "both":
+                target = f"≤ {TARGET:.2f}"
+                over = spread.median / TARGET - 1
+                verdict = "PASS" if spread.median <= TARGET else f"MISS (over by {over:.0%})"
+        label = LABELS[name] + (f" ({errors} errors)" if errors else "")
+        lines.append(
+            f"| {label} | {rate.cell()} | {cost.cell(1)} | {ratio_cell} | {target} | {verdict} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments and arguments[0] in ("--client", "--profile"):
+        mode, rest = arguments[0], arguments[1:]
+        parser = argparse.ArgumentParser(prog=f"python -m bench.observability {mode}")
+        parser.add_argument("url")
+        parser.add_argument("concurrency", type=int)
+        parser.add_argument("seconds", type=float)
+        parser.add_argument("--warmup", type=float, default=1.0)
+        options = parser.parse_args(rest)
+        if mode == "--profile":
+            _profile(options.url, options.concurrency, options.seconds)
+            return 0
+        result = asyncio.run(
+            _interleaved(options.url, options.concurrency, options.warmup, options.seconds)
+        )
+        print(json.dumps(result), flush=True)
+        return 0
+    from bench._standalone import main as standalone
+
+    return standalone(run, "observability", arguments)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

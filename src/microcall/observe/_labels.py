@@ -1,0 +1,79 @@
+"""Label values that stay bounded whatever arrives from the network.
+
+A metric's series are the product of its label values, so every value put
+in a label comes from a small fixed set: methods outside the known list are
+``_OTHER`` (OpenTelemetry's rule), status codes outside 100-599 are
+``_OTHER``, an unmatched route is ``_OTHER``, and error types are class
+names or status codes, both fixed by the code, never by the input.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+OTHER: Final = "_OTHER"
+
+# A request to one of these schemes is a gRPC call (``grpc://host:port/package.Service/Method``).
+GRPC_SCHEMES: Final = frozenset({"grpc", "grpcs"})
+
+# OpenTelemetry's HTTP semantic conventions: RFC 9110's methods plus PATCH
+# (RFC 5789) and QUERY; anything else is reported as _OTHER, and so is a
+# method in the wrong case (methods are case-sensitive).
+KNOWN_METHODS: Final = frozenset(
+    {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"}
+)
+
+_STATUS_TEXT: Final = {code: str(code) for code in range(100, 600)}
+_GRPC_CODE_TEXT: Final = {code: str(code) for code in range(17)}
+
+
+def method_label(method: str) -> str:
+    """``method`` if it is a known HTTP method, else ``_OTHER``."""
+    return method if method in KNOWN_METHODS else OTHER
+
+
+def status_label(status: int | None) -> str:
+    """The status code as text, ``""`` without one, ``_OTHER`` outside 100-599."""
+    if status is None:
+        return ""
+    return _STATUS_TEXT.get(status, OTHER)
+
+
+def grpc_status_label(code: int | None) -> str:
+    """A numeric gRPC status code (0-16) as text, ``""`` without one, else ``_OTHER``."""
+    if code is None:
+        return ""
+    return _GRPC_CODE_TEXT.get(code, OTHER)
+
+
+def route_label(route: str | None) -> str:
+    """The matched route template, or ``_OTHER`` when no route matched."""
+    return route if route else OTHER
+
+
+def client_error_type(status: int | None, error: BaseException | str | None) -> str:
+    """OpenTelemetry's ``error.type`` for a client: the status code from 400 up, else the error's class."""
+    if error is not None:
+        return error if isinstance(error, str) else type(error).__name__
+    if status is not None and status >= 400:
+        return _STATUS_TEXT.get(status, OTHER)
+    return ""
+
+
+def server_error_type(status: int | None, error: str | None) -> str:
+    """OpenTelemetry's ``error.type`` for a server: the error's class, else the status from 500 up."""
+    if error is not None:
+        return error
+    if status is not None and status >= 500:
+        return _STATUS_TEXT.get(status, OTHER)
+    return ""
+
+
+def split_rpc_method(full_name: str | None) -> tuple[str, str]:
+    """``("package.Service", "Method")`` from ``/package.Service/Method``; ``_OTHER`` if unknown."""
+    if not full_name:
+        return OTHER, OTHER
+    service, _, method = full_name.lstrip("/").rpartition("/")
+    if not service or not method:
+        return OTHER, OTHER
+    return service, method

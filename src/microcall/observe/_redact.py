@@ -1,0 +1,54 @@
+"""What observability may say about a URL: never its user-info or its query string.
+
+Credentials travel in user-info (``http://user:secret@host/``), in query
+strings (``?api_key=...``) and in headers. Spans, metrics and log lines get
+the scheme, host, port and path at most; header values are never recorded at
+all, so there is no header list to keep up to date.
+"""
+
+from __future__ import annotations
+
+from yarl import URL
+
+# A path is kept on spans for debugging, but not without bound: a hostile
+# client can send kilobytes of it.
+MAX_PATH = 256
+
+
+def safe_url(url: URL) -> str:
+    """``scheme://host:port/path``: no user-info, query or fragment."""
+    path = url.raw_path
+    if len(path) > MAX_PATH:
+        path = path[:MAX_PATH]
+    host = url.raw_host or ""
+    if ":" in host:  # an IPv6 literal
+        host = f"[{host}]"
+    return f"{url.scheme}://{host}:{url.port}{path}"
+
+
+def safe_path(path: str) -> str:
+    """A request path without its query string, at most MAX_PATH characters."""
+    path = path.partition("?")[0]
+    return path if len(path) <= MAX_PATH else path[:MAX_PATH]
+
+
+def host_port(address: str) -> tuple[str, str]:
+    """``("host", "port")`` from an endpoint as microcall names it: a base URL or ``host:port``.
+
+    Whatever the form, user-info, path and query are dropped.
+    """
+    if "://" in address:
+        parsed = URL(address)
+        return parsed.host or "", "" if parsed.port is None else str(parsed.port)
+    host, _, port = address.rpartition(":")
+    if not host:  # no port at all
+        return port, ""
+    return host.strip("[]"), port
+
+
+def safe_endpoint(address: str) -> str:
+    """An endpoint as ``host:port`` for a log line: never user-info, path or query."""
+    host, port = host_port(address)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{port}" if port else host

@@ -1,0 +1,62 @@
+"""``/metrics`` for aiohttp, ASGI and WSGI applications: one registry, scraped by Prometheus.
+
+::
+
+    from microcall.observe.exposition import add_metrics_route, metrics_asgi_app, metrics_wsgi_app
+
+    add_metrics_route(aiohttp_app)                         # aiohttp: GET /metrics
+    fastapi_app.mount("/metrics", metrics_asgi_app())      # FastAPI / Starlette
+    flask_app.wsgi_app = DispatcherMiddleware(             # Flask, with werkzeug's dispatcher
+        flask_app.wsgi_app, {"/metrics": metrics_wsgi_app()})
+
+Each serves the registry it is given (the global one by default) in the
+format the scraper asks for (Prometheus text or OpenMetrics), gzipped when
+accepted, and honours ``?name[]=...`` to serve only some families. The ASGI
+and WSGI apps are prometheus-client's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import REGISTRY, CollectorRegistry, make_asgi_app, make_wsgi_app
+from prometheus_client.exposition import choose_encoder
+
+__all__ = ["add_metrics_route", "metrics_asgi_app", "metrics_handler", "metrics_wsgi_app"]
+
+MetricsHandler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def metrics_handler(registry: CollectorRegistry | None = None) -> MetricsHandler:
+    """An aiohttp handler serving ``registry``: ``app.router.add_get("/metrics", handler)``."""
+    chosen = REGISTRY if registry is None else registry
+
+    async def metrics(request: web.Request) -> web.Response:
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        names = request.query.getall("name[]", [])
+        source = chosen.restricted_registry(names) if names else chosen
+        response = web.Response(body=encoder(source), headers={"Content-Type": content_type})
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            response.enable_compression(web.ContentCoding.gzip)
+        return response
+
+    return metrics
+
+
+def add_metrics_route(
+    app: web.Application, path: str = "/metrics", registry: CollectorRegistry | None = None
+) -> None:
+    """Serve ``registry`` at ``GET path`` of an aiohttp application."""
+    app.router.add_get(path, metrics_handler(registry))
+
+
+def metrics_asgi_app(registry: CollectorRegistry | None = None) -> Callable[..., Any]:
+    """An ASGI application serving ``registry`` (mount it at ``/metrics``)."""
+    return make_asgi_app(REGISTRY if registry is None else registry)
+
+
+def metrics_wsgi_app(registry: CollectorRegistry | None = None) -> Callable[..., Any]:
+    """A WSGI application serving ``registry`` (dispatch ``/metrics`` to it)."""
+    return make_wsgi_app(REGISTRY if registry is None else registry)

@@ -1,0 +1,320 @@
+"""OpenTelemetry traces: a span per logical call, a child span per attempt, a span per request served.
+
+Only ``opentelemetry-api`` is needed (the ``[otel]`` extra); the application
+configures the SDK and exporters as it likes, or leaves tracing off, in
+which case every span here is a cheap non-recording one and the inbound
+trace context is still passed on::
+
+    from microcall.observe.tracing import ClientTracing, ServerTracing
+
+    client = microcall.AsyncClient(url, observers=[ClientTracing()])
+    app = ASGIMiddleware(app, ServerOptions(observers=[ServerTracing()]))
+
+What a trace shows. A client call is a CLIENT span named after its method
+(or its ``route=`` template), parent of one CLIENT span per attempt sent:
+``http.request.resend_count`` and ``microcall.attempt.kind`` (retry,
+hedge) on every attempt after the first, ``microcall.hedge`` on hedges,
+``microcall.attempt.cancelled`` on a hedge that lost, and
+``microcall.attempts`` on a call that made more than one. Attempts the
+retry budget or a breaker refused are events on the call span. Each attempt
+carries its own span's W3C ``traceparent`` (through the global propagator,
+so ``tracestate`` and baggage travel too), and a server middleware with
+:class:`ServerTracing` continues the trace: a SERVER span named
+``METHOD /route/{template}``, current while the handler runs, so the calls
+the handler makes are its children.
+
+What a span never holds: header values, query strings, URL user-info
+(``url.full`` is scheme, host, port and path), exception messages (only
+``error.type``, the class name).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextvars import Token
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer, TracerProvider
+from opentelemetry.util.types import AttributeValue
+from yarl import URL
+
+from microcall import __version__
+from microcall._attempt import Attempt, AttemptKind
+from microcall._request import Request
+from microcall._response import Response
+from microcall.observe._labels import GRPC_SCHEMES, KNOWN_METHODS, OTHER, split_rpc_method
+from microcall.observe._redact import safe_path, safe_url
+from microcall.observe.hooks import HeaderLookup, InboundRequest, ServerResult
+
+__all__ = ["ClientTracing", "ServerTracing"]
+
+INSTRUMENTATION = "microcall"
+
+# A method outside the known set is recorded as _OTHER, with the original
+# beside it (as the conventions say), cut to this length.
+_MAX_METHOD = 32
+
+_REFUSAL_EVENT = "microcall.attempt.refused"
+
+
+def _tracer(provider: TracerProvider | None) -> Tracer:
+    if provider is None:
+        # The global provider, looked up through a proxy: an SDK installed
+        # after this object was built is still used.
+        return trace.get_tracer(INSTRUMENTATION, __version__)
+    return provider.get_tracer(INSTRUMENTATION, __version__)
+
+
+def _method_attributes(method: str, attributes: dict[str, AttributeValue]) -> str:
+    if method in KNOWN_METHODS:
+        attributes["http.request.method"] = method
+        return method
+    attributes["http.request.method"] = OTHER
+    attributes["http.request.method_original"] = method[:_MAX_METHOD]
+    return "HTTP"  # the span name the conventions give an unknown method
+
+
+class ClientTracing:
+    """Client spans: pass it in a client's ``observers=`` (share it between clients).
+
+    ``tracer_provider``: default, the global one. The trace context goes out
+    through OpenTelemetry's global propagator (W3C ``traceparent`` unless
+    the application set another).
+    """
+
+    __slots__ = ("_tracer",)
+
+    def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
+        self._tracer = _tracer(tracer_provider)
+
+    def call_started(self, request: Request) -> _CallSpan:
+        url = request.url
+        attributes: dict[str, AttributeValue] = {
+            "server.address": url.raw_host or "",
+            "server.port": url.port or 0,
+        }
+        if url.scheme in GRPC_SCHEMES:
+            service, method = split_rpc_method(url.raw_path)
+            attributes["rpc.system"] = "grpc"
+            attributes["rpc.service"] = service
+            attributes["rpc.method"] = method
+            name = f"{service}/{method}"
+            method_name = name
+        else:
+            method_name = _method_attributes(request.method, attributes)
+            name = request.route or method_name
+        span = self._tracer.start_span(
+            name,
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+        )
+        return _CallSpan(self._tracer, span, method_name)
+
+
+class _CallSpan:
+    __slots__ = ("_context", "_method", "_span", "_tracer")
+
+    def __init__(self, tracer: Tracer, span: Span, method: str) -> None:
+        self._tracer = tracer
+        self._span = span
+        self._method = method
+        self._context: Context | None = None
+
+    def attempt_started(
+        self, index: int, kind: AttemptKind, url: URL, headers: dict[str, str]
+    ) -> _AttemptSpan:
+        parent = self._context
+        if parent is None:
+            parent = self._context = trace.set_span_in_context(self._span)
+        attributes: dict[str, AttributeValue] = {
+            "server.address": url.raw_host or "",
+            "server.port": url.port or 0,
+            "url.full": safe_url(url),
+        }
+        if index:
+            # Every attribute costs the SDK a validation: the common first
+            # attempt carries only what the conventions require.
+            attributes["http.request.resend_count"] = index
+            attributes["microcall.attempt.kind"] = str(kind)
+            if kind is AttemptKind.HEDGE:
+                attributes["microcall.hedge"] = True
+        span = self._tracer.start_span(
+            self._method,
+            context=parent,
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+        )
+        propagate.get_global_textmap().inject(
+            headers, context=trace.set_span_in_context(span, parent)
+        )
+        return _AttemptSpan(span)
+
+    def call_ended(
+        self,
+        response: Response | None,
+        error: BaseException | None,
+        attempts: Sequence[Attempt],
+    ) -> None:
+        span = self._span
+        if span.is_recording():
+            attributes: dict[str, AttributeValue] = {}
+            if response is not None:
+                _status(span, response.status_code, attributes)
+            elif error is not None:
+                attributes["error.type"] = type(error).__name__
+                span.set_status(StatusCode.ERROR, type(error).__name__)
+            if len(attempts) > 1:
+                attributes["microcall.attempts"] = len(attempts)
+            span.set_attributes(attributes)  # one lock and one pass, not one per attribute
+            for attempt in attempts:
+                if not attempt.sent:
+                    span.add_event(
+                        _REFUSAL_EVENT,
+                        {
+                            "microcall.attempt.kind": str(attempt.kind),
+                            "microcall.refused": attempt.error or "",
+                        },
+                    )
+        span.end()
+
+
+class _AttemptSpan:
+    __slots__ = ("_span",)
+
+    def __init__(self, span: Span) -> None:
+        self._span = span
+
+    def attempt_ended(self, attempt: Attempt) -> None:
+        span = self._span
+        if span.is_recording():
+            attributes: dict[str, AttributeValue] = {}
+            if attempt.cancelled:
+                attributes["microcall.attempt.cancelled"] = True
+            elif attempt.status is not None:
+                _status(span, attempt.status, attributes)
+            elif attempt.error is not None:
+                name = attempt.error.partition(":")[0]
+                name = name if name.isidentifier() else OTHER
+                attributes["error.type"] = name
+                span.set_status(StatusCode.ERROR, name)
+            span.set_attributes(attributes)
+        span.end()
+
+
+def _status(span: Span, status: int, attributes: dict[str, AttributeValue]) -> None:
+    attributes["http.response.status_code"] = status
+    if status >= 400:  # a client span fails on 4xx and 5xx alike
+        attributes["error.type"] = str(status)
+        span.set_status(StatusCode.ERROR)
+
+
+# ------------------------------------------------------------------ server
+
+
+class _HeaderGetter(Getter[HeaderLookup]):
+    """Reads propagation headers through the middleware's lookup function."""
+
+    def get(self, carrier: HeaderLookup, key: str) -> list[str] | None:
+        value = carrier(key)
+        return None if value is None else [value]
+
+    def keys(self, carrier: HeaderLookup) -> list[str]:
+        return []  # the propagators in use ask for their fields by name
+
+
+_GETTER = _HeaderGetter()
+
+
+class ServerTracing:
+    """Server spans: pass it in ``ServerOptions(observers=[...])``.
+
+    Continues the caller's trace from its ``traceparent`` (through the global
+    propagator) and makes the request's span current while the handler runs.
+    """
+
+    __slots__ = ("_tracer",)
+
+    def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
+        self._tracer = _tracer(tracer_provider)
+
+    def request_started(self, request: InboundRequest) -> _ServerSpan:
+        parent = propagate.get_global_textmap().extract(request.header, getter=_GETTER)
+        attributes: dict[str, AttributeValue] = {"url.scheme": request.scheme}
+        if request.protocol == "grpc":
+            attributes["rpc.system"] = "grpc"
+            name = "grpc"  # named after the method once the interceptor knows it exists
+        else:
+            name = _method_attributes(request.method, attributes)
+            attributes["url.path"] = safe_path(request.path)
+        span = self._tracer.start_span(
+            name,
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes=attributes,
+        )
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        return _ServerSpan(span, name, request.protocol, token)
+
+
+class _ServerSpan:
+    __slots__ = ("_method", "_protocol", "_span", "_token")
+
+    def __init__(self, span: Span, method: str, protocol: str, token: Token[Context]) -> None:
+        self._span = span
+        self._method = method
+        self._protocol = protocol
+        self._token: Token[Context] | None = token
+
+    def handler_done(self) -> None:
+        token, self._token = self._token, None
+        if token is not None:
+            otel_context.detach(token)
+
+    def request_ended(self, result: ServerResult) -> None:
+        span = self._span
+        if span.is_recording():
+            if self._protocol == "grpc":
+                self._grpc_ended(span, result)
+            else:
+                self._http_ended(span, result)
+            if result.refused is not None:
+                span.set_attribute("microcall.refused", result.refused)
+            if result.priority is not None:
+                span.set_attribute("microcall.priority", result.priority)
+        span.end()
+
+    def _http_ended(self, span: Span, result: ServerResult) -> None:
+        if result.route:
+            span.set_attribute("http.route", result.route)
+            span.update_name(f"{self._method} {result.route}")
+        status = result.status
+        if status is not None:
+            span.set_attribute("http.response.status_code", status)
+        if result.error is not None:
+            span.set_attribute("error.type", result.error)
+            span.set_status(StatusCode.ERROR, result.error)
+        elif status is not None and status >= 500:  # 4xx is the caller's problem, not ours
+            span.set_attribute("error.type", str(status))
+            span.set_status(StatusCode.ERROR)
+
+    def _grpc_ended(self, span: Span, result: ServerResult) -> None:
+        service, method = split_rpc_method(result.route)
+        span.set_attribute("rpc.service", service)
+        span.set_attribute("rpc.method", method)
+        if service != OTHER:
+            span.update_name(f"{service}/{method}")
+        if result.status is not None:
+            span.set_attribute("rpc.grpc.status_code", result.status)
+        if result.error is not None:
+            span.set_attribute("error.type", result.error)
+            span.set_status(StatusCode.ERROR, result.error)
+        elif result.status in _GRPC_SERVER_ERRORS:
+            span.set_status(StatusCode.ERROR)
+
+
+# The gRPC codes that mean the server failed (OpenTelemetry's RPC conventions):
+# UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS.
+_GRPC_SERVER_ERRORS = frozenset({2, 4, 12, 13, 14, 15})
