@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS := dev,bench,demo
 
-.PHONY: test demo bench lint typecheck pytest system-packages clean
+.PHONY: test demo bench lint typecheck pytest system-packages protos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,8 @@ system-packages:
 	@./scripts/ensure-system-packages.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples protos
+	$(BIN)/ruff format --check src tests bench examples protos
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -39,6 +39,10 @@ demo: $(STAMP)
 
 bench: $(STAMP) system-packages
 	$(BIN)/python -m bench
+
+# Regenerate the example gRPC code (src/microcall/examples_pb/, committed) from protos/.
+protos: $(STAMP)
+	$(BIN)/python protos/generate.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Runnable examples of microcall (``python -m examples.NAME...`` from the repository root)."""

@@ -1,0 +1,1 @@
+"""The bookstore's Recommendations service over gRPC, protected and called by microcall."""

@@ -1,0 +1,66 @@
+"""microcall for gRPC: deadlines, priority, retries, hedging and breakers on grpcio's stubs.
+
+Client side, a channel wrapper the generated stub takes unchanged::
+
+    from microcall.grpc import AsyncChannel, ChannelOptions
+
+    channel = AsyncChannel("recommendations:50051",
+                           ChannelOptions(strategy=microcall.hedged(),
+                                          idempotent={"bookstore.Recommendations"}))
+    stub = RecommendationsStub(channel)
+    reply = await stub.Recommend(request)    # timeout = the deadline left in this context
+
+:class:`Channel` is the same for the blocking API. Server side, an
+interceptor restores the caller's deadline and priority into microcall's
+context, refuses expired calls and sheds load by priority::
+
+    server = grpc.aio.server(interceptors=[AsyncServerInterceptor(ServerOptions())])
+
+See docs/grpc.md for the whole story.
+"""
+
+from microcall.grpc._aio import AsyncChannel
+from microcall.grpc._aio_streams import AsyncStreamCall, StreamingCallable
+from microcall.grpc._aio_unary import UnaryUnary, UnaryUnaryCall
+from microcall.grpc._core import PRIORITY_METADATA
+from microcall.grpc._observe import RpcAttempt, RpcCallScope, RpcMethod, RpcObserver
+from microcall.grpc._options import ChannelOptions
+from microcall.grpc._server_aio import AsyncServerInterceptor
+from microcall.grpc._server_sync import ServerInterceptor
+from microcall.grpc._status import (
+    DO_NOT_RETRY,
+    PUSHBACK_METADATA,
+    RETRYABLE_CODES,
+    classify,
+    parse_pushback,
+)
+from microcall.grpc._sync import BlockingUnaryUnary, Channel
+from microcall.grpc._sync_streams import BlockingStreamCall, BlockingStreaming, CallFuture
+from microcall.grpc._targets import Targets
+
+__all__ = [
+    "DO_NOT_RETRY",
+    "PRIORITY_METADATA",
+    "PUSHBACK_METADATA",
+    "RETRYABLE_CODES",
+    "AsyncChannel",
+    "AsyncServerInterceptor",
+    "AsyncStreamCall",
+    "BlockingStreamCall",
+    "BlockingStreaming",
+    "BlockingUnaryUnary",
+    "CallFuture",
+    "Channel",
+    "ChannelOptions",
+    "RpcAttempt",
+    "RpcCallScope",
+    "RpcMethod",
+    "RpcObserver",
+    "ServerInterceptor",
+    "StreamingCallable",
+    "Targets",
+    "UnaryUnary",
+    "UnaryUnaryCall",
+    "classify",
+    "parse_pushback",
+]

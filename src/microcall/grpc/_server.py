@@ -1,0 +1,171 @@
+"""The gRPC side of the server gate: admit an incoming call, or refuse it before its handler runs.
+
+The decisions are the HTTP middleware's (:mod:`microcall.server._gate`):
+the same :class:`~microcall.server.ServerOptions`, trust rules, priority
+limiter and counters. Only the inputs and the refusals differ:
+
+* the caller's deadline is grpc's own (``grpc-timeout``, read back as
+  ``context.time_remaining()``). A caller that set none gets a remaining
+  time of None from grpc.aio and about 9.2e18 seconds from the blocking
+  server; both mean *no deadline*, so the server's default (or the method's
+  ``@default_timeout``) applies, as for an HTTP request without the header;
+* the priority is the metadata ``x-request-priority``;
+* an expired call is refused with DEADLINE_EXCEEDED (no client retries it),
+  a shed one with RESOURCE_EXHAUSTED and ``grpc-retry-pushback-ms`` (the
+  limiter's Retry-After), a malformed priority in strict mode with
+  INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+from urllib.parse import unquote
+
+import grpc
+
+from microcall.grpc._core import PRIORITY_METADATA
+from microcall.grpc._status import PUSHBACK_METADATA
+from microcall.server._admission import Admission
+from microcall.server._config import ServerOptions
+from microcall.server._gate import Gate, Refusal
+from microcall.server._headers import MAX_HEADER_TIMEOUT
+from microcall.server._route import route_timeout_of
+from microcall.server._stats import ServerStats
+from microcall.server._trust import Caller
+from microcall.server.shedding import PriorityLimiter
+
+# A load balancer's health probe must see the server as it is: never shed,
+# never refused, never given a deadline (a Watch stream lasts as long as the
+# server). Health checks pass through the interceptors untouched by default.
+DEFAULT_EXEMPT = frozenset({"grpc.health.v1.Health"})
+
+# Handlers are looked up per call; their wrapped twins are kept up to this
+# many (a generic handler that made a new handler object per call would
+# otherwise grow the cache without end: past it, wrapping is per call).
+MAX_CACHED_HANDLERS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class RpcRefusal:
+    """The status a refused call ends with, instead of running its handler."""
+
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str], ...] = ()
+
+
+class RpcGate:
+    """Admission for one interceptor: owns the gate (options, limiter, stats)."""
+
+    __slots__ = ("_expired", "_gate", "_malformed", "_shed")
+
+    def __init__(self, options: ServerOptions | None, stats: ServerStats | None) -> None:
+        self._gate = gate = Gate(options, stats=stats)
+        shedding = gate.options.shedding
+        pushback_ms = str((shedding.retry_after if shedding is not None else 1) * 1000)
+        self._expired = RpcRefusal(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "deadline expired: nobody is waiting for this answer",
+        )
+        self._shed = RpcRefusal(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "overloaded: try again later or elsewhere",
+            ((PUSHBACK_METADATA, pushback_ms),),
+        )
+        self._malformed = RpcRefusal(
+            grpc.StatusCode.INVALID_ARGUMENT, f"malformed {PRIORITY_METADATA} metadata"
+        )
+
+    @property
+    def options(self) -> ServerOptions:
+        return self._gate.options
+
+    @property
+    def stats(self) -> ServerStats:
+        return self._gate.stats
+
+    @property
+    def limiter(self) -> PriorityLimiter | None:
+        return self._gate.limiter
+
+    @property
+    def expired(self) -> RpcRefusal:
+        return self._expired
+
+    def admit(self, context: Any, route_timeout: float | None) -> Admission | RpcRefusal:
+        """Admit the call whose servicer context is ``context``, or say how to refuse it."""
+        remaining = context.time_remaining()
+        timeouts: Sequence[str] = ()
+        if remaining is not None and remaining <= MAX_HEADER_TIMEOUT:
+            timeouts = (f"{max(remaining, 0.0):.6f}",)
+        metadata = context.invocation_metadata() or ()
+        priorities = [value for key, value in metadata if key == PRIORITY_METADATA]
+        outcome = self._gate.admit(
+            timeouts, priorities, partial(_caller, context, metadata), route_timeout
+        )
+        if isinstance(outcome, Refusal):
+            # Told apart by their fixed bodies: the expired status is the
+            # operator's choice and may equal another refusal's.
+            if outcome.body == self._gate.expired_refusal.body:
+                return self._expired
+            return self._shed if outcome.status == 503 else self._malformed
+        return outcome
+
+
+def route_timeout(behavior: Callable[..., Any]) -> float | None:
+    """The method's ``@microcall.server.default_timeout``, if it has one."""
+    return route_timeout_of(behavior)
+
+
+def _caller(context: Any, metadata: Sequence[tuple[str, Any]]) -> Caller:
+    def header(name: str) -> str | None:
+        wanted = name.lower()
+        found = [value for key, value in metadata if key == wanted]
+        return found[0] if len(found) == 1 and isinstance(found[0], str) else None
+
+    return Caller(peer_address(context.peer()), header, context)
+
+
+def peer_address(peer: str | None) -> str | None:
+    """The IP address in a grpc peer string (``ipv4:10.0.0.7:5000``, ``ipv6:[::1]:5000``)."""
+    if not peer:
+        return None
+    scheme, _, rest = peer.partition(":")
+    if scheme not in ("ipv4", "ipv6"):
+        return None  # a Unix socket or an in-process transport: no address to trust
+    host, _, _ = unquote(rest).rpartition(":")
+    return host.strip("[]") or None
+
+
+class HandlerCache:
+    """Wrapped handlers, keyed by the handler grpc found for the method."""
+
+    __slots__ = ("_wrapped",)
+
+    def __init__(self) -> None:
+        self._wrapped: dict[int, tuple[object, object]] = {}
+
+    def get(self, handler: object) -> object | None:
+        found = self._wrapped.get(id(handler))
+        if found is not None and found[0] is handler:
+            return found[1]
+        return None
+
+    def put(self, handler: object, wrapped: object) -> None:
+        if len(self._wrapped) < MAX_CACHED_HANDLERS:
+            # Holding the handler keeps its id from being reused by another.
+            self._wrapped[id(handler)] = (handler, wrapped)
+
+
+def exempt_names(given: Collection[str]) -> frozenset[str]:
+    """Method (``package.Service/Method``) and service names, without a leading slash."""
+    names = (given,) if isinstance(given, str) else tuple(given)
+    return frozenset(name.lstrip("/") for name in names)
+
+
+def is_exempt(exempt: frozenset[str], method: str) -> bool:
+    name = method.lstrip("/")
+    return name in exempt or name.rpartition("/")[0] in exempt

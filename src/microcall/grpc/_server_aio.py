@@ -1,0 +1,191 @@
+"""AsyncServerInterceptor: microcall's server gate for grpc.aio servers.
+
+::
+
+    from microcall.grpc import AsyncServerInterceptor
+    from microcall.server import ServerOptions, Shedding, GradientLimit
+
+    protect = AsyncServerInterceptor(ServerOptions(shedding=Shedding(limit=GradientLimit())))
+    server = grpc.aio.server(interceptors=[protect])
+    ...
+    protect.stats.snapshot()   # admitted, expired, shed_low, ...
+
+Inside a handler, ``microcall.current_deadline()`` and
+``microcall.current_priority()`` are the call's, and every microcall call
+the handler makes (HTTP or gRPC) inherits them. A call is refused before its
+handler runs when it arrives expired (DEADLINE_EXCEEDED) or when the
+concurrency limit has no room for its priority (RESOURCE_EXHAUSTED); see
+:mod:`._server`. Handlers are the async ones grpc.aio documents (coroutines,
+and async generators for response streams); a blocking handler on an aio
+server is passed through unprotected, with a warning.
+
+grpc.aio cancels a handler when its caller's deadline passes; with
+``cancel_on_deadline`` a unary-response handler is also cancelled at the
+server's own default deadline (a caller that set none), answering
+DEADLINE_EXCEEDED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import grpc
+import grpc.aio
+
+from microcall.grpc._server import (
+    DEFAULT_EXEMPT,
+    HandlerCache,
+    RpcGate,
+    RpcRefusal,
+    exempt_names,
+    is_exempt,
+    route_timeout,
+)
+from microcall.server._admission import Admission
+from microcall.server._cancel import DeadlineCancelled, within_deadline
+from microcall.server._config import ServerOptions
+from microcall.server._stats import ServerStats
+from microcall.server.shedding import PriorityLimiter
+
+log = logging.getLogger("microcall")
+
+if TYPE_CHECKING:  # grpcio's classes are generic only in its typing stubs
+    Continuation = Callable[
+        [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+    ]
+
+
+class AsyncServerInterceptor(grpc.aio.ServerInterceptor):
+    """A grpc.aio server interceptor (``grpc.aio.server(interceptors=[...])``).
+
+    One instance per server: it owns the concurrency limit and the stats. Methods and
+    services in ``exempt`` pass through untouched (by default the standard health
+    service, whose probes must never be shed and whose Watch streams last for ever).
+    """
+
+    def __init__(
+        self,
+        options: ServerOptions | None = None,
+        *,
+        stats: ServerStats | None = None,
+        exempt: Collection[str] = DEFAULT_EXEMPT,
+    ) -> None:
+        self._gate = RpcGate(options, stats)
+        self._cancel = self._gate.options.cancel_on_deadline
+        self._cache = HandlerCache()
+        self._exempt = exempt_names(exempt)
+
+    @property
+    def stats(self) -> ServerStats:
+        """What this interceptor has admitted, refused, ignored and cancelled."""
+        return self._gate.stats
+
+    @property
+    def limiter(self) -> PriorityLimiter | None:
+        """The live concurrency limiter (None without shedding)."""
+        return self._gate.limiter
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or is_exempt(self._exempt, handler_call_details.method):
+            return handler
+        wrapped = self._cache.get(handler)
+        if wrapped is None:
+            wrapped = self._wrap(handler, handler_call_details.method)
+            self._cache.put(handler, wrapped)
+        return wrapped  # type: ignore[return-value]
+
+    def _wrap(self, handler: Any, method: str) -> Any:
+        if handler.unary_unary is not None:
+            behavior, make = handler.unary_unary, grpc.unary_unary_rpc_method_handler
+        elif handler.unary_stream is not None:
+            behavior, make = handler.unary_stream, grpc.unary_stream_rpc_method_handler
+        elif handler.stream_unary is not None:
+            behavior, make = handler.stream_unary, grpc.stream_unary_rpc_method_handler
+        else:
+            behavior, make = handler.stream_stream, grpc.stream_stream_rpc_method_handler
+        if inspect.isasyncgenfunction(behavior):
+            protected: Any = self._stream_of(behavior)
+        elif inspect.iscoroutinefunction(behavior):
+            protected = self._coroutine_of(behavior)
+        else:
+            log.warning("%s has a blocking handler on a grpc.aio server: not protected", method)
+            return handler
+        return make(
+            protected,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _coroutine_of(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+        gate = self._gate
+        own_timeout = route_timeout(behavior)
+        cancel = self._cancel
+
+        async def protected(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            admission = gate.admit(context, own_timeout)
+            if isinstance(admission, RpcRefusal):
+                await _refuse(context, admission)
+            admission.enter()
+            try:
+                if cancel:
+                    result = await within_deadline(admission, behavior(request, context))
+                else:
+                    result = await behavior(request, context)
+            except DeadlineCancelled:
+                gate.stats.add("cancelled")
+                admission.finish(cancelled=True)
+                await _refuse(context, gate.expired)
+            except BaseException as error:
+                _ended_early(gate, admission, error)
+                raise
+            finally:
+                admission.leave()
+            admission.finish()
+            return result
+
+        return protected
+
+    def _stream_of(self, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., Any]:
+        gate = self._gate
+        own_timeout = route_timeout(behavior)
+
+        async def protected(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            admission = gate.admit(context, own_timeout)
+            if isinstance(admission, RpcRefusal):
+                await _refuse(context, admission)
+            admission.enter()
+            try:
+                async for message in behavior(request, context):
+                    yield message
+            except BaseException as error:
+                _ended_early(gate, admission, error)
+                raise
+            finally:
+                admission.leave()
+            admission.finish()
+
+        return protected
+
+
+async def _refuse(context: grpc.aio.ServicerContext[Any, Any], refusal: RpcRefusal) -> NoReturn:
+    await context.abort(refusal.code, refusal.details, refusal.trailing_metadata)
+
+
+def _ended_early(gate: RpcGate, admission: Admission, error: BaseException) -> None:
+    """Free the call's slot after its handler raised (or was cancelled)."""
+    if isinstance(error, grpc.aio.AbortError):
+        admission.finish()  # the handler answered with a status: an answer like any other
+    elif isinstance(error, asyncio.CancelledError) and admission.deadline.expired():
+        gate.stats.add("cancelled")  # grpc cancelled it at the caller's deadline
+        admission.finish(cancelled=True)
+    else:
+        admission.fail()

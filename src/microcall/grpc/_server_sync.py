@@ -1,0 +1,154 @@
+"""ServerInterceptor: microcall's server gate for grpcio's blocking (thread pool) servers.
+
+::
+
+    protect = ServerInterceptor(ServerOptions(default_timeout=5.0))
+    server = grpc.server(ThreadPoolExecutor(16), interceptors=[protect])
+
+The same gate as the grpc.aio interceptor (:mod:`._server`): the call's
+deadline and priority are set in the worker thread's context while the
+handler runs (for a response stream, while the server pulls each message),
+so a :class:`~microcall.grpc.Channel`, ``Client`` or ``FuturesClient`` call
+made there inherits them. A thread cannot be cancelled, so
+``cancel_on_deadline`` is refused: check ``microcall.current_deadline()``
+in long loops instead.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Collection, Iterator
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import grpc
+
+from microcall.errors import ConfigurationError
+from microcall.grpc._server import (
+    DEFAULT_EXEMPT,
+    HandlerCache,
+    RpcGate,
+    RpcRefusal,
+    exempt_names,
+    is_exempt,
+    route_timeout,
+)
+from microcall.server._config import ServerOptions
+from microcall.server._stats import ServerStats
+from microcall.server.shedding import PriorityLimiter
+
+if TYPE_CHECKING:  # grpcio's classes are generic only in its typing stubs
+    Continuation = Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None]
+
+
+class ServerInterceptor(grpc.ServerInterceptor):
+    """A blocking grpc server interceptor (``grpc.server(executor, interceptors=[...])``).
+
+    One instance per server: it owns the concurrency limit and the stats. Methods and
+    services in ``exempt`` pass through untouched (by default the standard health
+    service, whose probes must never be shed and whose Watch streams last for ever).
+    """
+
+    def __init__(
+        self,
+        options: ServerOptions | None = None,
+        *,
+        stats: ServerStats | None = None,
+        exempt: Collection[str] = DEFAULT_EXEMPT,
+    ) -> None:
+        if options is not None and options.cancel_on_deadline:
+            raise ConfigurationError(
+                "cancel_on_deadline needs an async handler; a worker thread cannot be cancelled"
+            )
+        self._gate = RpcGate(options, stats)
+        self._cache = HandlerCache()
+        self._exempt = exempt_names(exempt)
+
+    @property
+    def stats(self) -> ServerStats:
+        """What this interceptor has admitted, refused and ignored."""
+        return self._gate.stats
+
+    @property
+    def limiter(self) -> PriorityLimiter | None:
+        """The live concurrency limiter (None without shedding)."""
+        return self._gate.limiter
+
+    def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = continuation(handler_call_details)
+        if handler is None or is_exempt(self._exempt, handler_call_details.method):
+            return handler
+        wrapped = self._cache.get(handler)
+        if wrapped is None:
+            wrapped = self._wrap(handler)
+            self._cache.put(handler, wrapped)
+        return wrapped  # type: ignore[return-value]
+
+    def _wrap(self, handler: Any) -> Any:
+        if handler.unary_unary is not None:
+            behavior, make = handler.unary_unary, grpc.unary_unary_rpc_method_handler
+        elif handler.unary_stream is not None:
+            behavior, make = handler.unary_stream, grpc.unary_stream_rpc_method_handler
+        elif handler.stream_unary is not None:
+            behavior, make = handler.stream_unary, grpc.stream_unary_rpc_method_handler
+        else:
+            behavior, make = handler.stream_stream, grpc.stream_stream_rpc_method_handler
+        streaming = handler.response_streaming
+        protected = self._stream_of(behavior) if streaming else self._call_of(behavior)
+        return make(
+            protected,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _call_of(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        gate = self._gate
+        own_timeout = route_timeout(behavior)
+
+        def protected(request: Any, context: grpc.ServicerContext) -> Any:
+            admission = gate.admit(context, own_timeout)
+            if isinstance(admission, RpcRefusal):
+                _refuse(context, admission)
+            admission.enter()
+            try:
+                result = behavior(request, context)
+            except BaseException:
+                admission.fail()
+                raise
+            finally:
+                admission.leave()
+            admission.finish()
+            return result
+
+        return protected
+
+    def _stream_of(self, behavior: Callable[..., Any]) -> Callable[..., Iterator[Any]]:
+        gate = self._gate
+        own_timeout = route_timeout(behavior)
+
+        def protected(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            admission = gate.admit(context, own_timeout)
+            if isinstance(admission, RpcRefusal):
+                _refuse(context, admission)
+            admission.enter()
+            try:
+                produced = behavior(request, context)
+                if inspect.isgenerator(produced) or hasattr(produced, "__next__"):
+                    yield from produced
+                elif produced is not None:
+                    yield from iter(produced)
+            except BaseException:
+                admission.fail()
+                raise
+            finally:
+                admission.leave()
+            admission.finish()
+
+        return protected
+
+
+def _refuse(context: grpc.ServicerContext, refusal: RpcRefusal) -> NoReturn:
+    if refusal.trailing_metadata:
+        context.set_trailing_metadata(refusal.trailing_metadata)
+    context.abort(refusal.code, refusal.details)

@@ -1,0 +1,457 @@
+"""Channel: the blocking twin of AsyncChannel, for grpcio's blocking stubs.
+
+::
+
+    channel = Channel("recommendations:50051", ChannelOptions(strategy=microcall.retry(3)))
+    stub = recommendations_pb2_grpc.RecommendationsStub(channel)
+    reply = stub.Recommend(request)            # or .with_call(...), .future(...)
+
+The calling thread drives the call itself, with grpcio's blocking channels
+(one per target), rather than handing it to an event loop: a blocking grpc
+call costs far less than a trip through a loop thread, and the decisions are
+the same driver's (:mod:`microcall.grpc._unary`). A call with one attempt on
+one target takes grpc's own blocking path; a planned one sends each attempt
+with ``future()`` and waits for the first to end.
+
+The deadline and priority come from the calling thread's context, so a
+handler of a blocking grpc server (or a WSGI view) passes its own on.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Callable, Sequence
+from concurrent import futures
+from functools import partial
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import grpc
+
+from microcall._attempt import AttemptKind
+from microcall.grpc._core import ChannelCore, status_error, status_of
+from microcall.grpc._observe import Cardinality, RpcAttempt, RpcMethod, RpcObserver, RpcWatch
+from microcall.grpc._options import ChannelOptions
+from microcall.grpc._sync_streams import BlockingStreaming, CallFuture
+from microcall.grpc._targets import Targets
+from microcall.grpc._unary import Answered, Failed, Outcome, Start, UnaryCall
+from microcall.policy.budget import RetryBudget
+from microcall.policy.strategy import Finish, SingleAttempt, Strategy
+from microcall.priority import Priority
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+if TYPE_CHECKING:
+    _UnaryBase = grpc.UnaryUnaryMultiCallable
+else:  # grpcio's blocking classes are generic only in its typing stubs
+
+    class _UnaryBase(grpc.UnaryUnaryMultiCallable, Generic[Req, Resp]):
+        __slots__ = ()
+
+
+class Channel(grpc.Channel):
+    """A blocking grpc channel to one or more targets, for generated stubs: see the module doc."""
+
+    def __init__(
+        self,
+        targets: str | Sequence[str],
+        options: ChannelOptions | None = None,
+        *,
+        observers: Sequence[RpcObserver] = (),
+        channel_factory: Callable[[str], grpc.Channel] | None = None,
+    ) -> None:
+        self.options = options = options or ChannelOptions()
+        factory = channel_factory or partial(_new_channel, options)
+        group = Targets(
+            [targets] if isinstance(targets, str) else list(targets),
+            factory,
+            balancer=options.balancer,
+            breaker=options.breaker,
+            ejection=options.ejection,
+        )
+        self._core = ChannelCore(options, group, observers, threaded=True)
+        # Only a planned call's future() needs a thread; made on first use.
+        self._executor: futures.ThreadPoolExecutor | None = None
+
+    @property
+    def targets(self) -> Targets[grpc.Channel]:
+        """The targets: balancer, breakers and ejection state, and their grpc channels."""
+        return self._core.targets
+
+    @property
+    def budget(self) -> RetryBudget | None:
+        """The retry budget shared by this channel's calls (None when disabled)."""
+        return self._core.budget
+
+    def _method(self, name: str, cardinality: Cardinality) -> RpcMethod:
+        return RpcMethod.parse(name, cardinality, idempotent=self.options.is_idempotent(name))
+
+    def _callables(
+        self,
+        cardinality: Cardinality,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None,
+        response_deserializer: Callable[[bytes], Any] | None,
+        registered: bool | None,
+    ) -> list[Any]:
+        # _registered_method lets grpc skip a method-name lookup per call; the
+        # typing stubs do not know it yet.
+        return [
+            getattr(channel, cardinality)(
+                method, request_serializer, response_deserializer, _registered_method=registered
+            )
+            for channel in self._core.targets.channels
+        ]
+
+    def unary_unary(
+        self,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
+    ) -> BlockingUnaryUnary[Any, Any]:
+        callables = self._callables(
+            "unary_unary", method, request_serializer, response_deserializer, _registered_method
+        )
+        return BlockingUnaryUnary(
+            self._core, self._method(method, "unary_unary"), callables, self._executor_for
+        )
+
+    def unary_stream(  # type: ignore[override]
+        self,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
+    ) -> BlockingStreaming:
+        return self._streaming(
+            "unary_stream", method, request_serializer, response_deserializer, _registered_method
+        )
+
+    def stream_unary(  # type: ignore[override]
+        self,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
+    ) -> BlockingStreaming:
+        return self._streaming(
+            "stream_unary", method, request_serializer, response_deserializer, _registered_method
+        )
+
+    def stream_stream(  # type: ignore[override]
+        self,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
+    ) -> BlockingStreaming:
+        return self._streaming(
+            "stream_stream", method, request_serializer, response_deserializer, _registered_method
+        )
+
+    def _streaming(
+        self,
+        cardinality: Cardinality,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None,
+        response_deserializer: Callable[[bytes], Any] | None,
+        registered: bool | None,
+    ) -> BlockingStreaming:
+        callables = self._callables(
+            cardinality, method, request_serializer, response_deserializer, registered
+        )
+        return BlockingStreaming(
+            self._core, self._method(method, cardinality), callables, self._executor_for
+        )
+
+    def _executor_for(self) -> futures.ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = futures.ThreadPoolExecutor(thread_name_prefix="microcall-grpc")
+        return self._executor
+
+    def subscribe(
+        self, callback: Callable[[grpc.ChannelConnectivity], None], try_to_connect: bool = False
+    ) -> None:
+        """Subscribe to every target's connectivity (the callback hears each channel)."""
+        for channel in self._core.targets.channels:
+            channel.subscribe(callback, try_to_connect)
+
+    def unsubscribe(self, callback: Callable[[grpc.ChannelConnectivity], None]) -> None:
+        for channel in self._core.targets.channels:
+            channel.unsubscribe(callback)
+
+    def close(self) -> None:
+        """Close every target's channel; calls in flight end with CANCELLED."""
+        for channel in self._core.targets.channels:
+            channel.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> Channel:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _new_channel(options: ChannelOptions, target: str) -> grpc.Channel:
+    if options.credentials is None:
+        return grpc.insecure_channel(
+            target, options=options.grpc_options, compression=options.compression
+        )
+    return grpc.secure_channel(
+        target, options.credentials, options=options.grpc_options, compression=options.compression
+    )
+
+
+class BlockingUnaryUnary(_UnaryBase[Req, Resp]):
+    """A unary-unary method of a :class:`Channel` (what the generated stub holds).
+
+    Besides grpc's arguments, a call takes ``priority=``, ``strategy=`` and
+    ``idempotent=`` for itself alone.
+    """
+
+    __slots__ = ("_callables", "_core", "_direct", "_executor", "method")
+
+    def __init__(
+        self,
+        core: ChannelCore[grpc.Channel],
+        method: RpcMethod,
+        callables: list[Any],
+        executor: Callable[[], futures.ThreadPoolExecutor],
+    ) -> None:
+        self._core = core
+        self.method = method
+        self._callables = callables
+        self._executor = executor
+        self._direct = core.targets.single and not core.observers
+
+    def __call__(
+        self,
+        request: Req,
+        timeout: float | None = None,
+        metadata: Any = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+        *,
+        priority: Priority | str | None = None,
+        strategy: Strategy | None = None,
+        idempotent: bool | None = None,
+    ) -> Resp:
+        extra = (credentials, wait_for_ready, compression)
+        response, _ = self._invoke(
+            request, timeout, metadata, extra, priority, strategy, idempotent, with_call=False
+        )
+        return response
+
+    def with_call(
+        self,
+        request: Req,
+        timeout: float | None = None,
+        metadata: Any = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+        *,
+        priority: Priority | str | None = None,
+        strategy: Strategy | None = None,
+        idempotent: bool | None = None,
+    ) -> tuple[Resp, grpc.Call]:
+        """The response and the winning attempt's grpc call (for its metadata and status)."""
+        extra = (credentials, wait_for_ready, compression)
+        return self._invoke(
+            request, timeout, metadata, extra, priority, strategy, idempotent, with_call=True
+        )
+
+    def future(  # type: ignore[override]
+        self,
+        request: Req,
+        timeout: float | None = None,
+        metadata: Any = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+        *,
+        priority: Priority | str | None = None,
+        strategy: Strategy | None = None,
+        idempotent: bool | None = None,
+    ) -> CallFuture:
+        """The call running in the background: a grpc Future (and Call) of its response.
+
+        The deadline and priority are taken from the calling thread's context now.
+        """
+        if timeout is None:
+            # Fix the deadline here: the worker thread has no context of its own.
+            now = self._core.now()
+            timeout = max(self._core.expires_at(None, now) - now, 0.0)
+        priority = self._core.priority(priority)
+        outer = self._executor()
+        submitted = outer.submit(
+            self.with_call,
+            request,
+            timeout,
+            metadata,
+            credentials,
+            wait_for_ready,
+            compression,
+            priority=priority,
+            strategy=strategy,
+            idempotent=idempotent,
+        )
+        return CallFuture(submitted)
+
+    def _invoke(
+        self,
+        request: Req,
+        timeout: float | None,
+        metadata: Any,
+        extra: tuple[Any, Any, Any],
+        priority: Priority | str | None,
+        strategy: Strategy | None,
+        idempotent: bool | None,
+        *,
+        with_call: bool,
+    ) -> tuple[Resp, Any]:
+        core = self._core
+        now = core.now()
+        if core.budget is not None:
+            with core.lock:
+                core.budget.deposit(now)
+        expires_at = core.expires_at(timeout, now)
+        pairs = core.metadata(core.priority(priority), metadata)
+        method = self.method
+        if idempotent is not None and idempotent != method.idempotent:
+            method = RpcMethod(
+                method.full_name, method.service, method.name, method.cardinality, idempotent
+            )
+        chosen = strategy or core.options.strategy
+        if self._direct and (type(chosen) is SingleAttempt or not method.idempotent):
+            remaining = expires_at - now
+            if remaining < core.floor:
+                raise core.too_late(method, remaining, ())
+            credentials, wait_for_ready, compression = extra
+            first = self._callables[0]
+            try:
+                if with_call:
+                    response, call = first.with_call(
+                        request, remaining, pairs, credentials, wait_for_ready, compression
+                    )
+                    return response, call
+                return first(
+                    request, remaining, pairs, credentials, wait_for_ready, compression
+                ), None
+            except grpc.RpcError as error:
+                raise self._direct_error(method, error, now) from error
+        return self._planned(request, extra, method, chosen, now, expires_at, pairs)
+
+    def _direct_error(self, method: RpcMethod, error: grpc.RpcError, start: float) -> Exception:
+        core = self._core
+        target = core.targets.endpoints[0].address
+        code, details, trailing = status_of(error)
+        record = RpcAttempt(0, AttemptKind.FIRST, target, 0.0, core.now() - start, code=code.name)
+        return status_error(
+            method, target, code, details, trailing, by_deadline=True, attempts=(record,)
+        )
+
+    def _planned(
+        self,
+        request: Req,
+        extra: tuple[Any, Any, Any],
+        method: RpcMethod,
+        strategy: Strategy,
+        start: float,
+        expires_at: float,
+        metadata: tuple[tuple[str, str | bytes], ...],
+    ) -> tuple[Resp, Any]:
+        core = self._core
+        now = core.now
+        lock = core.lock
+        with lock:
+            plan, learner = core.plan(method, strategy, start, expires_at)
+        watch = RpcWatch(core.observers, method) if core.observers else None
+        driver: UnaryCall[grpc.Channel] = UnaryCall(
+            core,
+            method,
+            plan,
+            learner,
+            start=start,
+            expires_at=expires_at,
+            metadata=metadata,
+            watch=watch,
+        )
+        ended: queue.SimpleQueue[int] = queue.SimpleQueue()
+        running: dict[int, Any] = {}
+        credentials, wait_for_ready, compression = extra
+        try:
+            while True:
+                with lock:
+                    action = driver.next(now())
+                if isinstance(action, Start):
+                    future = self._callables[action.slot].future(
+                        request,
+                        action.timeout,
+                        action.metadata,
+                        credentials,
+                        wait_for_ready,
+                        compression,
+                    )
+                    running[action.index] = future
+                    future.add_done_callback(partial(_put, ended, action.index))
+                    continue
+                if isinstance(action, Finish):
+                    break
+                wait = None if action.until is None else max(0.0, action.until - now())
+                if not running:
+                    time.sleep(wait or 0.0)  # backoff between sequential attempts
+                    continue
+                try:
+                    index = ended.get(timeout=wait)
+                except queue.Empty:
+                    continue
+                future = running.pop(index, None)
+                if future is not None:
+                    outcome = _outcome_of(future)
+                    with lock:
+                        driver.finished(index, outcome, now())
+        except BaseException as error:
+            self._stop(running, driver)
+            driver.ended(None, error)
+            raise
+        self._stop(running, driver)
+        with lock:
+            response: Resp = driver.result(action, now())  # type: ignore[assignment]
+        return response, driver.winner_call
+
+    def _stop(self, running: dict[int, Any], driver: UnaryCall[Any]) -> None:
+        if not running:
+            return
+        moment = self._core.now()
+        for future in running.values():
+            future.cancel()  # grpc resets the stream; the server's handler is cancelled
+        with self._core.lock:
+            for index in running:
+                driver.abandon(index, moment)
+        running.clear()
+
+
+def _put(ended: queue.SimpleQueue[int], index: int, _: object) -> None:
+    ended.put(index)
+
+
+def _outcome_of(future: Any) -> Outcome:
+    error = future.exception()
+    if error is None:
+        return Answered(future.result(), future)
+    if isinstance(error, grpc.RpcError):
+        code, details, trailing = status_of(error)
+        return Failed(code, details, trailing, error)
+    raise error  # a bug (a serializer that failed, say), not an outcome
