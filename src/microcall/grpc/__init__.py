@@ -19,6 +19,7 @@ context, refuses expired calls and sheds load by priority::
 See docs/grpc.md for the whole story.
 """
 
+from microcall.grpc._adapter import ObserverAdapter
 from microcall.grpc._aio import AsyncChannel
 from microcall.grpc._aio_streams import AsyncStreamCall, StreamingCallable
 from microcall.grpc._aio_unary import UnaryUnary, UnaryUnaryCall
@@ -52,6 +53,7 @@ __all__ = [
     "CallFuture",
     "Channel",
     "ChannelOptions",
+    "ObserverAdapter",
     "RpcAttempt",
     "RpcCallScope",
     "RpcMethod",

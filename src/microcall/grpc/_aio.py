@@ -73,7 +73,12 @@ class AsyncChannel(grpc.aio.Channel):
         return self._core.budget
 
     def _method(self, name: str, cardinality: Cardinality) -> RpcMethod:
-        return RpcMethod.parse(name, cardinality, idempotent=self.options.is_idempotent(name))
+        return RpcMethod.parse(
+            name,
+            cardinality,
+            idempotent=self.options.is_idempotent(name),
+            authority=self._core.targets.endpoints[0].address,
+        )
 
     def unary_unary(
         self,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Generator
+from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -182,9 +183,7 @@ class UnaryUnary(grpc.aio.UnaryUnaryMultiCallable[Req, Resp]):
         metadata = core.metadata(core.priority(args.priority), args.metadata)
         method = self.method
         if args.idempotent is not None and args.idempotent != method.idempotent:
-            method = RpcMethod(
-                method.full_name, method.service, method.name, method.cardinality, args.idempotent
-            )
+            method = replace(method, idempotent=args.idempotent)
         strategy = args.strategy or core.options.strategy
         if self._direct and (type(strategy) is SingleAttempt or not method.idempotent):
             return await self._direct_call(call, request, args, method, now, expires_at, metadata)

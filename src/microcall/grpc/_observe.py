@@ -20,9 +20,12 @@ back. ``attempts`` are :class:`RpcAttempt` records, refused ones included
 that ends when the stream does. Breaker state changes and ejections are
 events on the channel's ``breaker_events`` / ``ejection_events`` lists.
 
-Server side, the interceptors count into a
-:class:`~microcall.server.ServerStats` (``interceptor.stats``), which a
-metrics exporter polls.
+Metrics and tracing: :class:`~microcall.grpc.ObserverAdapter` makes any
+client observer of :mod:`microcall.observe` (``ClientMetrics``,
+``ClientTracing``) an ``RpcObserver``, so one hook interface serves both
+protocols. Server side, the interceptors count into a
+:class:`~microcall.server.ServerStats` (``interceptor.stats``) and report
+each call to ``ServerOptions.observers``.
 
 With no observers the channel skips all of this. Observers run inside the
 call: keep them cheap; an exception from one is logged and dropped.
@@ -49,7 +52,9 @@ class RpcMethod:
     """A method as a channel calls it: ``/bookstore.Recommendations/Recommend``.
 
     ``service`` and ``name`` are its two parts; ``idempotent`` says whether
-    the channel may send it more than once (retries, hedges).
+    the channel may send it more than once (retries, hedges). ``authority``
+    is the channel's first target (``host:port``), the server a metric or a
+    span names before an attempt has picked one.
     """
 
     full_name: str
@@ -57,11 +62,14 @@ class RpcMethod:
     name: str
     cardinality: Cardinality
     idempotent: bool
+    authority: str = ""
 
     @classmethod
-    def parse(cls, full_name: str, cardinality: Cardinality, *, idempotent: bool) -> RpcMethod:
+    def parse(
+        cls, full_name: str, cardinality: Cardinality, *, idempotent: bool, authority: str = ""
+    ) -> RpcMethod:
         service, _, name = full_name.lstrip("/").rpartition("/")
-        return cls(full_name, service, name, cardinality, idempotent)
+        return cls(full_name, service, name, cardinality, idempotent, authority)
 
 
 @dataclass(slots=True)

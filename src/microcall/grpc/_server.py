@@ -19,7 +19,7 @@ limiter and counters. Only the inputs and the refusals differ:
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 from urllib.parse import unquote
@@ -28,6 +28,7 @@ import grpc
 
 from microcall.grpc._core import PRIORITY_METADATA
 from microcall.grpc._status import PUSHBACK_METADATA
+from microcall.priority import Priority
 from microcall.server._admission import Admission
 from microcall.server._config import ServerOptions
 from microcall.server._gate import Gate, Refusal
@@ -50,11 +51,17 @@ MAX_CACHED_HANDLERS = 4096
 
 @dataclass(frozen=True, slots=True)
 class RpcRefusal:
-    """The status a refused call ends with, instead of running its handler."""
+    """The status a refused call ends with, instead of running its handler.
+
+    ``kind`` says why (``"expired"``, ``"shed"``, ``"malformed"``) and
+    ``priority`` at which priority, for observers to count.
+    """
 
     code: grpc.StatusCode
     details: str
     trailing_metadata: tuple[tuple[str, str], ...] = ()
+    kind: str = ""
+    priority: Priority | None = None
 
 
 class RpcGate:
@@ -69,14 +76,18 @@ class RpcGate:
         self._expired = RpcRefusal(
             grpc.StatusCode.DEADLINE_EXCEEDED,
             "deadline expired: nobody is waiting for this answer",
+            kind="expired",
         )
         self._shed = RpcRefusal(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             "overloaded: try again later or elsewhere",
             ((PUSHBACK_METADATA, pushback_ms),),
+            kind="shed",
         )
         self._malformed = RpcRefusal(
-            grpc.StatusCode.INVALID_ARGUMENT, f"malformed {PRIORITY_METADATA} metadata"
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"malformed {PRIORITY_METADATA} metadata",
+            kind="malformed",
         )
 
     @property
@@ -110,8 +121,12 @@ class RpcGate:
             # Told apart by their fixed bodies: the expired status is the
             # operator's choice and may equal another refusal's.
             if outcome.body == self._gate.expired_refusal.body:
-                return self._expired
-            return self._shed if outcome.status == 503 else self._malformed
+                refusal = self._expired
+            else:
+                refusal = self._shed if outcome.status == 503 else self._malformed
+            if outcome.priority is not None:
+                refusal = replace(refusal, priority=outcome.priority)
+            return refusal
         return outcome
 
 
@@ -141,23 +156,27 @@ def peer_address(peer: str | None) -> str | None:
 
 
 class HandlerCache:
-    """Wrapped handlers, keyed by the handler grpc found for the method."""
+    """Wrapped handlers, keyed by the method and the handler grpc found for it.
+
+    The method is part of the key because a wrapped handler reports it to the
+    observers, and a generic handler may serve several methods with one object.
+    """
 
     __slots__ = ("_wrapped",)
 
     def __init__(self) -> None:
-        self._wrapped: dict[int, tuple[object, object]] = {}
+        self._wrapped: dict[tuple[int, str], tuple[object, object]] = {}
 
-    def get(self, handler: object) -> object | None:
-        found = self._wrapped.get(id(handler))
+    def get(self, handler: object, method: str) -> object | None:
+        found = self._wrapped.get((id(handler), method))
         if found is not None and found[0] is handler:
             return found[1]
         return None
 
-    def put(self, handler: object, wrapped: object) -> None:
+    def put(self, handler: object, method: str, wrapped: object) -> None:
         if len(self._wrapped) < MAX_CACHED_HANDLERS:
             # Holding the handler keeps its id from being reused by another.
-            self._wrapped[id(handler)] = (handler, wrapped)
+            self._wrapped[(id(handler), method)] = (handler, wrapped)
 
 
 def exempt_names(given: Collection[str]) -> frozenset[str]:

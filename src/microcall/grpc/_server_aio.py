@@ -45,6 +45,8 @@ from microcall.grpc._server import (
     is_exempt,
     route_timeout,
 )
+from microcall.grpc._server_observe import finish, start_watch, unknown_method
+from microcall.observe._serverwatch import ServerWatch
 from microcall.server._admission import Admission
 from microcall.server._cancel import DeadlineCancelled, within_deadline
 from microcall.server._config import ServerOptions
@@ -78,6 +80,7 @@ class AsyncServerInterceptor(grpc.aio.ServerInterceptor):
         self._cancel = self._gate.options.cancel_on_deadline
         self._cache = HandlerCache()
         self._exempt = exempt_names(exempt)
+        self._observers = self._gate.options.observers
 
     @property
     def stats(self) -> ServerStats:
@@ -93,12 +96,15 @@ class AsyncServerInterceptor(grpc.aio.ServerInterceptor):
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
-        if handler is None or is_exempt(self._exempt, handler_call_details.method):
+        method = handler_call_details.method
+        if handler is None or is_exempt(self._exempt, method):
+            if handler is None and self._observers:
+                unknown_method(self._observers, method, handler_call_details.invocation_metadata)
             return handler
-        wrapped = self._cache.get(handler)
+        wrapped = self._cache.get(handler, method)
         if wrapped is None:
-            wrapped = self._wrap(handler, handler_call_details.method)
-            self._cache.put(handler, wrapped)
+            wrapped = self._wrap(handler, method)
+            self._cache.put(handler, method, wrapped)
         return wrapped  # type: ignore[return-value]
 
     def _wrap(self, handler: Any, method: str) -> Any:
@@ -112,8 +118,12 @@ class AsyncServerInterceptor(grpc.aio.ServerInterceptor):
             behavior, make = handler.stream_stream, grpc.stream_stream_rpc_method_handler
         if inspect.isasyncgenfunction(behavior):
             protected: Any = self._stream_of(behavior)
+            if self._observers:
+                protected = self._observed_stream(protected, method)
         elif inspect.iscoroutinefunction(behavior):
             protected = self._coroutine_of(behavior)
+            if self._observers:
+                protected = self._observed_coroutine(protected, method)
         else:
             log.warning("%s has a blocking handler on a grpc.aio server: not protected", method)
             return handler
@@ -128,10 +138,14 @@ class AsyncServerInterceptor(grpc.aio.ServerInterceptor):
         own_timeout = route_timeout(behavior)
         cancel = self._cancel
 
-        async def protected(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        async def protected(
+            request: Any,
+            context: grpc.aio.ServicerContext[Any, Any],
+            watch: ServerWatch | None = None,
+        ) -> Any:
             admission = gate.admit(context, own_timeout)
             if isinstance(admission, RpcRefusal):
-                await _refuse(context, admission)
+                await _refuse(context, admission, watch)
             admission.enter()
             try:
                 if cancel:
@@ -157,11 +171,13 @@ class AsyncServerInterceptor(grpc.aio.ServerInterceptor):
         own_timeout = route_timeout(behavior)
 
         async def protected(
-            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+            request: Any,
+            context: grpc.aio.ServicerContext[Any, Any],
+            watch: ServerWatch | None = None,
         ) -> AsyncIterator[Any]:
             admission = gate.admit(context, own_timeout)
             if isinstance(admission, RpcRefusal):
-                await _refuse(context, admission)
+                await _refuse(context, admission, watch)
             admission.enter()
             try:
                 async for message in behavior(request, context):
@@ -175,8 +191,51 @@ class AsyncServerInterceptor(grpc.aio.ServerInterceptor):
 
         return protected
 
+    def _observed_coroutine(
+        self, protected: Callable[..., Awaitable[Any]], method: str
+    ) -> Callable[..., Any]:
+        observers = self._observers
 
-async def _refuse(context: grpc.aio.ServicerContext[Any, Any], refusal: RpcRefusal) -> NoReturn:
+        async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            # Made here, in the handler's task: a tracer's span is current for the handler.
+            watch = start_watch(observers, method, context.invocation_metadata())
+            try:
+                result = await protected(request, context, watch)
+            except BaseException as error:
+                finish(watch, method, context, error)
+                raise
+            finish(watch, method, context, None)
+            return result
+
+        return observed
+
+    def _observed_stream(
+        self, protected: Callable[..., AsyncIterator[Any]], method: str
+    ) -> Callable[..., Any]:
+        observers = self._observers
+
+        async def observed(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            watch = start_watch(observers, method, context.invocation_metadata())
+            try:
+                async for message in protected(request, context, watch):
+                    yield message
+            except BaseException as error:
+                finish(watch, method, context, error)
+                raise
+            finish(watch, method, context, None)
+
+        return observed
+
+
+async def _refuse(
+    context: grpc.aio.ServicerContext[Any, Any],
+    refusal: RpcRefusal,
+    watch: ServerWatch | None = None,
+) -> NoReturn:
+    if watch is not None and refusal.kind:
+        watch.refused(refusal.kind, refusal.priority)
     await context.abort(refusal.code, refusal.details, refusal.trailing_metadata)
 
 

@@ -32,6 +32,8 @@ from microcall.grpc._server import (
     is_exempt,
     route_timeout,
 )
+from microcall.grpc._server_observe import finish, start_watch, unknown_method
+from microcall.observe._serverwatch import ServerWatch
 from microcall.server._config import ServerOptions
 from microcall.server._stats import ServerStats
 from microcall.server.shedding import PriorityLimiter
@@ -62,6 +64,7 @@ class ServerInterceptor(grpc.ServerInterceptor):
         self._gate = RpcGate(options, stats)
         self._cache = HandlerCache()
         self._exempt = exempt_names(exempt)
+        self._observers = self._gate.options.observers
 
     @property
     def stats(self) -> ServerStats:
@@ -77,15 +80,18 @@ class ServerInterceptor(grpc.ServerInterceptor):
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(handler_call_details)
-        if handler is None or is_exempt(self._exempt, handler_call_details.method):
+        method = handler_call_details.method
+        if handler is None or is_exempt(self._exempt, method):
+            if handler is None and self._observers:
+                unknown_method(self._observers, method, handler_call_details.invocation_metadata)
             return handler
-        wrapped = self._cache.get(handler)
+        wrapped = self._cache.get(handler, method)
         if wrapped is None:
-            wrapped = self._wrap(handler)
-            self._cache.put(handler, wrapped)
+            wrapped = self._wrap(handler, method)
+            self._cache.put(handler, method, wrapped)
         return wrapped  # type: ignore[return-value]
 
-    def _wrap(self, handler: Any) -> Any:
+    def _wrap(self, handler: Any, method: str) -> Any:
         if handler.unary_unary is not None:
             behavior, make = handler.unary_unary, grpc.unary_unary_rpc_method_handler
         elif handler.unary_stream is not None:
@@ -96,6 +102,9 @@ class ServerInterceptor(grpc.ServerInterceptor):
             behavior, make = handler.stream_stream, grpc.stream_stream_rpc_method_handler
         streaming = handler.response_streaming
         protected = self._stream_of(behavior) if streaming else self._call_of(behavior)
+        if self._observers:
+            observe = self._observed_stream if streaming else self._observed_call
+            protected = observe(protected, method)
         return make(
             protected,
             request_deserializer=handler.request_deserializer,
@@ -106,10 +115,12 @@ class ServerInterceptor(grpc.ServerInterceptor):
         gate = self._gate
         own_timeout = route_timeout(behavior)
 
-        def protected(request: Any, context: grpc.ServicerContext) -> Any:
+        def protected(
+            request: Any, context: grpc.ServicerContext, watch: ServerWatch | None = None
+        ) -> Any:
             admission = gate.admit(context, own_timeout)
             if isinstance(admission, RpcRefusal):
-                _refuse(context, admission)
+                _refuse(context, admission, watch)
             admission.enter()
             try:
                 result = behavior(request, context)
@@ -127,10 +138,12 @@ class ServerInterceptor(grpc.ServerInterceptor):
         gate = self._gate
         own_timeout = route_timeout(behavior)
 
-        def protected(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        def protected(
+            request: Any, context: grpc.ServicerContext, watch: ServerWatch | None = None
+        ) -> Iterator[Any]:
             admission = gate.admit(context, own_timeout)
             if isinstance(admission, RpcRefusal):
-                _refuse(context, admission)
+                _refuse(context, admission, watch)
             admission.enter()
             try:
                 produced = behavior(request, context)
@@ -147,8 +160,44 @@ class ServerInterceptor(grpc.ServerInterceptor):
 
         return protected
 
+    def _observed_call(self, protected: Callable[..., Any], method: str) -> Callable[..., Any]:
+        observers = self._observers
 
-def _refuse(context: grpc.ServicerContext, refusal: RpcRefusal) -> NoReturn:
+        def observed(request: Any, context: grpc.ServicerContext) -> Any:
+            # Made here, in the worker thread: a tracer's span is current for the handler.
+            watch = start_watch(observers, method, context.invocation_metadata())
+            try:
+                result = protected(request, context, watch)
+            except BaseException as error:
+                finish(watch, method, context, error)
+                raise
+            finish(watch, method, context, None)
+            return result
+
+        return observed
+
+    def _observed_stream(
+        self, protected: Callable[..., Iterator[Any]], method: str
+    ) -> Callable[..., Iterator[Any]]:
+        observers = self._observers
+
+        def observed(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            watch = start_watch(observers, method, context.invocation_metadata())
+            try:
+                yield from protected(request, context, watch)
+            except BaseException as error:
+                finish(watch, method, context, error)
+                raise
+            finish(watch, method, context, None)
+
+        return observed
+
+
+def _refuse(
+    context: grpc.ServicerContext, refusal: RpcRefusal, watch: ServerWatch | None = None
+) -> NoReturn:
+    if watch is not None and refusal.kind:
+        watch.refused(refusal.kind, refusal.priority)
     if refusal.trailing_metadata:
         context.set_trailing_metadata(refusal.trailing_metadata)
     context.abort(refusal.code, refusal.details)

@@ -23,6 +23,7 @@ import queue
 import time
 from collections.abc import Callable, Sequence
 from concurrent import futures
+from dataclasses import replace
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -86,7 +87,12 @@ class Channel(grpc.Channel):
         return self._core.budget
 
     def _method(self, name: str, cardinality: Cardinality) -> RpcMethod:
-        return RpcMethod.parse(name, cardinality, idempotent=self.options.is_idempotent(name))
+        return RpcMethod.parse(
+            name,
+            cardinality,
+            idempotent=self.options.is_idempotent(name),
+            authority=self._core.targets.endpoints[0].address,
+        )
 
     def _callables(
         self,
@@ -330,9 +336,7 @@ class BlockingUnaryUnary(_UnaryBase[Req, Resp]):
         pairs = core.metadata(core.priority(priority), metadata)
         method = self.method
         if idempotent is not None and idempotent != method.idempotent:
-            method = RpcMethod(
-                method.full_name, method.service, method.name, method.cardinality, idempotent
-            )
+            method = replace(method, idempotent=idempotent)
         chosen = strategy or core.options.strategy
         if self._direct and (type(chosen) is SingleAttempt or not method.idempotent):
             remaining = expires_at - now

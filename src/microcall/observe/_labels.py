@@ -77,3 +77,56 @@ def split_rpc_method(full_name: str | None) -> tuple[str, str]:
     if not service or not method:
         return OTHER, OTHER
     return service, method
+
+
+# grpc.StatusCode by name, so the observers need not import grpc to number a status.
+GRPC_CODE_NUMBERS: Final = {
+    name: number
+    for number, name in enumerate(
+        (
+            "OK",
+            "CANCELLED",
+            "UNKNOWN",
+            "INVALID_ARGUMENT",
+            "DEADLINE_EXCEEDED",
+            "NOT_FOUND",
+            "ALREADY_EXISTS",
+            "PERMISSION_DENIED",
+            "RESOURCE_EXHAUSTED",
+            "FAILED_PRECONDITION",
+            "ABORTED",
+            "OUT_OF_RANGE",
+            "UNIMPLEMENTED",
+            "INTERNAL",
+            "UNAVAILABLE",
+            "DATA_LOSS",
+            "UNAUTHENTICATED",
+        )
+    )
+}
+
+# What a client call that ended without a status from the server counts as:
+# its deadline passed (DEADLINE_EXCEEDED), or its caller gave up (CANCELLED).
+_CLIENT_CODES: Final = {
+    "DeadlineExceeded": 4,
+    "AttemptTimeout": 4,
+    "CancelledError": 1,
+}
+
+
+def grpc_code_of(error: BaseException | None) -> int | None:
+    """The numeric gRPC status a failed client call ended with, None when it has none.
+
+    A ``GrpcStatusError`` keeps the server's ``code``; an expired deadline is
+    DEADLINE_EXCEEDED and a cancelled call CANCELLED, as gRPC reports them.
+    """
+    if error is None:
+        return None
+    value = getattr(getattr(error, "code", None), "value", None)  # grpc.StatusCode: (n, name)
+    if isinstance(value, tuple) and value and isinstance(value[0], int):
+        return value[0]
+    for cls in type(error).__mro__:
+        code = _CLIENT_CODES.get(cls.__name__)
+        if code is not None:
+            return code
+    return None

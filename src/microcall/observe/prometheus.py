@@ -63,9 +63,11 @@ from microcall._response import Response
 from microcall.errors import ConfigurationError, UsageError
 from microcall.observe._buckets import DURATION_BUCKETS
 from microcall.observe._labels import (
+    GRPC_CODE_NUMBERS,
     GRPC_SCHEMES,
     OTHER,
     client_error_type,
+    grpc_code_of,
     grpc_status_label,
     method_label,
     route_label,
@@ -91,6 +93,11 @@ _REFUSALS: Final = {
     "hedge budget empty": "hedge_budget",
     "CircuitOpen": "circuit_open",
 }
+
+
+# A client names the gRPC methods it calls in code, but a generic proxy may
+# forward whatever names arrive: past this many, new methods count as _OTHER.
+MAX_RPC_METHODS: Final = 1000
 
 
 def _register(build: Callable[[], Any]) -> Any:
@@ -197,6 +204,7 @@ class ClientMetrics:
             self.rpc_duration,
         ) = _register(families)
         self._targets: dict[tuple[object, ...], _Target] = {}
+        self._rpc_paths: set[str] = set()
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ the observer
@@ -213,21 +221,36 @@ class ClientMetrics:
             key = (method_label(request.method), scheme, host, url.port, relative)
         else:
             key = (method_label(request.method), scheme)
+        rpc_path = None
         if scheme in GRPC_SCHEMES:
-            key = (*key, url.raw_path)
+            rpc_path = self._rpc_path(url.raw_path)
+            key = (*key, rpc_path)
         target = self._targets.get(key)
         if target is None:
-            target = self._target(key, request, relative or host in self._known_hosts)
+            target = self._target(key, request, relative or host in self._known_hosts, rpc_path)
         target.active.inc()
         return _CallMetrics(target, time.perf_counter())
 
-    def _target(self, key: tuple[object, ...], request: Request, known: bool) -> _Target:
+    def _rpc_path(self, path: str) -> str:
+        """``path`` (``/package.Service/Method``) while few methods are known, then ``""``."""
+        paths = self._rpc_paths
+        if path in paths:
+            return path
+        with self._lock:
+            if len(paths) < MAX_RPC_METHODS:
+                paths.add(path)
+                return path
+        return ""  # labelled _OTHER
+
+    def _target(
+        self, key: tuple[object, ...], request: Request, known: bool, rpc_path: str | None
+    ) -> _Target:
         url = request.url
         if known:
             address, port = url.raw_host or "", "" if url.port is None else str(url.port)
         else:
             address, port = OTHER, ""
-        rpc = split_rpc_method(url.raw_path) if url.scheme in GRPC_SCHEMES else None
+        rpc = None if rpc_path is None else split_rpc_method(rpc_path)
         target = _Target(
             self, (method_label(request.method), address, port), request.path is not None, rpc
         )
@@ -400,17 +423,14 @@ def _attempt_error(attempt: Attempt) -> str:
         # "ConnectError: connection refused ..." -> "ConnectError"
         name = attempt.error.partition(":")[0]
         return name if name.isidentifier() else OTHER
+    code = getattr(attempt, "code", None)  # a gRPC attempt's status name
+    if code is not None and code != "OK":
+        return code if code in GRPC_CODE_NUMBERS else OTHER
     return client_error_type(attempt.status, None)
 
 
 def _grpc_code(error: BaseException | None, status: int | None) -> int | None:
-    code = getattr(error, "code", None)
-    value = getattr(code, "value", None)  # grpc.StatusCode: (number, name)
-    if isinstance(value, tuple) and value and isinstance(value[0], int):
-        return value[0]
-    if error is not None:
-        return None
-    return status
+    return status if error is None else grpc_code_of(error)
 
 
 def _replicas_of(client: object) -> Any:

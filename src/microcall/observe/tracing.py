@@ -45,7 +45,14 @@ from microcall import __version__
 from microcall._attempt import Attempt, AttemptKind
 from microcall._request import Request
 from microcall._response import Response
-from microcall.observe._labels import GRPC_SCHEMES, KNOWN_METHODS, OTHER, split_rpc_method
+from microcall.observe._labels import (
+    GRPC_CODE_NUMBERS,
+    GRPC_SCHEMES,
+    KNOWN_METHODS,
+    OTHER,
+    grpc_code_of,
+    split_rpc_method,
+)
 from microcall.observe._redact import safe_path, safe_url
 from microcall.observe.hooks import HeaderLookup, InboundRequest, ServerResult
 
@@ -111,16 +118,17 @@ class ClientTracing:
             kind=SpanKind.CLIENT,
             attributes=attributes,
         )
-        return _CallSpan(self._tracer, span, method_name)
+        return _CallSpan(self._tracer, span, method_name, url.scheme in GRPC_SCHEMES)
 
 
 class _CallSpan:
-    __slots__ = ("_context", "_method", "_span", "_tracer")
+    __slots__ = ("_context", "_method", "_rpc", "_span", "_tracer")
 
-    def __init__(self, tracer: Tracer, span: Span, method: str) -> None:
+    def __init__(self, tracer: Tracer, span: Span, method: str, rpc: bool) -> None:
         self._tracer = tracer
         self._span = span
         self._method = method
+        self._rpc = rpc
         self._context: Context | None = None
 
     def attempt_started(
@@ -132,8 +140,9 @@ class _CallSpan:
         attributes: dict[str, AttributeValue] = {
             "server.address": url.raw_host or "",
             "server.port": url.port or 0,
-            "url.full": safe_url(url),
         }
+        if not self._rpc:
+            attributes["url.full"] = safe_url(url)
         if index:
             # Every attribute costs the SDK a validation: the common first
             # attempt carries only what the conventions require.
@@ -161,7 +170,14 @@ class _CallSpan:
         span = self._span
         if span.is_recording():
             attributes: dict[str, AttributeValue] = {}
-            if response is not None:
+            if self._rpc:
+                _rpc_status(
+                    span,
+                    response.status_code if response is not None else grpc_code_of(error),
+                    error,
+                    attributes,
+                )
+            elif response is not None:
                 _status(span, response.status_code, attributes)
             elif error is not None:
                 attributes["error.type"] = type(error).__name__
@@ -191,8 +207,11 @@ class _AttemptSpan:
         span = self._span
         if span.is_recording():
             attributes: dict[str, AttributeValue] = {}
+            code = getattr(attempt, "code", None)  # a gRPC attempt's status name
             if attempt.cancelled:
                 attributes["microcall.attempt.cancelled"] = True
+            elif code is not None:
+                _rpc_status(span, GRPC_CODE_NUMBERS.get(code), None, attributes)
             elif attempt.status is not None:
                 _status(span, attempt.status, attributes)
             elif attempt.error is not None:
@@ -202,6 +221,23 @@ class _AttemptSpan:
                 span.set_status(StatusCode.ERROR, name)
             span.set_attributes(attributes)
         span.end()
+
+
+def _rpc_status(
+    span: Span,
+    code: int | None,
+    error: BaseException | None,
+    attributes: dict[str, AttributeValue],
+) -> None:
+    # A client span fails on every status but OK (OpenTelemetry's RPC conventions).
+    if code is not None:
+        attributes["rpc.grpc.status_code"] = code
+    if error is not None:
+        attributes["error.type"] = type(error).__name__
+        span.set_status(StatusCode.ERROR, type(error).__name__)
+    elif code:
+        attributes["error.type"] = str(code)
+        span.set_status(StatusCode.ERROR)
 
 
 def _status(span: Span, status: int, attributes: dict[str, AttributeValue]) -> None:
