@@ -28,7 +28,16 @@ from bench._machine import (
 )
 
 # Run in this order; each is a module of this package with ``run(env) -> str``.
-BENCHMARKS: tuple[str, ...] = ("http_clients", "observability", "grpc_clients", "shedding", "cache")
+BENCHMARKS: tuple[str, ...] = (
+    "http_clients",
+    "observability",
+    "tail",
+    "replicas",
+    "budget",
+    "grpc_clients",
+    "shedding",
+    "cache",
+)
 
 DEFAULT_OUTPUT = ROOT / "docs" / "benchmarks.md"
 

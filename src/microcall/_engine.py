@@ -219,6 +219,7 @@ class Engine:
         outcomes: list[Response | CallError | None] = []
         records: list[Attempt | None] = []
         refusal: CallError | None = None
+        failed: list[Endpoint] = []  # a retry goes elsewhere when it can
         concluded = False
         try:
             while True:
@@ -229,7 +230,7 @@ class Engine:
                     refused = self._admit(action.kind, learner, moment)
                     endpoint = None
                     if refused is None and routed:
-                        endpoint, circuit_open = self._pick(request, running, moment)
+                        endpoint, circuit_open = self._pick(request, running, failed, moment)
                         if circuit_open is not None:
                             refusal, refused = circuit_open, REFUSED_CIRCUIT_OPEN
                     if refused is not None:
@@ -281,6 +282,8 @@ class Engine:
                     finished = now()
                     verdict, retry_after = self._judge(outcome)
                     self._report(request, attempt, outcome, verdict, finished, learner)
+                    if verdict is not Verdict.ACCEPT and attempt.endpoint is not None:
+                        failed.append(attempt.endpoint)
                     record = self._record(
                         attempt.index,
                         attempt.kind,
@@ -372,12 +375,18 @@ class Engine:
         return None
 
     def _pick(
-        self, request: Request, running: dict[asyncio.Task[Response], _Running], now: float
+        self,
+        request: Request,
+        running: dict[asyncio.Task[Response], _Running],
+        failed: list[Endpoint],
+        now: float,
     ) -> tuple[Endpoint | None, CallError | None]:
+        """The endpoint for the next attempt: not one this call is waiting on or saw fail."""
         replicas = self.replicas
         assert replicas is not None
-        busy = [attempt.endpoint for attempt in running.values() if attempt.endpoint is not None]
-        endpoint = replicas.pick(now, busy)
+        avoid = [attempt.endpoint for attempt in running.values() if attempt.endpoint is not None]
+        avoid.extend(failed)
+        endpoint = replicas.pick(now, avoid)
         breaker = endpoint.breaker
         if breaker is not None and not breaker.allow(now):
             return None, CircuitOpen(

@@ -383,7 +383,7 @@ def hedged(
     delay: Seconds | None = None,
     *,
     max_extra_load: float | None = None,
-    attempts: int = 2,
+    attempts: int | None = None,
     attempt_timeout: Seconds | None = None,
     linger: Seconds = DEFAULT_LINGER,
 ) -> Hedged:
@@ -393,6 +393,11 @@ def hedged(
     (default 5%: the p95) of recent successful attempts on the route, so
     hedges add about that much load and a budget caps them there.
     ``hedged(0.02)`` uses a fixed 20 ms instead.
+
+    ``attempts`` defaults to 3 with a learned delay (a hedge that lands in
+    the slow tail too gets a third chance, while the hedge budget still caps
+    the extra load) and to 2 with a fixed one (nothing caps it but the
+    client's retry budget).
 
     >>> hedged(0.02, attempts=3).delay     # copies at 0, 20 and 40 ms
     0.02
@@ -408,6 +413,8 @@ def hedged(
             max_extra_load=DEFAULT_MAX_EXTRA_LOAD if max_extra_load is None else max_extra_load
         )
     )
+    if attempts is None:
+        attempts = 2 if learned is None else 3
     return Hedged(
         attempts=attempts,
         delay=DEFAULT_HEDGE_DELAY if delay is None else to_seconds(delay, name="hedge delay"),
