@@ -132,6 +132,12 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
                 f"cache must be a microcall.cache.ResponseCache or None, got {cache!r}"
             )
         self._cache = cache
+        if self._cache is not None:
+            # Observers that count cache answers subscribe to the client's cache.
+            for observer in self._engine.observers:
+                answered = getattr(observer, "cache_answered", None)
+                if callable(answered) and answered not in self._cache.events:
+                    self._cache.events.append(answered)
         self._closed = False
 
     @property

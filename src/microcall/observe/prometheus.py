@@ -27,6 +27,8 @@ conventions export them to Prometheus; ``microcall_*`` ones are microcall's)::
     microcall_client_breaker_state            1 for an endpoint's current state, 0 for the others
     microcall_client_breaker_transitions_total   state changes, by the state entered
     microcall_client_ejections_total          outlier ejections
+    microcall_client_cache_lookups_total      cacheable calls by how the cache answered
+                                              (http_request_method, status: hit, miss, ...)
     rpc_client_call_duration_seconds          gRPC calls (rpc_system rpc_service rpc_method
                                               rpc_grpc_status_code server_address server_port
                                               error_type)
@@ -60,6 +62,7 @@ from yarl import URL
 from microcall._attempt import Attempt, AttemptKind
 from microcall._request import Request
 from microcall._response import Response
+from microcall.cache._stats import CacheEvent
 from microcall.errors import ConfigurationError, UsageError
 from microcall.observe._buckets import DURATION_BUCKETS
 from microcall.observe._labels import (
@@ -190,6 +193,13 @@ class ClientMetrics:
                     registry=registry,
                     buckets=buckets,
                 ),
+                Counter(
+                    "microcall_client_cache_lookups",
+                    "Cacheable calls, by how the response cache answered them "
+                    "(hit, miss, revalidated, stale, coalesced).",
+                    ("http_request_method", "status"),
+                    registry=registry,
+                ),
             )
 
         (
@@ -202,6 +212,7 @@ class ClientMetrics:
             self.breaker_transitions,
             self.ejections,
             self.rpc_duration,
+            self.cache_lookups,
         ) = _register(families)
         self._targets: dict[tuple[object, ...], _Target] = {}
         self._rpc_paths: set[str] = set()
@@ -286,6 +297,13 @@ class ClientMetrics:
     def ejected(self, event: Ejection) -> None:
         """An ejection listener: count ``event``."""
         self.ejections.labels(*host_port(event.endpoint)).inc()
+
+    def cache_answered(self, event: CacheEvent) -> None:
+        """A response-cache listener: count how a cacheable call was answered.
+
+        A client made with ``cache=`` and this observer subscribes it by itself.
+        """
+        self.cache_lookups.labels(method_label(event.method), str(event.status)).inc()
 
     def _set_breaker_state(self, endpoint: tuple[str, str], state: BreakerState) -> None:
         for each in BreakerState:
