@@ -547,3 +547,15 @@ async def test_verbs_send_their_method() -> None:
             assert response.request.method == verb.upper()
         await client.request("purge", "/thing")
     assert transport.sent[-1].request.method == "PURGE"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"budget": "20%"}, {"observers": [object()]}],
+    ids=["budget", "observers"],
+)
+def test_bad_resilience_and_observer_options_are_refused_at_construction(
+    options: dict[str, object],
+) -> None:
+    with pytest.raises(ConfigurationError):
+        AsyncClient("http://svc", **options)  # type: ignore[arg-type]

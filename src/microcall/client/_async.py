@@ -109,6 +109,16 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             )
         )
         budget = options.get("budget", RetryBudgetConfig())
+        if budget is not None and not isinstance(budget, (RetryBudgetConfig, RetryBudget)):
+            raise ConfigurationError(
+                f"budget must be a RetryBudgetConfig, a RetryBudget or None, got {budget!r}"
+            )
+        observers = tuple(options.get("observers", ()))
+        for observer in observers:
+            if not callable(getattr(observer, "call_started", None)):
+                raise ConfigurationError(
+                    f"observers must implement microcall.observe.Observer, got {observer!r}"
+                )
         self._engine = Engine(
             transport,
             classifier=classifier,
@@ -116,7 +126,7 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             budget=RetryBudget(budget) if isinstance(budget, RetryBudgetConfig) else budget,
             now=self._now,
             floor=floor,
-            observers=options.get("observers", ()),
+            observers=observers,
         )
         if replicas is not None:
             # Observers that follow breakers and ejections subscribe to this
