@@ -27,14 +27,12 @@ import grpc.aio
 
 from microcall.grpc._aio_streams import StreamingCallable
 from microcall.grpc._aio_unary import UnaryUnary
-from microcall.grpc._core import ChannelCore
-from microcall.grpc._observe import Cardinality, RpcMethod, RpcObserver
+from microcall.grpc._channel import ChannelBase, Deserializer, Serializer
+from microcall.grpc._observe import Cardinality, RpcObserver
 from microcall.grpc._options import ChannelOptions
-from microcall.grpc._targets import Targets
-from microcall.policy.budget import RetryBudget
 
 
-class AsyncChannel(grpc.aio.Channel):
+class AsyncChannel(ChannelBase[grpc.aio.Channel, StreamingCallable], grpc.aio.Channel):  # type: ignore[misc]  # our stream callables stand in for grpc's
     """A grpc.aio channel to one or more targets, for generated stubs: see the module doc.
 
     ``channel_factory(target)`` makes the grpc.aio channel of each target
@@ -50,35 +48,11 @@ class AsyncChannel(grpc.aio.Channel):
         observers: Sequence[RpcObserver] = (),
         channel_factory: Callable[[str], grpc.aio.Channel] | None = None,
     ) -> None:
-        self.options = options = options or ChannelOptions()
-        factory = channel_factory or partial(_new_channel, options)
+        chosen = options or ChannelOptions()
+        super().__init__(
+            targets, chosen, observers, channel_factory or partial(_new_channel, chosen)
+        )
         self._own_channels = channel_factory is None
-        group = Targets(
-            [targets] if isinstance(targets, str) else list(targets),
-            factory,
-            balancer=options.balancer,
-            breaker=options.breaker,
-            ejection=options.ejection,
-        )
-        self._core = ChannelCore(options, group, observers)
-
-    @property
-    def targets(self) -> Targets[grpc.aio.Channel]:
-        """The targets: balancer, breakers and ejection state, and their grpc channels."""
-        return self._core.targets
-
-    @property
-    def budget(self) -> RetryBudget | None:
-        """The retry budget shared by this channel's calls (None when disabled)."""
-        return self._core.budget
-
-    def _method(self, name: str, cardinality: Cardinality) -> RpcMethod:
-        return RpcMethod.parse(
-            name,
-            cardinality,
-            idempotent=self.options.is_idempotent(name),
-            authority=self._core.targets.endpoints[0].address,
-        )
 
     def unary_unary(
         self,
@@ -87,16 +61,9 @@ class AsyncChannel(grpc.aio.Channel):
         response_deserializer: Callable[[bytes], Any] | None = None,
         _registered_method: bool | None = False,
     ) -> UnaryUnary[Any, Any]:
-        callables = [
-            _callable(
-                channel.unary_unary,
-                method,
-                request_serializer,
-                response_deserializer,
-                _registered_method,
-            )
-            for channel in self._core.targets.channels
-        ]
+        callables = self._callables(
+            "unary_unary", method, request_serializer, response_deserializer, _registered_method
+        )
         return UnaryUnary(
             self._core,
             self._method(method, "unary_unary"),
@@ -104,57 +71,17 @@ class AsyncChannel(grpc.aio.Channel):
             shared_metadata=self._own_channels,
         )
 
-    def unary_stream(  # type: ignore[override]
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> StreamingCallable:
-        return self._streaming(
-            "unary_stream", method, request_serializer, response_deserializer, _registered_method
-        )
-
-    def stream_unary(  # type: ignore[override]
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> StreamingCallable:
-        return self._streaming(
-            "stream_unary", method, request_serializer, response_deserializer, _registered_method
-        )
-
-    def stream_stream(  # type: ignore[override]
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> StreamingCallable:
-        return self._streaming(
-            "stream_stream", method, request_serializer, response_deserializer, _registered_method
-        )
-
     def _streaming(
         self,
         cardinality: Cardinality,
         method: str,
-        request_serializer: Callable[[Any], bytes] | None,
-        response_deserializer: Callable[[bytes], Any] | None,
+        request_serializer: Serializer,
+        response_deserializer: Deserializer,
         registered: bool | None,
     ) -> StreamingCallable:
-        callables = [
-            _callable(
-                getattr(channel, cardinality),
-                method,
-                request_serializer,
-                response_deserializer,
-                registered,
-            )
-            for channel in self._core.targets.channels
-        ]
+        callables = self._callables(
+            cardinality, method, request_serializer, response_deserializer, registered
+        )
         return StreamingCallable(self._core, self._method(method, cardinality), callables)
 
     async def close(self, grace: float | None = None) -> None:
@@ -219,15 +146,3 @@ def _new_channel(options: ChannelOptions, target: str) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(
         target, options.credentials, options=options.grpc_options, compression=options.compression
     )
-
-
-def _callable(
-    factory: Callable[..., Any],
-    method: str,
-    request_serializer: Callable[[Any], bytes] | None,
-    response_deserializer: Callable[[bytes], Any] | None,
-    registered: bool | None,
-) -> Any:
-    # _registered_method lets grpc skip a method-name lookup per call; the
-    # typing stubs do not know it yet.
-    return factory(method, request_serializer, response_deserializer, _registered_method=registered)

@@ -27,6 +27,7 @@ from urllib.parse import unquote
 import grpc
 
 from microcall.grpc._core import PRIORITY_METADATA
+from microcall.grpc._server_observe import unknown_method
 from microcall.grpc._status import PUSHBACK_METADATA
 from microcall.priority import Priority
 from microcall.server._admission import Admission
@@ -188,3 +189,61 @@ def exempt_names(given: Collection[str]) -> frozenset[str]:
 def is_exempt(exempt: frozenset[str], method: str) -> bool:
     name = method.lstrip("/")
     return name in exempt or name.rpartition("/")[0] in exempt
+
+
+def behavior_of(handler: Any) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """The handler's function and the grpc factory that makes a handler of the same kind."""
+    if handler.unary_unary is not None:
+        return handler.unary_unary, grpc.unary_unary_rpc_method_handler
+    if handler.unary_stream is not None:
+        return handler.unary_stream, grpc.unary_stream_rpc_method_handler
+    if handler.stream_unary is not None:
+        return handler.stream_unary, grpc.stream_unary_rpc_method_handler
+    return handler.stream_stream, grpc.stream_stream_rpc_method_handler
+
+
+class InterceptorBase:
+    """What the grpc.aio and the blocking interceptor share: gate, cache, exemptions.
+
+    A subclass's ``intercept_service`` asks grpc for the handler (awaiting or
+    not) and hands it to :meth:`_protected`; :meth:`_wrap` builds the
+    protected handler, once per handler and method.
+    """
+
+    def __init__(
+        self,
+        options: ServerOptions | None,
+        stats: ServerStats | None,
+        exempt: Collection[str],
+    ) -> None:
+        self._gate = RpcGate(options, stats)
+        self._cache = HandlerCache()
+        self._exempt = exempt_names(exempt)
+        self._observers = self._gate.options.observers
+
+    @property
+    def stats(self) -> ServerStats:
+        """What this interceptor has admitted, refused and ignored (and, on grpc.aio, cancelled)."""
+        return self._gate.stats
+
+    @property
+    def limiter(self) -> PriorityLimiter | None:
+        """The live concurrency limiter (None without shedding)."""
+        return self._gate.limiter
+
+    def _protected(
+        self, handler: grpc.RpcMethodHandler[Any, Any] | None, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        method = details.method
+        if handler is None or is_exempt(self._exempt, method):
+            if handler is None and self._observers:
+                unknown_method(self._observers, method, details.invocation_metadata)
+            return handler
+        wrapped = self._cache.get(handler, method)
+        if wrapped is None:
+            wrapped = self._wrap(handler, method)
+            self._cache.put(handler, method, wrapped)
+        return wrapped  # type: ignore[return-value]
+
+    def _wrap(self, handler: Any, method: str) -> Any:
+        raise NotImplementedError

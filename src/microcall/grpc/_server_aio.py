@@ -38,20 +38,18 @@ import grpc.aio
 
 from microcall.grpc._server import (
     DEFAULT_EXEMPT,
-    HandlerCache,
+    InterceptorBase,
     RpcGate,
     RpcRefusal,
-    exempt_names,
-    is_exempt,
+    behavior_of,
     route_timeout,
 )
-from microcall.grpc._server_observe import finish, start_watch, unknown_method
+from microcall.grpc._server_observe import finish, start_watch
 from microcall.observe._serverwatch import ServerWatch
 from microcall.server._admission import Admission
 from microcall.server._cancel import DeadlineCancelled, within_deadline
 from microcall.server._config import ServerOptions
 from microcall.server._stats import ServerStats
-from microcall.server.shedding import PriorityLimiter
 
 log = logging.getLogger("microcall")
 
@@ -61,7 +59,7 @@ if TYPE_CHECKING:  # grpcio's classes are generic only in its typing stubs
     ]
 
 
-class AsyncServerInterceptor(grpc.aio.ServerInterceptor):
+class AsyncServerInterceptor(InterceptorBase, grpc.aio.ServerInterceptor):
     """A grpc.aio server interceptor (``grpc.aio.server(interceptors=[...])``).
 
     One instance per server: it owns the concurrency limit and the stats. Methods and
@@ -76,46 +74,16 @@ class AsyncServerInterceptor(grpc.aio.ServerInterceptor):
         stats: ServerStats | None = None,
         exempt: Collection[str] = DEFAULT_EXEMPT,
     ) -> None:
-        self._gate = RpcGate(options, stats)
+        super().__init__(options, stats, exempt)
         self._cancel = self._gate.options.cancel_on_deadline
-        self._cache = HandlerCache()
-        self._exempt = exempt_names(exempt)
-        self._observers = self._gate.options.observers
-
-    @property
-    def stats(self) -> ServerStats:
-        """What this interceptor has admitted, refused, ignored and cancelled."""
-        return self._gate.stats
-
-    @property
-    def limiter(self) -> PriorityLimiter | None:
-        """The live concurrency limiter (None without shedding)."""
-        return self._gate.limiter
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or is_exempt(self._exempt, method):
-            if handler is None and self._observers:
-                unknown_method(self._observers, method, handler_call_details.invocation_metadata)
-            return handler
-        wrapped = self._cache.get(handler, method)
-        if wrapped is None:
-            wrapped = self._wrap(handler, method)
-            self._cache.put(handler, method, wrapped)
-        return wrapped  # type: ignore[return-value]
+        return self._protected(await continuation(handler_call_details), handler_call_details)
 
     def _wrap(self, handler: Any, method: str) -> Any:
-        if handler.unary_unary is not None:
-            behavior, make = handler.unary_unary, grpc.unary_unary_rpc_method_handler
-        elif handler.unary_stream is not None:
-            behavior, make = handler.unary_stream, grpc.unary_stream_rpc_method_handler
-        elif handler.stream_unary is not None:
-            behavior, make = handler.stream_unary, grpc.stream_unary_rpc_method_handler
-        else:
-            behavior, make = handler.stream_stream, grpc.stream_stream_rpc_method_handler
+        behavior, make = behavior_of(handler)
         if inspect.isasyncgenfunction(behavior):
             protected: Any = self._stream_of(behavior)
             if self._observers:

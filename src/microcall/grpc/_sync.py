@@ -31,13 +31,12 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import grpc
 
 from microcall._attempt import AttemptKind
+from microcall.grpc._channel import ChannelBase, Deserializer, Serializer
 from microcall.grpc._core import ChannelCore, status_error, status_of
 from microcall.grpc._observe import Cardinality, RpcAttempt, RpcMethod, RpcObserver, RpcWatch
 from microcall.grpc._options import ChannelOptions
 from microcall.grpc._sync_streams import BlockingStreaming, CallFuture
-from microcall.grpc._targets import Targets
 from microcall.grpc._unary import Answered, Failed, Outcome, Start, UnaryCall
-from microcall.policy.budget import RetryBudget
 from microcall.policy.strategy import Finish, SingleAttempt, Strategy
 from microcall.priority import Priority
 
@@ -52,7 +51,7 @@ else:  # grpcio's blocking classes are generic only in its typing stubs
         __slots__ = ()
 
 
-class Channel(grpc.Channel):
+class Channel(ChannelBase[grpc.Channel, BlockingStreaming], grpc.Channel):  # type: ignore[misc]  # our stream callables stand in for grpc's
     """A blocking grpc channel to one or more targets, for generated stubs: see the module doc."""
 
     def __init__(
@@ -63,53 +62,16 @@ class Channel(grpc.Channel):
         observers: Sequence[RpcObserver] = (),
         channel_factory: Callable[[str], grpc.Channel] | None = None,
     ) -> None:
-        self.options = options = options or ChannelOptions()
-        factory = channel_factory or partial(_new_channel, options)
-        group = Targets(
-            [targets] if isinstance(targets, str) else list(targets),
-            factory,
-            balancer=options.balancer,
-            breaker=options.breaker,
-            ejection=options.ejection,
+        chosen = options or ChannelOptions()
+        super().__init__(
+            targets,
+            chosen,
+            observers,
+            channel_factory or partial(_new_channel, chosen),
+            threaded=True,
         )
-        self._core = ChannelCore(options, group, observers, threaded=True)
         # Only a planned call's future() needs a thread; made on first use.
         self._executor: futures.ThreadPoolExecutor | None = None
-
-    @property
-    def targets(self) -> Targets[grpc.Channel]:
-        """The targets: balancer, breakers and ejection state, and their grpc channels."""
-        return self._core.targets
-
-    @property
-    def budget(self) -> RetryBudget | None:
-        """The retry budget shared by this channel's calls (None when disabled)."""
-        return self._core.budget
-
-    def _method(self, name: str, cardinality: Cardinality) -> RpcMethod:
-        return RpcMethod.parse(
-            name,
-            cardinality,
-            idempotent=self.options.is_idempotent(name),
-            authority=self._core.targets.endpoints[0].address,
-        )
-
-    def _callables(
-        self,
-        cardinality: Cardinality,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None,
-        response_deserializer: Callable[[bytes], Any] | None,
-        registered: bool | None,
-    ) -> list[Any]:
-        # _registered_method lets grpc skip a method-name lookup per call; the
-        # typing stubs do not know it yet.
-        return [
-            getattr(channel, cardinality)(
-                method, request_serializer, response_deserializer, _registered_method=registered
-            )
-            for channel in self._core.targets.channels
-        ]
 
     def unary_unary(
         self,
@@ -125,45 +87,12 @@ class Channel(grpc.Channel):
             self._core, self._method(method, "unary_unary"), callables, self._executor_for
         )
 
-    def unary_stream(  # type: ignore[override]
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> BlockingStreaming:
-        return self._streaming(
-            "unary_stream", method, request_serializer, response_deserializer, _registered_method
-        )
-
-    def stream_unary(  # type: ignore[override]
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> BlockingStreaming:
-        return self._streaming(
-            "stream_unary", method, request_serializer, response_deserializer, _registered_method
-        )
-
-    def stream_stream(  # type: ignore[override]
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> BlockingStreaming:
-        return self._streaming(
-            "stream_stream", method, request_serializer, response_deserializer, _registered_method
-        )
-
     def _streaming(
         self,
         cardinality: Cardinality,
         method: str,
-        request_serializer: Callable[[Any], bytes] | None,
-        response_deserializer: Callable[[bytes], Any] | None,
+        request_serializer: Serializer,
+        response_deserializer: Deserializer,
         registered: bool | None,
     ) -> BlockingStreaming:
         callables = self._callables(
