@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Mapping
 
@@ -11,6 +12,7 @@ from yarl import URL
 from microcall._limits import Limits
 from microcall._request import Request
 from microcall._response import Response
+from microcall._timeouts import Timeouts
 from microcall.errors import (
     AttemptTimeout,
     ConnectError,
@@ -55,7 +57,9 @@ class AiohttpTransport:
     """HTTP/1.1 over aiohttp with a keep-alive pool shared by every call of a client.
 
     The session is created on first use, inside the event loop that runs the
-    call: aiohttp binds a session to its loop.
+    call: aiohttp binds a session to its loop. Each attempt's timeout is kept
+    by the coalesced timers of ``microcall._timeouts`` rather than a
+    ``ClientTimeout``: aiohttp would arm and cancel a loop timer per request.
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class AiohttpTransport:
         self._verify = verify
         self._follow_redirects = follow_redirects
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: Timeouts | None = None
 
     def _open(self) -> aiohttp.ClientSession:
         limits = self._limits
@@ -93,12 +98,14 @@ class AiohttpTransport:
         # retries (and counts them against the budget), so one attempt must be
         # one request on the wire. aiohttp's own test client sets this too.
         self._session._retry_connection = False
+        self._timeouts = Timeouts(asyncio.get_running_loop())
         return self._session
 
     async def send(
         self, request: Request, url: URL, headers: Mapping[str, str], timeout: float
     ) -> Response:
         session = self._session or self._open()
+        assert self._timeouts is not None
         server_hostname = None
         if url.host != request.url.host:  # a replica by address: keep the name
             headers = {**headers, "Host": request.url.host_port_subcomponent or ""}
@@ -107,16 +114,16 @@ class AiohttpTransport:
         # try/except rather than a context manager: it costs nothing unless
         # something fails, and this runs on every attempt.
         try:
-            async with session.request(
-                request.method,
-                url,
-                headers=headers,
-                data=request.body,
-                timeout=aiohttp.ClientTimeout(total=timeout),
-                allow_redirects=self._follow_redirects,
-                server_hostname=server_hostname,
-            ) as raw:
-                content = await raw.read()
+            with self._timeouts.guard(timeout):
+                async with session.request(
+                    request.method,
+                    url,
+                    headers=headers,
+                    data=request.body,
+                    allow_redirects=self._follow_redirects,
+                    server_hostname=server_hostname,
+                ) as raw:
+                    content = await raw.read()
         except Exception as exc:
             mapped = map_error(exc, request)
             if mapped is None:
