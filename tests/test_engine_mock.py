@@ -559,3 +559,44 @@ def test_bad_resilience_and_observer_options_are_refused_at_construction(
 ) -> None:
     with pytest.raises(ConfigurationError):
         AsyncClient("http://svc", **options)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- observers
+
+
+class Recorder:
+    """An observer that keeps how each call and attempt ended."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[BaseException | None, tuple[Any, ...]]] = []
+        self.attempts: list[Any] = []
+
+    def call_started(self, request: object) -> Recorder:
+        return self
+
+    def attempt_started(self, index: int, kind: object, url: object, headers: object) -> Recorder:
+        return self
+
+    def attempt_ended(self, attempt: object) -> None:
+        self.attempts.append(attempt)
+
+    def call_ended(self, response: object, error: BaseException | None, attempts: Any) -> None:
+        self.calls.append((error, tuple(attempts)))
+
+
+@pytest.mark.parametrize("strategy", [single(), RETRY3], ids=["straight path", "planned path"])
+async def test_observers_hear_a_call_its_caller_cancelled(strategy: Any) -> None:
+    transport = MockTransport([Reply(200, delay=NEVER)])
+    recorder = Recorder()
+    async with client_for(transport, strategy=strategy, observers=[recorder]) as client:
+        call = asyncio.create_task(client.get("/slow"))
+        while not transport.sent:
+            await asyncio.sleep(0)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    [(error, attempts)] = recorder.calls
+    assert isinstance(error, asyncio.CancelledError)
+    [attempt] = recorder.attempts
+    assert attempt.cancelled
+    assert attempts in ((), (attempt,))
