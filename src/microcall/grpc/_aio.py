@@ -30,6 +30,7 @@ from microcall.grpc._aio_unary import UnaryUnary
 from microcall.grpc._channel import ChannelBase, Deserializer, Serializer
 from microcall.grpc._observe import Cardinality, RpcObserver
 from microcall.grpc._options import ChannelOptions
+from microcall.grpc._security import channel_credentials
 
 
 class AsyncChannel(ChannelBase[grpc.aio.Channel, StreamingCallable], grpc.aio.Channel):  # type: ignore[misc]  # our stream callables stand in for grpc's
@@ -139,10 +140,11 @@ _STATE_RANK = {
 
 
 def _new_channel(options: ChannelOptions, target: str) -> grpc.aio.Channel:
-    if options.credentials is None:
+    credentials = channel_credentials(target, options.credentials, options.insecure)
+    if credentials is None:
         return grpc.aio.insecure_channel(
             target, options=options.grpc_options, compression=options.compression
         )
     return grpc.aio.secure_channel(
-        target, options.credentials, options=options.grpc_options, compression=options.compression
+        target, credentials, options=options.grpc_options, compression=options.compression
     )

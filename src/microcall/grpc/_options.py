@@ -53,7 +53,10 @@ class ChannelOptions:
     deadline_floor   no attempt starts with less than this left
     clock            the clock deadlines and policies read (tests pass a FakeClock)
     grpc_options     channel arguments for every underlying grpc channel
-    credentials      for secure channels (None: insecure, e.g. inside a mesh)
+    credentials      the channels' credentials (None: TLS verified against the system's
+                     roots, except for loopback and Unix-socket targets)
+    insecure         True: plaintext to every target (a mesh whose sidecar does TLS);
+                     never together with ``credentials``
     compression      the channels' default compression
 
     ::
@@ -75,6 +78,7 @@ class ChannelOptions:
     clock: Clock = MONOTONIC
     grpc_options: Sequence[tuple[str, Any]] = ()
     credentials: grpc.ChannelCredentials | None = None
+    insecure: bool = False
     compression: grpc.Compression | None = None
 
     def __post_init__(self) -> None:
@@ -104,6 +108,8 @@ class ChannelOptions:
         if not callable(getattr(self.clock, "now", None)):
             raise ConfigurationError(f"clock must have a now() method, got {self.clock!r}")
         set_field(self, "grpc_options", tuple(self.grpc_options))
+        if self.insecure and self.credentials is not None:
+            raise ConfigurationError("insecure=True and credentials contradict each other")
 
     def is_idempotent(self, full_name: str) -> bool:
         """Whether ``full_name`` (``/package.Service/Method``) may be sent more than once."""

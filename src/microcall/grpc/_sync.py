@@ -35,6 +35,7 @@ from microcall.grpc._channel import ChannelBase, Deserializer, Serializer
 from microcall.grpc._core import ChannelCore, status_error, status_of
 from microcall.grpc._observe import Cardinality, RpcAttempt, RpcMethod, RpcObserver, RpcWatch
 from microcall.grpc._options import ChannelOptions
+from microcall.grpc._security import channel_credentials
 from microcall.grpc._sync_streams import BlockingStreaming, CallFuture
 from microcall.grpc._unary import Answered, Failed, Outcome, Start, UnaryCall
 from microcall.policy.strategy import Finish, SingleAttempt, Strategy
@@ -138,12 +139,13 @@ class Channel(ChannelBase[grpc.Channel, BlockingStreaming], grpc.Channel):  # ty
 
 
 def _new_channel(options: ChannelOptions, target: str) -> grpc.Channel:
-    if options.credentials is None:
+    credentials = channel_credentials(target, options.credentials, options.insecure)
+    if credentials is None:
         return grpc.insecure_channel(
             target, options=options.grpc_options, compression=options.compression
         )
     return grpc.secure_channel(
-        target, options.credentials, options=options.grpc_options, compression=options.compression
+        target, credentials, options=options.grpc_options, compression=options.compression
     )
 
 
