@@ -107,7 +107,8 @@ class AiohttpTransport:
         session = self._session or self._open()
         assert self._timeouts is not None
         server_hostname = None
-        if url.host != request.url.host:  # a replica by address: keep the name
+        # A replica by address: keep the name (identity first: yarl's host is computed).
+        if url is not request.url and url.host != request.url.host:
             headers = {**headers, "Host": request.url.host_port_subcomponent or ""}
             if url.scheme == "https":
                 server_hostname = request.url.host
