@@ -590,7 +590,9 @@ async def test_observers_hear_a_call_its_caller_cancelled(strategy: Any) -> None
     recorder = Recorder()
     async with client_for(transport, strategy=strategy, observers=[recorder]) as client:
         call = asyncio.create_task(client.get("/slow"))
-        while not transport.sent:
+        for _ in range(100):  # until the attempt is on its way
+            if transport.sent:
+                break
             await asyncio.sleep(0)
         call.cancel()
         with pytest.raises(asyncio.CancelledError):

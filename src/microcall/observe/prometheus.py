@@ -43,6 +43,14 @@ Server families::
     rpc_server_call_duration_seconds          rpc_system rpc_service rpc_method rpc_grpc_status_code
     rpc_server_active_calls                   gRPC calls being served
 
+A ``ClientMetrics`` or ``ServerMetrics`` is one collector in its registry:
+``registry.unregister(metrics)`` removes all its families. The families that
+move on every call or request are kept by :mod:`~microcall.observe._series`
+(plain per-thread numbers, no lock, summed when Prometheus scrapes); the
+breaker and ejection families are prometheus-client's own. Either way a
+scraper reads the same samples prometheus-client's ``Histogram``,
+``Counter`` and ``Gauge`` would give it.
+
 Every label value comes from a small fixed set whatever the network sends:
 see ``_labels``. ``server_address`` is the host of the client's own base URL
 (or of a replica of it); a call to an absolute URL elsewhere is labelled
@@ -53,10 +61,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 from yarl import URL
 
 from microcall._attempt import Attempt, AttemptKind
@@ -68,6 +78,7 @@ from microcall.observe._buckets import DURATION_BUCKETS
 from microcall.observe._labels import (
     GRPC_CODE_NUMBERS,
     GRPC_SCHEMES,
+    KNOWN_METHODS,
     OTHER,
     client_error_type,
     grpc_code_of,
@@ -79,6 +90,7 @@ from microcall.observe._labels import (
     status_label,
 )
 from microcall.observe._redact import host_port
+from microcall.observe._series import CounterSeries, GaugeSeries, HistogramSeries, SeriesCollector
 from microcall.observe.hooks import InboundRequest, ServerResult
 from microcall.policy.breaker import BreakerState, BreakerStateChange
 from microcall.policy.ejection import Ejection
@@ -103,9 +115,9 @@ _REFUSALS: Final = {
 MAX_RPC_METHODS: Final = 1000
 
 
-def _register(build: Callable[[], Any]) -> Any:
+def _register(registry: CollectorRegistry, collector: Collector) -> None:
     try:
-        return build()
+        registry.register(collector)
     except ValueError as exc:  # prometheus_client: "Duplicated timeseries in CollectorRegistry"
         raise ConfigurationError(
             f"{exc}: build one metrics object per registry and share it between clients "
@@ -119,6 +131,9 @@ class ClientMetrics:
     ``registry``: where the families are registered (default: the global
     one). ``server_addresses``: hosts that calls by absolute URL may name in
     the ``server_address`` label; other absolute URLs count as ``_OTHER``.
+    It registers itself in ``registry`` as one collector (a second one in
+    the same registry raises ``ConfigurationError``);
+    ``registry.unregister(metrics)`` takes all its families out.
     """
 
     def __init__(
@@ -131,92 +146,83 @@ class ClientMetrics:
         registry = REGISTRY if registry is None else registry
         self.registry = registry
         self._known_hosts = frozenset(server_addresses)
-        buckets = tuple(buckets)
         result = (*_CLIENT_LABELS, *_RESULT_LABELS)
-
-        def families() -> tuple[Any, ...]:
-            return (
-                Histogram(
-                    "http_client_request_duration_seconds",
-                    "Duration of logical HTTP calls: every attempt, backoff and hedge included.",
-                    result,
-                    registry=registry,
-                    buckets=buckets,
-                ),
-                Histogram(
-                    "microcall_client_attempt_duration_seconds",
-                    "Duration of each attempt sent (a physical HTTP request).",
-                    (*_CLIENT_LABELS, "attempt_kind", *_RESULT_LABELS),
-                    registry=registry,
-                    buckets=buckets,
-                ),
-                Counter(
-                    "microcall_client_attempts",
-                    "Attempts sent, by kind: first, retry or hedge.",
-                    (*_CLIENT_LABELS, "attempt_kind"),
-                    registry=registry,
-                ),
-                Counter(
-                    "microcall_client_attempts_refused",
-                    "Attempts not sent: the retry or hedge budget was empty, or a breaker open.",
-                    (*_CLIENT_LABELS, "attempt_kind", "reason"),
-                    registry=registry,
-                ),
-                Gauge(
-                    "http_client_active_requests",
-                    "Logical calls in flight.",
-                    _CLIENT_LABELS,
-                    registry=registry,
-                ),
-                Gauge(
-                    "microcall_client_breaker_state",
-                    "1 for the current state of an endpoint's circuit breaker, 0 for the others.",
-                    (*_ENDPOINT_LABELS, "state"),
-                    registry=registry,
-                ),
-                Counter(
-                    "microcall_client_breaker_transitions",
-                    "Circuit breaker state changes, by the state entered.",
-                    (*_ENDPOINT_LABELS, "state"),
-                    registry=registry,
-                ),
-                Counter(
-                    "microcall_client_ejections",
-                    "Endpoints ejected by outlier detection.",
-                    _ENDPOINT_LABELS,
-                    registry=registry,
-                ),
-                Histogram(
-                    "rpc_client_call_duration_seconds",
-                    "Duration of logical gRPC calls: every attempt, backoff and hedge included.",
-                    (*_RPC_LABELS, *_ENDPOINT_LABELS, "error_type"),
-                    registry=registry,
-                    buckets=buckets,
-                ),
-                Counter(
-                    "microcall_client_cache_lookups",
-                    "Cacheable calls, by how the response cache answered them "
-                    "(hit, miss, revalidated, stale, coalesced).",
-                    ("http_request_method", "status"),
-                    registry=registry,
-                ),
+        # Every call moves the sharded families; breakers and ejections are
+        # rare events, and a gauge that is set stays prometheus-client's.
+        families = self._families = SeriesCollector()
+        self.call_duration = families.histogram(
+            "http_client_request_duration_seconds",
+            "Duration of logical HTTP calls: every attempt, backoff and hedge included.",
+            result,
+            buckets=buckets,
+        )
+        self.attempt_duration = families.histogram(
+            "microcall_client_attempt_duration_seconds",
+            "Duration of each attempt sent (a physical HTTP request).",
+            (*_CLIENT_LABELS, "attempt_kind", *_RESULT_LABELS),
+            buckets=buckets,
+        )
+        self.attempts = families.counter(
+            "microcall_client_attempts",
+            "Attempts sent, by kind: first, retry or hedge.",
+            (*_CLIENT_LABELS, "attempt_kind"),
+        )
+        self.refused = families.counter(
+            "microcall_client_attempts_refused",
+            "Attempts not sent: the retry or hedge budget was empty, or a breaker open.",
+            (*_CLIENT_LABELS, "attempt_kind", "reason"),
+        )
+        self.active = families.gauge(
+            "http_client_active_requests", "Logical calls in flight.", _CLIENT_LABELS
+        )
+        self.breaker_state = families.include(
+            Gauge(
+                "microcall_client_breaker_state",
+                "1 for the current state of an endpoint's circuit breaker, 0 for the others.",
+                (*_ENDPOINT_LABELS, "state"),
+                registry=None,
             )
-
-        (
-            self.call_duration,
-            self.attempt_duration,
-            self.attempts,
-            self.refused,
-            self.active,
-            self.breaker_state,
-            self.breaker_transitions,
-            self.ejections,
-            self.rpc_duration,
-            self.cache_lookups,
-        ) = _register(families)
+        )
+        self.breaker_transitions = families.include(
+            Counter(
+                "microcall_client_breaker_transitions",
+                "Circuit breaker state changes, by the state entered.",
+                (*_ENDPOINT_LABELS, "state"),
+                registry=None,
+            )
+        )
+        self.ejections = families.include(
+            Counter(
+                "microcall_client_ejections",
+                "Endpoints ejected by outlier detection.",
+                _ENDPOINT_LABELS,
+                registry=None,
+            )
+        )
+        self.rpc_duration = families.histogram(
+            "rpc_client_call_duration_seconds",
+            "Duration of logical gRPC calls: every attempt, backoff and hedge included.",
+            (*_RPC_LABELS, *_ENDPOINT_LABELS, "error_type"),
+            buckets=buckets,
+        )
+        self.cache_lookups = families.counter(
+            "microcall_client_cache_lookups",
+            "Cacheable calls, by how the response cache answered them "
+            "(hit, miss, revalidated, stale, coalesced).",
+            ("http_request_method", "status"),
+        )
         self._targets: dict[tuple[object, ...], _Target] = {}
         self._rpc_paths: set[str] = set()
         self._lock = threading.Lock()
+        _register(registry, self)
+
+    def describe(self) -> list[Metric]:
+        """The families, without samples (how the registry knows their names)."""
+        return self._families.describe()
+
+    def collect(self) -> list[Metric]:
+        """The families and their samples: what a scrape of the registry reads."""
+        return self._families.collect()
 
     # ------------------------------------------------------------ the observer
 
@@ -225,13 +231,16 @@ class ClientMetrics:
         host = url.raw_host
         relative = request.path is not None
         scheme = url.scheme
+        method = request.method
+        if method not in KNOWN_METHODS:
+            method = OTHER
         # The key holds only what the labels will, so calls to ever new hosts
         # (or with made-up methods) share one target instead of growing the cache.
         key: tuple[object, ...]
         if relative or host in self._known_hosts:
-            key = (method_label(request.method), scheme, host, url.port, relative)
+            key = (method, scheme, host, url.port, relative)
         else:
-            key = (method_label(request.method), scheme)
+            key = (method, scheme)
         rpc_path = None
         if scheme in GRPC_SCHEMES:
             rpc_path = self._rpc_path(url.raw_path)
@@ -311,15 +320,20 @@ class ClientMetrics:
 
 
 class _Target:
-    """Label values and metric children for calls to one method and server."""
+    """Label values and series for calls to one method and server.
+
+    The series a call or an attempt lands in are cached here by the raw
+    outcome (a status, an error's class), so a call costs a tuple and a dict
+    lookup or two on top of the numbers it moves.
+    """
 
     __slots__ = (
-        "_attempt_children",
-        "_call_children",
+        "_attempts",
         "_endpoints",
-        "_kind_children",
         "_owner",
+        "_refusals",
         "active",
+        "calls",
         "labels",
         "relative",
         "rpc",
@@ -337,73 +351,81 @@ class _Target:
         self.relative = relative
         self.rpc = rpc
         self.active = owner.active.labels(*labels)
-        self._call_children: dict[tuple[object, ...], Any] = {}
-        self._attempt_children: dict[tuple[object, ...], Any] = {}
-        self._kind_children: dict[tuple[object, ...], Any] = {}
+        self.calls: dict[tuple[object, ...], HistogramSeries] = {}
+        self._attempts: dict[tuple[object, ...], tuple[CounterSeries, HistogramSeries]] = {}
+        self._refusals: dict[tuple[object, ...], CounterSeries] = {}
         self._endpoints: dict[str, tuple[str, str, str]] = {}
 
-    def call_ended(
-        self, duration: float, response: Response | None, error: BaseException | None
-    ) -> None:
-        status = None if response is None else response.status_code
-        key = (status, None if error is None else type(error))
-        child = self._call_children.get(key)
-        if child is None:
-            child = self._call_child(status, error)
-            self._call_children[key] = child
-        child.observe(duration)
-
-    def _call_child(self, status: int | None, error: BaseException | None) -> Any:
+    def call_series(
+        self, key: tuple[object, ...], response: Response | None, error: BaseException | None
+    ) -> HistogramSeries:
+        """The duration series of a call that ended so (``key``: its status and error class)."""
         owner = self._owner
+        status = None if response is None else response.status_code
         if self.rpc is None:
-            return owner.call_duration.labels(
+            series = owner.call_duration.labels(
                 *self.labels, status_label(status), client_error_type(status, error)
             )
-        code = _grpc_code(error, status)
-        return owner.rpc_duration.labels(
-            "grpc",
-            *self.rpc,
-            grpc_status_label(code),
-            *self.labels[1:],
-            "" if error is None else type(error).__name__,
-        )
+        else:
+            series = owner.rpc_duration.labels(
+                "grpc",
+                *self.rpc,
+                grpc_status_label(_grpc_code(error, status)),
+                *self.labels[1:],
+                "" if error is None else type(error).__name__,
+            )
+        self.calls[key] = series
+        return series
 
     def attempt_ended(self, attempt: Attempt) -> None:
-        endpoint = self._endpoint(attempt.endpoint)
+        endpoint = self.labels
+        if self.relative and attempt.endpoint:
+            endpoint = self._endpoints.get(attempt.endpoint) or self._endpoint(attempt.endpoint)
         kind = attempt.kind
         if not attempt.sent:
-            reason = _REFUSALS.get(attempt.error or "", OTHER)
-            key: tuple[object, ...] = ("refused", endpoint, kind, reason)
-            child = self._kind_children.get(key)
-            if child is None:
-                child = self._owner.refused.labels(*endpoint, str(kind), reason)
-                self._kind_children[key] = child
-            child.inc()
+            self._refused(endpoint, kind, attempt.error)
             return
-        key = (endpoint, kind)
-        child = self._kind_children.get(key)
-        if child is None:
-            child = self._owner.attempts.labels(*endpoint, str(kind))
-            self._kind_children[key] = child
-        child.inc()
-        error = _attempt_error(attempt)
-        key = (endpoint, kind, attempt.status, error)
-        child = self._attempt_children.get(key)
-        if child is None:
-            child = self._owner.attempt_duration.labels(
-                *endpoint, str(kind), status_label(attempt.status), error
-            )
-            self._attempt_children[key] = child
-        child.observe(attempt.duration)
+        key: tuple[object, ...]
+        if attempt.error is None and not attempt.cancelled and type(attempt) is Attempt:
+            # An HTTP attempt that got an answer: its error label follows from
+            # the status, so the common case skips working it out.
+            key = (endpoint, kind, attempt.status)
+        else:
+            key = (endpoint, kind, attempt.status, _attempt_error(attempt))
+        pair = self._attempts.get(key)
+        if pair is None:
+            pair = self._attempt_series(key, endpoint, attempt)
+        counted, timed = pair
+        counted.inc()
+        timed.observe(attempt.duration)
+
+    def _attempt_series(
+        self, key: tuple[object, ...], endpoint: tuple[str, str, str], attempt: Attempt
+    ) -> tuple[CounterSeries, HistogramSeries]:
+        owner = self._owner
+        kind = str(attempt.kind)
+        pair = (
+            owner.attempts.labels(*endpoint, kind),
+            owner.attempt_duration.labels(
+                *endpoint, kind, status_label(attempt.status), _attempt_error(attempt)
+            ),
+        )
+        self._attempts[key] = pair
+        return pair
+
+    def _refused(self, endpoint: tuple[str, str, str], kind: AttemptKind, why: str | None) -> None:
+        reason = _REFUSALS.get(why or "", OTHER)
+        key = (endpoint, kind, reason)
+        series = self._refusals.get(key)
+        if series is None:
+            series = self._owner.refused.labels(*endpoint, str(kind), reason)
+            self._refusals[key] = series
+        series.inc()
 
     def _endpoint(self, name: str) -> tuple[str, str, str]:
         """Labels for an attempt's endpoint: the replica it went to, for calls on the base URL."""
-        if not self.relative or not name:
-            return self.labels
-        labels = self._endpoints.get(name)
-        if labels is None:
-            labels = (self.labels[0], *host_port(name))
-            self._endpoints[name] = labels
+        labels = (self.labels[0], *host_port(name))
+        self._endpoints[name] = labels
         return labels
 
 
@@ -427,8 +449,14 @@ class _CallMetrics:
         error: BaseException | None,
         attempts: Sequence[Attempt],
     ) -> None:
+        duration = time.perf_counter() - self._start
         target = self._target
-        target.call_ended(time.perf_counter() - self._start, response, error)
+        key = (
+            None if response is None else response.status_code,
+            None if error is None else type(error),
+        )
+        series = target.calls.get(key) or target.call_series(key, response, error)
+        series.observe(duration)
         target.active.dec()
         for attempt in attempts:
             target.attempt_ended(attempt)
@@ -466,7 +494,11 @@ def _replicas_of(client: object) -> Any:
 
 
 class ServerMetrics:
-    """Server metrics: pass it in ``ServerOptions(observers=[...])``, share it between middlewares."""
+    """Server metrics: pass it in ``ServerOptions(observers=[...])``, share it between middlewares.
+
+    Like :class:`ClientMetrics`, one collector in ``registry``:
+    ``registry.unregister(metrics)`` takes all its families out.
+    """
 
     def __init__(
         self,
@@ -476,58 +508,44 @@ class ServerMetrics:
     ) -> None:
         registry = REGISTRY if registry is None else registry
         self.registry = registry
-        buckets = tuple(buckets)
+        # Every family moves per request (the refusal counters under
+        # overload, when cost matters most): all are sharded.
+        families = self._families = SeriesCollector()
+        self.duration = families.histogram(
+            "http_server_request_duration_seconds",
+            "Duration of HTTP requests served, refused ones included.",
+            ("http_request_method", "http_route", *_RESULT_LABELS),
+            buckets=buckets,
+        )
+        self.active = families.gauge(
+            "http_server_active_requests", "HTTP requests being served.", ("http_request_method",)
+        )
+        self.expired = families.counter(
+            "microcall_server_expired",
+            "Requests refused because their deadline had passed on arrival.",
+            ("priority",),
+        )
+        self.shed = families.counter(
+            "microcall_server_shed", "Requests refused by the concurrency limit.", ("priority",)
+        )
+        self.rpc_duration = families.histogram(
+            "rpc_server_call_duration_seconds",
+            "Duration of gRPC calls served, refused ones included.",
+            _RPC_LABELS,
+            buckets=buckets,
+        )
+        self.rpc_active = families.gauge(
+            "rpc_server_active_calls", "gRPC calls being served.", ("rpc_system",)
+        )
+        _register(registry, self)
 
-        def families() -> tuple[Any, ...]:
-            return (
-                Histogram(
-                    "http_server_request_duration_seconds",
-                    "Duration of HTTP requests served, refused ones included.",
-                    ("http_request_method", "http_route", *_RESULT_LABELS),
-                    registry=registry,
-                    buckets=buckets,
-                ),
-                Gauge(
-                    "http_server_active_requests",
-                    "HTTP requests being served.",
-                    ("http_request_method",),
-                    registry=registry,
-                ),
-                Counter(
-                    "microcall_server_expired",
-                    "Requests refused because their deadline had passed on arrival.",
-                    ("priority",),
-                    registry=registry,
-                ),
-                Counter(
-                    "microcall_server_shed",
-                    "Requests refused by the concurrency limit.",
-                    ("priority",),
-                    registry=registry,
-                ),
-                Histogram(
-                    "rpc_server_call_duration_seconds",
-                    "Duration of gRPC calls served, refused ones included.",
-                    _RPC_LABELS,
-                    registry=registry,
-                    buckets=buckets,
-                ),
-                Gauge(
-                    "rpc_server_active_calls",
-                    "gRPC calls being served.",
-                    ("rpc_system",),
-                    registry=registry,
-                ),
-            )
+    def describe(self) -> list[Metric]:
+        """The families, without samples (how the registry knows their names)."""
+        return self._families.describe()
 
-        (
-            self.duration,
-            self.active,
-            self.expired,
-            self.shed,
-            self.rpc_duration,
-            self.rpc_active,
-        ) = _register(families)
+    def collect(self) -> list[Metric]:
+        """The families and their samples: what a scrape of the registry reads."""
+        return self._families.collect()
 
     def request_started(self, request: InboundRequest) -> _RequestMetrics:
         if request.protocol == "grpc":
@@ -544,7 +562,7 @@ class _RequestMetrics:
     __slots__ = ("_active", "_method", "_owner", "_protocol", "_start")
 
     def __init__(
-        self, owner: ServerMetrics, protocol: str, method: str, active: Any, start: float
+        self, owner: ServerMetrics, protocol: str, method: str, active: GaugeSeries, start: float
     ) -> None:
         self._owner = owner
         self._protocol = protocol
