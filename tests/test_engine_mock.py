@@ -602,3 +602,20 @@ async def test_observers_hear_a_call_its_caller_cancelled(strategy: Any) -> None
     [attempt] = recorder.attempts
     assert attempt.cancelled
     assert attempts in ((), (attempt,))
+
+
+async def test_calls_given_only_a_url_reuse_their_request_and_keep_it_apart() -> None:
+    transport = MockTransport(lambda request: Reply(200))
+    async with client_for(transport, headers={"X-Team": "books"}) as client:
+        first = await client.get("/a")
+        again = await client.get("/a")
+        other = await client.get("/b")
+        posted = await client.post("/a")
+        given = await client.get("/a", headers={"X-Extra": "1"})
+    assert again.request is first.request
+    assert other.request.url.path == "/b"
+    assert posted.request.method == "POST"
+    assert not posted.request.replayable
+    assert given.request is not first.request
+    assert "X-Extra" not in first.request.headers
+    assert [sent.headers.get("X-Extra") for sent in transport.sent] == [None, None, None, None, "1"]

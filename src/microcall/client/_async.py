@@ -77,6 +77,7 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
         self._headers = _own_headers(options.get("headers"))
         self._keyed = IDEMPOTENCY_KEY_HEADER in CIMultiDict(self._headers)
         self._located: dict[str, tuple[URL, str | None, str]] = {}
+        self._bare: dict[tuple[str, str], Request] = {}
         self._timeout = to_seconds(options.get("timeout", DEFAULT_TIMEOUT), name="timeout")
         strategy = options.get("strategy", SINGLE)
         if not callable(getattr(strategy, "plan", None)):
@@ -195,11 +196,7 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             if model is not None or chosen is not True:
                 return self._call_with(request, expires_at, priority, strategy, chosen, model)
         else:  # the common call: nothing but a URL
-            target, path, endpoint = self._locate(url)
-            replayable = method in IDEMPOTENT_METHODS or self._keyed
-            request = Request(
-                method, target, self._headers, None, replayable, path, method, endpoint
-            )
+            request = self._bare_request(method, url)
             expires_at = self._now() + self._timeout
             inherited = current_deadline()
             if inherited is not None and inherited.expires_at < expires_at:
@@ -212,6 +209,26 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
         return self._engine.call(
             request, expires_at=expires_at, priority=priority, strategy=strategy
         )
+
+    def _bare_request(self, method: str, url: str | URL) -> Request:
+        """The Request of a call given nothing but its URL: one per method and path, reused.
+
+        Such a request depends on nothing but the two (a Request is never
+        changed once built), and building one is a good part of a call's own cost.
+        """
+        key = (method, url) if isinstance(url, str) else None
+        if key is not None:
+            known = self._bare.get(key)
+            if known is not None:
+                return known
+        target, path, endpoint = self._locate(url)
+        replayable = method in IDEMPOTENT_METHODS or self._keyed
+        request = Request(method, target, self._headers, None, replayable, path, method, endpoint)
+        if key is not None and path is not None:
+            if len(self._bare) >= _LOCATED_MAX:
+                self._bare.clear()
+            self._bare[key] = request
+        return request
 
     def _locate(self, url: str | URL) -> tuple[URL, str | None, str]:
         """Target URL, path relative to the base, endpoint name: cached per relative path.
