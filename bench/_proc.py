@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 from bench import BenchEnv
 
@@ -48,3 +50,74 @@ def run_json(env: BenchEnv, module: str, args: list[str], *, budget: float) -> d
         raise MeasurementFailed(f"{' '.join(command)} printed no result:\n{stderr[-2000:]}")
     result: dict[str, Any] = json.loads(lines[-1])
     return result
+
+
+# Python and a server library start well within this even on a loaded machine.
+START_TIMEOUT = 30.0
+# After a client process exits, the kernel closes its sockets and the server
+# cancels their handlers within milliseconds; this only bounds a stuck run.
+SETTLE_TIMEOUT = 5.0
+SETTLE_POLL = 0.02
+
+
+class ServerProcess:
+    """A benchmark server in its own process on the server cores, driven over stdin/stdout.
+
+    The server prints its address as its first line, then answers each
+    command line with one JSON line (``stats RUN`` gives a run's counts,
+    ``in_flight`` among them); it exits when its stdin closes. A context manager.
+    """
+
+    def __init__(self, env: BenchEnv, command: list[str], *, address_prefix: str) -> None:
+        self._process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+        )
+        env.pin_server(self._process.pid)
+        self.address = self._read_line()
+        if not self.address.startswith(address_prefix):
+            self.close()
+            raise RuntimeError(f"{' '.join(command[:4])} did not start: {self.address!r}")
+
+    def _read_line(self) -> str:
+        assert self._process.stdout is not None
+        return self._process.stdout.readline().strip()
+
+    def command(self, line: str) -> dict[str, Any]:
+        """Send one command line; its JSON answer."""
+        assert self._process.stdin is not None
+        self._process.stdin.write(line + "\n")
+        self._process.stdin.flush()
+        answer: dict[str, Any] = json.loads(self._read_line())
+        return answer
+
+    def settled_stats(self, run: int) -> dict[str, Any]:
+        """A run's counts once none of its handlers is still running (or SETTLE_TIMEOUT passed)."""
+        give_up = time.monotonic() + SETTLE_TIMEOUT
+        while True:
+            counts = self.command(f"stats {run}")
+            if counts["in_flight"] == 0 or time.monotonic() > give_up:
+                return counts
+            time.sleep(SETTLE_POLL)
+
+    def close(self) -> None:
+        process = self._process
+        if process.stdin is not None and not process.stdin.closed:
+            process.stdin.close()
+        try:
+            process.wait(timeout=START_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

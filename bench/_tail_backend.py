@@ -36,26 +36,16 @@ import argparse
 import asyncio
 import json
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any
 
 from aiohttp import web
 
 from bench import BenchEnv
 from bench._load import run_queue_wait
+from bench._proc import ServerProcess
 from microcall.demo.backend import LatencyProfile, latency
-
-# Python and aiohttp start well within this even on a loaded machine.
-START_TIMEOUT = 30.0
-# After a client process exits, the kernel closes its sockets and the server
-# cancels their handlers within milliseconds; this only bounds a stuck run.
-SETTLE_TIMEOUT = 5.0
-SETTLE_POLL = 0.02
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,7 +167,7 @@ def _fast_loop() -> type[asyncio.AbstractEventLoop] | None:
 # ---------------------------------------------------------------- the orchestrator's handle
 
 
-class Backend:
+class Backend(ServerProcess):
     """One backend process, pinned to the server cores; a context manager.
 
     ::
@@ -190,83 +180,25 @@ class Backend:
     def __init__(
         self, env: BenchEnv, profile: LatencyProfile, *, seed: int = 1, status: int = 200
     ) -> None:
-        command = [
-            env.python,
-            "-m",
-            "bench._tail_backend",
-            "--seed",
-            str(seed),
-            "--profile",
-            profile.to_json(),
-            "--status",
-            str(status),
-        ]
-        self._process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
-        )
-        env.pin_server(self._process.pid)
-        self.url = self._read_line()
-        if not self.url.startswith("http://"):
-            self.close()
-            raise RuntimeError(f"the benchmark backend did not start: {self.url!r}")
-
-    def _read_line(self) -> str:
-        assert self._process.stdout is not None
-        line = self._process.stdout.readline()
-        return line.strip()
+        command = [env.python, "-m", "bench._tail_backend", "--seed", str(seed)]
+        command += ["--profile", profile.to_json(), "--status", str(status)]
+        super().__init__(env, command, address_prefix="http://")
+        self.url = self.address
 
     def counts(self, run: int) -> RunCounts:
         """The run's counts once none of its handlers is still running."""
-        give_up = time.monotonic() + SETTLE_TIMEOUT
-        while True:
-            data = self._ask(run)
-            counts = RunCounts(
-                received=data["received"],
-                connections=data["connections"],
-                cancelled=data["cancelled"],
-                in_flight=data["in_flight"],
-            )
-            if counts.in_flight == 0 or time.monotonic() > give_up:
-                return counts
-            time.sleep(SETTLE_POLL)
+        data = self.settled_stats(run)
+        return RunCounts(
+            received=data["received"],
+            connections=data["connections"],
+            cancelled=data["cancelled"],
+            in_flight=data["in_flight"],
+        )
 
     def waited(self) -> float | None:
         """Seconds the server's event loop has waited for a CPU while runnable, if known."""
-        wait: float | None = self._command("wait")["wait"]
+        wait: float | None = self.command("wait")["wait"]
         return wait
-
-    def _ask(self, run: int) -> dict[str, Any]:
-        return self._command(f"stats {run}")
-
-    def _command(self, line: str) -> dict[str, Any]:
-        assert self._process.stdin is not None
-        self._process.stdin.write(line + "\n")
-        self._process.stdin.flush()
-        answer: dict[str, Any] = json.loads(self._read_line())
-        return answer
-
-    def close(self) -> None:
-        process = self._process
-        if process.stdin is not None and not process.stdin.closed:
-            process.stdin.close()
-        try:
-            process.wait(timeout=START_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
-
-    def __enter__(self) -> Backend:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 if __name__ == "__main__":

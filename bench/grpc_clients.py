@@ -31,18 +31,16 @@ import asyncio
 import json
 import resource
 import signal
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from bench import BenchEnv
 from bench._load import Plan, Record, offer
-from bench._proc import run_json
+from bench._proc import ServerProcess, run_json
 from bench._stats import Spread, percentile
 from microcall.demo.backend import LatencyProfile
 from microcall.grpc import PRIORITY_METADATA
@@ -58,8 +56,6 @@ DEADLINE = 10.0
 # The two stubs of a ratio take turns on one process this often: short
 # enough that a change in the machine's load falls on both alike.
 SLICE = 0.25
-START_TIMEOUT = 30.0
-SETTLE_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,60 +274,19 @@ def _section(
 # ================================================================= the backend
 
 
-class Backend:
+class Backend(ServerProcess):
     """A grpc.aio Recommendations server in its own process, pinned to the server cores."""
 
     def __init__(self, env: BenchEnv, *, profile: LatencyProfile | None) -> None:
         command = [env.python, "-m", "bench.grpc_clients", "serve", "--seed", str(SEED)]
         if profile is not None:
             command += ["--profile", profile.to_json()]
-        self._process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
-        )
-        env.pin_server(self._process.pid)
-        self.target = self._line()
-        if not self.target.startswith("127.0.0.1:"):
-            self.close()
-            raise RuntimeError(f"the gRPC benchmark backend did not start: {self.target!r}")
-
-    def _line(self) -> str:
-        assert self._process.stdout is not None
-        return self._process.stdout.readline().strip()
+        super().__init__(env, command, address_prefix="127.0.0.1:")
+        self.target = self.address
 
     def counts(self, run_id: int) -> dict[str, int]:
         """What the server saw of a run, once none of its handlers is still running."""
-        give_up = time.monotonic() + SETTLE_TIMEOUT
-        while True:
-            assert self._process.stdin is not None
-            self._process.stdin.write(f"stats {run_id}\n")
-            self._process.stdin.flush()
-            counts: dict[str, int] = json.loads(self._line())
-            if counts["in_flight"] == 0 or time.monotonic() > give_up:
-                return counts
-            time.sleep(0.02)
-
-    def close(self) -> None:
-        process = self._process
-        if process.stdin is not None and not process.stdin.closed:
-            process.stdin.close()
-        try:
-            process.wait(timeout=START_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
-
-    def __enter__(self) -> Backend:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+        return self.settled_stats(run_id)
 
 
 def serve(profile: LatencyProfile | None, seed: int) -> None:
