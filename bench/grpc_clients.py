@@ -9,11 +9,11 @@
    against the same stub over microcall's channel, grpc.aio at concurrency
    1 and 64 (tasks), the blocking API at 1 and 64 (threads). microcall's
    channel runs as configured by default: a deadline on every call (10 s),
-   the priority in the metadata, the retry budget counting calls. The raw
-   stub is called bare, with no timeout and no metadata. The ratio checked
-   against the target comes from one process where the stubs take turns;
-   a third side there, the raw stub given the same timeout and metadata,
-   shows how much of the cost is grpc's own work for them.
+   no priority metadata (none was chosen), the retry budget counting calls.
+   The raw stub is called bare, with no timeout. The ratio checked against
+   the target comes from one process where the stubs take turns; a third
+   side there, the raw stub given the same timeout, shows how much of the
+   cost is grpc's own work for it.
 2. Tail latency on a heavy-tailed gRPC backend (97% 2-4 ms, 2% 50 ms, 1%
    500 ms, drawn per request as in the HTTP tail benchmark), open loop at
    800 calls/s: a single attempt against microcall's learned hedging
@@ -43,7 +43,6 @@ from bench._load import Plan, Record, offer
 from bench._proc import ServerProcess, run_json
 from bench._stats import Spread, percentile
 from microcall.demo.backend import LatencyProfile
-from microcall.grpc import PRIORITY_METADATA
 
 CONCURRENCIES = (1, 64)
 # The open loop of the HTTP tail benchmark: the same offered load.
@@ -198,7 +197,9 @@ def _section(
         "blocking: N threads sharing one channel.",
         "- The plain stub is called bare (no timeout, no metadata). Through microcall every "
         "call carries a deadline (the default 10 s: grpc then runs a timer and sends "
-        "`grpc-timeout`), `x-request-priority`, and counts in the retry budget.",
+        "`grpc-timeout`) and counts in the retry budget; no priority was chosen, so no "
+        "`x-request-priority` goes (one metadata entry costs grpc 5-10% more CPU per call "
+        "at concurrency 1).",
         "",
         "| client | concurrency | calls/s | CPU µs/call | p50 ms | p99 ms |",
         "|---|---:|---:|---:|---:|---:|",
@@ -219,11 +220,11 @@ def _section(
         "(µs per call below). Measured in one client process where the stubs take turns "
         f"every {SLICE:g} s ({env.duration:g} s each in all), so that other work on the "
         "machine weighs on all of them alike; ratios are medians over runs, each run's in "
-        "brackets. *plain + deadline & priority* is the plain stub given what microcall "
-        f"sends (`timeout={DEADLINE:g}` and the `x-request-priority` metadata): the last "
-        "column is what microcall's own code adds on top of grpc's work for those.",
+        "brackets. *plain + deadline* is the plain stub given what microcall sends "
+        f"(`timeout={DEADLINE:g}`): the last column is what microcall's own code adds on "
+        "top of grpc's work for it.",
         "",
-        "| API | concurrency | plain | plain + deadline & priority | microcall "
+        "| API | concurrency | plain | plain + deadline | microcall "
         "| ratio to plain | target | ratio to plain + deadline |",
         "|---|---:|---:|---:|---:|---:|---|---:|",
     ]
@@ -497,8 +498,8 @@ class Slices:
     """Sides taking turns in slices of one process's time, each charged its own CPU.
 
     ``grpc`` is the plain stub called bare; ``grpc-deadline`` the plain stub
-    given what microcall sends (a timeout and the priority metadata), which
-    shows how much of microcall's cost is grpc's own work for them.
+    given what microcall sends (a timeout), which shows how much of
+    microcall's cost is grpc's own work for it.
     """
 
     SIDES = ("grpc", "grpc-deadline", "microcall")
@@ -544,7 +545,6 @@ class Slices:
 async def _aio_pair(
     target: str, concurrency: int, warmup: float, duration: float, slice_: float
 ) -> dict[str, Any]:
-    import grpc.aio
 
     from microcall.examples_pb.recommendations_pb2_grpc import RecommendationsStub
     from microcall.grpc import AsyncChannel
@@ -555,10 +555,9 @@ async def _aio_pair(
     plain = ours.targets.channels[0]
     stub, our_stub = RecommendationsStub(plain), RecommendationsStub(ours)
     request = _request()
-    metadata = grpc.aio.Metadata((PRIORITY_METADATA, "normal"))
     calls: dict[str, Callable[[], Any]] = {
         "grpc": lambda: stub.Recommend(request),
-        "grpc-deadline": lambda: stub.Recommend(request, timeout=DEADLINE, metadata=metadata),
+        "grpc-deadline": lambda: stub.Recommend(request, timeout=DEADLINE),
         "microcall": lambda: our_stub.Recommend(request),
     }
     for call in calls.values():
@@ -597,10 +596,9 @@ def _blocking_pair(
     plain = ours.targets.channels[0]  # one connection for all sides, as above
     stub, our_stub = RecommendationsStub(plain), RecommendationsStub(ours)
     request = _request()
-    metadata = ((PRIORITY_METADATA, "normal"),)
     calls: dict[str, Callable[[], Any]] = {
         "grpc": lambda: stub.Recommend(request),
-        "grpc-deadline": lambda: stub.Recommend(request, timeout=DEADLINE, metadata=metadata),
+        "grpc-deadline": lambda: stub.Recommend(request, timeout=DEADLINE),
         "microcall": lambda: our_stub.Recommend(request),
     }
     for call in calls.values():

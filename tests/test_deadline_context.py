@@ -199,7 +199,8 @@ async def test_header_carries_the_client_timeout() -> None:
     # The fake clock did not move: exactly the whole budget goes downstream.
     assert transport.sent[0].headers[TIMEOUT_HEADER] == "2.000"
     assert transport.sent[0].timeout == 2.0
-    assert transport.sent[0].headers[PRIORITY_HEADER] == "normal"
+    # No priority chosen anywhere: none is sent, and the server's default applies.
+    assert PRIORITY_HEADER not in transport.sent[0].headers
 
 
 async def test_header_is_what_remains_of_an_explicit_deadline() -> None:
@@ -282,12 +283,17 @@ async def test_priority_comes_from_call_then_context_then_client() -> None:
 
 
 async def test_wire_headers_are_sent_once_whatever_the_case_given() -> None:
-    transport = MockTransport([Reply(200)])
+    transport = MockTransport(lambda request: Reply(200))
+    given = {"x-request-priority": "low", "x-request-timeout": "99"}
     async with AsyncClient("http://svc", transport=transport) as client:
-        await client.get("/a", headers={"x-request-priority": "low", "x-request-timeout": "99"})
-    names = [name.lower() for name in transport.sent[0].headers]
-    assert names.count("x-request-priority") == 1
-    assert names.count("x-request-timeout") == 1
+        await client.get("/a", headers=given)
+        await client.get("/a", headers=given, priority="high")
+    # The engine owns both headers: the caller's copies never go out.
+    unset, chosen = ([name.lower() for name in sent.headers] for sent in transport.sent)
+    assert unset.count("x-request-priority") == 0
+    assert unset.count("x-request-timeout") == 1
+    assert chosen.count("x-request-priority") == 1
+    assert transport.sent[1].headers[PRIORITY_HEADER] == "high"
 
 
 # ---------------------------------------------------------------- the floor

@@ -104,7 +104,12 @@ class Engine:
         self._lingering: set[asyncio.Task[Response]] = set()
 
     def call(
-        self, request: Request, *, expires_at: float, priority: str, strategy: Strategy
+        self,
+        request: Request,
+        *,
+        expires_at: float,
+        priority: str | None,
+        strategy: Strategy,
     ) -> Coroutine[Any, Any, Response]:
         """Run ``request`` under ``strategy`` until ``expires_at``; a Response or a CallError.
 
@@ -125,7 +130,12 @@ class Engine:
         return self._planned_call(request, start, expires_at, priority, strategy, routed, watch)
 
     async def _single(
-        self, request: Request, start: float, expires_at: float, priority: str, watch: Watch | None
+        self,
+        request: Request,
+        start: float,
+        expires_at: float,
+        priority: str | None,
+        watch: Watch | None,
     ) -> Response:
         remaining = expires_at - start
         if remaining < self._floor:
@@ -133,7 +143,7 @@ class Engine:
             if watch is not None:
                 watch.call_ended(None, error, ())
             raise error
-        headers = {**request.headers, TIMEOUT_HEADER: f"{remaining:.3f}", PRIORITY_HEADER: priority}
+        headers = _headers(request, remaining, priority)
         scopes = (
             watch.attempt_started(0, AttemptKind.FIRST, request.url, headers) if watch else None
         )
@@ -181,7 +191,7 @@ class Engine:
         request: Request,
         start: float,
         expires_at: float,
-        priority: str,
+        priority: str | None,
         strategy: Strategy,
         routed: bool,
         watch: Watch | None,
@@ -207,7 +217,7 @@ class Engine:
         request: Request,
         start: float,
         expires_at: float,
-        priority: str,
+        priority: str | None,
         strategy: Strategy,
         routed: bool,
         watch: Watch | None,
@@ -531,10 +541,14 @@ def _deadline_exceeded(request: Request, url: URL, timeout: AttemptTimeout) -> D
     return error
 
 
-def _headers(request: Request, timeout: float, priority: str) -> dict[str, str]:
+def _headers(request: Request, timeout: float, priority: str | None) -> dict[str, str]:
     # The attempt's own time, not the call's: the server should not work
     # longer than this attempt will wait.
-    return {**request.headers, TIMEOUT_HEADER: f"{timeout:.3f}", PRIORITY_HEADER: priority}
+    headers = {**request.headers, TIMEOUT_HEADER: f"{timeout:.3f}"}
+    if priority is not None:
+        # A call nobody gave a priority says nothing: the server's default applies.
+        headers[PRIORITY_HEADER] = priority
+    return headers
 
 
 def _endpoint_name(url: URL) -> str:

@@ -7,11 +7,13 @@ Test your own retry, hedging and deadline handling without a server::
 
     async def test_retries_then_succeeds():
         transport = MockTransport([Reply(503), Reply(200, json={"ok": True})])
-        async with AsyncClient("http://svc", transport=transport, strategy=retry(3)) as client:
+        async with AsyncClient(
+            "http://svc", transport=transport, strategy=retry(3), priority="low"
+        ) as client:
             response = await client.get("/thing")
         assert response.json() == {"ok": True}
         assert [a.status for a in response.attempts] == [503, 200]
-        assert transport.sent[0].headers["X-Request-Priority"] == "normal"
+        assert transport.sent[0].headers["X-Request-Priority"] == "low"
 
 A ``Reply`` can also be a failure (``Reply(error=ConnectError)``) or slow
 (``Reply(200, delay=0.05)``): a delay longer than the attempt's timeout ends

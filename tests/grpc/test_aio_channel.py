@@ -36,13 +36,31 @@ async def test_the_deadline_and_priority_in_context_reach_the_server(serve_grpc:
     plain, inherited, own = backend.calls
     assert plain.remaining is not None
     assert 2.0 < plain.remaining < 3.1
-    assert plain.metadata["x-request-priority"] == "normal"
+    assert "x-request-priority" not in plain.metadata  # none chosen: the server's default
     assert inherited.remaining is not None
     assert inherited.remaining < 0.85  # grpc reports a few ms of its own slack
     assert inherited.metadata["x-request-priority"] == "low"
     assert own.remaining is not None
     assert own.remaining < 0.55
     assert own.metadata["x-request-priority"] == "high"
+
+
+async def test_the_channel_priority_goes_unless_the_context_or_call_says_otherwise(
+    serve_grpc: ServeGrpc,
+) -> None:
+    backend = Backend()
+    target = await serve_grpc(backend)
+    async with AsyncChannel(target, ChannelOptions(priority="low")) as channel:
+        stub = RecommendationsStub(channel)
+        await stub.Recommend(REQUEST)  # the straight path
+        with microcall.priority("high"):
+            await stub.Recommend(REQUEST)
+        await stub.Recommend(REQUEST, priority="normal")  # type: ignore[call-arg]
+    assert [call.metadata["x-request-priority"] for call in backend.calls] == [
+        "low",
+        "high",
+        "normal",
+    ]
 
 
 async def test_a_call_timeout_never_outlives_the_context_deadline(serve_grpc: ServeGrpc) -> None:

@@ -16,7 +16,7 @@ from microcall.grpc import ChannelOptions
 def test_defaults() -> None:
     options = ChannelOptions()
     assert options.timeout == 10.0
-    assert options.priority is microcall.Priority.NORMAL
+    assert options.priority is None  # none sent: the server's default applies
     assert options.strategy is microcall.single()
 
 

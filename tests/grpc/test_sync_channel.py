@@ -33,9 +33,28 @@ def test_deadline_and_priority_from_the_thread_context(serve_blocking_grpc: Serv
     plain, inherited = backend.calls
     assert plain.remaining is not None
     assert 1.5 < plain.remaining < 2.1
+    assert "x-request-priority" not in plain.metadata  # none chosen: the server's default
     assert inherited.remaining is not None
     assert inherited.remaining < 0.65
     assert inherited.metadata["x-request-priority"] == "low"
+
+
+def test_the_channel_priority_goes_unless_the_context_or_call_says_otherwise(
+    serve_blocking_grpc: ServeBlocking,
+) -> None:
+    backend = BlockingBackend()
+    target = serve_blocking_grpc(backend)
+    with Channel(target, ChannelOptions(priority="low")) as channel:
+        stub = RecommendationsStub(channel)
+        stub.Recommend(REQUEST)
+        with microcall.priority("high"):
+            stub.Recommend(REQUEST)
+        stub.Recommend(REQUEST, priority="normal")  # type: ignore[call-arg]
+    assert [call.metadata["x-request-priority"] for call in backend.calls] == [
+        "low",
+        "high",
+        "normal",
+    ]
 
 
 def test_statuses_become_microcall_errors(serve_blocking_grpc: ServeBlocking) -> None:

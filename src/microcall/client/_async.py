@@ -85,7 +85,9 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
                 f"strategy must come from single(), retry() or hedged(), got {strategy!r}"
             )
         self._strategy = strategy
-        self._priority = Priority.parse(options.get("priority", Priority.NORMAL)).value
+        chosen_priority = options.get("priority")
+        # None: calls carry no priority of their own, and the server applies its default.
+        self._priority = None if chosen_priority is None else Priority.parse(chosen_priority).value
         classifier = options.get("classifier", default_classifier)
         if not callable(classifier):
             raise ConfigurationError(f"classifier must be callable, got {classifier!r}")
@@ -252,7 +254,7 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
         self,
         request: Request,
         expires_at: float,
-        priority: str,
+        priority: str | None,
         strategy: Strategy,
         chosen: bool | CachePolicy,
         model: Any,
@@ -373,7 +375,7 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             return inherited.expires_at
         return expires_at
 
-    def _priority_of(self, options: CallOptions) -> str:
+    def _priority_of(self, options: CallOptions) -> str | None:
         chosen = options.get("priority")
         if chosen is not None:
             return Priority.parse(chosen).value

@@ -37,7 +37,8 @@ class ClientOptions(TypedDict, total=False):
     headers:          sent with every call (a call's own headers win)
     timeout:          default total deadline of a call, seconds (never infinite)
     strategy:         default strategy: ``single()``, ``retry(...)``, ``hedged(...)``
-    priority:         default priority when neither call nor context gives one
+    priority:         priority when neither call nor context gives one (default: none
+                      sent, so the server's own default applies)
     limits:           connection pool limits (total, per host, keep-alive)
     classifier:       ``classifier(response, error) -> Verdict``
     transport:        a Transport; default aiohttp with ``limits`` and ``verify``

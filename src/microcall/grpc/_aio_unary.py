@@ -73,9 +73,10 @@ _BARE = _CallArgs(None, None, None, None, None, None, None, None)
 # tuple into its Metadata on every call (about 4 µs), an instance it takes
 # as is. Shared only with channels microcall made itself, whose calls no
 # client interceptor could add to it.
-_OWN_METADATA = {
+_OWN_METADATA: dict[str | None, grpc.aio.Metadata] = {
     level.value: grpc.aio.Metadata((PRIORITY_METADATA, level.value)) for level in Priority
 }
+_OWN_METADATA[None] = grpc.aio.Metadata()
 
 
 class UnaryUnary(grpc.aio.UnaryUnaryMultiCallable[Req, Resp]):

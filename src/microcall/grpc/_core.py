@@ -76,7 +76,10 @@ class ChannelCore(Generic[C]):
         self.floor = to_seconds(options.deadline_floor, name="deadline_floor", allow_zero=True)
         self.rng = rng or random.Random()
         self.budget = None if options.budget is None else RetryBudget(options.budget)
-        self._priority = Priority.parse(options.priority).value
+        # None: calls carry no priority of their own, and the server applies its default.
+        self._priority = (
+            None if options.priority is None else Priority.parse(options.priority).value
+        )
         self._learners: dict[LearnedDelayConfig, Learner] = {}
         # The policies are plain objects told one thing at a time. A grpc.aio
         # channel tells them from its one event loop; a blocking channel's
@@ -86,7 +89,10 @@ class ChannelCore(Generic[C]):
             threading.Lock() if threaded else contextlib.nullcontext()
         )
         # The metadata of a call given none, per priority: built once.
-        self._own = {level.value: ((PRIORITY_METADATA, level.value),) for level in Priority}
+        self._own: dict[str | None, MetadataPairs] = {
+            level.value: ((PRIORITY_METADATA, level.value),) for level in Priority
+        }
+        self._own[None] = ()
 
     # ------------------------------------------------------------ per call
 
@@ -98,14 +104,14 @@ class ChannelCore(Generic[C]):
             return inherited.expires_at
         return expires_at
 
-    def priority(self, given: Priority | str | None) -> str:
+    def priority(self, given: Priority | str | None) -> str | None:
         if given is not None:
             return Priority.parse(given).value
         inherited = current_priority()
         return self._priority if inherited is None else inherited.value
 
-    def own_priority(self) -> str:
-        """The priority of a call that was given none: the context's, or the channel's."""
+    def own_priority(self) -> str | None:
+        """The priority of a call that was given none: the context's, or the channel's (if any)."""
         inherited = current_priority()
         return self._priority if inherited is None else inherited.value
 
@@ -114,10 +120,10 @@ class ChannelCore(Generic[C]):
         return self._own[self.own_priority()]
 
     def metadata(
-        self, priority: str, given: Iterable[tuple[str, str | bytes]] | None
+        self, priority: str | None, given: Iterable[tuple[str, str | bytes]] | None
     ) -> MetadataPairs:
-        """The call's outgoing metadata: the caller's, then microcall's priority."""
-        ours = ((PRIORITY_METADATA, priority),)
+        """The call's outgoing metadata: the caller's, then microcall's priority (if any)."""
+        ours = self._own[priority]
         if not given:
             return ours
         # The caller's own priority entry would contradict ours: drop it.

@@ -39,7 +39,8 @@ class ChannelOptions:
 
     timeout          deadline of a call when neither the caller nor the context gives one
     strategy         ``single()``, ``retry(...)`` or ``hedged(...)``, for idempotent unary calls
-    priority         sent as ``x-request-priority`` unless the context or the call says otherwise
+    priority         sent as ``x-request-priority`` unless the context or the call says
+                     otherwise (default None: no priority sent, the server's default applies)
     idempotent       methods that may be sent more than once: full names
                      (``"bookstore.Recommendations/Recommend"``) or whole services
                      (``"bookstore.Recommendations"``); a method whose proto says
@@ -67,7 +68,7 @@ class ChannelOptions:
 
     timeout: Seconds = DEFAULT_TIMEOUT
     strategy: Strategy = SINGLE
-    priority: Priority | str = Priority.NORMAL
+    priority: Priority | str | None = None
     idempotent: Collection[str] = ()
     retryable_codes: Collection[grpc.StatusCode] = RETRYABLE_CODES
     budget: RetryBudgetConfig | None = field(default_factory=RetryBudgetConfig)
@@ -89,7 +90,8 @@ class ChannelOptions:
             raise ConfigurationError(
                 f"strategy must come from single(), retry() or hedged(), got {self.strategy!r}"
             )
-        set_field(self, "priority", Priority.parse(self.priority))
+        if self.priority is not None:
+            set_field(self, "priority", Priority.parse(self.priority))
         set_field(self, "idempotent", _method_names(self.idempotent))
         codes = frozenset(self.retryable_codes)
         for code in codes:
