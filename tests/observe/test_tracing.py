@@ -20,6 +20,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import SpanKind, StatusCode
 
 import microcall
@@ -165,6 +166,40 @@ async def test_retries_carry_their_resend_count(serve: Serve, traces: Traces) ->
     assert attempts[0].attributes["error.type"] == "503"  # type: ignore[index]
     assert call.status.status_code is StatusCode.UNSET
     assert call.attributes["microcall.attempts"] == 3  # type: ignore[index]
+
+
+async def test_a_trace_the_sampler_dropped_still_travels_and_records_nothing(
+    serve: Serve,
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    sent: list[str | None] = []
+
+    async def flaky(request: web.Request) -> web.Response:
+        sent.append(request.headers.get("traceparent"))
+        return web.Response(status=503 if len(sent) < 3 else 200)
+
+    app = web.Application()
+    app.router.add_get("/", flaky)
+    base = await serve(app)
+    tracer = provider.get_tracer("test")
+    async with microcall.AsyncClient(
+        base, observers=[ClientTracing(provider)], strategy=microcall.retry(3, backoff=QUICK)
+    ) as client:
+        with tracer.start_as_current_span("checkout") as outer:
+            await client.get("/")
+    provider.shutdown()
+
+    assert exporter.get_finished_spans() == ()
+    # Every attempt carries the call's context, marked not sampled, in the caller's trace:
+    # the next hop drops it too.
+    assert len(sent) == 3
+    assert len(set(sent)) == 1
+    _version, trace_hex, parent_hex, flags = sent[0].split("-")  # type: ignore[union-attr]
+    assert int(trace_hex, 16) == outer.get_span_context().trace_id
+    assert int(parent_hex, 16) not in (0, outer.get_span_context().span_id)
+    assert int(flags, 16) & 1 == 0  # the sampled bit is off
 
 
 async def test_a_hedge_is_marked_and_its_loser_cancelled(serve: Serve, traces: Traces) -> None:

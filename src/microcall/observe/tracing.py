@@ -133,10 +133,17 @@ class _CallSpan:
 
     def attempt_started(
         self, index: int, kind: AttemptKind, url: URL, headers: dict[str, str]
-    ) -> _AttemptSpan:
+    ) -> _AttemptSpan | None:
         parent = self._context
         if parent is None:
             parent = self._context = trace.set_span_in_context(self._span)
+        if not self._span.is_recording():
+            # The sampler dropped this trace, so it would drop an attempt's
+            # span too: the call's own context goes out instead (not
+            # sampled, so the next hop records nothing either), and the SDK
+            # is spared a span per attempt on most calls of a sampled service.
+            propagate.get_global_textmap().inject(headers, context=parent)
+            return None
         attributes: dict[str, AttributeValue] = {
             "server.address": url.raw_host or "",
             "server.port": url.port or 0,
