@@ -183,9 +183,9 @@ def _section(
         runs = stampedes[mode]
         received = Spread.of([float(one["received"]) for one in runs]).cell(0)
         answered = Spread.of([float(one["calls"] - one["errors"]) for one in runs]).cell(0)
-        errors = Spread.of([float(one["errors"]) for one in runs]).cell(0)
+        failed = Spread.of([float(one["errors"]) for one in runs]).cell(0)
         took = Spread.of([one["seconds"] * 1000 for one in runs]).cell(0)
-        lines.append(f"| {mode.label} | {received} | {answered} | {errors} | {took} |")
+        lines.append(f"| {mode.label} | {received} | {answered} | {failed} | {took} |")
     lines.append("")
     for mode in STAMPEDE_MODES[:2]:
         worst = max(one["received"] for one in stampedes[mode])

@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from bench import BenchEnv
 from bench._load import Plan, Record, offer
@@ -333,7 +333,8 @@ def serve(profile: LatencyProfile | None, seed: int) -> None:
 
     async def main() -> None:
         server = grpc.aio.server()
-        add_RecommendationsServicer_to_server(Service(), server)
+        # Only Recommend is measured; the streaming method stays unimplemented.
+        add_RecommendationsServicer_to_server(Service(), server)  # type: ignore[abstract]
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         print(f"127.0.0.1:{port}", flush=True)
@@ -636,7 +637,7 @@ async def _tail(arguments: argparse.Namespace) -> dict[str, Any]:
     import microcall
     from microcall.examples_pb.recommendations_pb2 import RecommendationRequest
     from microcall.examples_pb.recommendations_pb2_grpc import RecommendationsStub
-    from microcall.grpc import AsyncChannel, ChannelOptions
+    from microcall.grpc import AsyncChannel, ChannelOptions, UnaryUnaryCall
 
     strategy = microcall.hedged() if arguments.strategy == "hedged" else microcall.single()
     plan = Plan(
@@ -657,8 +658,10 @@ async def _tail(arguments: argparse.Namespace) -> dict[str, Any]:
 
         async def call(path: str, measured: bool) -> None:
             _, run_id, _, number = path.split("/")
-            reply = stub.Recommend(
-                RecommendationRequest(user_id=int(number), max_results=int(run_id))
+            # The stub's static type is grpc's; over an AsyncChannel the call is microcall's.
+            reply = cast(
+                UnaryUnaryCall[Any, Any],
+                stub.Recommend(RecommendationRequest(user_id=int(number), max_results=int(run_id))),
             )
             await reply
             if measured:

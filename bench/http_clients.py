@@ -5,6 +5,8 @@ fresh client process (bench/_client.py) on the client core, so one library's
 warm caches or leftover threads never help another. The rows are measured in
 rounds (each row once per round) so that a slow change in the machine's load
 hits every row alike, and every ratio is taken within one run.
+
+``python -m bench.http_clients [--quick]`` runs this section on its own.
 """
 
 from __future__ import annotations
@@ -331,3 +333,9 @@ def _interleaved(env: BenchEnv, pairs: Pairs) -> list[str]:
         )
     lines.append("")
     return lines
+
+
+if __name__ == "__main__":
+    from bench._standalone import main
+
+    sys.exit(main(run, "http_clients"))

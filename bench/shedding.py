@@ -34,6 +34,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 from bench import BenchEnv
@@ -254,12 +255,12 @@ def _success(result: dict[str, Any], priority: str) -> float:
 
 
 def _goodput(result: dict[str, Any]) -> float:
-    return float(result["completed"]) / result["seconds"]
+    return float(result["completed"]) / float(result["seconds"])
 
 
 def _offered(result: dict[str, Any]) -> float:
     sent = sum(sum(counts.values()) for counts in result["counts"].values())
-    return sent / result["seconds"]
+    return float(sent) / float(result["seconds"])
 
 
 def _brief(result: dict[str, Any]) -> str:
@@ -301,7 +302,7 @@ def _section(env: BenchEnv, warmup: float, results: dict[str, list[dict[str, Any
         row = [
             name,
             _spread(runs, _offered).cell(0),
-            *(_percent(_spread(runs, lambda r, p=p: _success(r, p))) for p in PRIORITIES),
+            *(_percent(_spread(runs, partial(_success, priority=p))) for p in PRIORITIES),
             _spread(runs, _goodput).cell(0),
             _percent(_spread(runs, lambda r: _goodput(r) / CAPACITY)),
             _latency(runs),
