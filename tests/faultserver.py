@@ -37,6 +37,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+import microcall
+
 # SO_LINGER on with a zero timeout: close() discards unsent data and sends RST.
 _LINGER_ABORT = struct.pack("ii", 1, 0)
 
@@ -66,6 +68,20 @@ class Fault(enum.StrEnum):
     HALF_BODY = "half_body"
     GARBAGE = "garbage"
     TRICKLE = "trickle"
+
+
+# What each fault must become, whatever the transport: one request on the
+# wire, typed by what went wrong.
+EXPECTED_ERROR: dict[Fault, type[microcall.CallError]] = {
+    Fault.REFUSE: microcall.ConnectError,
+    Fault.HANG: microcall.DeadlineExceeded,
+    Fault.RESET: microcall.ReadError,
+    Fault.RESET_HEADERS: microcall.ReadError,
+    Fault.CLOSE: microcall.ReadError,
+    Fault.HALF_BODY: microcall.ReadError,
+    Fault.GARBAGE: microcall.ProtocolError,
+    Fault.TRICKLE: microcall.DeadlineExceeded,
+}
 
 
 class FaultServer:

@@ -15,7 +15,7 @@ import pytest
 
 import microcall
 from microcall import AttemptKind, CallError
-from tests.faultserver import Fault, FaultServer, fault_server
+from tests.faultserver import EXPECTED_ERROR, Fault, FaultServer, fault_server
 from tests.faultserver import faults_fixture as faults_fixture  # provides the `faults` fixture
 
 # How long past its deadline a call may still be running. The engine aims at a
@@ -23,17 +23,6 @@ from tests.faultserver import faults_fixture as faults_fixture  # provides the `
 MARGIN = 0.25
 
 FAULT_TIMEOUT = 0.3
-
-EXPECTED_ERROR: dict[Fault, type[CallError]] = {
-    Fault.REFUSE: microcall.ConnectError,
-    Fault.HANG: microcall.DeadlineExceeded,
-    Fault.RESET: microcall.ReadError,
-    Fault.RESET_HEADERS: microcall.ReadError,
-    Fault.CLOSE: microcall.ReadError,
-    Fault.HALF_BODY: microcall.ReadError,
-    Fault.GARBAGE: microcall.ProtocolError,
-    Fault.TRICKLE: microcall.DeadlineExceeded,
-}
 
 QUICK_BACKOFF = microcall.Backoff(base=0.001, cap=0.002)
 

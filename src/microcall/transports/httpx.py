@@ -1,0 +1,212 @@
+"""A second HTTP transport: httpx's client, speaking HTTP/2 where the server offers it.
+
+Theory of operation. One ``httpx.AsyncClient`` per transport, created on the
+first ``send`` inside the loop that runs it (httpx's pool is bound to that
+loop) and closed by ``aclose``; after that the transport refuses to send. Its
+pool keeps connections alive between calls. Over TLS, ALPN picks HTTP/2 when
+the server speaks it, and then every concurrent call to one origin shares one
+connection as its own stream; over plain HTTP, and with ``http2=False``, each
+call in flight holds an HTTP/1.1 connection.
+
+Each attempt runs under the coalesced timer of ``microcall._timeouts``, the
+same as the aiohttp transport: httpx's own timeouts are turned off, so that
+timer alone ends an attempt (as AttemptTimeout), while a cancellation from
+the caller (a losing hedge) passes through as a cancellation. httpx releases
+the stream on the way out: an HTTP/1.1 connection caught mid-response is
+closed, an HTTP/2 stream is dropped and its connection stays in use.
+
+httpx's exceptions become microcall's in one place, ``map_error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import ssl
+from collections.abc import Mapping
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from microcall._limits import Limits
+from microcall._request import Request
+from microcall._response import Response
+from microcall._timeouts import Timeouts
+from microcall.errors import (
+    AttemptTimeout,
+    ConfigurationError,
+    ConnectError,
+    ProtocolError,
+    ReadError,
+    TransportError,
+    UsageError,
+)
+
+try:
+    import httpx
+except ImportError as missing:  # an optional dependency: say how to get it
+    raise ImportError('HttpxTransport needs httpx: pip install "microcall[httpx]"') from missing
+
+INSTALL_HINT = 'pip install "microcall[httpx]"'
+
+# httpcore reports a connection the peer closed early with the same class
+# (RemoteProtocolError) as bytes that are not HTTP; only its message tells a
+# broken connection (ReadError, worth a retry) from a broken peer.
+_CLOSED_EARLY = ("disconnected", "peer closed connection", "StreamReset", "ConnectionTerminated")
+
+
+def map_error(exc: Exception, request: Request) -> Exception | None:
+    """The microcall exception for an httpx one; the single place they are translated.
+
+    None means "not ours to translate" (a bug, say): the caller re-raises it as is.
+    Messages name the endpoint, never the URL: it may carry credentials.
+    """
+    where = request.endpoint
+    detail = str(exc) or type(exc).__name__
+    error: TransportError
+    if isinstance(exc, TimeoutError):  # the attempt's own guard
+        error = AttemptTimeout(f"no response from {where} in time", request=request)
+    elif isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):  # TLS failures too
+        error = ConnectError(f"cannot connect to {where}: {detail}", request=request)
+    elif isinstance(exc, httpx.TimeoutException):  # httpx's own timers; off unless changed
+        error = AttemptTimeout(f"no response from {where} in time: {detail}", request=request)
+    elif isinstance(exc, httpx.RemoteProtocolError):
+        if any(marker in detail for marker in _CLOSED_EARLY):
+            error = ReadError(f"{where} closed the connection early: {detail}", request=request)
+        else:
+            error = ProtocolError(f"invalid HTTP from {where}: {detail}", request=request)
+    elif isinstance(exc, httpx.NetworkError):  # read, write, close
+        error = ReadError(f"connection to {where} failed: {detail}", request=request)
+    elif isinstance(exc, (httpx.DecodingError, httpx.TooManyRedirects)):
+        error = ProtocolError(f"invalid response from {where}: {detail}", request=request)
+    elif isinstance(exc, (httpx.InvalidURL, httpx.UnsupportedProtocol, httpx.LocalProtocolError)):
+        return UsageError(f"cannot send {request!r}: {detail}")
+    elif isinstance(exc, httpx.TransportError):
+        error = TransportError(f"request to {where} failed: {exc!r}", request=request)
+    else:
+        return None
+    return error
+
+
+class HttpxTransport:
+    """HTTP/2 (and HTTP/1.1) over httpx, with a keep-alive pool shared by every call of a client.
+
+    ::
+
+        transport = HttpxTransport(verify=my_ca_context)
+        async with microcall.AsyncClient("https://catalog:8443", transport=transport) as client:
+            ...
+
+    ``limits.max_connections`` bounds the connections of the pool and
+    ``limits.keepalive_expiry`` how long an idle one is kept. Under HTTP/2 a
+    connection carries many calls at once, so the bound is on connections,
+    not on calls. httpx has no per-host bound: a ``Limits`` with
+    ``max_connections_per_host`` set is refused rather than half applied.
+    ``verify`` is True (the CA bundle httpx ships, via certifi), False, or an
+    ``ssl.SSLContext`` used as given. ``http2=False`` speaks HTTP/1.1 only.
+    """
+
+    def __init__(
+        self,
+        *,
+        limits: Limits | None = None,
+        verify: bool | ssl.SSLContext = True,
+        follow_redirects: bool = True,
+        http2: bool = True,
+    ) -> None:
+        if limits is not None and not isinstance(limits, Limits):
+            raise ConfigurationError(f"limits must be a microcall.Limits, got {limits!r}")
+        if limits is not None and limits.max_connections_per_host is not None:
+            raise ConfigurationError(
+                "HttpxTransport cannot bound connections per host (httpx has no such limit); "
+                "leave max_connections_per_host unset or use the aiohttp transport"
+            )
+        if not isinstance(verify, (bool, ssl.SSLContext)):
+            raise ConfigurationError(f"verify must be a bool or an ssl.SSLContext, got {verify!r}")
+        if not isinstance(follow_redirects, bool):
+            raise ConfigurationError(f"follow_redirects must be a bool, got {follow_redirects!r}")
+        if not isinstance(http2, bool):
+            raise ConfigurationError(f"http2 must be a bool, got {http2!r}")
+        if http2:
+            try:
+                importlib.import_module("h2")
+            except ImportError as missing:
+                raise ConfigurationError(
+                    f"HTTP/2 needs the h2 package: {INSTALL_HINT} (or pass http2=False)"
+                ) from missing
+        self._limits = limits or Limits()
+        self._verify = verify
+        self._follow_redirects = follow_redirects
+        self._http2 = http2
+        self._client: httpx.AsyncClient | None = None
+        self._timeouts: Timeouts | None = None
+        self._closed = False
+
+    def _open(self) -> httpx.AsyncClient:
+        if self._closed:
+            raise UsageError("this transport is closed")
+        limits = self._limits
+        self._client = httpx.AsyncClient(
+            http2=self._http2,
+            verify=self._verify,
+            follow_redirects=self._follow_redirects,
+            limits=httpx.Limits(
+                max_connections=limits.max_connections,
+                max_keepalive_connections=limits.max_connections,
+                keepalive_expiry=limits.keepalive_expiry,
+            ),
+            # The attempt's guard is the only timer: httpx's per-phase ones
+            # would fire on their own schedule and cost a timer each.
+            timeout=httpx.Timeout(None),
+            # Services do not share cookies between calls: a policy that
+            # allows no domain keeps the jar empty.
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+            # Proxies and .netrc from the environment are not a service's business.
+            trust_env=False,
+        )
+        self._timeouts = Timeouts(asyncio.get_running_loop())
+        return self._client
+
+    async def send(
+        self, request: Request, url: URL, headers: Mapping[str, str], timeout: float
+    ) -> Response:
+        """Send one attempt to ``url`` and return its response, read in full."""
+        client = self._client or self._open()
+        assert self._timeouts is not None
+        extensions: dict[str, str] | None = None
+        # A replica by address: keep the name (identity first: yarl's host is computed).
+        if url is not request.url and url.host != request.url.host:
+            headers = {**headers, "Host": request.url.host_port_subcomponent or ""}
+            if url.scheme == "https" and request.url.host:
+                extensions = {"sni_hostname": request.url.host}
+        try:
+            with self._timeouts.guard(timeout):
+                raw = await client.request(
+                    request.method,
+                    str(url),
+                    headers=headers,
+                    content=request.body,
+                    extensions=extensions,
+                )
+        except Exception as exc:
+            mapped = map_error(exc, request)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        return Response(
+            status_code=raw.status_code,
+            headers=CIMultiDictProxy(CIMultiDict(raw.headers.multi_items())),
+            content=raw.content,
+            # The URL it was sent to, unless a redirect moved it.
+            url=URL(str(raw.url), encoded=True) if raw.history else url,
+            request=request,
+            reason=raw.reason_phrase,
+        )
+
+    async def aclose(self) -> None:
+        """Close the pool's connections; the transport sends nothing after this."""
+        self._closed = True
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
