@@ -172,6 +172,32 @@ async def microcall_async(url: str) -> AsyncIterator[AsyncCall]:
         yield call
 
 
+@contextlib.asynccontextmanager
+async def raw_httpx(url: str) -> AsyncIterator[AsyncCall]:
+    import httpx
+
+    async with httpx.AsyncClient() as client:
+
+        async def call() -> int:
+            response = await client.get(url)
+            return response.status_code
+
+        yield call
+
+
+@contextlib.asynccontextmanager
+async def microcall_httpx(url: str) -> AsyncIterator[AsyncCall]:
+    import microcall
+    from microcall.transports.httpx import HttpxTransport
+
+    async with microcall.AsyncClient(url, transport=HttpxTransport()) as client:
+
+        async def call() -> int:
+            return (await client.get("")).status_code
+
+        yield call
+
+
 async def _call_in_loop(call: AsyncCall, window: Window) -> None:
     while not window.finished:
         began = time.perf_counter()
@@ -373,6 +399,8 @@ ASYNC_PEERS: dict[str, AsyncPeer] = {
     "aiohttp": raw_aiohttp,
     "aio-request": aio_request_client,
     "microcall-async": microcall_async,
+    "httpx": raw_httpx,
+    "microcall-httpx": microcall_httpx,
 }
 THREAD_PEERS: dict[str, ThreadPeer] = {
     "requests": requests_session,

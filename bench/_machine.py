@@ -11,7 +11,15 @@ from pathlib import Path
 from bench._nginx import nginx_version
 
 # Everything the benchmarks measure or depend on, in the order the header lists them.
-PACKAGES = ("microcall", "aiohttp", "requests", "requests-futures", "aio-request", "uvloop")
+PACKAGES = (
+    "microcall",
+    "aiohttp",
+    "requests",
+    "requests-futures",
+    "aio-request",
+    "uvloop",
+    "httpx",
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -54,6 +54,14 @@ ROWS: tuple[Row, ...] = (
     Row("microcall-async", 1, "microcall `AsyncClient`", "asyncio", "1 task"),
     Row("microcall-async", 16, "microcall `AsyncClient`", "asyncio", "16 tasks"),
     Row("microcall-async", 64, "microcall `AsyncClient`", "asyncio", "64 tasks"),
+    Row("httpx", 16, "httpx `AsyncClient` (raw)", "asyncio", "16 tasks"),
+    Row(
+        "microcall-httpx",
+        16,
+        "microcall `AsyncClient` over `HttpxTransport`",
+        "asyncio",
+        "16 tasks",
+    ),
     Row("requests", 1, "requests `Session`", "none (blocking)", "1 thread"),
     Row(
         "requests-futures",
@@ -102,6 +110,7 @@ TARGETS: tuple[Target, ...] = (
     Target("Client (sequential) req/s ÷ requests.Session req/s", "rps", ("microcall-client", 1), ("requests", 1), SEQUENTIAL_SPEED_UP, at_most=False),
     Target("aio-request CPU/request ÷ raw aiohttp, c=16", "cpu_us_per_request", ("aio-request", 16), ("aiohttp", 16)),
     Target("aio-request CPU/request ÷ raw aiohttp, c=64", "cpu_us_per_request", ("aio-request", 64), ("aiohttp", 64)),
+    Target("AsyncClient over HttpxTransport CPU/request ÷ raw httpx, c=16", "cpu_us_per_request", ("microcall-httpx", 16), ("httpx", 16)),
 )  # fmt: skip
 
 Results = dict[tuple[str, int], list[dict[str, Any]]]
@@ -116,6 +125,7 @@ MEASURE_ORDER: tuple[tuple[str, int], ...] = (
     ("requests", 1), ("microcall-client", 1),
     ("aiohttp", 1), ("microcall-async", 1),
     ("requests-futures", 16), ("microcall-futures", 16), ("microcall-client", 16),
+    ("httpx", 16), ("microcall-httpx", 16),
 )  # fmt: skip
 
 
@@ -209,9 +219,12 @@ def _section(env: BenchEnv, results: Results, pairs: Pairs) -> str:
         "  - microcall `AsyncClient(url)` with its defaults (the `single()` strategy, a 10 s "
         "deadline): `await client.get('')`, on the benchmark's own loop (asyncio's, as for raw "
         "aiohttp).",
+        "  - raw httpx: one default `httpx.AsyncClient()`; `await client.get(url)`. microcall "
+        "over httpx: `AsyncClient(url, transport=HttpxTransport())` (HTTP/1.1 here: nginx "
+        "speaks it in cleartext).",
         "- microcall `Client` and `FuturesClient` run their calls on the client's background "
-        f"loop ({BACKGROUND_LOOP}). Every microcall call sends `X-Request-Timeout` and "
-        "`X-Request-Priority`.",
+        f"loop ({BACKGROUND_LOOP}). Every microcall call sends `X-Request-Timeout` (no "
+        "priority was chosen, so no `X-Request-Priority`).",
         "- requests: one `requests.Session`, `session.get(url).content` in a loop.",
         "- futures (requests-futures and `FuturesClient`): a feeder thread keeps N futures "
         "outstanding, starting a new call as each one completes (a semaphore released in the "
