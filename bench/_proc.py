@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
+import sys
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -58,6 +61,23 @@ START_TIMEOUT = 30.0
 # cancels their handlers within milliseconds; this only bounds a stuck run.
 SETTLE_TIMEOUT = 5.0
 SETTLE_POLL = 0.02
+
+
+async def answer_commands(commands: Mapping[str, Callable[[str], Any]]) -> None:
+    """A served process's side of :class:`ServerProcess`, until stdin ends.
+
+    Each line on stdin is ``COMMAND ARGUMENT``; a known command's answer goes
+    back as one JSON line on stdout.
+    """
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line:
+            return
+        command, _, argument = line.strip().partition(" ")
+        answer = commands.get(command)
+        if answer is not None:
+            print(json.dumps(answer(argument)), flush=True)
 
 
 class ServerProcess:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import sys
 from collections.abc import Sequence
@@ -44,7 +43,7 @@ from aiohttp import web
 
 from bench import BenchEnv
 from bench._load import run_queue_wait
-from bench._proc import ServerProcess
+from bench._proc import ServerProcess, answer_commands
 from microcall.demo.backend import LatencyProfile, latency
 
 
@@ -122,21 +121,16 @@ async def serve(profile: LatencyProfile, *, seed: int, status: int) -> None:
         access_log=None,
     )
     await runner.setup()
-    loop = asyncio.get_running_loop()
     try:
         await web.TCPSite(runner, "127.0.0.1", 0, backlog=1024).start()
         host, port = runner.addresses[0][:2]
         print(f"http://{host}:{port}", flush=True)
-        while True:
-            line = await loop.run_in_executor(None, sys.stdin.readline)
-            if not line:
-                return
-            command, _, argument = line.strip().partition(" ")
-            if command == "stats":
-                counts = runs.get(int(argument)) or _Run()
-                print(json.dumps(counts.counts()), flush=True)
-            elif command == "wait":
-                print(json.dumps({"wait": run_queue_wait()}), flush=True)
+        await answer_commands(
+            {
+                "stats": lambda run: (runs.get(int(run)) or _Run()).counts(),
+                "wait": lambda _: {"wait": run_queue_wait()},
+            }
+        )
     finally:
         await runner.cleanup()
 

@@ -40,7 +40,7 @@ from typing import Any, cast
 
 from bench import BenchEnv
 from bench._load import Plan, Record, offer
-from bench._proc import ServerProcess, run_json
+from bench._proc import ServerProcess, answer_commands, run_json
 from bench._stats import Spread, percentile
 from microcall.demo.backend import LatencyProfile
 
@@ -338,16 +338,9 @@ def serve(profile: LatencyProfile | None, seed: int) -> None:
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         print(f"127.0.0.1:{port}", flush=True)
-        loop = asyncio.get_running_loop()
+        empty = {"received": 0, "cancelled": 0, "in_flight": 0}
         try:
-            while True:
-                line = await loop.run_in_executor(None, sys.stdin.readline)
-                if not line:
-                    return
-                command, _, argument = line.strip().partition(" ")
-                if command == "stats":
-                    empty = {"received": 0, "cancelled": 0, "in_flight": 0}
-                    print(json.dumps(runs.get(int(argument), empty)), flush=True)
+            await answer_commands({"stats": lambda run: runs.get(int(run), empty)})
         finally:
             await server.stop(None)
 

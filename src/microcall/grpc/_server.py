@@ -32,12 +32,11 @@ from microcall.grpc._status import PUSHBACK_METADATA
 from microcall.priority import Priority
 from microcall.server._admission import Admission
 from microcall.server._config import ServerOptions
-from microcall.server._gate import Gate, Refusal
+from microcall.server._gate import Gate, GateReadings, Refusal
 from microcall.server._headers import MAX_HEADER_TIMEOUT
 from microcall.server._route import route_timeout_of
 from microcall.server._stats import ServerStats
 from microcall.server._trust import Caller
-from microcall.server.shedding import PriorityLimiter
 
 # A load balancer's health probe must see the server as it is: never shed,
 # never refused, never given a deadline (a Watch stream lasts as long as the
@@ -65,10 +64,11 @@ class RpcRefusal:
     priority: Priority | None = None
 
 
-class RpcGate:
+class RpcGate(GateReadings):
     """Admission for one interceptor: owns the gate (options, limiter, stats)."""
 
     __slots__ = ("_expired", "_gate", "_malformed", "_shed")
+    _gate: Gate
 
     def __init__(self, options: ServerOptions | None, stats: ServerStats | None) -> None:
         self._gate = gate = Gate(options, stats=stats)
@@ -94,14 +94,6 @@ class RpcGate:
     @property
     def options(self) -> ServerOptions:
         return self._gate.options
-
-    @property
-    def stats(self) -> ServerStats:
-        return self._gate.stats
-
-    @property
-    def limiter(self) -> PriorityLimiter | None:
-        return self._gate.limiter
 
     @property
     def expired(self) -> RpcRefusal:
@@ -202,13 +194,15 @@ def behavior_of(handler: Any) -> tuple[Callable[..., Any], Callable[..., Any]]:
     return handler.stream_stream, grpc.stream_stream_rpc_method_handler
 
 
-class InterceptorBase:
+class InterceptorBase(GateReadings):
     """What the grpc.aio and the blocking interceptor share: gate, cache, exemptions.
 
     A subclass's ``intercept_service`` asks grpc for the handler (awaiting or
     not) and hands it to :meth:`_protected`; :meth:`_wrap` builds the
     protected handler, once per handler and method.
     """
+
+    _gate: RpcGate
 
     def __init__(
         self,
@@ -220,16 +214,6 @@ class InterceptorBase:
         self._cache = HandlerCache()
         self._exempt = exempt_names(exempt)
         self._observers = self._gate.options.observers
-
-    @property
-    def stats(self) -> ServerStats:
-        """What this interceptor has admitted, refused and ignored (and, on grpc.aio, cancelled)."""
-        return self._gate.stats
-
-    @property
-    def limiter(self) -> PriorityLimiter | None:
-        """The live concurrency limiter (None without shedding)."""
-        return self._gate.limiter
 
     def _protected(
         self, handler: grpc.RpcMethodHandler[Any, Any] | None, details: grpc.HandlerCallDetails

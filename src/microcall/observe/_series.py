@@ -161,21 +161,10 @@ class CounterSeries(_Series):
         cells[0] += 1
 
 
-class GaugeSeries(_Series):
+class GaugeSeries(CounterSeries):
     """One gauge series moved by ``inc()`` and ``dec()``, from any threads."""
 
     __slots__ = ()
-
-    def __init__(self, values: tuple[str, ...], lock: threading.Lock) -> None:
-        super().__init__(values, lock, 1)
-
-    def inc(self) -> None:
-        """Add one."""
-        try:
-            cells = self._local.cells
-        except AttributeError:
-            cells = self._shard()
-        cells[0] += 1
 
     def dec(self) -> None:
         """Take one away (perhaps on another thread than the ``inc``)."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from http import HTTPStatus
+from typing import Protocol
 
 from microcall._durations import to_seconds
 from microcall.deadline import Deadline
@@ -61,6 +62,31 @@ class Refusal:
     body: bytes
     kind: str = ""
     priority: Priority | None = None
+
+
+class _Readable(Protocol):
+    @property
+    def stats(self) -> ServerStats: ...
+
+    @property
+    def limiter(self) -> PriorityLimiter | None: ...
+
+
+class GateReadings:
+    """What an operator reads off a middleware or interceptor: its gate's counts and limiter."""
+
+    __slots__ = ()
+    _gate: _Readable
+
+    @property
+    def stats(self) -> ServerStats:
+        """What it has admitted, refused and ignored (and, where it can cancel, cancelled)."""
+        return self._gate.stats
+
+    @property
+    def limiter(self) -> PriorityLimiter | None:
+        """The live concurrency limiter (None without shedding)."""
+        return self._gate.limiter
 
 
 class Gate:

@@ -31,25 +31,25 @@ from microcall.observe._serverwatch import ServerWatch
 from microcall.observe.hooks import InboundRequest
 from microcall.server._cancel import DeadlineCancelled, within_deadline
 from microcall.server._config import ServerOptions
-from microcall.server._gate import Gate, Refusal
+from microcall.server._gate import Gate, GateReadings, Refusal
 from microcall.server._headers import PRIORITY_HEADER, TIMEOUT_HEADER
 from microcall.server._route import route_timeout_of
 from microcall.server._stats import ServerStats
 from microcall.server._trust import Caller
-from microcall.server.shedding import PriorityLimiter
 
 __all__ = ["AiohttpMiddleware"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class AiohttpMiddleware:
+class AiohttpMiddleware(GateReadings):
     """An aiohttp middleware (pass the instance in ``web.Application(middlewares=[...])``).
 
     One instance per application: it owns the concurrency limit and the stats.
     """
 
     __slots__ = ("_cancel", "_gate", "_observers")
+    _gate: Gate
 
     # aiohttp takes a middleware without this marker for the old factory style.
     __middleware_version__: ClassVar[int] = 1
@@ -60,16 +60,6 @@ class AiohttpMiddleware:
         self._gate = Gate(options, stats=stats)
         self._cancel = self._gate.options.cancel_on_deadline
         self._observers = self._gate.options.observers
-
-    @property
-    def stats(self) -> ServerStats:
-        """What this middleware has admitted, refused, ignored and cancelled."""
-        return self._gate.stats
-
-    @property
-    def limiter(self) -> PriorityLimiter | None:
-        """The live concurrency limiter (None without shedding)."""
-        return self._gate.limiter
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if self._observers:

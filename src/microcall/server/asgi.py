@@ -31,10 +31,9 @@ from microcall.observe._serverwatch import ServerWatch
 from microcall.observe.hooks import InboundRequest
 from microcall.server._cancel import DeadlineCancelled, within_deadline
 from microcall.server._config import ServerOptions
-from microcall.server._gate import Gate, Refusal
+from microcall.server._gate import Gate, GateReadings, Refusal
 from microcall.server._stats import ServerStats
 from microcall.server._trust import Caller
-from microcall.server.shedding import PriorityLimiter
 
 __all__ = ["ASGIApp", "ASGIMiddleware"]
 
@@ -49,10 +48,11 @@ _TIMEOUT = b"x-request-timeout"
 _PRIORITY = b"x-request-priority"
 
 
-class ASGIMiddleware:
+class ASGIMiddleware(GateReadings):
     """Wraps an ASGI application: ``ASGIMiddleware(app, options)``."""
 
     __slots__ = ("_cancel", "_gate", "_observers", "app")
+    _gate: Gate
 
     def __init__(
         self,
@@ -65,16 +65,6 @@ class ASGIMiddleware:
         self._gate = Gate(options, stats=stats)
         self._cancel = self._gate.options.cancel_on_deadline
         self._observers = self._gate.options.observers
-
-    @property
-    def stats(self) -> ServerStats:
-        """What this middleware has admitted, refused, ignored and cancelled."""
-        return self._gate.stats
-
-    @property
-    def limiter(self) -> PriorityLimiter | None:
-        """The live concurrency limiter (None without shedding)."""
-        return self._gate.limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

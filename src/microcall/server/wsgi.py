@@ -33,10 +33,9 @@ from microcall.observe._serverwatch import ServerWatch
 from microcall.observe.hooks import InboundRequest
 from microcall.server._admission import Admission
 from microcall.server._config import ServerOptions
-from microcall.server._gate import Gate, Refusal
+from microcall.server._gate import Gate, GateReadings, Refusal
 from microcall.server._stats import ServerStats
 from microcall.server._trust import Caller
-from microcall.server.shedding import PriorityLimiter
 
 __all__ = ["WSGIApp", "WSGIMiddleware"]
 
@@ -49,10 +48,11 @@ _TIMEOUT = "HTTP_X_REQUEST_TIMEOUT"
 _PRIORITY = "HTTP_X_REQUEST_PRIORITY"
 
 
-class WSGIMiddleware:
+class WSGIMiddleware(GateReadings):
     """Wraps a WSGI application: ``WSGIMiddleware(app, options)``."""
 
     __slots__ = ("_gate", "_observers", "app")
+    _gate: Gate
 
     def __init__(
         self,
@@ -68,16 +68,6 @@ class WSGIMiddleware:
         self.app = app
         self._gate = Gate(options, stats=stats)
         self._observers = self._gate.options.observers
-
-    @property
-    def stats(self) -> ServerStats:
-        """What this middleware has admitted, refused and ignored."""
-        return self._gate.stats
-
-    @property
-    def limiter(self) -> PriorityLimiter | None:
-        """The live concurrency limiter (None without shedding)."""
-        return self._gate.limiter
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if self._observers:
