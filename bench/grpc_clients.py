@@ -11,9 +11,9 @@
    channel runs as configured by default: a deadline on every call (10 s),
    no priority metadata (none was chosen), the retry budget counting calls.
    The raw stub is called bare, with no timeout. The ratio checked against
-   the target comes from one process where the stubs take turns; a third
-   side there, the raw stub given the same timeout, shows how much of the
-   cost is grpc's own work for it.
+   the target is the median over many short processes where the stubs take
+   turns; a third side there, the raw stub given the same timeout, shows how
+   much of the cost is grpc's own work for it.
 2. Tail latency on a heavy-tailed gRPC backend (97% 2-4 ms, 2% 50 ms, 1%
    500 ms, drawn per request as in the HTTP tail benchmark), open loop at
    800 calls/s: a single attempt against microcall's learned hedging
@@ -55,6 +55,13 @@ DEADLINE = 10.0
 # The two stubs of a ratio take turns on one process this often: short
 # enough that a change in the machine's load falls on both alike.
 SLICE = 0.25
+# One process's ratio differs from the next one's by up to ±10% at one call in
+# flight, whatever the client: it reads a per-process state (where the heap
+# and grpc's threads landed, how the call's wake-ups race the server) that
+# interleaving cannot cancel. So the verdict is the median of many short
+# processes rather than of a few long ones.
+PAIRS_PER_REPEAT = 3
+PAIR_SHARE = 0.4  # each side's time in one pair process, as a share of env.duration
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +95,7 @@ def run(env: BenchEnv) -> str:
     costs: Costs = {(row.key, c): [] for row in COST_ROWS for c in CONCURRENCIES}
     pairs: Pairs = {(api, c): [] for api in APIS for c in CONCURRENCIES}
     timing = ["--warmup", str(env.warmup), "--duration", str(env.duration)]
+    pair_timing = ["--warmup", str(env.warmup), "--duration", str(env.duration * PAIR_SHARE)]
     with Backend(env, profile=None) as backend:
         target = ["--target", backend.target]
         for repeat in range(env.repeats):
@@ -103,16 +111,17 @@ def run(env: BenchEnv) -> str:
                     )
                     costs[(row.key, c)].append(result)
                     _progress(f"{rounds} {row.key} c={c}", result)
-                for api in APIS:
-                    result = run_json(
-                        env,
-                        "bench.grpc_clients",
-                        ["pair", api, str(c), *target, *timing],
-                        budget=env.warmup + 3 * env.duration,
-                    )
-                    pairs[(api, c)].append(result)
-                    for side, figures in result.items():
-                        _progress(f"{rounds} {api} c={c} turns: {side}", figures)
+                for _ in range(PAIRS_PER_REPEAT):
+                    for api in APIS:
+                        result = run_json(
+                            env,
+                            "bench.grpc_clients",
+                            ["pair", api, str(c), *target, *pair_timing],
+                            budget=env.warmup + 3 * env.duration * PAIR_SHARE,
+                        )
+                        pairs[(api, c)].append(result)
+                        for side, figures in result.items():
+                            _progress(f"{rounds} {api} c={c} turns: {side}", figures)
     tails: dict[str, list[dict[str, Any]]] = {key: [] for key, _ in TAIL_ROWS}
     requests = round(RATE * env.duration)
     warmup = round(RATE * env.warmup)
@@ -181,6 +190,7 @@ def _section(
     env: BenchEnv, costs: Costs, pairs: Pairs, tails: dict[str, list[dict[str, Any]]], requests: int
 ) -> str:
     repeats = "one run" if env.repeats == 1 else f"median of {env.repeats} runs (min–max)"
+    runs = f"{env.repeats * PAIRS_PER_REPEAT} processes"
     lines = [
         "## gRPC clients: microcall's channels over grpcio's stubs",
         "",
@@ -217,16 +227,22 @@ def _section(
     lines += [
         "",
         f"Target: microcall at most {TARGET_RATIO:.2f}x the plain stub's client CPU per call "
-        "(µs per call below). Measured in one client process where the stubs take turns "
-        f"every {SLICE:g} s ({env.duration:g} s each in all), so that other work on the "
-        "machine weighs on all of them alike; ratios are medians over runs, each run's in "
-        "brackets. *plain + deadline* is the plain stub given what microcall sends "
+        "(µs per call below). Measured in client processes where the stubs take turns "
+        f"every {SLICE:g} s ({env.duration * PAIR_SHARE:g} s each in all, after "
+        f"{env.warmup:g} s of warm-up), so that other work on the machine weighs on all of "
+        f"them alike; {runs} per row. A process's ratio is its CPU per call over its "
+        "turns; the verdict is the median over the processes (min–max in brackets, then "
+        "how many processes read above the target). One process's ratio differs from the "
+        "next one's by up to ±10% at one call in flight whatever the client (the plain stub "
+        "with 2.5 µs of busy work added per call read from 0.86x to 1.29x of itself across "
+        "processes), so a few readings cannot judge 15%; many short processes can. "
+        "*plain + deadline* is the plain stub given what microcall sends "
         f"(`timeout={DEADLINE:g}`): the last column is what microcall's own code adds on "
         "top of grpc's work for it.",
         "",
         "| API | concurrency | plain | plain + deadline | microcall "
-        "| ratio to plain | target | ratio to plain + deadline |",
-        "|---|---:|---:|---:|---:|---:|---|---:|",
+        "| ratio to plain | above target | target | ratio to plain + deadline |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for api in APIS:
         for c in CONCURRENCIES:
@@ -234,15 +250,15 @@ def _section(
             plain = [r["grpc"]["cpu_us_per_call"] for r in results]
             given = [r["grpc-deadline"]["cpu_us_per_call"] for r in results]
             ours = [r["microcall"]["cpu_us_per_call"] for r in results]
-            ratios = [o / p for o, p in zip(ours, plain, strict=True)]
-            ratio = Spread.of(ratios).median
-            own = Spread.of([o / g for o, g in zip(ours, given, strict=True)]).median
-            each = ", ".join(f"{r:.2f}" for r in ratios)
-            verdict = "PASS" if ratio <= TARGET_RATIO else "MISS"
+            ratios = Spread.of([o / p for o, p in zip(ours, plain, strict=True)])
+            own = Spread.of([o / g for o, g in zip(ours, given, strict=True)])
+            above = sum(1 for o, p in zip(ours, plain, strict=True) if o / p > TARGET_RATIO)
+            verdict = "PASS" if ratios.median <= TARGET_RATIO else "MISS"
             lines.append(
                 f"| {'grpc.aio' if api == 'aio' else 'blocking'} | {c} "
                 f"| {Spread.of(plain).cell(1)} | {Spread.of(given).cell(1)} "
-                f"| {Spread.of(ours).cell(1)} | {ratio:.2f} [{each}] | {verdict} | {own:.2f} |"
+                f"| {Spread.of(ours).cell(1)} | {ratios.cell(2)} | {above} of {len(results)} "
+                f"| {verdict} | {own.cell(2)} |"
             )
     lines += [
         "",
