@@ -32,6 +32,14 @@ cumulative ``_bucket`` samples ending in ``+Inf``, ``_count``, ``_sum``,
 ``_total``, and ``_created`` (the time a series was first used) as long as
 prometheus-client emits them (``disable_created_metrics()``,
 ``PROMETHEUS_DISABLE_CREATED_SERIES``).
+
+Under prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set
+before it was imported, as under gunicorn or uWSGI with several worker
+processes) a :class:`SeriesCollector` makes prometheus-client's own metrics
+instead: their values live in the shared directory's files, where
+``MultiProcessCollector`` adds up every worker's. Numbers in one process's
+memory could not be combined so. Callers see one interface either way
+(:class:`Observes`, :class:`Counts`, :class:`Moves` behind ``labels``).
 """
 
 from __future__ import annotations
@@ -44,7 +52,9 @@ from collections.abc import Callable, Iterable, Sequence
 from itertools import pairwise
 from typing import Final, Generic, Protocol, TypeVar
 
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client import metrics as prometheus_metrics
+from prometheus_client import values as prometheus_values
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -59,11 +69,16 @@ from microcall.errors import ConfigurationError
 __all__ = [
     "CounterFamily",
     "CounterSeries",
+    "Counts",
     "GaugeFamily",
     "GaugeSeries",
     "HistogramFamily",
     "HistogramSeries",
+    "Labelled",
+    "Moves",
+    "Observes",
     "SeriesCollector",
+    "multiprocess_mode",
 ]
 
 # prometheus-client's own spelling of a bound in the ``le`` label ("0.005",
@@ -228,6 +243,20 @@ class _Family(Generic[S]):
         raise NotImplementedError
 
 
+def upper_bounds(buckets: Sequence[float]) -> tuple[float, ...]:
+    """A histogram's bucket bounds, checked, ending in +Inf."""
+    bounds = [float(bound) for bound in buckets]
+    if bounds and bounds[-1] != math.inf:
+        bounds.append(math.inf)
+    # Written so that a NaN, which compares false to everything, is refused too.
+    if len(bounds) < 2 or not all(low < high for low, high in pairwise(bounds)):
+        raise ConfigurationError(
+            f"histogram buckets must be increasing numbers, at least one below +Inf, "
+            f"got {tuple(buckets)!r}"
+        )
+    return tuple(bounds)
+
+
 class HistogramFamily(_Family[HistogramSeries]):
     """A histogram family: ``family.labels(*values).observe(seconds)``."""
 
@@ -237,17 +266,8 @@ class HistogramFamily(_Family[HistogramSeries]):
         self, name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float]
     ) -> None:
         super().__init__(name, documentation, labelnames)
-        bounds = [float(bound) for bound in buckets]
-        if bounds and bounds[-1] != math.inf:
-            bounds.append(math.inf)
-        # Written so that a NaN, which compares false to everything, is refused too.
-        if len(bounds) < 2 or not all(low < high for low, high in pairwise(bounds)):
-            raise ConfigurationError(
-                f"histogram buckets must be increasing numbers, at least one below +Inf, "
-                f"got {tuple(buckets)!r}"
-            )
-        self._bounds = tuple(bounds)
-        self._les = tuple(_le_text(bound) for bound in bounds)
+        self._bounds = upper_bounds(buckets)
+        self._les = tuple(_le_text(bound) for bound in self._bounds)
 
     def _new(self, values: tuple[str, ...]) -> HistogramSeries:
         return HistogramSeries(values, self._lock, self._bounds)
@@ -321,6 +341,42 @@ def _created_samples() -> bool:
     return bool(getattr(prometheus_metrics, "_use_created", True))
 
 
+def multiprocess_mode() -> bool:
+    """Whether prometheus-client keeps its values in ``PROMETHEUS_MULTIPROC_DIR``'s files.
+
+    prometheus-client chooses once, when it is imported, from the
+    environment; its value class says what it chose.
+    """
+    return bool(getattr(prometheus_values.ValueClass, "_multiprocess", False))
+
+
+class Observes(Protocol):
+    """A histogram series."""
+
+    def observe(self, amount: float, /) -> None: ...
+
+
+class Counts(Protocol):
+    """A counter series."""
+
+    def inc(self) -> None: ...
+
+
+class Moves(Counts, Protocol):
+    """A gauge series that moves by one either way."""
+
+    def dec(self) -> None: ...
+
+
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Labelled(Protocol[T_co]):
+    """A family: its series for a set of label values."""
+
+    def labels(self, *values: str) -> T_co: ...
+
+
 class _Part(Protocol):
     def describe(self) -> Iterable[Metric]: ...
 
@@ -343,25 +399,43 @@ class SeriesCollector:
     A prometheus-client metric built with ``registry=None`` and ``include``\\ d
     is scraped along with the families, in the order they were added, so the
     whole collector registers (and unregisters) as one.
+
+    ``shared``: make prometheus-client's own metrics, whose values the
+    worker processes share through files (default: when prometheus-client
+    is in multiprocess mode).
     """
 
-    __slots__ = ("_parts",)
+    __slots__ = ("_parts", "shared")
 
-    def __init__(self) -> None:
+    def __init__(self, *, shared: bool | None = None) -> None:
         self._parts: list[_Part] = []
+        self.shared = multiprocess_mode() if shared is None else shared
 
     def histogram(
         self, name: str, documentation: str, labelnames: Sequence[str], *, buckets: Sequence[float]
-    ) -> HistogramFamily:
+    ) -> Labelled[Observes]:
         """A new histogram family with these upper bounds (+Inf is added if missing)."""
+        if self.shared:
+            bounds = upper_bounds(buckets)
+            return self.include(
+                Histogram(name, documentation, labelnames, buckets=bounds, registry=None)
+            )
         return self.include(HistogramFamily(name, documentation, labelnames, buckets))
 
-    def counter(self, name: str, documentation: str, labelnames: Sequence[str]) -> CounterFamily:
+    def counter(self, name: str, documentation: str, labelnames: Sequence[str]) -> Labelled[Counts]:
         """A new counter family (``name`` without ``_total``, as prometheus-client takes it)."""
+        if self.shared:
+            return self.include(Counter(name, documentation, labelnames, registry=None))
         return self.include(CounterFamily(name, documentation, labelnames))
 
-    def gauge(self, name: str, documentation: str, labelnames: Sequence[str]) -> GaugeFamily:
+    def gauge(self, name: str, documentation: str, labelnames: Sequence[str]) -> Labelled[Moves]:
         """A new gauge family, moved by ``inc`` and ``dec``."""
+        if self.shared:
+            # The sum over the workers alive: a worker that died takes its
+            # requests in flight with it.
+            return self.include(
+                Gauge(name, documentation, labelnames, registry=None, multiprocess_mode="livesum")
+            )
         return self.include(GaugeFamily(name, documentation, labelnames))
 
     def include(self, part: P) -> P:

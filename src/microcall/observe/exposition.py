@@ -13,6 +13,13 @@ Each serves the registry it is given (the global one by default) in the
 format the scraper asks for (Prometheus text or OpenMetrics), gzipped when
 accepted, and honours ``?name[]=...`` to serve only some families. The ASGI
 and WSGI apps are prometheus-client's own.
+
+Several worker processes (gunicorn, uWSGI ``--processes``): set
+``PROMETHEUS_MULTIPROC_DIR`` to an empty directory before the workers start.
+Then every family (microcall's and any prometheus-client metric) keeps its
+values in that directory's files, and these endpoints, given no registry,
+serve what ``MultiProcessCollector`` adds up over all the workers, whichever
+worker the scrape reaches.
 """
 
 from __future__ import annotations
@@ -23,15 +30,40 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import REGISTRY, CollectorRegistry, make_asgi_app, make_wsgi_app
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
 
-__all__ = ["add_metrics_route", "metrics_asgi_app", "metrics_handler", "metrics_wsgi_app"]
+from microcall.observe._series import multiprocess_mode
+
+__all__ = [
+    "add_metrics_route",
+    "metrics_asgi_app",
+    "metrics_handler",
+    "metrics_wsgi_app",
+    "served_registry",
+]
 
 MetricsHandler = Callable[[web.Request], Awaitable[web.Response]]
 
 
+def served_registry(registry: CollectorRegistry | None = None) -> CollectorRegistry:
+    """What an endpoint given ``registry`` serves: it, or else every worker's metrics, or the global.
+
+    In multiprocess mode the global registry would show one worker's share;
+    a registry holding only a ``MultiProcessCollector`` shows the sum (as
+    prometheus-client's documentation sets it up).
+    """
+    if registry is not None:
+        return registry
+    if multiprocess_mode():
+        combined = CollectorRegistry()
+        MultiProcessCollector(combined)  # type: ignore[no-untyped-call]  # unannotated upstream
+        return combined
+    return REGISTRY
+
+
 def metrics_handler(registry: CollectorRegistry | None = None) -> MetricsHandler:
     """An aiohttp handler serving ``registry``: ``app.router.add_get("/metrics", handler)``."""
-    chosen = REGISTRY if registry is None else registry
+    chosen = served_registry(registry)
 
     async def metrics(request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
@@ -54,9 +86,9 @@ def add_metrics_route(
 
 def metrics_asgi_app(registry: CollectorRegistry | None = None) -> Callable[..., Any]:
     """An ASGI application serving ``registry`` (mount it at ``/metrics``)."""
-    return make_asgi_app(REGISTRY if registry is None else registry)
+    return make_asgi_app(served_registry(registry))
 
 
 def metrics_wsgi_app(registry: CollectorRegistry | None = None) -> Callable[..., Any]:
     """A WSGI application serving ``registry`` (dispatch ``/metrics`` to it)."""
-    return make_wsgi_app(REGISTRY if registry is None else registry)
+    return make_wsgi_app(served_registry(registry))

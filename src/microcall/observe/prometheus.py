@@ -46,8 +46,10 @@ Server families::
 A ``ClientMetrics`` or ``ServerMetrics`` is one collector in its registry:
 ``registry.unregister(metrics)`` removes all its families. The families that
 move on every call or request are kept by :mod:`~microcall.observe._series`
-(plain per-thread numbers, no lock, summed when Prometheus scrapes); the
-breaker and ejection families are prometheus-client's own. Either way a
+(plain per-thread numbers, no lock, summed when Prometheus scrapes; under
+prometheus-client's multiprocess mode, its own metrics in the shared
+directory's files, which add up every worker process); the breaker and
+ejection families are prometheus-client's own. Either way a
 scraper reads the same samples prometheus-client's ``Histogram``,
 ``Counter`` and ``Gauge`` would give it.
 
@@ -90,7 +92,7 @@ from microcall.observe._labels import (
     status_label,
 )
 from microcall.observe._redact import host_port
-from microcall.observe._series import CounterSeries, GaugeSeries, HistogramSeries, SeriesCollector
+from microcall.observe._series import Counts, Moves, Observes, SeriesCollector
 from microcall.observe.hooks import InboundRequest, ServerResult
 from microcall.policy.breaker import BreakerState, BreakerStateChange
 from microcall.policy.ejection import Ejection
@@ -181,6 +183,9 @@ class ClientMetrics:
                 "1 for the current state of an endpoint's circuit breaker, 0 for the others.",
                 (*_ENDPOINT_LABELS, "state"),
                 registry=None,
+                # Each worker process has its breakers: one series per live
+                # worker (a pid label) under multiprocess mode.
+                multiprocess_mode="liveall",
             )
         )
         self.breaker_transitions = families.include(
@@ -351,14 +356,14 @@ class _Target:
         self.relative = relative
         self.rpc = rpc
         self.active = owner.active.labels(*labels)
-        self.calls: dict[tuple[object, ...], HistogramSeries] = {}
-        self._attempts: dict[tuple[object, ...], tuple[CounterSeries, HistogramSeries]] = {}
-        self._refusals: dict[tuple[object, ...], CounterSeries] = {}
+        self.calls: dict[tuple[object, ...], Observes] = {}
+        self._attempts: dict[tuple[object, ...], tuple[Counts, Observes]] = {}
+        self._refusals: dict[tuple[object, ...], Counts] = {}
         self._endpoints: dict[str, tuple[str, str, str]] = {}
 
     def call_series(
         self, key: tuple[object, ...], response: Response | None, error: BaseException | None
-    ) -> HistogramSeries:
+    ) -> Observes:
         """The duration series of a call that ended so (``key``: its status and error class)."""
         owner = self._owner
         status = None if response is None else response.status_code
@@ -401,7 +406,7 @@ class _Target:
 
     def _attempt_series(
         self, key: tuple[object, ...], endpoint: tuple[str, str, str], attempt: Attempt
-    ) -> tuple[CounterSeries, HistogramSeries]:
+    ) -> tuple[Counts, Observes]:
         owner = self._owner
         kind = str(attempt.kind)
         pair = (
@@ -562,7 +567,7 @@ class _RequestMetrics:
     __slots__ = ("_active", "_method", "_owner", "_protocol", "_start")
 
     def __init__(
-        self, owner: ServerMetrics, protocol: str, method: str, active: GaugeSeries, start: float
+        self, owner: ServerMetrics, protocol: str, method: str, active: Moves, start: float
     ) -> None:
         self._owner = owner
         self._protocol = protocol
