@@ -26,6 +26,7 @@ import io
 import json
 import os
 import resource
+import ssl
 import sys
 import threading
 import time
@@ -191,6 +192,41 @@ async def microcall_httpx(url: str) -> AsyncIterator[AsyncCall]:
     from microcall.transports.httpx import HttpxTransport
 
     async with microcall.AsyncClient(url, transport=HttpxTransport()) as client:
+
+        async def call() -> int:
+            return (await client.get("")).status_code
+
+        yield call
+
+
+def _trusting(ca: str) -> ssl.SSLContext:
+    """Verify the server against ``ca`` alone (the benchmark's throwaway CA)."""
+    return ssl.create_default_context(cafile=ca)
+
+
+@contextlib.asynccontextmanager
+async def raw_httpx_h2(ca: str, url: str) -> AsyncIterator[AsyncCall]:
+    import httpx
+
+    async with httpx.AsyncClient(http2=True, verify=_trusting(ca)) as client:
+        first = await client.get(url)
+        if first.http_version != "HTTP/2":
+            raise SystemExit(f"the server spoke {first.http_version}, not HTTP/2")
+
+        async def call() -> int:
+            response = await client.get(url)
+            return response.status_code
+
+        yield call
+
+
+@contextlib.asynccontextmanager
+async def microcall_httpx_h2(ca: str, url: str) -> AsyncIterator[AsyncCall]:
+    import microcall
+    from microcall.transports.httpx import HttpxTransport
+
+    transport = HttpxTransport(verify=_trusting(ca))  # HTTP/2 is its default
+    async with microcall.AsyncClient(url, transport=transport) as client:
 
         async def call() -> int:
             return (await client.get("")).status_code
@@ -402,6 +438,12 @@ ASYNC_PEERS: dict[str, AsyncPeer] = {
     "httpx": raw_httpx,
     "microcall-httpx": microcall_httpx,
 }
+# Peers that speak HTTP/2 over TLS: they take the CA to verify the server against
+# (--ca), then the URL.
+TLS_PEERS: dict[str, Callable[[str, str], contextlib.AbstractAsyncContextManager[AsyncCall]]] = {
+    "httpx-h2": raw_httpx_h2,
+    "microcall-httpx-h2": microcall_httpx_h2,
+}
 THREAD_PEERS: dict[str, ThreadPeer] = {
     "requests": requests_session,
     "requests-futures": requests_futures,
@@ -414,7 +456,9 @@ UVLOOP_SUFFIX = "+uvloop"  # "aiohttp+uvloop": the same peer on uvloop instead o
 INTERLEAVE = "/"  # "aiohttp/microcall-async": both asyncio peers, alternating in one process
 
 
-def measure(peer: str, c: int, window: Window, url: str, slice_length: float) -> dict[str, Any]:
+def measure(
+    peer: str, c: int, window: Window, url: str, slice_length: float, ca: str | None = None
+) -> dict[str, Any]:
     """Run ``peer`` (or interleave the peers it names) and return what to report."""
     if INTERLEAVE in peer:
         names = peer.split(INTERLEAVE)
@@ -429,7 +473,12 @@ def measure(peer: str, c: int, window: Window, url: str, slice_length: float) ->
             )
         return {"interleaved": dict(zip(names, results, strict=True))}
     name, uvloop_wanted = peer.removesuffix(UVLOOP_SUFFIX), peer.endswith(UVLOOP_SUFFIX)
-    if name in ASYNC_PEERS:
+    if name in TLS_PEERS and not uvloop_wanted:
+        if ca is None:
+            raise SystemExit(f"{peer} speaks TLS: give the CA to trust with --ca")
+        with asyncio.Runner() as runner:
+            runner.run(_measure_async(partial(TLS_PEERS[name], ca), url, c, window))
+    elif name in ASYNC_PEERS:
         factory = None
         if uvloop_wanted:
             import uvloop
@@ -478,13 +527,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench._client", description=__doc__)
     parser.add_argument(
         "peer",
-        help=f"one of {', '.join([*ASYNC_PEERS, *THREAD_PEERS])}; 'a{INTERLEAVE}b' interleaves "
+        help=f"one of {', '.join([*ASYNC_PEERS, *TLS_PEERS, *THREAD_PEERS])}; 'a{INTERLEAVE}b' interleaves "
         f"two asyncio peers; a '{UVLOOP_SUFFIX}' suffix runs an asyncio peer on uvloop",
     )
     parser.add_argument("concurrency", type=int)
     parser.add_argument("seconds", type=float, help="length of the timed window")
     parser.add_argument("--url", required=True)
     parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--ca", help="PEM file of the CA to trust (the HTTP/2 peers, over TLS)")
     parser.add_argument(
         "--slice", type=float, default=0.25, help="slice length when interleaving peers (a/b)"
     )
@@ -493,7 +543,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {"peer": args.peer, "concurrency": args.concurrency}
     finished = threading.Event()
     threading.Thread(target=_watchdog, args=(window, report, finished), daemon=True).start()
-    result = measure(args.peer, args.concurrency, window, args.url, args.slice)
+    result = measure(args.peer, args.concurrency, window, args.url, args.slice, args.ca)
     finished.set()
     print(json.dumps({**report, **result}), flush=True)
 

@@ -2,7 +2,9 @@
 
 nginx runs as a plain child process (no daemon, no master, one worker) from a
 configuration generated into a temporary directory, so a benchmark needs no
-root and touches nothing outside that directory.
+root and touches nothing outside that directory. ``serve_ok_tls`` serves the
+same answer over HTTP/2 and TLS, with a certificate from a throwaway CA
+(trustme) whose certificate the client is given to verify against.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ http {{
     keepalive_requests 1000000;
     keepalive_timeout 300s;
     server {{
-        listen 127.0.0.1:{port};
+        {listen}
         location / {{
             default_type text/plain;
             return 200 "ok\\n";
@@ -71,24 +73,53 @@ def serve_ok(env: BenchEnv) -> Iterator[str]:
     """Run nginx pinned to the server cores; yield its base URL (``http://127.0.0.1:port/``)."""
     with tempfile.TemporaryDirectory(prefix="microcall-bench-nginx-") as directory:
         port = _free_port()
-        config = Path(directory) / "nginx.conf"
-        config.write_text(_CONFIG.format(dir=directory, port=port))
-        process = subprocess.Popen(
-            [nginx_binary(), "-p", directory, "-e", f"{directory}/error.log", "-c", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,  # errors go to the log file named above
-        )
-        try:
-            env.pin_server(process.pid)
-            _wait_until_listening(process, port, Path(directory) / "error.log")
+        with _nginx(env, directory, port, f"listen 127.0.0.1:{port};"):
             yield f"http://127.0.0.1:{port}/"
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+
+
+@contextlib.contextmanager
+def serve_ok_tls(env: BenchEnv) -> Iterator[tuple[str, str]]:
+    """The same over HTTP/2 and TLS: yield ``(https://127.0.0.1:port/, the CA's PEM file)``."""
+    import trustme
+
+    with tempfile.TemporaryDirectory(prefix="microcall-bench-nginx-") as directory:
+        authority = trustme.CA()
+        certificate = authority.issue_cert("127.0.0.1")
+        ca, chain, key = (Path(directory) / name for name in ("ca.pem", "chain.pem", "key.pem"))
+        authority.cert_pem.write_to_path(str(ca))
+        certificate.private_key_pem.write_to_path(str(key))
+        for blob in certificate.cert_chain_pems:
+            blob.write_to_path(str(chain), append=True)
+        port = _free_port()
+        listen = (
+            f"listen 127.0.0.1:{port} ssl http2; "
+            f"ssl_certificate {chain}; ssl_certificate_key {key};"
+        )
+        with _nginx(env, directory, port, listen):
+            yield f"https://127.0.0.1:{port}/", str(ca)
+
+
+@contextlib.contextmanager
+def _nginx(env: BenchEnv, directory: str, port: int, listen: str) -> Iterator[None]:
+    """nginx with ``_CONFIG`` (its ``listen`` line given) in ``directory``, until the block ends."""
+    config = Path(directory) / "nginx.conf"
+    config.write_text(_CONFIG.format(dir=directory, listen=listen))
+    process = subprocess.Popen(
+        [nginx_binary(), "-p", directory, "-e", f"{directory}/error.log", "-c", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,  # errors go to the log file named above
+    )
+    try:
+        env.pin_server(process.pid)
+        _wait_until_listening(process, port, Path(directory) / "error.log")
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _free_port() -> int:

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import BenchEnv
-from bench._nginx import serve_ok
+from bench._client import TLS_PEERS
+from bench._nginx import serve_ok, serve_ok_tls
 from bench._proc import run_json
 from bench._stats import Spread
 
@@ -59,6 +60,16 @@ ROWS: tuple[Row, ...] = (
         "microcall-httpx",
         16,
         "microcall `AsyncClient` over `HttpxTransport`",
+        "asyncio",
+        "16 tasks",
+    ),
+    Row(
+        "httpx-h2", 16, "httpx `AsyncClient(http2=True)` (raw), HTTP/2 + TLS", "asyncio", "16 tasks"
+    ),
+    Row(
+        "microcall-httpx-h2",
+        16,
+        "microcall `AsyncClient` over `HttpxTransport`, HTTP/2 + TLS",
         "asyncio",
         "16 tasks",
     ),
@@ -113,6 +124,7 @@ TARGETS: tuple[Target, ...] = (
     Target("aio-request CPU/request ÷ raw aiohttp, c=16", "cpu_us_per_request", ("aio-request", 16), ("aiohttp", 16)),
     Target("aio-request CPU/request ÷ raw aiohttp, c=64", "cpu_us_per_request", ("aio-request", 64), ("aiohttp", 64)),
     Target("AsyncClient over HttpxTransport CPU/request ÷ raw httpx, c=16", "cpu_us_per_request", ("microcall-httpx", 16), ("httpx", 16)),
+    Target("the same over HTTP/2 + TLS, c=16", "cpu_us_per_request", ("microcall-httpx-h2", 16), ("httpx-h2", 16)),
 )  # fmt: skip
 
 Results = dict[tuple[str, int], list[dict[str, Any]]]
@@ -128,6 +140,7 @@ MEASURE_ORDER: tuple[tuple[str, int], ...] = (
     ("aiohttp", 1), ("microcall-async", 1),
     ("requests-futures", 16), ("microcall-futures", 16), ("microcall-client", 16),
     ("httpx", 16), ("microcall-httpx", 16),
+    ("httpx-h2", 16), ("microcall-httpx-h2", 16),
 )  # fmt: skip
 
 
@@ -148,11 +161,15 @@ def run(env: BenchEnv) -> str:
     assert sorted(order) == sorted(rows), "every row is measured exactly once per round"
     results: Results = {key: [] for key in rows}
     pairs: Pairs = {c: [] for c in PAIR_CONCURRENCIES}
-    with serve_ok(env) as url:
+    with serve_ok(env) as url, serve_ok_tls(env) as (tls_url, ca):
         for round_number in range(1, env.repeats + 1):
             for key in order if round_number % 2 else reversed(order):
                 row = rows[key]
-                result = _client(env, url, [row.peer, str(row.concurrency)], env.duration)
+                arguments = [row.peer, str(row.concurrency)]
+                if row.peer in TLS_PEERS:
+                    result = _client(env, tls_url, [*arguments, "--ca", ca], env.duration)
+                else:
+                    result = _client(env, url, arguments, env.duration)
                 results[key].append(result)
                 _progress(round_number, env.repeats, f"{row.peer} c={row.concurrency}", result)
             for c in PAIR_CONCURRENCIES:
@@ -224,6 +241,12 @@ def _section(env: BenchEnv, results: Results, pairs: Pairs) -> str:
         "  - raw httpx: one default `httpx.AsyncClient()`; `await client.get(url)`. microcall "
         "over httpx: `AsyncClient(url, transport=HttpxTransport())` (HTTP/1.1 here: nginx "
         "speaks it in cleartext).",
+        "  - HTTP/2 + TLS: the same answer from a second nginx over HTTP/2 with TLS, its "
+        "certificate from a throwaway CA (trustme) that each client is given as its only trust "
+        "(`ssl.create_default_context(cafile=...)`), and verifies. Raw: "
+        "`httpx.AsyncClient(http2=True, verify=context)` (a first request checks that HTTP/2 "
+        "was agreed); microcall: `AsyncClient(url, transport=HttpxTransport(verify=context))`, "
+        "HTTP/2 being its default. Each multiplexes its 16 tasks on one connection.",
         "- microcall `Client` and `FuturesClient` run their calls on the client's background "
         f"loop ({BACKGROUND_LOOP}). Every microcall call sends `X-Request-Timeout` (no "
         "priority was chosen, so no `X-Request-Priority`).",
