@@ -68,7 +68,19 @@ def test_lower_latencies_pull_the_estimate_down_with_time() -> None:
     stats.finish(0.010, True, 10.0)  # one time constant later
     weight = math.exp(-1.0)
     decayed = 0.100 * weight
-    assert stats.latency(10.0) == pytest.approx(decayed * weight + 0.010 * (1 - weight))
+    assert stats.latency(10.0) == pytest.approx(decayed + 0.010 * (1 - weight))
+
+
+@pytest.mark.parametrize("every", [0.001, 0.1, 1.0])
+def test_a_drop_in_latency_is_learnt_with_the_time_constant_however_often_sampled(
+    every: float,
+) -> None:
+    stats = EndpointStats(decay_time=10.0)
+    stats.finish(0.100, True, 0.0)
+    for step in range(1, round(10.0 / every) + 1):  # one time constant of faster answers
+        stats.finish(0.010, True, step * every)
+    # An exponential average in time: the gap closes by 1/e per time constant.
+    assert stats.latency(10.0) == pytest.approx(0.010 + 0.090 / math.e, rel=1e-6)
 
 
 def test_the_estimate_decays_toward_zero_while_unused() -> None:

@@ -98,11 +98,17 @@ class EndpointStats:
         else:
             elapsed = max(now - self._stamp, 0.0)
             weight = math.exp(-elapsed / self.decay_time)
+            # The estimate as of now: decayed toward zero since the last sample.
             current = self._estimate * weight
             if latency >= current:
                 self._estimate = latency
             elif success:
-                self._estimate = current * weight + latency * (1.0 - weight)
+                # The decay above is the old estimate's share; the sample gets
+                # the rest. (Decaying ``current`` again would count the time
+                # twice and settle a steady latency L at L / (1 + weight):
+                # half of it for an endpoint sampled often, all of it for one
+                # sampled rarely, which favours the busy endpoints.)
+                self._estimate = current + latency * (1.0 - weight)
             else:
                 self._estimate = current
         self._stamp = now
