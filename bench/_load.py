@@ -266,6 +266,11 @@ async def with_microcall(arguments: argparse.Namespace, plan: Plan, record: Reco
         balancer=BalancerConfig(mode=arguments.balancer),
         **microcall_budget(arguments.budget),
     ) as client:
+        stalling = (
+            asyncio.get_running_loop().create_task(_stall_every_second(arguments.stall))
+            if arguments.stall
+            else None
+        )
 
         async def call(path: str, measured: bool) -> None:
             try:
@@ -279,7 +284,18 @@ async def with_microcall(arguments: argparse.Namespace, plan: Plan, record: Reco
             if response.status_code != OK:
                 raise Failed(response.status_code)
 
-        return await offer(plan, call, record)
+        try:
+            return await offer(plan, call, record)
+        finally:
+            if stalling is not None:
+                stalling.cancel()
+
+
+async def _stall_every_second(seconds: float) -> None:
+    """Hold the event loop for ``seconds`` once a second, as a long GC pause would."""
+    while True:
+        await asyncio.sleep(1.0)
+        time.sleep(seconds)  # noqa: ASYNC251  # blocking is the point
 
 
 async def with_aio_request(arguments: argparse.Namespace, plan: Plan, record: Record) -> float:
@@ -328,6 +344,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup-run", type=int, default=0)
     parser.add_argument("--run", type=int, default=1)
     parser.add_argument("--first-call", type=int, default=0)
+    parser.add_argument(
+        "--stall", type=float, default=0.0, help="hold the loop this long once a second"
+    )
     arguments = parser.parse_args(argv)
     plan = Plan(
         mode=arguments.mode,

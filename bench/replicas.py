@@ -8,7 +8,8 @@ measured calls only.
 1. Three replicas, one 50 ms slower than the others (2-4 ms against 52-54 ms):
    the share of the calls the slow one receives, with the default balancer
    (power of two choices on peak-EWMA latency x outstanding) and, for
-   reference, round robin.
+   reference, round robin; and the default balancer with a client that stalls
+   (holds its own event loop) 200 ms every second.
 2. Two healthy replicas and one whose port refuses connections (bound, not
    listening): logical calls that fail after outlier ejection has taken the
    dead replica out (it happens during the warm-up, within the first calls),
@@ -37,16 +38,27 @@ SLOW = LatencyProfile(fast=(0.052, 0.054), slow=())
 SLOW_SHARE_TARGET = 0.10
 
 
+# The stalled row: the client holds its own event loop this long, once a second.
+STALL = 0.2
+
+
 @dataclass(frozen=True, slots=True)
 class ShareRow:
     label: str
     balancer: str
     mode: str
+    stall: float = 0.0
 
 
 SHARE_ROWS = (
     ShareRow("peak-EWMA, power of two choices (default)", "peak_ewma", "open"),
     ShareRow("peak-EWMA, power of two choices (default)", "peak_ewma", "closed"),
+    ShareRow(
+        f"peak-EWMA, the client stalling {STALL * 1000:.0f} ms every second",
+        "peak_ewma",
+        "open",
+        STALL,
+    ),
     ShareRow("round robin (reference)", "round_robin", "open"),
 )
 
@@ -113,6 +125,7 @@ def run(env: BenchEnv) -> str:
                         run_id,
                         mode=row.mode,
                         balancer=row.balancer,
+                        **({"stall": str(row.stall)} if row.stall else {}),
                     )
                     received = [b.counts(run_id + 1).received for b in (one, two, slow)]
                     share = received[2] / sum(received)
@@ -199,12 +212,17 @@ def _section(
         f"{'PASS' if worst < SLOW_SHARE_TARGET else 'MISS'}.",
         "",
         "*Client waited for CPU*: how long the client's event loop stood runnable without a CPU "
-        "over the measured window (other work on the machine). A stall of the client shows as "
-        "one very slow answer from every replica that had calls in flight, mostly the fast "
-        "ones; their peak-sensitive estimates jump to the stall's length and decay with a 10 s "
-        "time constant, so for tens of seconds afterwards the slow replica, idle during the "
-        "stall, looks cheapest in two of the three pairs power of two choices draws, and gets "
-        "a third of the calls or more. Repeats with a large wait are where the share rises.",
+        "over the measured window (other work on the machine).",
+        "",
+        f"The stalling client blocks its event loop for {STALL * 1000:.0f} ms once a second "
+        "(`time.sleep` in a task, as a long garbage collection or a CPU quota would), through "
+        "the warm-up and the measured calls. Every attempt in flight during a stall reads it "
+        "as latency, mostly attempts on the fast replicas. Peak-EWMA would take that peak at "
+        "once and forget it over tens of seconds, and the slow replica, idle during the stall, "
+        "would look cheapest. The client watches its own loop (a timer every 10 ms while "
+        "attempts are in flight; one that runs more than 20 ms late marks a stall) and takes "
+        "the stall out of the latency the balancer learns. The caller still sees the latency "
+        "as it was.",
         "",
         "### One replica of three refuses connections",
         "",

@@ -403,7 +403,7 @@ class Engine:
                 f"circuit open for {_endpoint_name(replicas.base_of(endpoint))}: not sent",
                 request=request,
             )
-        endpoint.stats.start(now)
+        replicas.started(endpoint, now)
         return endpoint, None
 
     def _url_on(self, endpoint: Endpoint, request: Request) -> URL:

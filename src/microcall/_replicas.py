@@ -18,6 +18,7 @@ import contextlib
 import logging
 import random
 import socket
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ from microcall.observe.logs import log_event
 from microcall.policy.balancer import Balancer, BalancerConfig, Endpoint, EndpointStats
 from microcall.policy.breaker import BreakerStateChange, CircuitBreaker, CircuitBreakerConfig
 from microcall.policy.ejection import Ejection, OutlierDetector, OutlierEjectionConfig
+from microcall.policy.stalls import DEFAULT_INTERVAL, Stalls
 
 log = logging.getLogger("microcall")
 
@@ -68,6 +70,7 @@ class Replicas:
         ejection: OutlierEjectionConfig | None,
         discovery: Discovery | None = None,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.breaker_events: list[Callable[[BreakerStateChange], None]] = [_log_breaker]
         self.ejection_events: list[Callable[[Ejection], None]] = [_log_ejection]
@@ -85,6 +88,13 @@ class Replicas:
             addresses, balancer, rng=rng, outliers=outliers, new_endpoint=self._new_endpoint
         )
         self._refresher: asyncio.Task[None] | None = None
+        # The client's own stalls, kept out of the balancer's latencies (see
+        # policy/stalls.py). Watched on the loop's real time only: an injected
+        # clock (a test's) has no stalls to see.
+        self.stalls = Stalls()
+        self._clock = clock
+        self._watching = clock is time.monotonic
+        self._watch: asyncio.TimerHandle | None = None
 
     @property
     def single(self) -> bool:
@@ -109,9 +119,15 @@ class Replicas:
     def pick(self, now: float, exclude: Sequence[Endpoint]) -> Endpoint:
         return self.balancer.pick(now, exclude)
 
+    def started(self, endpoint: Endpoint, now: float) -> None:
+        """An attempt was sent to ``endpoint``."""
+        endpoint.stats.start(now)
+        if self._watch is None and self._watching:
+            self._watch_loop(now)
+
     def finished(self, endpoint: Endpoint, latency: float, success: bool, now: float) -> None:
         """An attempt on ``endpoint`` ended with an outcome."""
-        endpoint.stats.finish(latency, success, now)
+        endpoint.stats.finish(latency - self.stalls.within(now - latency, now), success, now)
         if endpoint.breaker is not None:
             endpoint.breaker.record(success, now)
         outliers = self.balancer.outliers
@@ -120,9 +136,23 @@ class Replicas:
 
     def abandoned(self, endpoint: Endpoint, latency: float, now: float) -> None:
         """An attempt on ``endpoint`` was cancelled before its outcome arrived."""
-        endpoint.stats.finish(latency, False, now)
+        endpoint.stats.finish(latency - self.stalls.within(now - latency, now), False, now)
         if endpoint.breaker is not None:
             endpoint.breaker.release(now)
+
+    def _watch_loop(self, now: float) -> None:
+        """A timer every DEFAULT_INTERVAL while attempts are in flight, to see the loop stall."""
+        self._watch = asyncio.get_running_loop().call_later(
+            DEFAULT_INTERVAL, self._watched, now + DEFAULT_INTERVAL
+        )
+
+    def _watched(self, due: float) -> None:
+        now = self._clock()
+        self.stalls.ran(due, now)
+        if any(endpoint.stats.outstanding for endpoint in self.balancer.endpoints):
+            self._watch_loop(now)
+        else:
+            self._watch = None  # idle: the next attempt starts the watch again
 
     # ------------------------------------------------------------ discovery
 
@@ -158,6 +188,9 @@ class Replicas:
         self.balancer.update([str(base) for base in bases], now)
 
     async def aclose(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         if self._refresher is not None:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -111,6 +111,7 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
                 breaker=options.get("breaker"),
                 ejection=options.get("ejection", OutlierEjectionConfig()),
                 discovery=discovery,
+                clock=self._now,
             )
         )
         budget = options.get("budget", RetryBudgetConfig())
