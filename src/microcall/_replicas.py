@@ -127,7 +127,7 @@ class Replicas:
 
     def finished(self, endpoint: Endpoint, latency: float, success: bool, now: float) -> None:
         """An attempt on ``endpoint`` ended with an outcome."""
-        endpoint.stats.finish(latency - self.stalls.within(now - latency, now), success, now)
+        endpoint.stats.finish(self._own_latency(latency, now), success, now)
         if endpoint.breaker is not None:
             endpoint.breaker.record(success, now)
         outliers = self.balancer.outliers
@@ -136,19 +136,21 @@ class Replicas:
 
     def abandoned(self, endpoint: Endpoint, latency: float, now: float) -> None:
         """An attempt on ``endpoint`` was cancelled before its outcome arrived."""
-        endpoint.stats.finish(latency - self.stalls.within(now - latency, now), False, now)
+        endpoint.stats.finish(self._own_latency(latency, now), False, now)
         if endpoint.breaker is not None:
             endpoint.breaker.release(now)
 
+    def _own_latency(self, latency: float, now: float) -> float:
+        """An attempt's latency less the client's own stalls in it: the endpoint's share."""
+        return max(latency - self.stalls.within(now - latency, now), 0.0)
+
     def _watch_loop(self, now: float) -> None:
         """A timer every DEFAULT_INTERVAL while attempts are in flight, to see the loop stall."""
-        self._watch = asyncio.get_running_loop().call_later(
-            DEFAULT_INTERVAL, self._watched, now + DEFAULT_INTERVAL
-        )
+        self._watch = asyncio.get_running_loop().call_later(DEFAULT_INTERVAL, self._watched, now)
 
-    def _watched(self, due: float) -> None:
+    def _watched(self, armed: float) -> None:
         now = self._clock()
-        self.stalls.ran(due, now)
+        self.stalls.ran(armed, armed + DEFAULT_INTERVAL, now)
         if any(endpoint.stats.outstanding for endpoint in self.balancer.endpoints):
             self._watch_loop(now)
         else:

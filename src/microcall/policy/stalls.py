@@ -10,12 +10,15 @@ truly slow one, looks best until they are forgiven.
 
 So the client watches its own event loop while attempts are in flight: a
 timer due every ``interval`` notes how late it ran (``ran``). Lateness beyond
-``threshold`` is a stall, kept as the span from when the timer was due to
-when it ran: the loop was certainly stopped then (it may have stopped a
-little earlier, so the correction errs small). An attempt's latency for the
-balancer is its measured latency less the stall time inside it
-(``within``). The caller, the metrics and the breakers see the latency as it
-was; only the balancer's estimate is spared.
+``threshold`` is a stall, kept as the span from when the timer was armed
+(the loop was surely running then) to when it ran. The stall may have
+begun anywhere in the first ``interval`` of that span, so the span errs
+long, on purpose: a sample left a little too high is a peak the balancer
+takes at once, while one a little too low only nudges its average. An
+attempt's latency for the balancer is its measured latency less the stall
+time inside it (``within``), and never below zero. The caller, the metrics
+and the breakers see the latency as it was; only the balancer's estimate
+is spared.
 
 The spans are kept newest last, at most ``keep`` of them: an attempt older
 than that many stalls is corrected for the newest ones only.
@@ -45,10 +48,10 @@ class Stalls:
         self.last_end = -math.inf
         """When the newest stall ended (-inf: none yet)."""
 
-    def ran(self, due: float, now: float) -> None:
-        """A timer due at ``due`` ran at ``now``: a stall if it ran more than ``threshold`` late."""
+    def ran(self, armed: float, due: float, now: float) -> None:
+        """A timer armed at ``armed`` for ``due`` ran at ``now``: late by over ``threshold``, a stall."""
         if now - due > self.threshold:
-            self._spans.append((due, now))
+            self._spans.append((armed, now))
             self.last_end = now
 
     def within(self, start: float, end: float) -> float:
