@@ -16,11 +16,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.parser import text_string_to_metric_families
 
-from microcall.observe._series import SeriesCollector, multiprocess_mode
+from microcall.errors import ConfigurationError
+from microcall.observe._series import HistogramFamily, SeriesCollector, multiprocess_mode
 from tests.observe._metrics import value
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -153,5 +154,18 @@ def test_the_files_hold_what_the_collector_reads(workers: list[Worker], director
 
 def test_this_process_keeps_its_own_numbers_without_the_directory() -> None:
     assert not multiprocess_mode()  # the test process imported prometheus-client without it
-    assert not SeriesCollector().shared
-    assert SeriesCollector(shared=True).shared
+    own = SeriesCollector().histogram("work_seconds", "Work.", ("kind",), buckets=(0.1, 1.0))
+    assert isinstance(own, HistogramFamily)
+
+
+def test_shared_families_are_prometheus_clients_and_check_their_buckets() -> None:
+    shared = SeriesCollector(shared=True)
+    histogram = shared.histogram("work_seconds", "Work.", ("kind",), buckets=(0.1, 1.0))
+    assert isinstance(histogram, Histogram)
+    assert isinstance(shared.gauge("busy", "Busy.", ("kind",)), Gauge)
+    histogram.labels("batch").observe(0.5)
+    registry = CollectorRegistry()
+    registry.register(shared)  # type: ignore[arg-type]  # a collector by its methods
+    assert value(registry, "work_seconds_bucket", kind="batch", le="1.0") == 1
+    with pytest.raises(ConfigurationError):
+        shared.histogram("bad_seconds", "Bad.", (), buckets=(1.0, 0.5))

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 import microcall
 from microcall import AttemptKind, CallError
+from microcall.errors import ConfigurationError
 from tests.faultserver import EXPECTED_ERROR, Fault, FaultServer, fault_server
 from tests.faultserver import faults_fixture as faults_fixture  # provides the `faults` fixture
 
@@ -287,3 +289,14 @@ async def test_the_client_lets_go_of_a_trickling_server_at_the_deadline(
         with pytest.raises(microcall.DeadlineExceeded):
             await client.get("/")
         assert await wait_until(lambda: faults.open_connections == 0)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"limits": 10}, {"verify": "yes"}, {"verify": None}, {"follow_redirects": 1}],
+    ids=["limits-int", "verify-str", "verify-none", "redirects-int"],
+)
+def test_bad_settings_are_refused_when_the_client_is_built(options: dict[str, Any]) -> None:
+    # Not at the first call, as a TypeError from inside aiohttp.
+    with pytest.raises(ConfigurationError):
+        microcall.AsyncClient("http://127.0.0.1:9", **options)

@@ -39,13 +39,12 @@ __all__ = [
     "metrics_asgi_app",
     "metrics_handler",
     "metrics_wsgi_app",
-    "served_registry",
 ]
 
 MetricsHandler = Callable[[web.Request], Awaitable[web.Response]]
 
 
-def served_registry(registry: CollectorRegistry | None = None) -> CollectorRegistry:
+def _served_registry(registry: CollectorRegistry | None = None) -> CollectorRegistry:
     """What an endpoint given ``registry`` serves: it, or else every worker's metrics, or the global.
 
     In multiprocess mode the global registry would show one worker's share;
@@ -63,7 +62,7 @@ def served_registry(registry: CollectorRegistry | None = None) -> CollectorRegis
 
 def metrics_handler(registry: CollectorRegistry | None = None) -> MetricsHandler:
     """An aiohttp handler serving ``registry``: ``app.router.add_get("/metrics", handler)``."""
-    chosen = served_registry(registry)
+    chosen = _served_registry(registry)
 
     async def metrics(request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
@@ -86,9 +85,9 @@ def add_metrics_route(
 
 def metrics_asgi_app(registry: CollectorRegistry | None = None) -> Callable[..., Any]:
     """An ASGI application serving ``registry`` (mount it at ``/metrics``)."""
-    return make_asgi_app(served_registry(registry))
+    return make_asgi_app(_served_registry(registry))
 
 
 def metrics_wsgi_app(registry: CollectorRegistry | None = None) -> Callable[..., Any]:
     """A WSGI application serving ``registry`` (dispatch ``/metrics`` to it)."""
-    return make_wsgi_app(served_registry(registry))
+    return make_wsgi_app(_served_registry(registry))

@@ -21,6 +21,7 @@ from microcall.errors import (
     TransportError,
     UsageError,
 )
+from microcall.transports._settings import checked_settings
 
 
 def map_error(exc: Exception, request: Request) -> Exception | None:
@@ -69,7 +70,7 @@ class AiohttpTransport:
         verify: bool | ssl.SSLContext = True,
         follow_redirects: bool = True,
     ) -> None:
-        self._limits = limits or Limits()
+        self._limits = checked_settings(limits, verify, follow_redirects)
         self._verify = verify
         self._follow_redirects = follow_redirects
         self._session: aiohttp.ClientSession | None = None

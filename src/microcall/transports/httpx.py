@@ -42,6 +42,7 @@ from microcall.errors import (
     TransportError,
     UsageError,
 )
+from microcall.transports._settings import checked_settings
 
 try:
     import httpx
@@ -115,17 +116,12 @@ class HttpxTransport:
         follow_redirects: bool = True,
         http2: bool = True,
     ) -> None:
-        if limits is not None and not isinstance(limits, Limits):
-            raise ConfigurationError(f"limits must be a microcall.Limits, got {limits!r}")
-        if limits is not None and limits.max_connections_per_host is not None:
+        self._limits = checked_settings(limits, verify, follow_redirects)
+        if self._limits.max_connections_per_host is not None:
             raise ConfigurationError(
                 "HttpxTransport cannot bound connections per host (httpx has no such limit); "
                 "leave max_connections_per_host unset or use the aiohttp transport"
             )
-        if not isinstance(verify, (bool, ssl.SSLContext)):
-            raise ConfigurationError(f"verify must be a bool or an ssl.SSLContext, got {verify!r}")
-        if not isinstance(follow_redirects, bool):
-            raise ConfigurationError(f"follow_redirects must be a bool, got {follow_redirects!r}")
         if not isinstance(http2, bool):
             raise ConfigurationError(f"http2 must be a bool, got {http2!r}")
         if http2:
@@ -135,7 +131,6 @@ class HttpxTransport:
                 raise ConfigurationError(
                     f"HTTP/2 needs the h2 package: {INSTALL_HINT} (or pass http2=False)"
                 ) from missing
-        self._limits = limits or Limits()
         self._verify = verify
         self._follow_redirects = follow_redirects
         self._http2 = http2
