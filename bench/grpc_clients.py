@@ -13,7 +13,8 @@
    The raw stub is called bare, with no timeout. The ratio checked against
    the target is the median over many short processes where the stubs take
    turns; a third side there, the raw stub given the same timeout, shows how
-   much of the cost is grpc's own work for it.
+   much of the cost is grpc's own work for it, and a fourth, the raw stub
+   again, how far apart two identical clients read.
 2. Tail latency on a heavy-tailed gRPC backend (97% 2-4 ms, 2% 50 ms, 1%
    500 ms, drawn per request as in the HTTP tail benchmark), open loop at
    800 calls/s: a single attempt against microcall's learned hedging
@@ -52,14 +53,24 @@ CALLS_PER_REPEAT = 1_000_000
 TARGET_RATIO = 1.15
 # What microcall's channels give a call that names no deadline.
 DEADLINE = 10.0
-# The two stubs of a ratio take turns on one process this often: short
-# enough that a change in the machine's load falls on both alike.
+# How long each stub's turn lasts in a pair process, by concurrency. At one
+# call in flight the machine's speed drifts over seconds (the same stub read
+# 160 and 270 µs a call a second apart): 50 ms turns spread every side across
+# the same drifts (the plain stub against itself over 12 s: 0.83-1.31 with 250 ms turns,
+# 1.01-1.07 with 50 ms). At 64 in flight a turn must be long enough that the
+# calls crossing into it from the previous side, up to 64, are few among its own.
+SINGLE_SLICE = 0.05
 SLICE = 0.25
-# One process's ratio differs from the next one's by up to ±10% at one call in
-# flight, whatever the client: it reads a per-process state (where the heap
-# and grpc's threads landed, how the call's wake-ups race the server) that
-# interleaving cannot cancel. So the verdict is the median of many short
-# processes rather than of a few long ones.
+
+
+def slice_for(concurrency: int) -> float:
+    """Seconds per turn of a pair process at ``concurrency`` calls in flight."""
+    return SINGLE_SLICE if concurrency == 1 else SLICE
+
+
+# The verdict is the median of many short processes rather than of a few long
+# ones: a reading that a process happened to take during a bad stretch of the
+# machine then weighs one vote.
 PAIRS_PER_REPEAT = 3
 PAIR_SHARE = 0.4  # each side's time in one pair process, as a share of env.duration
 
@@ -117,7 +128,7 @@ def run(env: BenchEnv) -> str:
                             env,
                             "bench.grpc_clients",
                             ["pair", api, str(c), *target, *pair_timing],
-                            budget=env.warmup + 3 * env.duration * PAIR_SHARE,
+                            budget=env.warmup + len(Slices.SIDES) * env.duration * PAIR_SHARE,
                         )
                         pairs[(api, c)].append(result)
                         for side, figures in result.items():
@@ -227,22 +238,25 @@ def _section(
     lines += [
         "",
         f"Target: microcall at most {TARGET_RATIO:.2f}x the plain stub's client CPU per call "
-        "(µs per call below). Measured in client processes where the stubs take turns "
-        f"every {SLICE:g} s ({env.duration * PAIR_SHARE:g} s each in all, after "
-        f"{env.warmup:g} s of warm-up), so that other work on the machine weighs on all of "
-        f"them alike; {runs} per row. A process's ratio is its CPU per call over its "
-        "turns; the verdict is the median over the processes (min–max in brackets, then "
-        "how many processes read above the target). One process's ratio differs from the "
-        "next one's by up to ±10% at one call in flight whatever the client (the plain stub "
-        "with 2.5 µs of busy work added per call read from 0.86x to 1.29x of itself across "
-        "processes), so a few readings cannot judge 15%; many short processes can. "
+        "(µs per call below). Measured in client processes where the stubs take turns, "
+        f"{SINGLE_SLICE * 1000:g} ms each at one call in flight and {SLICE * 1000:g} ms at "
+        f"{max(CONCURRENCIES)}, in ABBA pairs of rounds, each pair starting one side later "
+        f"({env.duration * PAIR_SHARE:g} s each in all, "
+        f"after {env.warmup:g} s of warm-up), so that other work on the machine weighs on "
+        f"all of them alike; {runs} per row. A process's ratio is its CPU per call over its "
+        "turns; the verdict is the median over the processes (min–max in brackets, then how "
+        "many processes read above the target). At one call in flight the machine's speed "
+        "drifts over seconds: short turns spread every side across the same drifts. "
         "*plain + deadline* is the plain stub given what microcall sends "
-        f"(`timeout={DEADLINE:g}`): the last column is what microcall's own code adds on "
-        "top of grpc's work for it.",
+        f"(`timeout={DEADLINE:g}`): its column of ratios is what microcall's own code adds "
+        "on top of grpc's work for it. *plain ÷ plain* is the plain stub taking a second "
+        "turn of its own in the same processes: two identical clients read that far apart, "
+        "the resolution of the verdict.",
         "",
         "| API | concurrency | plain | plain + deadline | microcall "
-        "| ratio to plain | above target | target | ratio to plain + deadline |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| ratio to plain | above target | target | ratio to plain + deadline "
+        "| plain ÷ plain |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for api in APIS:
         for c in CONCURRENCIES:
@@ -250,15 +264,17 @@ def _section(
             plain = [r["grpc"]["cpu_us_per_call"] for r in results]
             given = [r["grpc-deadline"]["cpu_us_per_call"] for r in results]
             ours = [r["microcall"]["cpu_us_per_call"] for r in results]
+            again = [r["grpc-again"]["cpu_us_per_call"] for r in results]
             ratios = Spread.of([o / p for o, p in zip(ours, plain, strict=True)])
             own = Spread.of([o / g for o, g in zip(ours, given, strict=True)])
+            resolution = Spread.of([a / p for a, p in zip(again, plain, strict=True)])
             above = sum(1 for o, p in zip(ours, plain, strict=True) if o / p > TARGET_RATIO)
             verdict = "PASS" if ratios.median <= TARGET_RATIO else "MISS"
             lines.append(
                 f"| {'grpc.aio' if api == 'aio' else 'blocking'} | {c} "
                 f"| {Spread.of(plain).cell(1)} | {Spread.of(given).cell(1)} "
                 f"| {Spread.of(ours).cell(1)} | {ratios.cell(2)} | {above} of {len(results)} "
-                f"| {verdict} | {own.cell(2)} |"
+                f"| {verdict} | {own.cell(2)} | {resolution.cell(2)} |"
             )
     lines += [
         "",
@@ -509,10 +525,12 @@ class Slices:
 
     ``grpc`` is the plain stub called bare; ``grpc-deadline`` the plain stub
     given what microcall sends (a timeout), which shows how much of
-    microcall's cost is grpc's own work for it.
+    microcall's cost is grpc's own work for it; ``grpc-again`` the plain stub
+    once more, whose ratio to ``grpc`` is what the method reads between two
+    identical clients: the resolution of the verdict.
     """
 
-    SIDES = ("grpc", "grpc-deadline", "microcall")
+    SIDES = ("grpc", "grpc-deadline", "microcall", "grpc-again")
 
     def __init__(self) -> None:
         self.side = self.SIDES[0]
@@ -529,10 +547,19 @@ class Slices:
             self.calls[self.side] += 1
 
     def turns(self, rounds: int) -> list[str]:
-        """``rounds`` turns of every side, the order reversed every other round."""
+        """``rounds`` turns of every side, in pairs of rounds: one order, then the same
+        backwards (ABBA); each pair starts one side later than the previous one.
+
+        The pairs cancel a steady drift of the machine's speed; the rotation
+        gives every side every place in a round alike, and so every
+        neighbour, whose calls cross into its turn.
+        """
         order: list[str] = []
+        sides = len(self.SIDES)
         for number in range(rounds):
-            order += self.SIDES if number % 2 == 0 else tuple(reversed(self.SIDES))
+            start = (number // 2) % sides
+            rotated = self.SIDES[start:] + self.SIDES[:start]
+            order += rotated if number % 2 == 0 else tuple(reversed(rotated))
         return order
 
     def charge(self, side: str, cpu: float, seconds: float) -> None:
@@ -569,6 +596,7 @@ async def _aio_pair(
         "grpc": lambda: stub.Recommend(request),
         "grpc-deadline": lambda: stub.Recommend(request, timeout=DEADLINE),
         "microcall": lambda: our_stub.Recommend(request),
+        "grpc-again": lambda: stub.Recommend(request),
     }
     for call in calls.values():
         await call()
@@ -580,7 +608,7 @@ async def _aio_pair(
             slices.done()
 
     tasks = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
-    for side in slices.turns(max(1, round(warmup / slice_ / 3))):
+    for side in slices.turns(max(1, round(warmup / slice_ / len(Slices.SIDES)))):
         slices.side = side
         await asyncio.sleep(slice_)
     slices.measuring = True
@@ -610,6 +638,7 @@ def _blocking_pair(
         "grpc": lambda: stub.Recommend(request),
         "grpc-deadline": lambda: stub.Recommend(request, timeout=DEADLINE),
         "microcall": lambda: our_stub.Recommend(request),
+        "grpc-again": lambda: stub.Recommend(request),
     }
     for call in calls.values():
         call()
@@ -625,7 +654,7 @@ def _blocking_pair(
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
     for thread in threads:
         thread.start()
-    for side in slices.turns(max(1, round(warmup / slice_ / 3))):
+    for side in slices.turns(max(1, round(warmup / slice_ / len(Slices.SIDES)))):
         slices.side = side
         time.sleep(slice_)
     slices.measuring = True
@@ -698,7 +727,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pair.add_argument("--target", required=True)
     pair.add_argument("--warmup", type=float, default=1.0)
     pair.add_argument("--duration", type=float, default=5.0)
-    pair.add_argument("--slice", type=float, default=SLICE)
+    pair.add_argument("--slice", type=float, default=None, help="default: by concurrency")
     tail = commands.add_parser("tail", help="offer the open-loop load with one strategy")
     tail.add_argument("strategy", choices=[key for key, _ in TAIL_ROWS])
     tail.add_argument("--target", required=True)
@@ -725,10 +754,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if arguments.command == "pair":
         timing = (arguments.target, arguments.concurrency, arguments.warmup, arguments.duration)
+        slice_ = arguments.slice or slice_for(arguments.concurrency)
         if arguments.api == "aio":
-            result = asyncio.run(_aio_pair(*timing, arguments.slice))
+            result = asyncio.run(_aio_pair(*timing, slice_))
         else:
-            result = _blocking_pair(*timing, arguments.slice)
+            result = _blocking_pair(*timing, slice_)
         print(json.dumps(result), flush=True)
         return 0
     if arguments.command == "tail":

@@ -1,12 +1,13 @@
 """Observability: client CPU per request with Prometheus metrics and OpenTelemetry tracing on.
 
 nginx answers a fixed 200 on the server core. One client process on the
-client core holds five ``AsyncClient`` s on one event loop, identical but
+client core holds six ``AsyncClient`` s on one event loop, identical but
 for their observers: none; ``ClientMetrics``; ``ClientTracing`` on an SDK
 ``TracerProvider`` whose ``SimpleSpanProcessor`` hands every span to an
 exporter that discards it (so each call pays for a recorded call span and
-attempt span, and a ``traceparent`` header); both; and both with the SDK
-sampling one trace in ten (``ParentBased(TraceIdRatioBased(0.1))``). They
+attempt span, and a ``traceparent`` header); both; both with the SDK
+sampling one trace in ten (``ParentBased(TraceIdRatioBased(0.1))``); and
+two bare spans a call on the same provider, the floor under any tracer. They
 take turns in short slices, in ABBA order, 16 calls in flight each, so a
 change in the machine's load falls on all of them alike; each
 configuration's cost is the process CPU time over its slices divided by the
@@ -41,13 +42,14 @@ CONCURRENCY = 16
 SLICE = 0.25  # seconds per configuration per turn
 TARGET = 1.10  # both on, over off
 SAMPLED = 0.1
-CONFIGURATIONS = ("off", "metrics", "tracing", "both", "sampled")
+CONFIGURATIONS = ("off", "metrics", "tracing", "both", "sampled", "floor")
 LABELS = {
     "off": "no observers",
     "metrics": "`ClientMetrics` (Prometheus)",
     "tracing": "`ClientTracing` (OpenTelemetry SDK, every span recorded, then discarded)",
     "both": "`ClientMetrics` + `ClientTracing`",
     "sampled": f"`ClientMetrics` + `ClientTracing`, {SAMPLED:.0%} of traces sampled",
+    "floor": "SDK floor: two bare spans a call (no attributes, no `traceparent`), nothing else",
 }
 
 
@@ -85,7 +87,47 @@ def _observers() -> dict[str, list[Any]]:
         "tracing": [tracing],
         "both": [metrics, tracing],
         "sampled": [metrics, ClientTracing(sampling)],
+        "floor": [_BareSpans(provider.get_tracer("bench"))],
     }
+
+
+class _BareSpans:
+    """The least a tracer giving a span per call and one per attempt can cost.
+
+    Spans with nothing on them, on the same SDK provider as "tracing": what
+    is left of tracing's cost once every choice an instrumentation makes
+    (attributes, propagation, status) is taken away. Its ratio is the
+    floor under any instrumentation that meets the conventions.
+    """
+
+    def __init__(self, tracer: Any) -> None:
+        self._tracer = tracer
+
+    def call_started(self, request: Any) -> _BareCall:
+        return _BareCall(self._tracer, self._tracer.start_span("call"))
+
+
+class _BareCall:
+    def __init__(self, tracer: Any, span: Any) -> None:
+        self._tracer = tracer
+        self._span = span
+
+    def attempt_started(self, index: int, kind: Any, url: Any, headers: Any) -> _BareAttempt:
+        from opentelemetry import trace
+
+        context = trace.set_span_in_context(self._span)
+        return _BareAttempt(self._tracer.start_span("attempt", context=context))
+
+    def call_ended(self, response: Any, error: Any, attempts: Any) -> None:
+        self._span.end()
+
+
+class _BareAttempt:
+    def __init__(self, span: Any) -> None:
+        self._span = span
+
+    def attempt_ended(self, attempt: Any) -> None:
+        self._span.end()
 
 
 async def _burst(client: Any, concurrency: int, seconds: float) -> tuple[int, int, float]:
@@ -197,11 +239,14 @@ def run(env: BenchEnv) -> str:
 
 DESCRIPTION = (
     "nginx answers a fixed 200 on the server core. One client process on the client core "
-    "holds five `AsyncClient`s on one event loop, identical but for their observers: none; "
+    "holds six `AsyncClient`s on one event loop, identical but for their observers: none; "
     "`ClientMetrics`; `ClientTracing` on an SDK `TracerProvider` whose `SimpleSpanProcessor` "
     "hands every span to an exporter that discards it (so each call pays for a recorded call "
-    "span and attempt span, and a `traceparent` header); both; and both with the SDK sampling "
-    f"one trace in {round(1 / SAMPLED)} (`ParentBased(TraceIdRatioBased({SAMPLED}))`). They "
+    "span and attempt span, and a `traceparent` header); both; both with the SDK sampling "
+    f"one trace in {round(1 / SAMPLED)} (`ParentBased(TraceIdRatioBased({SAMPLED}))`); and, "
+    "as the floor under any instrumentation that gives a span per call and one per attempt, "
+    "an observer that starts and ends two spans with nothing on them on the same provider. "
+    "They "
     "take turns in short slices, in ABBA order, so a change in the machine's load falls on all "
     "of them alike. A configuration's cost is the process CPU time over its slices divided by "
     "the calls it completed; its ratio, the median of the per-round ratios to no observers. "
