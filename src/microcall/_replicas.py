@@ -6,16 +6,15 @@ Kubernetes headless service). Calls to a path relative to the client's base
 are spread over the group by the balancer; a call to an absolute URL goes
 where it says and is not balanced.
 
-Per endpoint: peak-EWMA latency and outstanding attempts (for the balancer),
-an optional circuit breaker, and a consecutive-failure record for outlier
-ejection. The engine reports every attempt here; the policies decide.
+The endpoint records, balancing, breakers and ejection are the shared
+:class:`~microcall._group.EndpointGroup`'s; this adds the base URLs and
+discovery. The engine reports every attempt here; the policies decide.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 import socket
 import time
@@ -25,15 +24,11 @@ from dataclasses import dataclass
 from yarl import URL
 
 from microcall._durations import to_seconds
+from microcall._group import EndpointGroup, log
 from microcall.errors import ConfigurationError
-from microcall.observe._redact import safe_endpoint
-from microcall.observe.logs import log_event
-from microcall.policy.balancer import Balancer, BalancerConfig, Endpoint, EndpointStats
-from microcall.policy.breaker import BreakerStateChange, CircuitBreaker, CircuitBreakerConfig
-from microcall.policy.ejection import Ejection, OutlierDetector, OutlierEjectionConfig
-from microcall.policy.stalls import DEFAULT_INTERVAL, Stalls
-
-log = logging.getLogger("microcall")
+from microcall.policy.balancer import BalancerConfig, Endpoint
+from microcall.policy.breaker import CircuitBreakerConfig
+from microcall.policy.ejection import OutlierEjectionConfig
 
 # How often a DNS name is re-resolved by default: Kubernetes endpoints change
 # on the scale of seconds to minutes, and a lookup is cheap.
@@ -58,8 +53,14 @@ class Discovery:
         object.__setattr__(self, "every", to_seconds(self.every, name="discovery interval"))
 
 
-class Replicas:
-    """The endpoint group of one client: balancing, breakers, ejection, discovery."""
+class Replicas(EndpointGroup):
+    """The endpoint group of one client: balancing, breakers, ejection, discovery.
+
+    The attempts of a client run on its event loop, so the group watches
+    that loop (see :mod:`microcall._group`).
+    """
+
+    __slots__ = ("_bases", "_refresher", "discovery")
 
     def __init__(
         self,
@@ -72,29 +73,18 @@ class Replicas:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.breaker_events: list[Callable[[BreakerStateChange], None]] = [_log_breaker]
-        self.ejection_events: list[Callable[[Ejection], None]] = [_log_ejection]
-        self._breaker_config = breaker
-        self._balancer_config = balancer
         self.discovery = discovery
         self._bases = {str(base): base for base in bases}
-        addresses = list(self._bases)
-        outliers = (
-            None
-            if ejection is None
-            else OutlierDetector(addresses, ejection, listeners=self.ejection_events)
-        )
-        self.balancer = Balancer(
-            addresses, balancer, rng=rng, outliers=outliers, new_endpoint=self._new_endpoint
+        super().__init__(
+            list(self._bases),
+            balancer=balancer,
+            breaker=breaker,
+            ejection=ejection,
+            rng=rng,
+            clock=clock,
+            watch_loop=True,
         )
         self._refresher: asyncio.Task[None] | None = None
-        # The client's own stalls, kept out of the balancer's latencies (see
-        # policy/stalls.py). Watched on the loop's real time only: an injected
-        # clock (a test's) has no stalls to see.
-        self.stalls = Stalls()
-        self._clock = clock
-        self._watching = clock is time.monotonic
-        self._watch: asyncio.TimerHandle | None = None
 
     @property
     def single(self) -> bool:
@@ -105,56 +95,8 @@ class Replicas:
             and self.discovery is None
         )
 
-    def _new_endpoint(self, address: str) -> Endpoint:
-        breaker = (
-            None
-            if self._breaker_config is None
-            else CircuitBreaker(address, self._breaker_config, listeners=self.breaker_events)
-        )
-        return Endpoint(address, EndpointStats(self._balancer_config.decay_time), breaker)
-
     def base_of(self, endpoint: Endpoint) -> URL:
         return self._bases[endpoint.address]
-
-    def pick(self, now: float, exclude: Sequence[Endpoint]) -> Endpoint:
-        return self.balancer.pick(now, exclude)
-
-    def started(self, endpoint: Endpoint, now: float) -> None:
-        """An attempt was sent to ``endpoint``."""
-        endpoint.stats.start(now)
-        if self._watch is None and self._watching:
-            self._watch_loop(now)
-
-    def finished(self, endpoint: Endpoint, latency: float, success: bool, now: float) -> None:
-        """An attempt on ``endpoint`` ended with an outcome."""
-        endpoint.stats.finish(self._own_latency(latency, now), success, now)
-        if endpoint.breaker is not None:
-            endpoint.breaker.record(success, now)
-        outliers = self.balancer.outliers
-        if outliers is not None:
-            outliers.record(endpoint.address, success, now)
-
-    def abandoned(self, endpoint: Endpoint, latency: float, now: float) -> None:
-        """An attempt on ``endpoint`` was cancelled before its outcome arrived."""
-        endpoint.stats.finish(self._own_latency(latency, now), False, now)
-        if endpoint.breaker is not None:
-            endpoint.breaker.release(now)
-
-    def _own_latency(self, latency: float, now: float) -> float:
-        """An attempt's latency less the client's own stalls in it: the endpoint's share."""
-        return max(latency - self.stalls.within(now - latency, now), 0.0)
-
-    def _watch_loop(self, now: float) -> None:
-        """A timer every DEFAULT_INTERVAL while attempts are in flight, to see the loop stall."""
-        self._watch = asyncio.get_running_loop().call_later(DEFAULT_INTERVAL, self._watched, now)
-
-    def _watched(self, armed: float) -> None:
-        now = self._clock()
-        self.stalls.ran(armed, armed + DEFAULT_INTERVAL, now)
-        if any(endpoint.stats.outstanding for endpoint in self.balancer.endpoints):
-            self._watch_loop(now)
-        else:
-            self._watch = None  # idle: the next attempt starts the watch again
 
     # ------------------------------------------------------------ discovery
 
@@ -190,9 +132,7 @@ class Replicas:
         self.balancer.update([str(base) for base in bases], now)
 
     async def aclose(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
+        self.stop_watching()
         if self._refresher is not None:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -215,33 +155,3 @@ async def resolve_bases(url: str) -> list[URL]:
         base = parsed.with_host(host.strip("[]")).with_port(port)
         seen.setdefault(str(base), base)
     return sorted(seen.values(), key=str)
-
-
-# Rate-limited per endpoint (an outage must not flood the log) and named
-# host:port only: a base URL may carry user-info.
-def _log_breaker(event: BreakerStateChange) -> None:
-    endpoint = safe_endpoint(event.endpoint)
-    log_event(
-        log,
-        logging.WARNING,
-        ("breaker_state", endpoint),
-        "circuit breaker for %s: %s -> %s",
-        endpoint,
-        event.old,
-        event.new,
-        extra={"microcall_event": "breaker_state", "endpoint": endpoint, "state": event.new},
-    )
-
-
-def _log_ejection(event: Ejection) -> None:
-    endpoint = safe_endpoint(event.endpoint)
-    log_event(
-        log,
-        logging.WARNING,
-        ("ejection", endpoint),
-        "ejected %s for %.0f s after consecutive failures (ejection #%d)",
-        endpoint,
-        event.until - event.at,
-        event.count,
-        extra={"microcall_event": "ejection", "endpoint": endpoint},
-    )

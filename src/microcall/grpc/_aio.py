@@ -87,7 +87,9 @@ class AsyncChannel(ChannelBase[grpc.aio.Channel, StreamingCallable], grpc.aio.Ch
 
     async def close(self, grace: float | None = None) -> None:
         """Close every target's channel (calls in flight get ``grace`` seconds)."""
-        await asyncio.gather(*(channel.close(grace) for channel in self._core.targets.channels))
+        targets = self._core.targets
+        await asyncio.gather(*(channel.close(grace) for channel in targets.channels))
+        targets.stop_watching()
 
     def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
         """The best state among the targets' channels (READY if any is ready)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
+from microcall._clock import MONOTONIC
 from microcall.grpc._core import ChannelCore
 from microcall.grpc._observe import Cardinality, RpcMethod, RpcObserver
 from microcall.grpc._options import ChannelOptions
@@ -43,6 +44,9 @@ class ChannelBase(Generic[C, S]):
             balancer=options.balancer,
             breaker=options.breaker,
             ejection=options.ejection,
+            # grpc.aio's attempts run on one event loop; the blocking API's
+            # on its callers' threads, with no loop to watch.
+            watch_loop=not threaded and options.clock is MONOTONIC,
         )
         self._core: ChannelCore[C] = ChannelCore(options, group, observers, threaded=threaded)
 

@@ -72,7 +72,7 @@ class StreamAttempt:
                 breaker = endpoint.breaker
                 admitted = breaker is None or breaker.allow(now)
                 if admitted:
-                    endpoint.stats.start(now)
+                    targets.started(endpoint, now)
             if not admitted:
                 self._refuse(
                     CircuitOpen(

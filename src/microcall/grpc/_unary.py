@@ -189,7 +189,7 @@ class UnaryCall(Generic[C]):
                 f"circuit open for {endpoint.address}: {self.method.full_name} not sent"
             )
             return None
-        endpoint.stats.start(now)
+        targets.started(endpoint, now)
         return endpoint
 
     def finished(self, index: int, outcome: Outcome, now: float) -> None:

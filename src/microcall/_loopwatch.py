@@ -1,0 +1,65 @@
+"""A client's watch on its own event loop, so its stalls stay out of what the balancer learns.
+
+The decisions are :class:`~microcall.policy.stalls.Stalls`' (what counts as
+a stall, how much of an attempt it covers); this is the timer that feeds
+them. While attempts are in flight, a timer is due every
+``DEFAULT_INTERVAL``; how late it runs is how long the loop could not run.
+When nothing is in flight the timer stops, so an idle client costs nothing,
+and the next attempt starts it again.
+
+Used by the HTTP clients' replica groups and by the targets of a gRPC
+``AsyncChannel``: anything that balances attempts run on one event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from microcall.policy.stalls import DEFAULT_INTERVAL, Stalls
+
+
+class LoopWatch:
+    """Stalls of the running event loop while ``busy()`` says attempts are in flight.
+
+    ``clock`` must be the loop's real time (``time.monotonic``): an injected
+    clock has no stalls to see, so its owners make no watch at all.
+    """
+
+    __slots__ = ("_busy", "_clock", "_timer", "stalls")
+
+    def __init__(self, busy: Callable[[], bool], clock: Callable[[], float]) -> None:
+        self._busy = busy
+        self._clock = clock
+        self._timer: asyncio.TimerHandle | None = None
+        self.stalls = Stalls()
+
+    @property
+    def watching(self) -> bool:
+        """Whether the timer is armed (attempts were in flight when it last ran)."""
+        return self._timer is not None
+
+    def started(self, now: float) -> None:
+        """An attempt was sent (on the loop): watch, unless already watching."""
+        if self._timer is None:
+            self._arm(now)
+
+    def own_latency(self, latency: float, now: float) -> float:
+        """An attempt's latency less the loop's stalls in it: the endpoint's share."""
+        return max(latency - self.stalls.within(now - latency, now), 0.0)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self, now: float) -> None:
+        self._timer = asyncio.get_running_loop().call_later(DEFAULT_INTERVAL, self._ran, now)
+
+    def _ran(self, armed: float) -> None:
+        now = self._clock()
+        self.stalls.ran(armed, armed + DEFAULT_INTERVAL, now)
+        if self._busy():
+            self._arm(now)
+        else:
+            self._timer = None  # idle: the next attempt starts the watch again
