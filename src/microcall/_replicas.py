@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import socket
 import time
@@ -24,11 +25,13 @@ from dataclasses import dataclass
 from yarl import URL
 
 from microcall._durations import to_seconds
-from microcall._group import EndpointGroup, log
+from microcall._group import EndpointGroup
 from microcall.errors import ConfigurationError
 from microcall.policy.balancer import BalancerConfig, Endpoint
 from microcall.policy.breaker import CircuitBreakerConfig
 from microcall.policy.ejection import OutlierEjectionConfig
+
+log = logging.getLogger("microcall")
 
 # How often a DNS name is re-resolved by default: Kubernetes endpoints change
 # on the scale of seconds to minutes, and a lookup is cheap.
