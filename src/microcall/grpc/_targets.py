@@ -1,11 +1,12 @@
 """A channel's targets: one grpc channel each, balanced, with a breaker and ejection per target.
 
 The same decisions as an HTTP client's replicas (both are a
-:class:`~microcall._group.EndpointGroup`), over gRPC targets (``"10.0.0.7:50051"``) instead of base URLs: the balancer
-picks the target of each attempt (power of two choices on peak-EWMA latency
-x outstanding, or round robin), a hedge avoids the targets already tried, an
-open breaker or an ejection takes a target out of rotation. Every attempt is
-reported here; the policies decide.
+:class:`~microcall._group.EndpointGroup`), over gRPC targets
+(``"10.0.0.7:50051"``) instead of base URLs: the balancer picks the target
+of each attempt (power of two choices on peak-EWMA latency x outstanding, or
+round robin), a hedge avoids the targets already tried, an open breaker or an
+ejection takes a target out of rotation. Every attempt is reported here; the
+policies decide.
 
 gRPC's own resolver and load balancing still work inside each channel: a
 single ``"dns:///recommendations:50051"`` target with grpc's ``round_robin``
@@ -17,7 +18,6 @@ picking, breakers and hedging onto another replica apply across them.
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -34,9 +34,10 @@ class Targets(EndpointGroup, Generic[C]):
     """The targets of one channel wrapper and the grpc channel of each.
 
     ``watch_loop``: the channel's attempts all run on one event loop (an
-    ``AsyncChannel``'s), so the group may watch it for the client's own
-    stalls (see :mod:`microcall._group`). A blocking ``Channel``'s attempts
-    run on its callers' threads: nothing to watch.
+    ``AsyncChannel``'s) and its times are the real monotonic clock, so the
+    group may watch that loop for the client's own stalls (see
+    :mod:`microcall._group`). A blocking ``Channel``'s attempts run on its
+    callers' threads: nothing to watch.
     """
 
     __slots__ = ("_by_address", "single")
@@ -50,7 +51,6 @@ class Targets(EndpointGroup, Generic[C]):
         breaker: CircuitBreakerConfig | None,
         ejection: OutlierEjectionConfig | None,
         rng: random.Random | None = None,
-        clock: Callable[[], float] = time.monotonic,
         watch_loop: bool = False,
     ) -> None:
         addresses = list(dict.fromkeys(targets))
@@ -65,7 +65,6 @@ class Targets(EndpointGroup, Generic[C]):
             # A fixed list of one has nowhere else to send its calls.
             ejection=ejection if len(addresses) > 1 else None,
             rng=rng,
-            clock=clock,
             watch_loop=watch_loop,
         )
         self._by_address: dict[str, tuple[int, C]] = {}
