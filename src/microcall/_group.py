@@ -7,9 +7,10 @@ ejection. Every attempt is reported here (``started``, then ``finished`` or
 to the listeners in ``breaker_events`` / ``ejection_events`` (a rate-limited
 log line by default; metrics subscribe there).
 
-A group used from one event loop can watch that loop (``watch_loop``): the
-time the client itself could not run is then kept out of the latencies the
-balancer learns (see :mod:`microcall._loopwatch`). Callers, metrics and
+A group whose attempts run on one event loop and are timed on the real
+monotonic clock can watch that loop (``watch_loop``; its owner knows both):
+the time the client itself could not run is then kept out of the latencies
+the balancer learns (see :mod:`microcall._loopwatch`). Callers, metrics and
 breakers see latencies as measured.
 """
 
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from collections.abc import Callable, Sequence
 
 from microcall._loopwatch import LoopWatch
@@ -31,12 +31,7 @@ log = logging.getLogger("microcall")
 
 
 class EndpointGroup:
-    """Endpoints by address under one balancer, with their breakers and ejection.
-
-    ``clock`` is what the group's owner reads its times from; the loop is
-    watched only when it is the real ``time.monotonic`` (an injected clock,
-    a test's, has no stalls to see) and ``watch_loop`` is set.
-    """
+    """Endpoints by address under one balancer, with their breakers and ejection."""
 
     __slots__ = (
         "_breaker_config",
@@ -55,7 +50,6 @@ class EndpointGroup:
         breaker: CircuitBreakerConfig | None,
         ejection: OutlierEjectionConfig | None,
         rng: random.Random | None = None,
-        clock: Callable[[], float] = time.monotonic,
         watch_loop: bool = False,
     ) -> None:
         self.breaker_events: list[Callable[[BreakerStateChange], None]] = [_log_breaker]
@@ -70,9 +64,7 @@ class EndpointGroup:
         self.balancer = Balancer(
             addresses, balancer, rng=rng, outliers=outliers, new_endpoint=self._new_endpoint
         )
-        self._watch = (
-            LoopWatch(self._busy, clock) if watch_loop and clock is time.monotonic else None
-        )
+        self._watch = LoopWatch(self._busy) if watch_loop else None
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:

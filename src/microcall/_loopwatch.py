@@ -14,6 +14,7 @@ Used by the HTTP clients' replica groups and by the targets of a gRPC
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 from microcall.policy.stalls import DEFAULT_INTERVAL, Stalls
@@ -22,15 +23,15 @@ from microcall.policy.stalls import DEFAULT_INTERVAL, Stalls
 class LoopWatch:
     """Stalls of the running event loop while ``busy()`` says attempts are in flight.
 
-    ``clock`` must be the loop's real time (``time.monotonic``): an injected
-    clock has no stalls to see, so its owners make no watch at all.
+    Times are ``time.monotonic``'s, the clock the attempts are timed on: an
+    owner whose calls read an injected clock (a test's) has no stalls to see
+    and makes no watch.
     """
 
-    __slots__ = ("_busy", "_clock", "_timer", "stalls")
+    __slots__ = ("_busy", "_timer", "stalls")
 
-    def __init__(self, busy: Callable[[], bool], clock: Callable[[], float]) -> None:
+    def __init__(self, busy: Callable[[], bool]) -> None:
         self._busy = busy
-        self._clock = clock
         self._timer: asyncio.TimerHandle | None = None
         self.stalls = Stalls()
 
@@ -57,7 +58,7 @@ class LoopWatch:
         self._timer = asyncio.get_running_loop().call_later(DEFAULT_INTERVAL, self._ran, now)
 
     def _ran(self, armed: float) -> None:
-        now = self._clock()
+        now = time.monotonic()
         self.stalls.ran(armed, armed + DEFAULT_INTERVAL, now)
         if self._busy():
             self._arm(now)

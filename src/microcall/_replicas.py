@@ -18,7 +18,6 @@ import contextlib
 import logging
 import random
 import socket
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -59,8 +58,9 @@ class Discovery:
 class Replicas(EndpointGroup):
     """The endpoint group of one client: balancing, breakers, ejection, discovery.
 
-    The attempts of a client run on its event loop, so the group watches
-    that loop (see :mod:`microcall._group`).
+    ``watch_loop``: the client's calls are timed on the real clock, so its
+    event loop is watched for the client's own stalls (see
+    :mod:`microcall._group`).
     """
 
     __slots__ = ("_bases", "_refresher", "discovery")
@@ -74,7 +74,7 @@ class Replicas(EndpointGroup):
         ejection: OutlierEjectionConfig | None,
         discovery: Discovery | None = None,
         rng: random.Random | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        watch_loop: bool = False,
     ) -> None:
         self.discovery = discovery
         self._bases = {str(base): base for base in bases}
@@ -84,8 +84,7 @@ class Replicas(EndpointGroup):
             breaker=breaker,
             ejection=ejection,
             rng=rng,
-            clock=clock,
-            watch_loop=True,
+            watch_loop=watch_loop,
         )
         self._refresher: asyncio.Task[None] | None = None
 

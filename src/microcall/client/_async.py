@@ -111,7 +111,8 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
                 breaker=options.get("breaker"),
                 ejection=options.get("ejection", OutlierEjectionConfig()),
                 discovery=discovery,
-                clock=self._now,
+                # An injected clock (a test's) has no stalls of the loop to see.
+                watch_loop=self._clock is MONOTONIC,
             )
         )
         budget = options.get("budget", RetryBudgetConfig())
