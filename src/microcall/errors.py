@@ -13,9 +13,13 @@ so a failure always says what was tried and why it did not work::
         │   ├── ConnectError      no connection (refused, unreachable, DNS, TLS)
         │   ├── ReadError         the connection broke while the response was read
         │   ├── ProtocolError     the peer answered with something that is not HTTP
-        │   └── AttemptTimeout    one attempt ran out of its own time (retriable)
+        │   └── AttemptTimeout    one attempt ran out of its own time (retriable; also TimeoutError)
         ├── DeadlineExceeded      the call's total deadline passed (also TimeoutError)
         ├── CircuitOpen           the endpoint's breaker is open: not sent
+        ├── ClientOverloaded      the client holds all the calls it may: not sent
+        ├── ClientClosed          the client was closed while the call was in flight
+        ├── RedirectError         a redirect that cannot be followed (bad Location, a loop)
+        ├── ResponseTooLarge      the body is larger than the client buffers
         ├── HTTPStatusError       raised by Response.raise_for_status() only
         ├── ResponseValidationError  the body does not fit the model it was read into
         └── GrpcStatusError       a gRPC call ended with a status other than OK (code kept)
@@ -41,6 +45,8 @@ __all__ = [
     "AttemptTimeout",
     "CallError",
     "CircuitOpen",
+    "ClientClosed",
+    "ClientOverloaded",
     "ConfigurationError",
     "ConnectError",
     "DeadlineExceeded",
@@ -49,6 +55,8 @@ __all__ = [
     "MicrocallError",
     "ProtocolError",
     "ReadError",
+    "RedirectError",
+    "ResponseTooLarge",
     "ResponseValidationError",
     "TransportError",
     "UsageError",
@@ -109,7 +117,7 @@ class ProtocolError(TransportError):
     """The peer sent something that is not valid HTTP."""
 
 
-class AttemptTimeout(TransportError):
+class AttemptTimeout(TransportError, TimeoutError):
     """One attempt used up its own time limit; the call's deadline may still allow another."""
 
 
@@ -119,6 +127,26 @@ class DeadlineExceeded(CallError, TimeoutError):
 
 class CircuitOpen(CallError):
     """The endpoint's circuit breaker is open; the call failed fast without touching the network."""
+
+
+class ClientOverloaded(CallError):
+    """The client already holds as many calls as it may (in flight plus queued).
+
+    Raised at once, before anything is sent: a client that queued without
+    bound would let its own backlog outlive every caller's deadline.
+    """
+
+
+class ClientClosed(CallError):
+    """The client was closed while this call was in flight; its attempts were stopped."""
+
+
+class RedirectError(CallError):
+    """A redirect that cannot be followed: a Location that is not an http(s) URL, or a loop."""
+
+
+class ResponseTooLarge(CallError):
+    """The response body is larger than the client may buffer (``Limits.max_response_size``)."""
 
 
 class HTTPStatusError(CallError):
