@@ -143,9 +143,7 @@ def test_on_uvloop_no_guard_fires_before_its_expiry_on_the_monotonic_clock() -> 
                 return time.monotonic() - (armed + seconds)
             raise AssertionError("the guard did not fire")
 
-        lateness = await asyncio.gather(
-            *(bounded(0.002 + rng.random() * 0.03) for _ in range(400))
-        )
+        lateness = await asyncio.gather(*(bounded(0.002 + rng.random() * 0.03) for _ in range(400)))
         assert len(timeouts) == 0
         return lateness
 
