@@ -69,13 +69,8 @@ class Admission:
         Raises ClientOverloaded at once when the queue is full, and
         DeadlineExceeded when ``timeout`` passes first.
         """
-        if self.queued >= self.limit - self.slots:
-            raise ClientOverloaded(
-                f"client overloaded: it already holds {self.held} calls, its max_calls "
-                f"({self.slots} in flight, {self.queued} queued); not sent. Raise max_calls "
-                "(a client option) if the service can take more, or send fewer calls",
-                request=request,
-            )
+        if self.full():
+            raise self.overloaded(request)
         waiters = self._waiters
         if len(waiters) > 2 * self.queued + 16:  # mostly waiters that left: drop them
             self._waiters = waiters = deque(waiter for waiter in waiters if not waiter.done())
@@ -100,6 +95,18 @@ class Admission:
                 "send in time; not sent",
                 request=request,
             )
+
+    def full(self) -> bool:
+        """No slot free and no place left in the queue: the next call is refused."""
+        return self.queued >= self.limit - self.slots
+
+    def overloaded(self, request: Request) -> ClientOverloaded:
+        return ClientOverloaded(
+            f"client overloaded: it already holds {self.held} calls, its max_calls "
+            f"({self.slots} in flight, {self.queued} queued); not sent. Raise max_calls "
+            "(a client option) if the service can take more, or send fewer calls",
+            request=request,
+        )
 
     def release(self) -> None:
         """End a call's hold on its slot: hand it to the oldest waiter, or free it."""

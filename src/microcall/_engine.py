@@ -64,13 +64,14 @@ PRIORITY_HEADER = "X-Request-Priority"
 # and a server's own floor eat it (aio-request refuses under 5 ms as well).
 DEFAULT_DEADLINE_FLOOR = 0.005
 
-# The calls a client holds at once, in flight plus queued. bench/overload.py:
-# one core issues about 2,000-2,500 calls/s to a fast local server, so 1,000
-# held calls drain in under half a second, well inside the 1 s deadlines
-# services commonly give each other and the 10 s default, and hold a few MB;
-# it is ten times the default pool (100 connections), room for a backend
-# whose answers take 100 ms or more. Unbounded, the same overload held
-# 12,000-15,000 calls and made the loop lag by seconds.
+# The calls a client holds at once, in flight plus queued. One core issues
+# 2,400 (asyncio, the issue's report) to 7,000 (uvloop, bench/overload.py)
+# calls/s to a fast local server, so 1,000 held calls drain in 0.15-0.4 s,
+# well inside the 1 s deadlines services commonly give each other, and take
+# ~45 MB of RSS at 3x overload (bench/overload.py). It is ten times the
+# default pool (100 connections): room for a backend whose answers take
+# 100 ms or more. Unbounded, the same overload held 12,000-27,000 calls, the
+# loop lagged by 0.35-8 s and goodput fell to nothing.
 DEFAULT_MAX_CALLS = 1000
 
 
@@ -219,6 +220,8 @@ class Engine:
         """
         admission = self.admission
         try:
+            if admission.full():  # refused without making the waiting coroutine
+                raise admission.overloaded(request)
             await admission.wait(request, expires_at - self._now())
             remaining = expires_at - self._now()
             if remaining < self._floor:
