@@ -29,10 +29,7 @@ import microcall
 import microcall.observe.exposition
 import microcall.observe.prometheus
 from microcall.grpc import AsyncChannel
-from tests.cache.conftest import (
-    ServerProcess,
-    redis_server,  # noqa: F401  (a real redis-server)
-)
+from tests.cache.conftest import ServerProcess
 from tests.docs._services import Services, running_services
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +73,7 @@ def blocks_of(page: Path) -> list[Block]:
 @pytest.fixture(scope="module")
 def services(
     redis_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Services]:  # noqa: F811
+) -> Iterator[Services]:
     with running_services(redis_server.port, tmp_path_factory.mktemp("docs")) as running:
         yield running
 
