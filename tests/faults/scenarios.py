@@ -276,8 +276,11 @@ class SoakReport:
     crossed: int = 0
     # Time to outcome minus deadline, for the calls that ended in DeadlineExceeded.
     overshoots: list[float] = field(default_factory=list)
+    # Before the client existed, after the warm-up, at the end, after it closed.
+    before: Resources | None = None
     warm: Resources | None = None
     end: Resources | None = None
+    closed: Resources | None = None
     seconds: float = 0.0
 
     def growth(self) -> dict[str, int]:
@@ -364,12 +367,15 @@ async def run_soak(
     rng = random.Random(seed)
     report = SoakReport()
     began = time.monotonic()
+    report.before = sample(faults)
     async with make_client(transport) as client:
         await _soak_batch(client, faults, warmup, concurrency, rng, report, 0)
         report.warm = await _settled_sample(faults)
         warm_calls = report.calls
         await _soak_batch(client, faults, calls, concurrency, rng, report, warm_calls)
         report.end = await _settled_sample(faults)
+    await wait_until(lambda: faults.open_connections == 0)
+    report.closed = await _settled_sample(faults)
     report.seconds = time.monotonic() - began
     return report
 
@@ -388,7 +394,21 @@ async def _settled_sample(faults: FaultServer) -> Resources:
 # Where a call is when it is cancelled: the number of loop turns it gets first
 # (0: cancelled before it ran, so before anything is sent; a few: connecting or
 # writing; more: reading, waiting for a hedge, or the hedge itself), or a delay.
-CANCEL_MOMENTS: tuple[int | float, ...] = (0, 1, 2, 3, 5, 8, 13, 0.002, 0.005, 0.015, 0.03)
+CANCEL_MOMENTS: tuple[int | float, ...] = (
+    0,
+    1,
+    2,
+    3,
+    5,
+    8,
+    13,
+    0.002,
+    0.005,
+    0.015,
+    0.03,
+    0.06,
+    0.1,
+)
 
 STORM_TARGETS: tuple[tuple[Port, str], ...] = (
     (Behaviour.ECHO, "single"),
@@ -452,7 +472,7 @@ async def run_storm(
     faults: FaultServer,
     *,
     calls: int,
-    concurrency: int = 16,
+    concurrency: int = 32,
     seed: int = 14,
 ) -> StormReport:
     """``calls`` calls on ``client``, each cancelled at a random moment."""
