@@ -12,47 +12,16 @@ pool gave back every connection: the server side counts them.
 from __future__ import annotations
 
 import asyncio
-import sys
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
 import microcall
-from tests.faults.scenarios import CANCEL_MOMENTS, run_storm, wait_until
+from tests.faults.scenarios import CANCEL_MOMENTS, everything_reported, run_storm, wait_until
 from tests.faultserver import Behaviour, Fault, FaultServer, fault_server
 
 CALLS = 2_000
 POOL = 8
-
-
-@contextmanager
-def everything_reported(loop: asyncio.AbstractEventLoop) -> Iterator[list[str]]:
-    """Debug mode, warnings as errors, and a list of whatever the loop or the GC had to report."""
-    reported: list[str] = []
-
-    def on_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        reported.append(f"loop: {context.get('message')} {context.get('exception')!r}")
-
-    def on_unraisable(unraisable: Any) -> None:
-        reported.append(f"unraisable: {unraisable.exc_value!r} in {unraisable.object!r}")
-
-    previous_handler = loop.get_exception_handler()
-    previous_hook = sys.unraisablehook
-    was_debug = loop.get_debug()
-    loop.set_exception_handler(on_loop_error)
-    loop.set_debug(True)
-    sys.unraisablehook = on_unraisable
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            yield reported
-    finally:
-        sys.unraisablehook = previous_hook
-        loop.set_debug(was_debug)
-        loop.set_exception_handler(previous_handler)
 
 
 def client_tasks(faults: FaultServer) -> set[asyncio.Task[Any]]:

@@ -22,6 +22,7 @@ from tests.faults.scenarios import (
     MARGIN,
     MATRIX,
     QUICK_BACKOFF,
+    STALE_KEEPALIVE,
     TRANSPORTS,
     Case,
     TransportName,
@@ -38,10 +39,7 @@ async def faults_fixture() -> AsyncIterator[FaultServer]:
         yield server
 
 
-# Calls made back to back on a server that closes after each answer: aiohttp
-# hands out the pooled connection before it has seen the close, and today
-# every second call fails with ReadError.
-STALE_KEEPALIVE = pytest.mark.xfail(
+STALE_KEEPALIVE_MARK = pytest.mark.xfail(
     strict=False, reason="stale keep-alive resend: see the transport change"
 )
 
@@ -52,8 +50,8 @@ def matrix_params() -> list[object]:
         for case in MATRIX:
             reason = KNOWN_FAILURES.get((transport, case.port))
             marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-            if transport == "aiohttp" and case.port is Behaviour.CLOSE_AFTER_ANSWER:
-                marks.append(STALE_KEEPALIVE)
+            if (transport, case.port) in STALE_KEEPALIVE:
+                marks.append(STALE_KEEPALIVE_MARK)
             params.append(pytest.param(transport, case, id=f"{transport}-{case.port}", marks=marks))
     return params
 
