@@ -33,7 +33,7 @@ from microcall._clock import Clock
 from microcall._durations import Seconds, to_seconds
 from microcall._request import Request
 from microcall._response import CacheStatus, Response
-from microcall.cache._backend import CacheBackend
+from microcall.cache._backend import BackendBusy, CacheBackend
 from microcall.cache._codec import UnreadableEntry
 from microcall.cache._directives import NONE, Directives, header_value, request_directives
 from microcall.cache._entry import Entry, vary_value
@@ -107,6 +107,10 @@ class ResponseCache:
     ``stats`` counts what happened (:class:`CacheStats`); ``events`` is a list
     of callables, each given a :class:`CacheEvent` for every cacheable call
     (append one to feed metrics). One cache may serve several clients.
+
+    Whoever makes the cache owns it, and its backend: close it with
+    ``await cache.aclose()`` (or ``async with cache:``) once its clients are
+    done. Closing a client leaves its cache alone.
     """
 
     def __init__(
@@ -372,6 +376,9 @@ class ResponseCache:
         except UnreadableEntry as exc:
             self._unreadable(exc)
             return None
+        except BackendBusy:
+            self.stats.busy += 1
+            return None
         except Exception as exc:
             self._failed(exc, "get")
             return None
@@ -387,6 +394,9 @@ class ResponseCache:
         for one in keys:
             try:
                 await self.backend.set(one, entry, ttl)
+            except BackendBusy:
+                self.stats.busy += 1
+                return
             except Exception as exc:
                 self._failed(exc, "set")
                 return
@@ -398,6 +408,9 @@ class ResponseCache:
             return False
         try:
             await self.backend.delete(keys)
+        except BackendBusy:
+            self.stats.busy += 1
+            return False
         except Exception as exc:
             self._failed(exc, "delete")
             return False
@@ -433,9 +446,22 @@ class ResponseCache:
                 except Exception:
                     log.exception("cache listener %r failed", listener)
 
+    # ------------------------------------------------------------ ownership
+
     async def aclose(self) -> None:
-        """Release the backend's connections and threads; the cache stays usable."""
+        """Release the backend's connections and threads; the cache stays usable.
+
+        The cache's creator calls this (or uses ``async with cache:``) when
+        every client using the cache is done: a client never closes a cache
+        it was given, since another client may still be using it.
+        """
         try:
             await self.backend.aclose()
         except Exception as exc:
             log.warning("closing cache backend %s failed: %s", type(self.backend).__name__, exc)
+
+    async def __aenter__(self) -> ResponseCache:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
