@@ -19,7 +19,8 @@ class CacheStats:
     dropped after a successful unsafe call (POST, PUT, DELETE...),
     ``backend_errors`` failed backend operations, ``busy`` operations given
     up because the backend had no free connection (each a miss or a skipped
-    write, not an error), ``unreadable`` stored values that did not decode
+    write, not an error), ``refresh_errors`` background refreshes
+    (stale-while-revalidate) that failed, ``unreadable`` stored values that did not decode
     (damaged, foreign or forged: each one a miss).
     """
 
@@ -32,6 +33,7 @@ class CacheStats:
     invalidated: int = 0
     backend_errors: int = 0
     busy: int = 0
+    refresh_errors: int = 0
     unreadable: int = 0
 
     def count(self, status: CacheStatus) -> None:
