@@ -325,8 +325,7 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
         self._closed = True
         await self._engine.aclose()
         await self._engine.transport.aclose()
-        if self._cache is not None:
-            await self._cache.aclose()
+        # The cache is its creator's to close (ResponseCache.aclose): others may share it.
 
     async def __aenter__(self) -> AsyncClient:
         return self
