@@ -181,3 +181,22 @@ def test_the_resend_rules() -> None:
     assert worth_resending(reset, replayable=True)
     assert not worth_resending(reset, replayable=False)
     assert worth_resending(unwritten, replayable=False)
+
+
+async def test_resends_are_counted_in_prometheus() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from microcall.observe.prometheus import ClientMetrics
+
+    registry = CollectorRegistry()
+    metrics = ClientMetrics(registry)
+    with threaded(Behaviour(answer_once=True)) as server:
+        async with counted_client(server.url, observers=[metrics]) as client:
+            outcomes = await gets(client, 10)
+    assert outcomes == {"200": 10}
+    labels = {"http_request_method": "GET", "server_address": "127.0.0.1"}
+    port = server.url.rsplit(":", 1)[1]
+    resends = registry.get_sample_value(
+        "microcall_client_connection_resends_total", {**labels, "server_port": port}
+    )
+    assert resends == 9
