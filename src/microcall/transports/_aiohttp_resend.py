@@ -130,7 +130,7 @@ _PRUNE_FROM = 64
 
 
 def resending(
-    connector: FreshConnector, resent: weakref.WeakSet[ClientResponse], replayable: bool
+    connector: FreshConnector, resent: set[weakref.ref[ClientResponse]], replayable: bool
 ) -> Middleware:
     """The aiohttp client middleware that resends on a fresh connection (see the module's theory).
 
@@ -158,7 +158,8 @@ def resending(
             raise ConnectionDropped(error, resent=True) from error
         finally:
             fresh_for.discard(req)
-        resent.add(response)
+        # The ref leaves the set by itself if the transport never looks.
+        resent.add(weakref.ref(response, resent.discard))
         return response
 
     return middleware
@@ -167,11 +168,24 @@ def resending(
 class Resender:
     """The middlewares a session passes per request: ``replayable`` or ``once``.
 
-    ``resent`` holds the responses that took a resend to get (weakly, until
-    the transport looks).
+    ``resent`` holds weak references to the responses that took a resend to
+    get, until the transport takes them out (``took_resend``). A plain set:
+    its emptiness, checked on every request, costs ~20 ns against ~110 ns for
+    a WeakSet's.
     """
 
     def __init__(self, connector: FreshConnector) -> None:
-        self.resent: weakref.WeakSet[ClientResponse] = weakref.WeakSet()
+        self.resent: set[weakref.ref[ClientResponse]] = set()
         self.replayable = (resending(connector, self.resent, True),)
         self.once = (resending(connector, self.resent, False),)
+
+    def took_resend(self, response: ClientResponse) -> bool:
+        """Whether ``response`` took a resend to get (each is reported once)."""
+        resent = self.resent
+        if not resent:
+            return False
+        ref = weakref.ref(response)
+        if ref not in resent:
+            return False
+        resent.discard(ref)
+        return True

@@ -202,7 +202,7 @@ class AiohttpTransport:
             request=request,
             reason=raw.reason or "",
         )
-        if resender.resent and raw in resender.resent:
+        if resender.took_resend(raw):
             mark_resent(response)
         return response
 
