@@ -266,6 +266,7 @@ class Permit:
         self.priority = priority
         self.lent = lent  # a borrowed slot, which a more important request may overrun
         self.released = False
+
     def release(self, *, dropped: bool = False) -> None:
         """The request finished: free its slot and report how long it took.
 
