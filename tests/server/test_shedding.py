@@ -44,46 +44,34 @@ def test_idle_capacity_is_lent_to_any_priority() -> None:
     assert len(fill(normal, NORMAL)) == 10
 
 
-def test_high_overruns_lent_slots_when_the_limit_is_full() -> None:
+def test_high_gets_in_over_borrowers_when_the_limit_is_full() -> None:
     shed = limiter(10)
-    fill(shed, LOW)  # 5 inside low's guarantee, 5 lent
-    assert len(fill(shed, HIGH)) == 5  # over the limit, onto the 5 lent slots
-    assert shed.inflight == 15
-    assert shed.try_acquire(NORMAL) is None  # no lent slot left to overrun
+    fill(shed, LOW)  # 5 inside low's guarantee, 5 borrowed
+    assert len(fill(shed, HIGH)) == 10  # high's guarantee: the whole limit, over the borrowers
+    assert shed.inflight == 20  # twice the limit: the bound on any overrun
+    assert shed.try_acquire(NORMAL) is None
     assert shed.try_acquire(LOW) is None
 
 
-def test_normal_overruns_low_but_not_high() -> None:
+def test_normal_is_guaranteed_its_share_with_high_and_high_the_rest() -> None:
     shed = limiter(10)
-    fill(shed, LOW)  # 5 own, 5 lent
-    assert len(fill(shed, NORMAL)) == 5  # onto the lent slots
-    assert shed.try_acquire(HIGH) is None  # everything left is owned: full
-    high = limiter(10)
-    fill(high, HIGH)
-    assert high.try_acquire(NORMAL) is None  # high's slots are never lent
+    fill(shed, LOW)
+    assert len(fill(shed, NORMAL)) == 8  # normal and high together: 80%
+    assert len(fill(shed, HIGH)) == 2  # then the bound of twice the limit
+    only_high = limiter(10)
+    fill(only_high, HIGH)
+    assert only_high.try_acquire(NORMAL) is None  # high's own requests count for normal
 
 
 def test_nobody_borrows_while_the_limit_is_full_so_the_overrun_drains() -> None:
     shed = limiter(10)
     low = fill(shed, LOW)
     fill(shed, HIGH)
-    for permit in low[5:]:  # the lent slots are released...
+    for permit in low:  # low's requests finish...
         permit.release()
-        assert shed.try_acquire(LOW) is None  # ...and not lent again: still full
+        assert shed.try_acquire(LOW) is None  # ...and nobody borrows: still full
     assert shed.inflight == 10
     assert shed.lent == 0
-
-
-def test_priorities_keep_their_guarantees_against_borrowers() -> None:
-    # Normal and high together are guaranteed 80% of the limit, high all of it.
-    shed = limiter(10)
-    fill(shed, LOW)
-    normal = fill(shed, NORMAL)  # up to the limit of owned slots
-    assert len(normal) == 5
-    for permit in normal:
-        permit.release()
-    assert len(fill(shed, HIGH)) == 5
-    assert len(fill(shed, NORMAL)) == 0
 
 
 def test_the_lowest_priority_is_refused_first_under_overload() -> None:
@@ -95,9 +83,9 @@ def test_the_lowest_priority_is_refused_first_under_overload() -> None:
     for permit in held[:5]:  # five finish: 5 in flight, room again
         permit.release()
     assert len(fill(shed, LOW)) == 5  # borrowed: nobody else asked
-    assert len(fill(shed, NORMAL)) == 3  # over lent slots, up to 80% with high
-    assert len(fill(shed, HIGH)) == 2  # over the last lent slots: the limit is owned
-    assert shed.inflight == 15
+    assert len(fill(shed, NORMAL)) == 3  # over the limit, up to 80% with high
+    assert len(fill(shed, HIGH)) == 5  # its whole guarantee
+    assert shed.inflight == 18
 
 
 def test_an_idle_server_admits_every_priority_even_with_a_tiny_limit() -> None:
@@ -105,9 +93,12 @@ def test_an_idle_server_admits_every_priority_even_with_a_tiny_limit() -> None:
     permit = shed.try_acquire(LOW)
     assert permit is not None
     assert not permit.lent  # one slot: the guarantee rounds up to it
-    assert shed.try_acquire(HIGH) is None
+    normal = shed.try_acquire(NORMAL)  # over the limit: low does not count against it
+    assert normal is not None
+    assert shed.try_acquire(HIGH) is None  # twice the limit
     permit.release()
-    assert shed.try_acquire(NORMAL) is not None
+    normal.release()
+    assert shed.try_acquire(HIGH) is not None
 
 
 class Probing:
@@ -125,7 +116,7 @@ def test_while_a_limit_probes_low_and_normal_do_not_borrow() -> None:
     assert [shed.capacity(p) for p in (LOW, NORMAL, HIGH)] == [2, 4, 10]
     assert len(fill(shed, LOW)) == 2
     assert len(fill(shed, NORMAL)) == 2  # 4 in flight in all
-    assert len(fill(shed, HIGH)) == 6  # high keeps its guarantee: the limit
+    assert len(fill(shed, HIGH)) == 10  # high keeps its guarantee: the limit
     assert shed.lent == 0
 
 

@@ -2,38 +2,35 @@
 
 Theory of operation. A server works on about ``limit`` requests at once (the
 limit is static or adaptive, see :mod:`microcall.server.limits`). Each
-priority is guaranteed a share of it, counted with the priorities above it:
-with the default shares, high is guaranteed the whole limit, normal and high
-together 80%, low (with everyone) half. A request of priority *p* is admitted
-when either holds:
+priority is guaranteed a share of it, counting only requests at least as
+important as itself: with the default shares, high is guaranteed the whole
+limit whatever the others hold, normal and high together 80%, and low half.
+A request of priority *p* is admitted when either holds:
 
 1. *Borrowing*: fewer than ``limit`` requests are in flight. Capacity nobody
    is using goes to whoever asks, whatever its priority, so low-only traffic
-   keeps the whole limit busy. A request admitted this way while its priority
-   was already at or over its guarantee holds a *lent* slot.
-2. *Guarantee*: *p* (with the priorities above it) is under its share, and
-   the requests in flight that do not hold lent slots are fewer than
-   ``limit``. Lent slots are the only ones a more important request may
-   overrun.
+   keeps the whole limit busy. A request admitted so while its priority was
+   at or over its guarantee holds a *lent* slot (``limiter.lent`` counts them).
+2. *Guarantee*: the requests in flight of priority *p* or higher are under
+   *p*'s share, and fewer than ``MAX_OVERRUN x limit`` are in flight in all.
+   What lower priorities hold does not count against *p*: they are borrowers.
 
-So when the limit is full, newcomers over their guarantee are refused and
-high priority, under its own, gets in at once, above the limit if lent slots
-are there to overrun. Nothing is revoked: the server runs over its limit only
-until the lent slots are released, and since nobody borrows while the limit
-is full, that takes one request's latency. In flight never exceeds twice the
-limit (lent slots are taken only under the limit; the others never exceed
-it), and in a steady mix stays within the limit plus the swing of high's own
-demand. Netflix's concurrency-limits partitions a limit the same way (a
-guaranteed percentage per partition, idle capacity lent to all); priorities
-add that only lent slots may be overrun, so nothing ever holds more than its
-guarantee at a more important request's expense.
+So when the limit is full, a newcomer over its guarantee is refused, and a
+more important one under its own gets in at once, above the limit if it
+must. Nothing is revoked: the server runs over its limit only while lower
+priorities still hold what they borrowed, and since nobody borrows while the
+limit is full, that lasts one request's latency. In a steady mix the excess
+is the swing of the important priorities' own demand; it is never more than
+the limit again (``MAX_OVERRUN``). Netflix's concurrency-limits partitions a
+limit the same way (a guaranteed percentage per partition, admitted beyond
+the limit while under it, idle capacity lent to all); priorities nest the
+partitions, so that a more important request never waits on a lesser one.
 
-The sizing rule that follows: under overload the slots lower priorities hold
-are nearly all lent (they got them by borrowing), so high is refused only
-once high alone fills the limit, or lower priorities hold more than the rest
-of it inside their guarantees. Size the limit above high's own offered
-concurrency (its rate times its latency at the server), with margin for its
-bursts, and high priority is not shed (docs/server.md gives the numbers).
+The sizing rule that follows: high priority is refused only once high alone
+holds the whole limit (or the server holds twice it). Size the limit above
+high's own offered concurrency (its rate times its latency at the server),
+with margin for its bursts, and high priority is not shed (docs/server.md
+gives the numbers).
 
 An adaptive limit may ask to *probe*: re-measure how fast the server is
 without a queue (see :mod:`microcall.server.gradient`). While it does, low
@@ -70,6 +67,11 @@ DEFAULT_NORMAL_SHARE = 0.8
 # low and normal priority may not borrow and fill half their usual share, so
 # the queue drains.
 PROBE_SHARE = 0.5
+
+# A request admitted by its guarantee may take the server over its limit
+# while lower priorities hold borrowed slots, but never past twice it: a bound
+# on the queue an overrun can build, whatever the shares.
+MAX_OVERRUN = 2
 
 # Retry-After on a refusal, in whole seconds (the header's delay-seconds form):
 # long enough for a burst to pass, short enough to fit a typical deadline.
@@ -176,7 +178,7 @@ class PriorityLimiter:
 
     @property
     def lent(self) -> int:
-        """Requests in flight on lent slots: a more important request may overrun these."""
+        """Requests in flight on borrowed capacity, beyond their priority's guarantee."""
         return self._lent
 
     def inflight_at_least(self, priority: Priority) -> int:
@@ -224,7 +226,7 @@ class PriorityLimiter:
             # No borrowing while the limit re-measures: the queue must drain.
             return False if inflight < self.capacity(priority) else None
         guaranteed = self.inflight_at_least(priority) < self.capacity(priority)
-        if guaranteed and inflight - self._lent < estimator.limit:
+        if guaranteed and inflight < MAX_OVERRUN * estimator.limit:
             return False
         if inflight < estimator.limit:
             return True  # idle capacity, lent to a priority over its guarantee
@@ -264,7 +266,7 @@ class Permit:
         self.started = started
         self.inflight = inflight
         self.priority = priority
-        self.lent = lent  # a borrowed slot, which a more important request may overrun
+        self.lent = lent  # borrowed capacity, beyond its priority's guarantee
         self.released = False
 
     def release(self, *, dropped: bool = False) -> None:
