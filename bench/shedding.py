@@ -281,7 +281,7 @@ def run(env: BenchEnv) -> str:
             print(
                 f"[shedding] {repeat + 1}/{env.repeats} {name}: {_brief(result)}", file=sys.stderr
             )
-    return _section(env, warmup, results) + _mix_section(mixed)
+    return _section(env, warmup, results) + "\n" + _mix_section(mixed)
 
 
 def _mix_arg(mix: tuple[float, float, float]) -> str:
@@ -293,8 +293,8 @@ def _mix_section(results: dict[str, list[dict[str, Any]]]) -> str:
     lines = [
         f"### Mixes of priorities at twice the capacity ({MIX_CONFIGURATION})",
         "",
-        f"The same server and load, with the {MIX_CONFIGURATION.removeprefix('static ')} "
-        "limit, offered each mix of priorities. "
+        f"The same server and load, behind a {MIX_CONFIGURATION}, offered each mix of "
+        "priorities. "
         "High's target holds where high's own demand fits inside the limit (the sizing rule in "
         f"docs/server.md); high alone offering {OFFERED:.0f} requests/s to a server that "
         f"completes {CAPACITY:.0f} can at best see {CAPACITY / OFFERED:.0%} succeed.",
