@@ -37,6 +37,7 @@ precompiled regex match on its name (about 0.2 µs per header).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from yarl import URL
@@ -52,6 +53,10 @@ _NOT_TEXT = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 # "scheme://" followed by an empty host (user-info aside): RFC 9110 section 4.2.1
 # forbids it, and yarl would resolve it against the base URL instead.
+# gRPC's metadata rules (doc/PROTOCOL-HTTP2.md): Header-Name and ASCII-Value.
+_METADATA_KEY = re.compile(r"[0-9a-z_.\-]+")
+_METADATA_VALUE = re.compile(r"[\x20-\x7e]*")
+_METADATA_BYTES = re.compile(rb"[\x20-\x7e]*")
 _EMPTY_HOST = re.compile(r"[^:/?#]*://(?:[^/?#@]*@)?(?:[:/?#]|$)")
 
 # The headers that frame a body (lower-case): the body and the transport decide them.
@@ -185,6 +190,43 @@ def check_body_text(text: str, what: str) -> bytes:
         raise UsageError(
             f"{what} holds a lone surrogate at position {exc.start}, which UTF-8 cannot carry"
         ) from None
+
+
+def checked_metadata(given: Any) -> tuple[tuple[str, str | bytes], ...]:
+    """gRPC metadata as ``(key, value)`` pairs if gRPC can carry it; a UsageError naming the problem.
+
+    The rules are grpc's own (its HTTP/2 protocol spec, which grpc checks as
+    the call starts and then reports as an INTERNAL status, or as a bare
+    TypeError or UnicodeEncodeError): a key is lower-case ``0-9a-z_.-``; a
+    ``-bin`` key's value is bytes; any other value is printable ASCII, as
+    ``str`` or ``bytes``.
+    """
+    if isinstance(given, (str, bytes, Mapping)) or not isinstance(given, Iterable):
+        raise UsageError(
+            f"metadata is a sequence of (key, value) pairs, got {type(given).__name__}"
+        )
+    pairs = tuple(given)
+    for pair in pairs:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise UsageError(f"metadata holds (key, value) pairs, got {pair!r}")
+        key, value = pair
+        if not isinstance(key, str) or not _METADATA_KEY.fullmatch(key):
+            raise UsageError(
+                f"metadata key {key!r} is not lower-case letters, digits and _.- (gRPC's rule)"
+            )
+        if key.endswith("-bin"):
+            if not isinstance(value, bytes):
+                raise UsageError(f"metadata {key}: a -bin key's value is bytes, got {value!r}")
+        elif not (
+            _METADATA_VALUE.fullmatch(value)
+            if isinstance(value, str)
+            else isinstance(value, bytes) and _METADATA_BYTES.fullmatch(value)
+        ):
+            raise UsageError(
+                f"metadata {key}: a value is printable ASCII (str or bytes; binary values go "
+                f"under a key ending in -bin), got {value!r}"
+            )
+    return pairs
 
 
 def _describe(char: str) -> str:
