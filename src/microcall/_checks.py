@@ -155,18 +155,22 @@ def refuse_client_framing(name: str, error: type[MicrocallError]) -> None:
     raise error(f"{name} cannot be a client-wide header: it frames one body, and is computed")
 
 
-def query_text(name: Any, value: Any, what: str) -> str | None:
-    """The text of one query parameter or form field value (None: leave the field out).
+def check_query_name(name: Any, what: str) -> None:
+    """Refuse a query parameter's or form field's name that is not UTF-8 text.
 
     ``what`` names the option (``params`` or ``data``) in the error.
     """
-    if type(name) is not str:
+    if not isinstance(name, str):
         raise UsageError(f"{what} names are str, got {type(name).__name__} {name!r}")
     if not name.isascii() and _SURROGATE.search(name):
         raise UsageError(f"{what} name {name!r} holds a lone surrogate, which UTF-8 cannot carry")
+
+
+def query_text(name: str, value: Any, what: str) -> str | None:
+    """The text of one query parameter's or form field's value (None: leave the field out)."""
     if value is None:  # as in requests: a None value drops the field
         return None
-    if type(value) is str:
+    if isinstance(value, str):
         if not value.isascii() and _SURROGATE.search(value):
             raise UsageError(
                 f"{what}[{name!r}] = {value!r} holds a lone surrogate, which UTF-8 cannot carry"

@@ -19,6 +19,7 @@ from microcall._checks import (
     check_body_text,
     check_framing,
     check_method,
+    check_query_name,
     check_target,
     check_url_text,
     checked_header,
@@ -497,6 +498,7 @@ def _query_pairs(params: Params, what: str = "params") -> list[tuple[str, str]]:
         if not isinstance(item, tuple) or len(item) != 2:
             raise UsageError(f"{what}= pairs are (name, value) tuples, got {item!r}")
         key, value = item
+        check_query_name(key, what)
         for one in value if isinstance(value, (list, tuple)) else (value,):
             text = query_text(key, one, what)
             if text is not None:  # as in requests: a None value drops the parameter
