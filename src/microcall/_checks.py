@@ -59,6 +59,12 @@ _METADATA_VALUE = re.compile(r"[\x20-\x7e]*")
 _METADATA_BYTES = re.compile(rb"[\x20-\x7e]*")
 _EMPTY_HOST = re.compile(r"[^:/?#]*://(?:[^/?#@]*@)?(?:[:/?#]|$)")
 
+# Header names seen to be tokens (see check_headers). Only ever grows by names
+# a program really sends; the bound keeps one that makes names per call from
+# growing it for ever.
+MAX_KNOWN_NAMES = 1024
+_token_names: set[str] = set()
+
 # The headers that frame a body (lower-case): the body and the transport decide them.
 FRAMING_HEADERS = frozenset({"transfer-encoding", "content-length"})
 _SCHEMES = frozenset({"http", "https"})
@@ -103,32 +109,53 @@ def check_target(target: URL) -> None:
         )
 
 
-def checked_header(
-    name: Any, value: Any, error: type[MicrocallError] = UsageError
-) -> tuple[str, str]:
-    """``(name, value)`` if HTTP can carry the header as given; ``error`` naming the problem if not."""
-    if not isinstance(name, str) or not _TOKEN.fullmatch(name):
-        if not isinstance(name, str):
-            raise error(f"a header name is a str, got {type(name).__name__} {name!r}")
+def check_headers(headers: Mapping[Any, Any], error: type[MicrocallError] = UsageError) -> None:
+    """Refuse (with ``error``, naming the problem) a header HTTP cannot carry as given.
+
+    This runs for every call given headers of its own, so its common case is
+    four C-level operations whatever the number of headers: every name is
+    one seen to be a token before (services send a small set of names), and
+    all values joined are printable ASCII. Only otherwise are the headers
+    looked at one by one, with the regexes.
+    """
+    known = _token_names
+    try:
+        joined = "".join(headers.values())
+    except TypeError:  # a value that is not a str: found below
+        pass
+    else:
+        if known.issuperset(headers) and joined.isascii() and joined.isprintable():
+            return
+    for name, value in headers.items():
+        if name not in known:
+            if not isinstance(name, str):
+                raise error(f"a header name is a str, got {type(name).__name__} {name!r}")
+            if not _TOKEN.fullmatch(name):
+                raise error(
+                    f"header name {name!r} is not a token "
+                    "(letters, digits, !#$%&'*+-.^_`|~; RFC 9110 5.6.2)"
+                )
+            if len(known) >= MAX_KNOWN_NAMES:
+                known.clear()
+            known.add(name)
+        if not (
+            isinstance(value, str)
+            and ((value.isascii() and value.isprintable()) or _FIELD_VALUE.fullmatch(value))
+        ):
+            _refuse_value(name, value, error)
+
+
+def _refuse_value(name: str, value: Any, error: type[MicrocallError]) -> None:
+    if not isinstance(value, str):
         raise error(
-            f"header name {name!r} is not a token (letters, digits, !#$%&'*+-.^_`|~; RFC 9110 5.6.2)"
+            f"header {name}: a header value is a str, got {type(value).__name__} {value!r}"
+            " (convert it yourself: microcall does not guess a number's or bytes' form)"
         )
-    # isascii() and isprintable() are C loops; the regex runs only for a value
-    # holding a tab or something that is refused anyway.
-    if not isinstance(value, str) or not (
-        (value.isascii() and value.isprintable()) or _FIELD_VALUE.fullmatch(value)
-    ):
-        if not isinstance(value, str):
-            raise error(
-                f"header {name}: a header value is a str, got {type(value).__name__} {value!r}"
-                " (convert it yourself: microcall does not guess a number's or bytes' form)"
-            )
-        bad = next(char for char in value if not _FIELD_VALUE.fullmatch(char))
-        raise error(
-            f"header {name}: value {value!r} holds {_describe(bad)}; header values are visible "
-            "ASCII, spaces and tabs (RFC 9110 5.5; percent- or base64-encode other text)"
-        )
-    return name, value
+    bad = next(char for char in value if not _FIELD_VALUE.fullmatch(char))
+    raise error(
+        f"header {name}: value {value!r} holds {_describe(bad)}; header values are visible "
+        "ASCII, spaces and tabs (RFC 9110 5.5; percent- or base64-encode other text)"
+    )
 
 
 def check_framing(name: str, value: str, body: bytes | None) -> None:

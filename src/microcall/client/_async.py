@@ -18,11 +18,11 @@ from microcall._checks import (
     FRAMING_HEADERS,
     check_body_text,
     check_framing,
+    check_headers,
     check_method,
     check_query_name,
     check_target,
     check_url_text,
-    checked_header,
     query_text,
     refuse_client_framing,
 )
@@ -467,19 +467,18 @@ def _own_headers(
     """
     if not given:
         return {}
-    if not isinstance(given, Mapping):
+    if type(given) is not dict and not isinstance(given, Mapping):  # the ABC check is slow
         raise error(f"headers= takes a mapping of names to values, got {type(given).__name__}")
-    own: dict[str, str] = {}
-    for key, value in given.items():
-        checked_header(key, value, error)
-        lowered = key.lower()
-        if lowered in _SPECIAL_HEADERS:
-            if lowered in _ENGINE_HEADERS:
-                continue
-            if error is ConfigurationError:
-                refuse_client_framing(key, error)
-            check_framing(lowered, value, body)
-        own[key] = value
+    check_headers(given, error)
+    own = {key: value for key, value in given.items() if key.lower() not in _SPECIAL_HEADERS}
+    if len(own) < len(given):  # rare: an engine's header (dropped) or a framing one
+        for key, value in given.items():
+            lowered = key.lower()
+            if lowered in FRAMING_HEADERS:
+                if error is ConfigurationError:
+                    refuse_client_framing(key, error)
+                check_framing(lowered, value, body)
+                own[key] = value
     return own
 
 
@@ -495,11 +494,16 @@ def _query_pairs(params: Params, what: str = "params") -> list[tuple[str, str]]:
         )
     pairs: list[tuple[str, str]] = []
     for item in items:
-        if not isinstance(item, tuple) or len(item) != 2:
+        if not (type(item) is tuple or isinstance(item, list)) or len(item) != 2:
             raise UsageError(f"{what}= pairs are (name, value) tuples, got {item!r}")
         key, value = item
-        check_query_name(key, what)
+        # ASCII str (the usual) passes at once; anything else gets the full check.
+        if type(key) is not str or not key.isascii():
+            check_query_name(key, what)
         for one in value if isinstance(value, (list, tuple)) else (value,):
+            if type(one) is str and one.isascii():
+                pairs.append((key, one))
+                continue
             text = query_text(key, one, what)
             if text is not None:  # as in requests: a None value drops the parameter
                 pairs.append((key, text))
