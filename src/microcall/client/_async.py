@@ -530,7 +530,8 @@ def _encode_body(options: CallOptions) -> tuple[bytes | None, str | None]:
                 default=jsonable,
             )
         except (TypeError, ValueError, RecursionError) as exc:
-            raise UsageError(f"json= cannot be sent as JSON: {exc}") from exc
+            hint = " (NaN and Infinity are not JSON)" if "float" in str(exc) else ""
+            raise UsageError(f"json= cannot be sent as JSON: {exc}{hint}") from exc
         return check_body_text(encoded, "json="), "application/json"
     name = given[0]
     value = options.get("data", options.get("content"))
