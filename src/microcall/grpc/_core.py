@@ -23,7 +23,8 @@ from microcall._checks import checked_metadata
 from microcall._clock import MONOTONIC
 from microcall._durations import to_seconds
 from microcall.context import current_deadline, current_priority
-from microcall.errors import AttemptTimeout, CallError, DeadlineExceeded, GrpcStatusError
+from microcall.errors import CallError
+from microcall.grpc._errors import AttemptTimeout, DeadlineExceeded, GrpcStatusError
 from microcall.grpc._observe import RpcAttempt, RpcMethod, RpcObserver
 from microcall.grpc._options import ChannelOptions
 from microcall.grpc._targets import Targets
@@ -123,14 +124,23 @@ class ChannelCore(Generic[C]):
     def metadata(
         self, priority: str | None, given: Iterable[tuple[str, str | bytes]] | None
     ) -> MetadataPairs:
-        """The call's outgoing metadata: the caller's, then microcall's priority (if any)."""
+        """The call's outgoing metadata: the caller's, then microcall's priority (if any).
+
+        A call sends one priority. When microcall has one (``priority=``, the
+        context's, the channel's), it replaces the caller's own entry, which
+        would contradict it; when it has none, the caller's entry goes as
+        given, and the server's trust rules decide whether to believe it.
+        """
         ours = self._own[priority]
         if not given:
             return ours
         # Checked here, before any attempt: grpc would report bad metadata as an
-        # INTERNAL status or a bare TypeError. The caller's own priority entry
-        # would contradict ours: drop it.
-        kept = tuple(pair for pair in checked_metadata(given) if pair[0] != PRIORITY_METADATA)
+        # INTERNAL status or a bare TypeError.
+        pairs = checked_metadata(given)
+        if priority is None:
+            return pairs
+        # The caller's own priority entry would contradict ours: drop it.
+        kept = tuple(pair for pair in pairs if pair[0] != PRIORITY_METADATA)
         return kept + ours
 
     def plan(
