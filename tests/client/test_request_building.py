@@ -492,3 +492,10 @@ def test_the_futures_client_sets_the_same_usage_errors_on_its_futures(echo: Echo
 def test_usage_errors_are_part_of_the_one_tree() -> None:
     assert issubclass(UsageError, microcall.MicrocallError)
     assert not issubclass(UsageError, (TypeError, ValueError, UnicodeError))
+
+
+@pytest.mark.parametrize("method", [None, b"GET", 42])
+def test_a_method_that_is_not_text_is_refused(method: object) -> None:
+    client = microcall.AsyncClient("http://127.0.0.1:9")
+    with pytest.raises(UsageError, match="method must be a str"):
+        client.request(method, "/")  # type: ignore[arg-type]

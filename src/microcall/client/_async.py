@@ -231,6 +231,8 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
         """
         if self._closed:
             raise UsageError("this client is closed")
+        if type(method) is not str:  # the type alone: this runs on every call
+            raise UsageError(f"a method must be a str such as 'GET', got {method!r}")
         method = method.upper()
         if options:
             check_options(options, _CALL_OPTIONS, "request")
