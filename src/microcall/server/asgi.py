@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from functools import partial
 from typing import Any
 
-from microcall.observe._routes import asgi_route
+from microcall.observe._routes import asgi_route, routed_app
 from microcall.observe._serverwatch import ServerWatch
 from microcall.observe.hooks import InboundRequest
 from microcall.server._cancel import DeadlineCancelled, within_deadline
@@ -55,7 +55,7 @@ _PRIORITY = b"x-request-priority"
 class ASGIMiddleware(GateReadings):
     """Wraps an ASGI application: ``ASGIMiddleware(app, options)``."""
 
-    __slots__ = ("_cancel", "_gate", "_observers", "app")
+    __slots__ = ("_cancel", "_gate", "_observers", "_routed", "app")
     _gate: Gate
 
     def __init__(
@@ -66,6 +66,10 @@ class ASGIMiddleware(GateReadings):
         stats: ServerStats | None = None,
     ) -> None:
         self.app = app
+        # Wrapped from outside (``ASGIMiddleware(app)``), the middleware sees a
+        # request before the application has put itself in the scope; the
+        # routes it mounts are then found from the application given here.
+        self._routed = routed_app(app)
         self._gate = Gate(options, stats=stats)
         self._cancel = self._gate.options.cancel_on_deadline
         self._observers = self._gate.options.observers
@@ -91,7 +95,8 @@ class ASGIMiddleware(GateReadings):
             ),
         )
         status = _Status(send)
-        app = scope.get("app")  # the outermost application: mounted ones replace it
+        # The outermost application: mounted ones replace it in the scope.
+        app = scope.get("app") or self._routed
         try:
             await self._serve(scope, receive, status, watch)
         except BaseException as exc:
