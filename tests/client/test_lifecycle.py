@@ -276,13 +276,13 @@ async def test_a_client_dropped_on_its_own_loop_thread_is_released(serve: Serve)
         released = threading.Event()
         holder = [microcall.FuturesClient(base, timeout=DEADLINE)]
         weakref.finalize(holder[0], released.set)
-        threads = {thread.name for thread in threading.enumerate()}
+        threads = set(threading.enumerate())
         future = holder[0].get("/ok")
         future.add_done_callback(lambda _: holder.clear())
         assert future.result(timeout=PATIENCE).status_code == 200
         assert released.wait(PATIENCE)
         # Its loop thread ends by itself.
-        return wait_until(lambda: {thread.name for thread in threading.enumerate()} <= threads)
+        return wait_until(lambda: set(threading.enumerate()) <= threads)
 
     assert await in_thread(work)
 
@@ -290,8 +290,9 @@ async def test_a_client_dropped_on_its_own_loop_thread_is_released(serve: Serve)
 async def test_a_client_collected_inside_another_clients_call_is_released(serve: Serve) -> None:
     base = await serve(Service().app)
 
-    def work() -> tuple[bool, int]:
+    def work() -> tuple[bool, int, bool]:
         collected = threading.Event()
+        threads = set(threading.enumerate())
         gc.disable()  # so that only the collection below, mid-call, frees it
         try:
             doomed = microcall.Client(base, timeout=DEADLINE)
@@ -310,9 +311,10 @@ async def test_a_client_collected_inside_another_clients_call_is_released(serve:
                 status = other.get("/x").status_code
         finally:
             gc.enable()
-        return collected.is_set(), status
+        # Both loop threads end: the closed client's, and the collected one's by itself.
+        return collected.is_set(), status, wait_until(lambda: set(threading.enumerate()) <= threads)
 
-    assert await in_thread(work) == (True, 200)
+    assert await in_thread(work) == (True, 200, True)
 
 
 # Clients dropped unclosed, one in a cycle, one left open: nothing on stderr at exit.
