@@ -1,6 +1,7 @@
 # make test   - lint, type-check and run every test (sets everything up itself)
 # make demo   - run the demo
 # make bench  - run the benchmarks and write docs/benchmarks.md
+# make soak   - run the long fault runs (tests/faults/ at scale) and write docs/reliability.md
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS := dev,bench,demo
 
-.PHONY: test demo bench lint typecheck pytest system-packages protos clean
+.PHONY: test demo bench soak lint typecheck pytest system-packages protos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +40,10 @@ demo: $(STAMP)
 
 bench: $(STAMP) system-packages
 	$(BIN)/python -m bench
+
+# A few minutes: a 100,000-call soak with faults, 10,000 cancellations, the fault matrix x10.
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak
 
 # Regenerate the example gRPC code (src/microcall/examples_pb/, committed) from protos/.
 protos: $(STAMP)

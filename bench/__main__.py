@@ -37,6 +37,7 @@ BENCHMARKS: tuple[str, ...] = (
     "grpc_clients",
     "shedding",
     "cache",
+    "overload",
 )
 
 DEFAULT_OUTPUT = ROOT / "docs" / "benchmarks.md"

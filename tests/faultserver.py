@@ -16,6 +16,33 @@ port the same broken way, so a test picks a fault by picking a URL:
 * ``TRICKLE``   reads the request, then sends a valid response one byte every
                 ``trickle_interval`` seconds (a slow-loris server).
 
+Those eight are the classic faults every transport test runs through
+(:data:`EXPECTED_ERROR`). The same server also opens one port per
+:class:`Behaviour`: the rest of the misbehaviour matrix of tests/faults/, and
+two well-behaved answers the soak mixes in. A behaviour that answers at all
+answers every request of a keep-alive connection in turn, and its body is the
+request target (``/call/17`` answers ``/call/17``), so a test can tell a body
+that belongs to another request:
+
+* ``STALL_HEADERS`` sends the status line, then nothing (until the peer leaves).
+* ``STALL_BODY``    sends the head and part of a 1000-byte body, then nothing.
+* ``CLOSE_HEADERS`` sends part of the headers, then closes cleanly (FIN).
+* ``BAD_STATUS``    answers with a status line whose code is not a number.
+* ``HUGE_HEADERS``  answers with one header line of :data:`HUGE_HEADER_SIZE` bytes.
+* ``SHORT_LENGTH``  announces fewer bytes than it sends: the extra bytes are a
+                    whole second response, which must never be read as the
+                    answer to the next request on the connection.
+* ``BAD_CHUNKING``  a chunked body whose second chunk size is not hexadecimal.
+* ``HTTP10``        an HTTP/1.0 answer without Content-Length: the body ends at close.
+* ``INFORMATIONAL`` ``100 Continue`` and ``103 Early Hints`` before the answer.
+* ``CLOSE_AFTER_ANSWER`` answers (keep-alive, nothing announced), then closes
+                    the connection ``close_delay`` seconds later, as a server
+                    with a short idle timeout does.
+* ``TRICKLE_IN_TIME`` the trickle, one byte every ``fast_trickle_interval``
+                    seconds: slow, but done well within a generous deadline.
+* ``ECHO``          a well-behaved keep-alive server.
+* ``SLOW``          the same, answering each request after ``slow_delay`` seconds.
+
 The server counts the connections it accepted per fault and keeps those still
 open, so tests can check that a client let go of every socket it opened.
 
@@ -55,6 +82,29 @@ TRICKLE_RESPONSE = (
     + TRICKLE_BODY
 )
 DEFAULT_TRICKLE_INTERVAL = 0.05
+# TRICKLE_RESPONSE is about 80 bytes: at 2 ms a byte it takes ~0.2 s, a few
+# event-loop turns per byte even on a loaded machine.
+DEFAULT_FAST_TRICKLE_INTERVAL = 0.002
+DEFAULT_SLOW_DELAY = 0.05
+DEFAULT_CLOSE_DELAY = 0.0
+
+STATUS_LINE_ONLY = b"HTTP/1.1 200 OK\r\n"
+BAD_STATUS = b"HTTP/1.1 2x0 OK\r\nContent-Length: 2\r\n\r\nok"
+# 32 times aiohttp's default limit for one header line (8190 bytes) and more
+# than twice httpcore's for a whole head (100 KiB): every client must refuse it.
+HUGE_HEADER_SIZE = 256 * 1024
+# The extra bytes a SHORT_LENGTH answer sends past its Content-Length.
+SMUGGLED = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled"
+BAD_CHUNKED = (
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5\r\nhello\r\nzz\r\nnot a chunk\r\n0\r\n\r\n"
+)
+INFORMATIONAL_HEAD = (
+    b"HTTP/1.1 100 Continue\r\n\r\n"
+    b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n\r\n"
+)
+# Past any single read buffer, so the client must read until the close.
+HTTP10_FILLER = b"." * 100_000
 
 
 class Fault(enum.StrEnum):
@@ -68,6 +118,27 @@ class Fault(enum.StrEnum):
     HALF_BODY = "half_body"
     GARBAGE = "garbage"
     TRICKLE = "trickle"
+
+
+class Behaviour(enum.StrEnum):
+    """The rest of the misbehaviour matrix, and two good answers (see the module docstring)."""
+
+    STALL_HEADERS = "stall_headers"
+    STALL_BODY = "stall_body"
+    CLOSE_HEADERS = "close_headers"
+    BAD_STATUS = "bad_status"
+    HUGE_HEADERS = "huge_headers"
+    SHORT_LENGTH = "short_length"
+    BAD_CHUNKING = "bad_chunking"
+    HTTP10 = "http10"
+    INFORMATIONAL = "informational"
+    CLOSE_AFTER_ANSWER = "close_after_answer"
+    TRICKLE_IN_TIME = "trickle_in_time"
+    ECHO = "echo"
+    SLOW = "slow"
+
+
+Port = Fault | Behaviour
 
 
 # What each fault must become, whatever the transport: one request on the
@@ -87,16 +158,26 @@ EXPECTED_ERROR: dict[Fault, type[microcall.CallError]] = {
 class FaultServer:
     """One loopback port per fault; ``url(fault)`` is the base URL to call."""
 
-    def __init__(self, *, trickle_interval: float = DEFAULT_TRICKLE_INTERVAL) -> None:
+    def __init__(
+        self,
+        *,
+        trickle_interval: float = DEFAULT_TRICKLE_INTERVAL,
+        fast_trickle_interval: float = DEFAULT_FAST_TRICKLE_INTERVAL,
+        slow_delay: float = DEFAULT_SLOW_DELAY,
+        close_delay: float = DEFAULT_CLOSE_DELAY,
+    ) -> None:
         self.trickle_interval = trickle_interval
-        self.accepted: Counter[Fault] = Counter()
-        self._urls: dict[Fault, str] = {}
+        self.fast_trickle_interval = fast_trickle_interval
+        self.slow_delay = slow_delay
+        self.close_delay = close_delay
+        self.accepted: Counter[Port] = Counter()
+        self._urls: dict[Port, str] = {}
         self._servers: list[asyncio.Server] = []
         self._refusing: socket.socket | None = None
-        self._open: set[asyncio.StreamWriter] = set()
+        self._open: dict[asyncio.StreamWriter, Port] = {}
         self._handlers: set[asyncio.Task[None]] = set()
 
-    def url(self, fault: Fault) -> str:
+    def url(self, fault: Port) -> str:
         """``http://127.0.0.1:<port>`` of the port that misbehaves with ``fault``."""
         return self._urls[fault]
 
@@ -105,6 +186,15 @@ class FaultServer:
         """Server-side sockets still open: each is a connection the client has not closed."""
         return len(self._open)
 
+    def open_connections_on(self, fault: Port) -> int:
+        """The open connections of one port."""
+        return sum(1 for port in self._open.values() if port is fault)
+
+    @property
+    def handler_tasks(self) -> frozenset[asyncio.Task[None]]:
+        """The server's own tasks (one per open connection), for counting a client's tasks apart."""
+        return frozenset(self._handlers)
+
     async def start(self) -> None:
         # Bound but never listening: the kernel refuses connections, and holding
         # the port stops anything else from taking it while the test runs.
@@ -112,7 +202,7 @@ class FaultServer:
         refusing.bind(("127.0.0.1", 0))
         self._refusing = refusing
         self._urls[Fault.REFUSE] = _base_url(refusing.getsockname())
-        for fault in Fault:
+        for fault in [*Fault, *Behaviour]:
             if fault is Fault.REFUSE:
                 continue
             server = await asyncio.start_server(
@@ -148,13 +238,13 @@ class FaultServer:
     # ------------------------------------------------------------ misbehaving
 
     async def _accept(
-        self, fault: Fault, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, fault: Port, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._handlers.add(task)
         self.accepted[fault] += 1
-        self._open.add(writer)
+        self._open[writer] = fault
         try:
             await _FAULTS[fault](self, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
@@ -166,7 +256,7 @@ class FaultServer:
             pass
         finally:
             self._handlers.discard(task)
-            self._open.discard(writer)
+            self._open.pop(writer, None)
             if not writer.transport.is_closing():
                 writer.transport.abort()
 
@@ -215,6 +305,88 @@ class FaultServer:
         while await reader.read(4096):
             pass
 
+    async def _trickle_in_time(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await _read_request_head(reader)
+        for index in range(len(TRICKLE_RESPONSE)):
+            writer.write(TRICKLE_RESPONSE[index : index + 1])
+            await writer.drain()
+            await asyncio.sleep(self.fast_trickle_interval)
+        await _drain_until_eof(reader)
+
+    async def _stall_headers(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await _send_then_stall(STATUS_LINE_ONLY, reader, writer)
+
+    async def _stall_body(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _send_then_stall(LONG_BODY_HEAD + PARTIAL_BODY, reader, writer)
+
+    async def _close_headers(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await _send_then_close(PARTIAL_HEAD, reader, writer)
+
+    async def _bad_status(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _send_then_stall(BAD_STATUS, reader, writer)
+
+    async def _huge_headers(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        head = b"HTTP/1.1 200 OK\r\nX-Huge: " + b"h" * HUGE_HEADER_SIZE
+        await _send_then_stall(head + b"\r\nContent-Length: 2\r\n\r\nok", reader, writer)
+
+    async def _bad_chunking(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        # Stalls rather than closes: the bad chunk size must be the only fault.
+        await _send_then_stall(BAD_CHUNKED, reader, writer)
+
+    async def _http10(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        target = _target(await _read_request_head(reader))
+        writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n")
+        writer.write(target + HTTP10_FILLER)
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    async def _short_length(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while target := await _next_target(reader):
+            writer.write(_answer(target) + SMUGGLED)
+            await writer.drain()
+
+    async def _informational(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while target := await _next_target(reader):
+            writer.write(INFORMATIONAL_HEAD + _answer(target))
+            await writer.drain()
+
+    async def _close_after_answer(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        target = _target(await _read_request_head(reader))
+        writer.write(_answer(target))
+        await writer.drain()
+        if self.close_delay:
+            await asyncio.sleep(self.close_delay)
+        writer.close()
+        await writer.wait_closed()
+
+    async def _echo(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while target := await _next_target(reader):
+            writer.write(_answer(target))
+            await writer.drain()
+
+    async def _slow(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while target := await _next_target(reader):
+            await asyncio.sleep(self.slow_delay)
+            writer.write(_answer(target))
+            await writer.drain()
+
 
 _FAULTS = {
     Fault.HANG: FaultServer._hang,
@@ -224,6 +396,19 @@ _FAULTS = {
     Fault.HALF_BODY: FaultServer._half_body,
     Fault.GARBAGE: FaultServer._garbage,
     Fault.TRICKLE: FaultServer._trickle,
+    Behaviour.STALL_HEADERS: FaultServer._stall_headers,
+    Behaviour.STALL_BODY: FaultServer._stall_body,
+    Behaviour.CLOSE_HEADERS: FaultServer._close_headers,
+    Behaviour.BAD_STATUS: FaultServer._bad_status,
+    Behaviour.HUGE_HEADERS: FaultServer._huge_headers,
+    Behaviour.SHORT_LENGTH: FaultServer._short_length,
+    Behaviour.BAD_CHUNKING: FaultServer._bad_chunking,
+    Behaviour.HTTP10: FaultServer._http10,
+    Behaviour.INFORMATIONAL: FaultServer._informational,
+    Behaviour.CLOSE_AFTER_ANSWER: FaultServer._close_after_answer,
+    Behaviour.TRICKLE_IN_TIME: FaultServer._trickle_in_time,
+    Behaviour.ECHO: FaultServer._echo,
+    Behaviour.SLOW: FaultServer._slow,
 }
 
 
@@ -247,6 +432,66 @@ async def _reset_after(
     writer.transport.abort()
 
 
+async def _next_target(reader: asyncio.StreamReader) -> bytes:
+    """The target of the connection's next request; empty once the client has gone.
+
+    A request body announced by Content-Length is read and dropped, so the
+    next request on a keep-alive connection starts where it should.
+    """
+    try:
+        head = await _read_request_head(reader)
+    except asyncio.IncompleteReadError:
+        return b""
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            await reader.readexactly(int(value))
+    return _target(head)
+
+
+def _target(head: bytes) -> bytes:
+    """``/call/17`` from ``GET /call/17 HTTP/1.1``."""
+    return head.split(b" ", 2)[1]
+
+
+def _answer(body: bytes) -> bytes:
+    """A keep-alive 200 carrying ``body``."""
+    length = str(len(body)).encode()
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
+        + length
+        + b"\r\n\r\n"
+        + body
+    )
+
+
+async def _drain_until_eof(reader: asyncio.StreamReader) -> None:
+    """Read and drop whatever comes until the client closes its end."""
+    while await reader.read(4096):
+        pass
+
+
+async def _send_then_stall(
+    sent: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Read the request, send ``sent``, then wait (silently) for the client to leave."""
+    await _read_request_head(reader)
+    writer.write(sent)
+    await writer.drain()
+    await _drain_until_eof(reader)
+
+
+async def _send_then_close(
+    sent: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Read the request, send ``sent``, then close cleanly (FIN)."""
+    await _read_request_head(reader)
+    writer.write(sent)
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+
+
 def _base_url(address: tuple[str, int]) -> str:
     host, port = address[:2]
     return f"http://{host}:{port}"
@@ -254,10 +499,19 @@ def _base_url(address: tuple[str, int]) -> str:
 
 @contextlib.asynccontextmanager
 async def fault_server(
-    *, trickle_interval: float = DEFAULT_TRICKLE_INTERVAL
+    *,
+    trickle_interval: float = DEFAULT_TRICKLE_INTERVAL,
+    fast_trickle_interval: float = DEFAULT_FAST_TRICKLE_INTERVAL,
+    slow_delay: float = DEFAULT_SLOW_DELAY,
+    close_delay: float = DEFAULT_CLOSE_DELAY,
 ) -> AsyncIterator[FaultServer]:
     """``async with fault_server() as faults: faults.url(Fault.HANG)``."""
-    server = FaultServer(trickle_interval=trickle_interval)
+    server = FaultServer(
+        trickle_interval=trickle_interval,
+        fast_trickle_interval=fast_trickle_interval,
+        slow_delay=slow_delay,
+        close_delay=close_delay,
+    )
     async with server:
         yield server
 

@@ -17,6 +17,7 @@ from microcall import (
     Backoff,
     ConfigurationError,
     ConnectError,
+    DeadlineExceeded,
     HTTPStatusError,
     ReadError,
     Response,
@@ -25,7 +26,7 @@ from microcall import (
     retry,
     single,
 )
-from microcall.testing import MockTransport, Reply
+from microcall.testing import FakeClock, MockTransport, Reply
 
 NO_WAIT = Backoff(base=0.0)
 RETRY3 = retry(3, backoff=NO_WAIT)
@@ -141,6 +142,80 @@ async def test_attempt_timeouts_to_the_end_raise_attempt_timeout() -> None:
         with pytest.raises(AttemptTimeout) as caught:
             await client.get("/thing")
     assert [a.error for a in caught.value.attempts] == ["AttemptTimeout", "AttemptTimeout"]
+
+
+# ---------------------------------------------------------------- which timeout a caller gets
+#
+# The rule (docs/errors.md): the call ends with DeadlineExceeded whenever its
+# deadline is what ended it; AttemptTimeout only when the strategy had no
+# attempt left although time was. A fake clock moves exactly as each attempt
+# "runs", so every case sits precisely where jitter used to decide.
+
+
+def timing_out(clock: FakeClock) -> MockTransport:
+    """Every attempt runs its full timeout, then times out."""
+
+    def handler(request: Any) -> Reply:
+        return Reply(error=AttemptTimeout)
+
+    transport = MockTransport(handler)
+    send = transport.send
+
+    async def timed(request: Any, url: Any, headers: Any, timeout: float) -> Any:
+        clock.advance(timeout)
+        return await send(request, url, headers, timeout)
+
+    transport.send = timed  # type: ignore[method-assign]
+    return transport
+
+
+@pytest.mark.parametrize("deadline", [0.399, 0.401, 0.404])
+async def test_an_attempt_limit_that_ends_with_the_deadline_raises_deadline_exceeded(
+    deadline: float,
+) -> None:
+    # Two attempts of 0.2 s: the second one's own limit and the deadline fall
+    # within the 5 ms floor of each other. Which limit is a hair shorter must
+    # not change the answer: no attempt could follow either way.
+    clock = FakeClock()
+    strategy = retry(2, attempt_timeout=0.2, backoff=NO_WAIT)
+    transport = timing_out(clock)
+    async with client_for(transport, strategy=strategy, clock=clock, timeout=deadline) as client:
+        with pytest.raises(DeadlineExceeded) as caught:
+            await client.get("/thing")
+    assert isinstance(caught.value.__cause__, AttemptTimeout)
+    assert [a.error for a in caught.value.attempts] == ["AttemptTimeout", "DeadlineExceeded"]
+
+
+async def test_attempts_spent_with_time_left_raise_attempt_timeout() -> None:
+    clock = FakeClock()
+    strategy = retry(2, attempt_timeout=0.2, backoff=NO_WAIT)
+    transport = timing_out(clock)
+    async with client_for(transport, strategy=strategy, clock=clock, timeout=0.5) as client:
+        with pytest.raises(AttemptTimeout) as caught:
+            await client.get("/thing")
+    assert [a.error for a in caught.value.attempts] == ["AttemptTimeout", "AttemptTimeout"]
+
+
+async def test_a_retry_the_deadline_leaves_no_room_for_raises_deadline_exceeded() -> None:
+    # One attempt times out with 80 ms left; the backoff before the next
+    # would end past the deadline. The deadline stopped the call, not the
+    # count of attempts.
+    clock = FakeClock()
+    strategy = retry(3, attempt_timeout=0.2, backoff=Backoff(base=0.1, jitter=False))
+    transport = timing_out(clock)
+    async with client_for(transport, strategy=strategy, clock=clock, timeout=0.28) as client:
+        with pytest.raises(DeadlineExceeded):
+            await client.get("/thing")
+    assert len(transport.sent) == 1
+
+
+async def test_the_timeout_sent_downstream_is_rounded_down_to_the_millisecond() -> None:
+    clock = FakeClock()
+    transport = MockTransport([Reply(200), Reply(200)])
+    async with client_for(transport, clock=clock) as client:
+        await client.get("/thing", timeout=1.2346)
+        await client.get("/thing", timeout=0.0059999)
+    assert [sent.headers["X-Request-Timeout"] for sent in transport.sent] == ["1.234", "0.005"]
 
 
 # ---------------------------------------------------------------- idempotency

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 
 import pytest
 
@@ -119,3 +121,32 @@ def test_a_guard_needs_a_running_task() -> None:
             Timeouts(loop).guard(1.0)
     finally:
         loop.close()
+
+
+def test_on_uvloop_no_guard_fires_before_its_expiry_on_the_monotonic_clock() -> None:
+    # uvloop's loop.time() is a cached, millisecond clock that runs behind
+    # time.monotonic(): a tick reckoned from it would fire before the
+    # guards' real expiry. Expiry is measured as the caller sees it.
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> list[float]:
+        timeouts = Timeouts(asyncio.get_running_loop())
+        rng = random.Random(14)
+
+        async def bounded(seconds: float) -> float:
+            await asyncio.sleep(rng.random() * 0.01)  # arm at scattered moments
+            armed = time.monotonic()
+            try:
+                with timeouts.guard(seconds):
+                    await asyncio.sleep(5)
+            except TimeoutError:
+                return time.monotonic() - (armed + seconds)
+            raise AssertionError("the guard did not fire")
+
+        lateness = await asyncio.gather(*(bounded(0.002 + rng.random() * 0.03) for _ in range(400)))
+        assert len(timeouts) == 0
+        return lateness
+
+    lateness = uvloop.run(main())
+    early = [late for late in lateness if late < 0]
+    assert not early, f"{len(early)} of {len(lateness)} fired early, by up to {-min(early):.6f} s"

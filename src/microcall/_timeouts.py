@@ -7,13 +7,21 @@ for nothing; at thousands of calls a second that is a tenth of a call's CPU.
 
 Here the time is cut into ticks. A timeout joins the set of those that fall
 due in the same tick, its expiry rounded *up* to the tick's end, so it never
-fires early and fires at most one tick late. A tick has one loop timer,
+fires early and fires at most one tick late (plus however late the loop runs). A tick has one loop timer,
 armed by its first member; leaving is removing from a set, and a tick whose
 members have all left fires for nothing (cheaper than cancelling its timer
 and arming another for the next member). When a tick's timer fires, the tasks
 of the members still there are cancelled, and each guard turns its own
 cancellation into ``TimeoutError``, as ``asyncio.timeout`` does: a
 cancellation that came from elsewhere passes through untouched.
+
+"Early" and "late" are measured on ``time.monotonic()``, the clock callers
+read, not on ``loop.time()``: uvloop's loop clock is cached once per loop
+iteration at millisecond resolution, so it runs up to a millisecond or more
+behind, and a tick reckoned from it (or a libuv timer rounded to the
+millisecond) fired before its members' expiry for about 5% of guards. So
+ticks are placed on the monotonic clock, and a tick timer that fires before
+its tick has ended on that clock is armed again for the rest.
 
 This is the hashed timer wheel of Netty and Finagle, with a dict for the
 wheel. The tick grows with the timeout (a thousandth of it, at least
@@ -26,12 +34,15 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from types import TracebackType
 
 MIN_TICK = 0.001
 # How finely a timeout is cut, as a share of its length.
 PRECISION = 1 / 1024
 LONG = MIN_TICK / PRECISION  # from here on, ticks grow with the timeout
+
+_monotonic = time.monotonic
 
 
 class Timeouts:
@@ -54,10 +65,12 @@ class Timeouts:
     def _join(self, guard: Guard, seconds: float) -> tuple[float, int]:
         # Long timeouts: the power of two just under PRECISION of the timeout.
         tick = MIN_TICK if seconds < LONG else 2.0 ** (math.frexp(seconds * PRECISION)[1] - 1)
-        key = (tick, math.ceil((self._loop.time() + seconds) / tick))
+        key = (tick, math.ceil((_monotonic() + seconds) / tick))
         members = self._due.get(key)
         if members is None:
             members = self._due[key] = set()
+            # On the loop's own clock, which never runs ahead of monotonic:
+            # a timer placed there rarely fires early, and _fire checks anyway.
             self._loop.call_at(key[1] * tick, self._fire, key)
         members.add(guard)
         return key
@@ -68,6 +81,10 @@ class Timeouts:
             members.discard(guard)
 
     def _fire(self, key: tuple[float, int]) -> None:
+        early = key[1] * key[0] - _monotonic()
+        if early > 0.0:  # the loop's clock ran behind the monotonic one: not due yet
+            self._loop.call_later(early, self._fire, key)
+            return
         for guard in self._due.pop(key):
             guard.fired = True
             guard.task.cancel()

@@ -190,11 +190,16 @@ class ResponseValidationError(CallError):
 class GrpcStatusError(CallError):
     """A gRPC call ended with a status other than OK (``microcall.grpc`` raises it).
 
-    ``code`` is the ``grpc.StatusCode``, ``details`` the server's message and
-    ``trailing_metadata`` the trailers as ``(key, value)`` pairs. A status that
-    is an answer (NOT_FOUND, INVALID_ARGUMENT, ...) ends the call at once; a
-    retriable one (UNAVAILABLE, RESOURCE_EXHAUSTED) is raised once retries are
-    spent. A deadline that passes raises DeadlineExceeded instead.
+    It answers as grpcio's own errors do: ``code()`` is the ``grpc.StatusCode``,
+    ``details()`` the server's message, ``trailing_metadata()`` and
+    ``initial_metadata()`` the metadata as ``(key, value)`` pairs. What
+    ``microcall.grpc`` raises is its subclass of the same name, which is also a
+    ``grpc.RpcError`` (this module does not import grpc, an optional extra), so
+    ``except grpc.RpcError as e: e.code()`` keeps working on microcall's channels.
+
+    A status that is an answer (NOT_FOUND, INVALID_ARGUMENT, ...) ends the call
+    at once; a retriable one (UNAVAILABLE, RESOURCE_EXHAUSTED) is raised once
+    retries are spent. A deadline that passes raises DeadlineExceeded instead.
     """
 
     def __init__(
@@ -204,9 +209,31 @@ class GrpcStatusError(CallError):
         code: grpc.StatusCode,
         details: str,
         trailing_metadata: Sequence[tuple[str, str | bytes]] = (),
+        initial_metadata: Sequence[tuple[str, str | bytes]] = (),
         attempts: Sequence[Attempt] = (),
     ) -> None:
         super().__init__(message, attempts=attempts)
-        self.code = code
-        self.details = details
-        self.trailing_metadata = tuple(trailing_metadata)
+        self._code = code
+        self._details = details
+        self._trailing_metadata = tuple(trailing_metadata)
+        self._initial_metadata = tuple(initial_metadata)
+
+    def code(self) -> grpc.StatusCode:
+        """The status the call ended with."""
+        return self._code
+
+    def details(self) -> str:
+        """The server's message for the status."""
+        return self._details
+
+    def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        """The trailers the call ended with, as ``(key, value)`` pairs."""
+        return self._trailing_metadata
+
+    def initial_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        """The headers the server sent before its status, when known."""
+        return self._initial_metadata
+
+    def debug_error_string(self) -> str:
+        """What failed, with the attempts made (grpcio's name for its own diagnostic)."""
+        return str(self)

@@ -209,12 +209,12 @@ async def test_memcached_skips_values_over_its_item_limit(
 async def test_disk_entries_survive_a_restart(tmp_path: Path) -> None:
     service = Service(Reply(200, content=b"kept", headers={"Cache-Control": "max-age=60"}))
     clock = FakeClock(EPOCH)
-    first, _, _ = make_client(service, clock=clock, backend=DiskBackend(tmp_path))
-    async with first:
+    first, first_cache, _ = make_client(service, clock=clock, backend=DiskBackend(tmp_path))
+    async with first_cache, first:
         await first.get("/a")
     clock.advance(30)
-    second, _, _ = make_client(service, clock=clock, backend=DiskBackend(tmp_path))
-    async with second:
+    second, second_cache, _ = make_client(service, clock=clock, backend=DiskBackend(tmp_path))
+    async with second_cache, second:
         answer = await second.get("/a")
     assert answer.cache_status is CacheStatus.HIT
     assert answer.headers["Age"] == "30"

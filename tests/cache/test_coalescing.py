@@ -48,7 +48,7 @@ class Counting:
 async def test_a_cold_stampede_sends_one_request(serve: Serve) -> None:
     app = Counting()
     cache = ResponseCache(MemoryBackend())
-    async with AsyncClient(await serve(app.app), cache=cache) as client:
+    async with cache, AsyncClient(await serve(app.app), cache=cache) as client:
         answers = await asyncio.gather(*(client.get("/slow") for _ in range(200)))
     assert app.received == 1
     assert {answer.json()["n"] for answer in answers} == {1}
@@ -74,7 +74,7 @@ async def test_a_stampede_on_redis_sends_one_request(
     app = Counting()
     backend: CacheBackend = RedisBackend(f"redis://127.0.0.1:{redis_server.port}/0")
     cache = ResponseCache(backend, namespace=namespace)
-    async with AsyncClient(await serve(app.app), cache=cache) as client:
+    async with cache, AsyncClient(await serve(app.app), cache=cache) as client:
         answers = await asyncio.gather(*(client.get("/slow") for _ in range(200)))
         after = await client.get("/slow")
     assert app.received == 1

@@ -32,7 +32,7 @@ async def test_redis_stopped_mid_test(
     backend = RedisBackend(f"redis://127.0.0.1:{own_redis.port}/0")
     client, cache, clock = make_client(service, backend=backend)
     caplog.set_level(logging.INFO, logger="microcall.cache")
-    async with client:
+    async with cache, client:
         assert (await client.get("/a")).cache_status is CacheStatus.MISS
         assert (await client.get("/a")).cache_status is CacheStatus.HIT
 
@@ -68,7 +68,7 @@ async def test_a_redis_that_was_never_there(caplog: pytest.LogCaptureFixture) ->
     service = Service(Reply(200, headers={"Cache-Control": "max-age=60"}))
     backend = RedisBackend(f"redis://127.0.0.1:{free_port()}/0")
     client, cache, _ = make_client(service, backend=backend)
-    async with client:
+    async with cache, client:
         answers = [await client.get("/a") for _ in range(3)]
     assert [answer.status_code for answer in answers] == [200] * 3
     assert service.count == 3
@@ -85,7 +85,7 @@ async def test_memcached_stopped_mid_test(caplog: pytest.LogCaptureFixture) -> N
         service = Service(Reply(200, headers={"Cache-Control": "max-age=60"}))
         backend = MemcachedBackend("127.0.0.1", memcached.port)
         client, cache, _ = make_client(service, backend=backend)
-        async with client:
+        async with cache, client:
             await client.get("/a")
             assert (await client.get("/a")).cache_status is CacheStatus.HIT
             memcached.stop()

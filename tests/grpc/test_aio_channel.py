@@ -89,8 +89,8 @@ async def test_an_answer_status_is_raised_with_the_status_kept(serve_grpc: Serve
         with pytest.raises(GrpcStatusError) as raised:
             await RecommendationsStub(channel).Recommend(REQUEST)
     error = raised.value
-    assert error.code is grpc.StatusCode.NOT_FOUND
-    assert error.details == "no such user"
+    assert error.code() is grpc.StatusCode.NOT_FOUND
+    assert error.details() == "no such user"
     assert [a.code for a in error.attempts] == ["NOT_FOUND"]
     assert len(backend.calls) == 1  # an answer is not retried
 
@@ -112,8 +112,8 @@ async def test_a_negative_pushback_stops_the_retries(serve_grpc: ServeGrpc) -> N
     async with AsyncChannel(target, ChannelOptions(strategy=FAST_RETRY)) as channel:
         with pytest.raises(GrpcStatusError) as raised:
             await RecommendationsStub(channel).Recommend(REQUEST)
-    assert raised.value.code is UNAVAILABLE
-    assert dict(raised.value.trailing_metadata)[PUSHBACK_METADATA] == "-1"
+    assert raised.value.code() is UNAVAILABLE
+    assert dict(raised.value.trailing_metadata())[PUSHBACK_METADATA] == "-1"
     assert len(backend.calls) == 1
 
 
@@ -218,7 +218,7 @@ async def test_a_stream_that_fails_midway_is_not_retried(serve_grpc: ServeGrpc) 
         with pytest.raises(GrpcStatusError) as raised:
             await read_into(received, RecommendationsStub(channel).RecommendStream(REQUEST))
     assert received == [0, 1]
-    assert raised.value.code is UNAVAILABLE
+    assert raised.value.code() is UNAVAILABLE
     assert len(backend.calls) == 1
 
 

@@ -45,7 +45,7 @@ async def test_the_example_server_answers_and_reports_its_health() -> None:
     mysteries = {book.title for book in server.BOOKS[MYSTERY]}
     assert {book.title for book in reply.recommendations} <= mysteries
     assert sorted(streamed) == sorted(mysteries)
-    assert raised.value.code is grpc.StatusCode.NOT_FOUND
+    assert raised.value.code() is grpc.StatusCode.NOT_FOUND
     assert running.interceptor.stats.admitted == 3  # health checks pass by the gate
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,7 +26,14 @@ from microcall.examples_pb.recommendations_pb2_grpc import (
 )
 from microcall.grpc import PUSHBACK_METADATA, AsyncServerInterceptor, ServerInterceptor
 from microcall.grpc._server import peer_address
-from microcall.server import ServerOptions, Shedding, StaticLimit, default_timeout, trust_all
+from microcall.server import (
+    ServerOptions,
+    ServerStats,
+    Shedding,
+    StaticLimit,
+    default_timeout,
+    trust_all,
+)
 from tests.grpc.conftest import Backend, BlockingBackend, ServeBlocking, ServeGrpc
 from tests.server._waiting import eventually
 
@@ -266,3 +274,40 @@ def test_the_blocking_interceptor_cannot_cancel_threads() -> None:
 )
 def test_peer_addresses(peer: str, address: Any) -> None:
     assert peer_address(peer) == address
+
+
+class _Unimplemented(RecommendationsServicer):
+    """Implements Recommend only: RecommendStream stays as grpcio-tools generated it."""
+
+    async def Recommend(self, request: Any, context: Any) -> RecommendationResponse:
+        return RecommendationResponse()
+
+
+async def test_an_unimplemented_method_answers_unimplemented_without_a_warning(
+    serve_grpc: ServeGrpc, caplog: pytest.LogCaptureFixture
+) -> None:
+    stats = ServerStats()
+    caplog.set_level(logging.WARNING, logger="microcall")
+    target = await serve_grpc(_Unimplemented(), interceptors=[AsyncServerInterceptor(stats=stats)])
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = RecommendationsStub(channel)
+        await stub.Recommend(REQUEST)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            async for _ in stub.RecommendStream(REQUEST):
+                pass
+    assert raised.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    assert [r.getMessage() for r in caplog.records if r.name == "microcall"] == []
+    assert stats.snapshot()["admitted"] == 1  # the implemented call only
+
+
+def test_an_unimplemented_method_on_a_blocking_server_is_no_failure(
+    serve_blocking_grpc: ServeBlocking,
+) -> None:
+    stats = ServerStats()
+    target = serve_blocking_grpc(
+        RecommendationsServicer(), interceptors=[ServerInterceptor(stats=stats)]
+    )
+    with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as raised:
+        RecommendationsStub(channel).Recommend(REQUEST)
+    assert raised.value.code() is grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
+    assert stats.snapshot()["admitted"] == 0  # nothing to admit: grpc answers for it

@@ -65,8 +65,8 @@ def test_statuses_become_microcall_errors(serve_blocking_grpc: ServeBlocking) ->
         pytest.raises(GrpcStatusError) as raised,
     ):
         RecommendationsStub(channel).Recommend(REQUEST)
-    assert raised.value.code is grpc.StatusCode.PERMISSION_DENIED
-    assert raised.value.details == "who?"
+    assert raised.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert raised.value.details() == "who?"
     assert len(backend.calls) == 1
 
 

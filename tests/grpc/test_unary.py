@@ -90,8 +90,8 @@ def test_an_answer_status_ends_the_call_without_a_retry() -> None:
     assert isinstance(done, Finish)
     with pytest.raises(GrpcStatusError) as raised:
         call.result(done, clock.now())
-    assert raised.value.code is grpc.StatusCode.NOT_FOUND
-    assert raised.value.details == "scripted"
+    assert raised.value.code() is grpc.StatusCode.NOT_FOUND
+    assert raised.value.details() == "scripted"
     assert len(raised.value.attempts) == 1
 
 

@@ -65,7 +65,12 @@ def test_a_histogram_reads_as_prometheus_client_s(
     family = ours.histogram("work_seconds", "Work done.", LABELS, buckets=DURATION_BUCKETS)
     registry.register(ours)
     theirs = Histogram(
-        "work_seconds", "Work done.", LABELS, registry=reference, buckets=DURATION_BUCKETS
+        "work_seconds",
+        "Work done.",
+        LABELS,
+        registry=reference,
+        buckets=DURATION_BUCKETS,
+        unit="seconds",  # what a name ending in _seconds gets from SeriesCollector
     )
     for number, seconds in enumerate(OBSERVED):
         labels = ("GET" if number % 3 else "POST", "10.0.0.1")
@@ -282,3 +287,18 @@ def test_eight_threads_recording_into_one_client_metrics_lose_nothing(
     assert value(registry, f"{attempt_times}_bucket", **retry, le="0.025") == total
     assert value(registry, f"{attempt_times}_sum", **first) == pytest.approx(0.3 * total)
     assert value(registry, f"{attempt_times}_sum", **retry) == pytest.approx(0.0123 * total)
+
+
+def test_openmetrics_output_names_the_unit_of_every_duration(registry: CollectorRegistry) -> None:
+    ClientMetrics(registry)
+    ServerMetrics(registry)
+    text = generate_openmetrics(registry).decode()
+    durations = {
+        line.split()[2]
+        for line in text.splitlines()
+        if line.startswith("# TYPE") and line.split()[2].endswith("_seconds")
+    }
+    units = {line.split()[2] for line in text.splitlines() if line.startswith("# UNIT")}
+    assert durations
+    assert durations == units
+    assert "# UNIT http_client_request_duration_seconds seconds" in text

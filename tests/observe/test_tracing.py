@@ -118,6 +118,7 @@ async def test_a_call_span_parents_its_attempt_whose_context_is_sent(
     assert attempt.attributes is not None
     assert attempt.attributes["http.response.status_code"] == 200
     assert attempt.attributes["url.full"] == f"{base}/echo/1"
+    assert attempt.attributes["http.request.method"] == "GET"  # required on every HTTP span
     assert "http.request.resend_count" not in attempt.attributes
     assert served.name == "GET /echo/{id}"
     assert served.attributes is not None
@@ -224,6 +225,8 @@ async def test_a_hedge_is_marked_and_its_loser_cancelled(serve: Serve, traces: T
     assert first.attributes is not None
     assert hedge.attributes is not None
     assert first.attributes["microcall.attempt.cancelled"] is True
+    assert first.attributes["error.type"] == "cancelled"  # as its metric labels it
+    assert first.status.status_code is StatusCode.UNSET  # lost the race: not a failure
     assert hedge.attributes["microcall.hedge"] is True
     assert hedge.attributes["microcall.attempt.kind"] == "hedge"
     assert hedge.attributes["http.request.resend_count"] == 1

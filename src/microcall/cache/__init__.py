@@ -21,7 +21,7 @@ call. See docs/caching.md.
 """
 
 from microcall._response import CacheStatus
-from microcall.cache._backend import CacheBackend
+from microcall.cache._backend import BackendBusy, CacheBackend
 from microcall.cache._cache import WALL_CLOCK, ResponseCache, WallClock
 from microcall.cache._codec import EntryCodec, UnreadableEntry
 from microcall.cache._disk import DiskBackend
@@ -34,6 +34,7 @@ from microcall.cache._stats import CacheEvent, CacheListener, CacheStats
 
 __all__ = [
     "WALL_CLOCK",
+    "BackendBusy",
     "CacheBackend",
     "CacheEvent",
     "CacheListener",

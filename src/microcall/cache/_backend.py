@@ -15,11 +15,15 @@ A backend that keeps bytes stores them with :class:`EntryCodec` (never
 pickle) and raises :class:`UnreadableEntry` from ``get`` for bytes that do not
 decode; the cache counts those and treats them as a miss. Any other
 exception means the backend is failing: the cache logs it (rate-limited),
-calls go uncached for a while, then it tries the backend again.
+calls go uncached for a while, then it tries the backend again, except
+:class:`BackendBusy`: the store is there but has no free connection for this
+operation right now, so this one call goes without it (a miss, or a write
+skipped) and the next call tries again.
 
 ``aclose`` releases connections and threads; a backend stays usable after it
-and reconnects on its next use (a client closes its cache when it closes,
-and a cache may serve several clients).
+and reconnects on its next use. Whoever makes a backend owns it: the
+:class:`ResponseCache` over it closes it when the cache's own creator calls
+``cache.aclose()``; a client never closes a cache it was given.
 """
 
 from __future__ import annotations
@@ -28,6 +32,15 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from microcall.cache._entry import Entry
+
+
+class BackendBusy(Exception):
+    """The store is answering but has no capacity for this operation now (a full connection pool).
+
+    Raised by a backend instead of waiting longer than its timeout for a
+    connection; the cache treats it as a miss (or a skipped write) for this
+    call only, never as a failing backend.
+    """
 
 
 class CacheBackend(Protocol):

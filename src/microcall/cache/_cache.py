@@ -27,25 +27,28 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from microcall._clock import Clock
 from microcall._durations import Seconds, to_seconds
 from microcall._request import Request
 from microcall._response import CacheStatus, Response
-from microcall.cache._backend import CacheBackend
+from microcall.cache._backend import BackendBusy, CacheBackend
 from microcall.cache._codec import UnreadableEntry
 from microcall.cache._directives import NONE, Directives, header_value, request_directives
 from microcall.cache._entry import Entry, vary_value
 from microcall.cache._flight import Flight
 from microcall.cache._freshness import (
     ERROR_STATUSES,
+    accepts_stale,
     build_entry,
     bypasses,
     conditional_headers,
     freshen,
     identity,
     is_fresh,
+    revalidates_in_background,
     serves_stale_on_error,
     storage_ttl,
 )
@@ -107,6 +110,10 @@ class ResponseCache:
     ``stats`` counts what happened (:class:`CacheStats`); ``events`` is a list
     of callables, each given a :class:`CacheEvent` for every cacheable call
     (append one to feed metrics). One cache may serve several clients.
+
+    Whoever makes the cache owns it, and its backend: close it with
+    ``await cache.aclose()`` (or ``async with cache:``) once its clients are
+    done. Closing a client leaves its cache alone.
     """
 
     def __init__(
@@ -134,6 +141,7 @@ class ResponseCache:
         self._unreadable_warned = -float("inf")
         self._warn_every = to_seconds(warn_every, name="warn_every", allow_zero=True)
         self._flights: dict[Hashable, Flight] = {}
+        self._refreshes: set[asyncio.Task[None]] = set()
         self.stats = CacheStats()
         self.events: list[CacheListener] = []
 
@@ -167,7 +175,7 @@ class ResponseCache:
         if bypasses(request):
             return await send(request)
         wanted = request_directives(request.headers) if request.headers else NONE
-        url = str(request.url)
+        url = chosen.cache_url(request.url)
         if not chosen.coalesce:
             return await self._answer(request, url, send, chosen, wanted)
         loop = asyncio.get_running_loop()
@@ -257,21 +265,47 @@ class ResponseCache:
                 if variant is not None and variant.answers(method, url, headers):
                     entry = variant
         now = self._clock.now()
-        if entry is not None and is_fresh(entry, now, wanted):
-            hit = entry.to_response(request, CacheStatus.HIT, now)
-            self._tell(CacheStatus.HIT, request)
-            return hit
+        if entry is not None:
+            if is_fresh(entry, now, wanted):
+                self._tell(CacheStatus.HIT, request)
+                return entry.to_response(request, CacheStatus.HIT, now)
+            if accepts_stale(entry, now, wanted):
+                self._tell(CacheStatus.STALE, request)
+                return entry.to_response(request, CacheStatus.STALE, now)
+            if revalidates_in_background(entry, now, wanted):
+                self._refresh_later(key, request, url, send, policy, found, entry)
+                self._tell(CacheStatus.STALE, request)
+                return entry.to_response(request, CacheStatus.STALE, now)
+        if wanted.only_if_cached:
+            # RFC 9111 section 5.2.1.7: nothing suitable stored, so nothing is sent.
+            self._tell(CacheStatus.MISS, request)
+            return _gateway_timeout(request)
+        return await self._fetch(request, url, send, policy, wanted, key, found, entry)
 
+    async def _fetch(
+        self,
+        request: Request,
+        url: str,
+        send: Send,
+        policy: CachePolicy,
+        wanted: Directives,
+        key: str,
+        found: Entry | None,
+        entry: Entry | None,
+        *,
+        tell: bool = True,
+    ) -> Response:
+        """Send (conditionally when ``entry`` has validators), store, and answer."""
         conditions = conditional_headers(entry) if entry is not None else {}
         outgoing = (
-            dataclasses.replace(request, headers={**headers, **conditions})
+            dataclasses.replace(request, headers={**request.headers, **conditions})
             if conditions
             else request
         )
         try:
             response = await send(outgoing)
         except CallError as error:
-            stale = self._stale(entry, request, wanted)
+            stale = self._stale(entry, request, wanted) if tell else None
             if stale is None:
                 raise
             stale.attempts = error.attempts
@@ -287,13 +321,14 @@ class ResponseCache:
                 answer = refreshed.to_response(request, CacheStatus.REVALIDATED, now)
                 answer.attempts = response.attempts
                 answer.elapsed = response.elapsed
-                self._tell(CacheStatus.REVALIDATED, request)
+                if tell:
+                    self._tell(CacheStatus.REVALIDATED, request)
                 return answer
             # The 304 names another representation than the one stored.
             response = await send(request)
             status = response.status_code
         if status in ERROR_STATUSES:
-            stale = self._stale(entry, request, wanted)
+            stale = self._stale(entry, request, wanted) if tell else None
             if stale is not None:
                 stale.attempts = response.attempts
                 return stale
@@ -301,7 +336,7 @@ class ResponseCache:
             now = self._clock.now()
             nonce = found.nonce if found is not None and found.nonce else new_nonce()
             fresh = build_entry(
-                request, response, now=now, policy=policy, nonce=nonce, wanted=wanted
+                request, response, now=now, policy=policy, nonce=nonce, wanted=wanted, url=url
             )
             if fresh is not None:
                 await self._write(key, fresh, policy, now)
@@ -309,8 +344,53 @@ class ResponseCache:
                 # The service no longer lets this answer be kept: drop the old one.
                 await self._delete([key])
         response.cache_status = CacheStatus.MISS
-        self._tell(CacheStatus.MISS, request)
+        if tell:
+            self._tell(CacheStatus.MISS, request)
         return response
+
+    # ------------------------------------------------------------ stale-while-revalidate
+
+    def _refresh_later(
+        self,
+        key: str,
+        request: Request,
+        url: str,
+        send: Send,
+        policy: CachePolicy,
+        found: Entry | None,
+        entry: Entry,
+    ) -> None:
+        """Refresh ``entry`` in the background, unless a refresh of ``key`` is already under way."""
+        flight_key = ("refresh", asyncio.get_running_loop(), key)
+        if flight_key in self._flights:
+            return
+        flight = self._flights[flight_key] = Flight()
+        task = asyncio.get_running_loop().create_task(
+            self._refresh(flight_key, flight, request, url, send, policy, key, found, entry)
+        )
+        self._refreshes.add(task)
+        task.add_done_callback(self._refreshes.discard)
+
+    async def _refresh(
+        self,
+        flight_key: Hashable,
+        flight: Flight,
+        request: Request,
+        url: str,
+        send: Send,
+        policy: CachePolicy,
+        key: str,
+        found: Entry | None,
+        entry: Entry,
+    ) -> None:
+        try:
+            await self._fetch(request, url, send, policy, NONE, key, found, entry, tell=False)
+        except Exception as exc:  # the caller has its answer; the next one tries again
+            self.stats.refresh_errors += 1
+            log.debug("background refresh of %s failed: %r", request.url, exc)
+        finally:
+            self._flights.pop(flight_key, None)
+            flight.settle(None)
 
     def _stale(self, entry: Entry | None, request: Request, wanted: Directives) -> Response | None:
         if entry is None:
@@ -323,6 +403,36 @@ class ResponseCache:
 
     # ------------------------------------------------------------ invalidation
 
+    async def get_entry(
+        self,
+        url: str | URL,
+        *,
+        method: str = "GET",
+        headers: Mapping[str, str] | None = None,
+    ) -> Entry | None:
+        """The stored entry a ``method url`` request with ``headers`` would find, fresh or not.
+
+        For inspection (``entry.fresh_until``, ``entry.status``, ``entry.body``);
+        ``await cache.invalidate(url)`` deletes it. ``headers`` choose among
+        Vary'd variants, and the caller's entries in a private cache.
+        """
+        given = headers or {}
+        target = self.policy.cache_url(URL(url) if isinstance(url, str) else url)
+        who = "" if self.policy.shared else identity(given)
+        key = url_key(self._namespace, method.upper(), target, who)
+        found = await self._read(key)
+        if found is None or found.answers(method.upper(), target, given):
+            return found
+        if not found.vary:
+            return None
+        values = tuple((name, vary_value(given, name)) for name, _ in found.vary)
+        variant = await self._read(variant_key(key, found.nonce, values))
+        return (
+            variant
+            if variant is not None and variant.answers(method.upper(), target, given)
+            else None
+        )
+
     async def invalidate(self, url: str | URL, *, headers: Mapping[str, str] | None = None) -> None:
         """Drop the stored GET and HEAD answers for ``url`` (an absolute URL).
 
@@ -330,12 +440,12 @@ class ResponseCache:
         entries are kept per Authorization / Cookie.
         """
         target = URL(url) if isinstance(url, str) else url
-        await self._drop([str(target)], headers or {}, self.policy)
+        await self._drop([target], headers or {}, self.policy)
 
     async def _invalidate_after(
         self, request: Request, response: Response, policy: CachePolicy
     ) -> None:
-        urls = [str(request.url)]
+        urls = [request.url]
         for name in ("Location", "Content-Location"):
             value = header_value(response.headers, name)
             if not value:
@@ -346,16 +456,16 @@ class ResponseCache:
                 continue
             # Only the same origin: a response must not evict another service's entries.
             if target.absolute and target.origin() == request.url.origin():
-                urls.append(str(target.with_fragment(None)))
+                urls.append(target.with_fragment(None))
         await self._drop(urls, request.headers, policy)
 
     async def _drop(
-        self, urls: Sequence[str], headers: Mapping[str, str], policy: CachePolicy
+        self, urls: Sequence[URL], headers: Mapping[str, str], policy: CachePolicy
     ) -> None:
         who = "" if policy.shared else identity(headers)
         keys = [
             url_key(self._namespace, method, url, who)
-            for url in dict.fromkeys(urls)
+            for url in dict.fromkeys(policy.cache_url(target) for target in urls)
             for method in ("GET", "HEAD")
         ]
         if await self._delete(keys):
@@ -372,6 +482,9 @@ class ResponseCache:
         except UnreadableEntry as exc:
             self._unreadable(exc)
             return None
+        except BackendBusy:
+            self.stats.busy += 1
+            return None
         except Exception as exc:
             self._failed(exc, "get")
             return None
@@ -387,6 +500,9 @@ class ResponseCache:
         for one in keys:
             try:
                 await self.backend.set(one, entry, ttl)
+            except BackendBusy:
+                self.stats.busy += 1
+                return
             except Exception as exc:
                 self._failed(exc, "set")
                 return
@@ -398,6 +514,9 @@ class ResponseCache:
             return False
         try:
             await self.backend.delete(keys)
+        except BackendBusy:
+            self.stats.busy += 1
+            return False
         except Exception as exc:
             self._failed(exc, "delete")
             return False
@@ -433,9 +552,40 @@ class ResponseCache:
                 except Exception:
                     log.exception("cache listener %r failed", listener)
 
+    # ------------------------------------------------------------ ownership
+
     async def aclose(self) -> None:
-        """Release the backend's connections and threads; the cache stays usable."""
+        """Release the backend's connections and threads; the cache stays usable.
+
+        The cache's creator calls this (or uses ``async with cache:``) when
+        every client using the cache is done: a client never closes a cache
+        it was given, since another client may still be using it.
+        """
+        refreshes = list(self._refreshes)
+        for task in refreshes:
+            task.cancel()
+        await asyncio.gather(*refreshes, return_exceptions=True)
         try:
             await self.backend.aclose()
         except Exception as exc:
             log.warning("closing cache backend %s failed: %s", type(self.backend).__name__, exc)
+
+    async def __aenter__(self) -> ResponseCache:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def _gateway_timeout(request: Request) -> Response:
+    """The answer to ``only-if-cached`` when nothing stored may answer (RFC 9111 section 5.2.1.7)."""
+    response = Response(
+        status_code=504,
+        headers=CIMultiDictProxy(CIMultiDict()),
+        content=b"",
+        url=request.url,
+        request=request,
+        reason="Gateway Timeout",
+    )
+    response.cache_status = CacheStatus.MISS
+    return response

@@ -46,6 +46,9 @@ class Directives:
     s_maxage: float | None = None
     min_fresh: float | None = None
     stale_if_error: float | None = None
+    stale_while_revalidate: float | None = None
+    max_stale: float | None = None
+    only_if_cached: bool = False
 
 
 NONE = Directives()
@@ -57,13 +60,18 @@ _FLAGS = {
     "public": "public",
     "must-revalidate": "must_revalidate",
     "proxy-revalidate": "proxy_revalidate",
+    "only-if-cached": "only_if_cached",
 }
 _SECONDS = {
     "max-age": "max_age",
     "s-maxage": "s_maxage",
     "min-fresh": "min_fresh",
     "stale-if-error": "stale_if_error",
+    "stale-while-revalidate": "stale_while_revalidate",
+    "max-stale": "max_stale",
 }
+# A bare max-stale accepts a response stale by any amount (RFC 9111 section 5.2.1.2).
+_UNBOUNDED_WITHOUT_VALUE = frozenset({"max_stale"})
 
 
 def header_value(headers: Mapping[str, str], name: str) -> str | None:
@@ -109,7 +117,11 @@ def parse_cache_control(value: str | None) -> Directives:
             flags[_FLAGS[name]] = True
         elif name in _SECONDS:
             field = _SECONDS[name]
-            parsed = _delta_seconds(match.group(2))
+            raw = match.group(2)
+            if raw is None and field in _UNBOUNDED_WITHOUT_VALUE:
+                parsed = MAX_DELTA_SECONDS
+            else:
+                parsed = _delta_seconds(raw)
             seconds[field] = parsed if field not in seconds else min(seconds[field], parsed)
     if not flags and not seconds:
         return NONE

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sqlite3
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from microcall.cache._codec import EntryCodec, UnreadableEntry
 from microcall.cache._entry import Entry
 from microcall.cache._threaded import Threads
 from microcall.errors import ConfigurationError
+
+log = logging.getLogger("microcall.cache")
 
 # Enough room for a warm cache to survive a restart, small on today's disks.
 DEFAULT_MAX_BYTES = 1024 * 1024 * 1024
@@ -31,6 +37,10 @@ class DiskBackend:
     :class:`EntryCodec`); diskcache pickles only values that are not bytes, and
     none are given to it. Calls run on the backend's own threads. Several
     processes on one host may share the directory.
+
+    A store SQLite cannot open (a damaged or foreign ``cache.db``) is set
+    aside, renamed ``cache.db.corrupt-<time>``, and the backend starts empty,
+    with one warning: a cache is never worth failing a service's start for.
     """
 
     def __init__(
@@ -49,12 +59,7 @@ class DiskBackend:
                 "DiskBackend needs diskcache: pip install 'microcall[disk]'"
             ) from exc
         self._codec = EntryCodec(signing_key)
-        self._store: Any = diskcache.Cache(
-            os.fspath(directory),
-            size_limit=max_bytes,
-            timeout=LOCK_TIMEOUT,
-            disk=_bytes_only(diskcache),
-        )
+        self._store: Any = _open(diskcache, Path(directory), max_bytes)
         self._threads = Threads("microcall-disk-cache", THREADS)
 
     async def get(self, key: str) -> Entry | None:
@@ -78,6 +83,39 @@ class DiskBackend:
     async def aclose(self) -> None:
         self._threads.close()
         self._store.close()  # diskcache reopens its connection on the next use
+
+
+def _open(diskcache: Any, directory: Path, max_bytes: int) -> Any:
+    """diskcache's Cache over ``directory``; a damaged database is renamed and a new one made."""
+
+    def cache() -> Any:
+        return diskcache.Cache(
+            os.fspath(directory),
+            size_limit=max_bytes,
+            timeout=LOCK_TIMEOUT,
+            disk=_bytes_only(diskcache),
+        )
+
+    try:
+        return cache()
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError):
+            raise  # locked, unwritable, full: not damage, and not ours to move
+        database = directory / diskcache.core.DBNAME
+        aside = database.with_name(f"{database.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+        database.rename(aside)
+        for suffix in ("-wal", "-shm"):  # SQLite's companions belong to the damaged file
+            companion = database.with_name(database.name + suffix)
+            if companion.exists():
+                companion.rename(aside.with_name(aside.name + suffix))
+        log.warning(
+            "disk cache %s could not be opened (%s); set aside as %s, starting empty",
+            database,
+            exc,
+            aside.name,
+            extra={"microcall_event": "cache_store_set_aside"},
+        )
+        return cache()
 
 
 def _bytes_only(diskcache: Any) -> Any:

@@ -12,6 +12,11 @@ Theory of operation. For each call the cache asks, in order:
 3. A stale entry with a validator is **revalidated**: the request goes out
    with ``If-None-Match`` / ``If-Modified-Since`` (``conditional_headers``); a
    304 refreshes the entry (``freshen``) and its stored body is the answer.
+   A stale entry may still answer unchecked when the request accepts it
+   (``max-stale``, ``accepts_stale``), or within the response's own
+   ``stale-while-revalidate`` window (``revalidates_in_background``: the
+   cache refreshes it meanwhile). A request with ``only-if-cached`` that
+   finds no such entry is answered 504, nothing sent.
 4. When the service fails (a CallError, or 500/502/503/504) a stale entry
    may still be served within its ``stale_if_error`` window
    (``serves_stale_on_error``), unless it must be revalidated.
@@ -21,7 +26,8 @@ Theory of operation. For each call the cache asks, in order:
    shared cache never ``private``, and a request with Authorization only when
    the response allows it (section 3.5).
 
-Freshness lifetime (section 4.2.1): the policy's ``ttl`` if set, else
+Freshness lifetime (section 4.2.1): the policy's TTL for the URL
+(``ttl_by_url``, then ``ttl``) if set, else
 ``s-maxage`` (shared caches), ``max-age``, ``Expires - Date``, else the
 policy's ``default_ttl`` for the statuses it covers, else zero (stored only
 to be revalidated or served stale). ``no-cache`` makes it zero. The age at
@@ -123,6 +129,30 @@ def is_fresh(entry: Entry, now: float, wanted: Directives = NONE) -> bool:
     return now < entry.fresh_until
 
 
+def accepts_stale(entry: Entry, now: float, wanted: Directives) -> bool:
+    """Whether a request's ``max-stale`` lets a stale ``entry`` answer it unchecked (section 5.2.1.2)."""
+    if wanted.max_stale is None or wanted.no_cache or entry.must_revalidate:
+        return False
+    if wanted.max_age is not None and now - entry.born > wanted.max_age:
+        return False
+    return now < entry.fresh_until + wanted.max_stale
+
+
+def revalidates_in_background(entry: Entry, now: float, wanted: Directives) -> bool:
+    """Whether stale ``entry`` may answer now while it is refreshed (RFC 5861 ``stale-while-revalidate``).
+
+    The window is the stored response's own; a request that asks for
+    something fresher (``no-cache``, ``max-age``, ``min-fresh``) is not given it.
+    """
+    if entry.must_revalidate or not (
+        wanted is NONE
+        or (wanted.no_cache is False and wanted.max_age is None and wanted.min_fresh is None)
+    ):
+        return False
+    window = parse_cache_control(entry.header("Cache-Control")).stale_while_revalidate
+    return window is not None and now < entry.fresh_until + window
+
+
 def serves_stale_on_error(entry: Entry, now: float, wanted: Directives = NONE) -> bool:
     """Whether a stale ``entry`` may be served because the service failed (RFC 5861)."""
     if entry.must_revalidate or entry.stale_if_error <= 0.0 or wanted.no_cache:
@@ -146,6 +176,10 @@ def storage_ttl(entry: Entry, policy: CachePolicy, now: float) -> float:
     """How long a backend should keep ``entry``: its freshness, then what stale use it has left."""
     revalidatable = entry.header("ETag") is not None or entry.header("Last-Modified") is not None
     keep = max(entry.stale_if_error, policy.keep_stale if revalidatable else 0.0)
+    if not entry.must_revalidate:
+        window = parse_cache_control(entry.header("Cache-Control")).stale_while_revalidate
+        if window is not None:
+            keep = max(keep, window)
     return entry.fresh_until - now + keep
 
 
@@ -157,12 +191,17 @@ def build_entry(
     policy: CachePolicy,
     nonce: str,
     wanted: Directives = NONE,
+    url: str | None = None,
 ) -> Entry | None:
-    """The entry to store for ``response`` to ``request`` at ``now``, or None if it must not be."""
+    """The entry to store for ``response`` to ``request`` at ``now``, or None if it must not be.
+
+    ``url`` is the request's URL as the cache keys it (``CachePolicy.cache_url``).
+    """
     if wanted.no_store or len(response.content) > policy.max_body:
         return None
     return _entry(
         request,
+        url=str(request.url) if url is None else url,
         status=response.status_code,
         reason=response.reason,
         headers=response.headers,
@@ -200,6 +239,7 @@ def freshen(
         merged.add(name, value)
     return _entry(
         request,
+        url=entry.url,
         status=entry.status,
         reason=entry.reason,
         headers=merged,
@@ -215,6 +255,7 @@ def freshen(
 def _entry(
     request: Request,
     *,
+    url: str,
     status: int,
     reason: str,
     headers: Mapping[str, str],
@@ -246,8 +287,9 @@ def _entry(
     age = max(apparent_age, parse_age(header_value(headers, "Age")) + delay)
     born = now - age
 
-    if policy.ttl is not None and status in policy.ttl_statuses:
-        lifetime = policy.ttl
+    imposed = policy.ttl_for(url)
+    if imposed is not None and status in policy.ttl_statuses:
+        lifetime = imposed
         must_revalidate = False
     else:
         explicit = _explicit_lifetime(control, headers, date, now, policy.shared)
@@ -269,9 +311,11 @@ def _entry(
 
     stale_window = 0.0
     if not must_revalidate:
-        stale_window = policy.stale_if_error
-        if control.stale_if_error is not None:
-            stale_window = min(stale_window, control.stale_if_error)
+        own = control.stale_if_error
+        if policy.stale_if_error is None:  # RFC 5861: the response's own word
+            stale_window = 0.0 if own is None else own
+        else:
+            stale_window = policy.stale_if_error if own is None else min(policy.stale_if_error, own)
     fresh_until = born + lifetime
     validated = header_value(headers, "ETag") or header_value(headers, "Last-Modified")
     if fresh_until <= now and not validated and stale_window <= 0.0:
@@ -285,8 +329,10 @@ def _entry(
     texts += [value for _, value in vary if value is not None]
     if not all(storable(text) for text in texts):
         return None  # a field no HTTP peer could have sent: not worth keeping
-    target = str(request.url)
+    target = url
     final = str(final_url)
+    if final == str(request.url):
+        final = target  # the request's own URL: stored as the key's, parameters left out
     return Entry(
         method=request.method,
         url=target,

@@ -83,6 +83,10 @@ class BackendHealth:
             self._unreported += 1
 
     def succeeded(self) -> None:
+        # An operation that answers (one begun before the failure, or the
+        # retry) ends DOWN at once: "not failing" and "writes skipped" must
+        # never hold together.
+        self._down_until = -float("inf")
         if self._failing:
             self._failing = False
             self._unreported = 0

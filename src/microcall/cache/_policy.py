@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import fnmatch
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from yarl import URL
 
 from microcall._durations import to_seconds
 from microcall.errors import ConfigurationError
@@ -44,9 +49,18 @@ class CachePolicy:
                         other status is cached only if its own headers say so.
     ``stale_if_error``  seconds past its freshness an entry may still be served
                         when the service fails (a transport error, a deadline,
-                        500/502/503/504); 0 (default) never. A response's own
-                        ``stale-if-error=N`` can only shorten it;
+                        500/502/503/504); 0 never. A response's own
+                        ``stale-if-error=N`` can only shorten it. None
+                        (default): the response's own ``stale-if-error=N``
+                        alone (RFC 5861), never when it has none.
                         ``must-revalidate`` and ``no-cache`` forbid it.
+    ``ttl_by_url``      glob patterns of URLs (``fnmatch``: ``*`` matches any
+                        run, ``/`` included) mapped to seconds: a response to
+                        the first matching URL is fresh that long, as with
+                        ``ttl``; other URLs follow ``ttl`` or their headers.
+    ``ignore_params``   query parameters left out of the cache key (tokens,
+                        tracking ids): calls differing only in them share
+                        one entry, and their values are never stored.
     ``keep_stale``      seconds an entry with a validator is kept past its
                         freshness, for revalidation with a 304.
     ``shared``          True (default): the rules of a shared cache (the store may
@@ -66,21 +80,52 @@ class CachePolicy:
     default_ttl: float | None = None
     ttl: float | None = None
     ttl_statuses: frozenset[int] = DEFAULT_TTL_STATUSES
-    stale_if_error: float = 0.0
+    stale_if_error: float | None = None
+    ttl_by_url: Mapping[str, float] = field(default_factory=dict, hash=False)
+    ignore_params: frozenset[str] = frozenset()
     keep_stale: float = DEFAULT_KEEP_STALE
     shared: bool = True
     methods: frozenset[str] = DEFAULT_METHODS
     max_body: int = DEFAULT_MAX_BODY
     coalesce: bool = True
+    _url_ttls: tuple[tuple[re.Pattern[str], float], ...] = field(
+        init=False, repr=False, compare=False, default=()
+    )
 
     def __post_init__(self) -> None:
         for name in ("default_ttl", "ttl"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, to_seconds(value, name=name))
-        for name in ("stale_if_error", "keep_stale"):
-            value = to_seconds(getattr(self, name), name=name, allow_zero=True)
-            object.__setattr__(self, name, value)
+        if self.stale_if_error is not None:
+            seconds = to_seconds(self.stale_if_error, name="stale_if_error", allow_zero=True)
+            object.__setattr__(self, "stale_if_error", seconds)
+        keep = to_seconds(self.keep_stale, name="keep_stale", allow_zero=True)
+        object.__setattr__(self, "keep_stale", keep)
+        given_ttls: object = self.ttl_by_url
+        if not isinstance(given_ttls, Mapping) or not all(
+            isinstance(pattern, str) and pattern for pattern in given_ttls
+        ):
+            raise ConfigurationError(
+                f"ttl_by_url must map URL glob patterns to seconds, got {given_ttls!r}"
+            )
+        ttls = {
+            pattern: to_seconds(seconds, name=f"ttl_by_url[{pattern!r}]")
+            for pattern, seconds in given_ttls.items()
+        }
+        object.__setattr__(self, "ttl_by_url", ttls)
+        compiled = tuple(
+            (re.compile(fnmatch.translate(pattern)), seconds) for pattern, seconds in ttls.items()
+        )
+        object.__setattr__(self, "_url_ttls", compiled)
+        ignored: object = self.ignore_params
+        if isinstance(ignored, str) or not all(
+            isinstance(name, str) and name for name in self.ignore_params
+        ):
+            raise ConfigurationError(
+                f"ignore_params must be a set of query parameter names, got {ignored!r}"
+            )
+        object.__setattr__(self, "ignore_params", frozenset(self.ignore_params))
         given: object = self.methods
         if isinstance(given, str) or not all(
             isinstance(method, str) and method for method in self.methods
@@ -107,3 +152,16 @@ class CachePolicy:
             or self.max_body < 0
         ):
             raise ConfigurationError(f"max_body must be a byte count >= 0, got {self.max_body!r}")
+
+    def ttl_for(self, url: str) -> float | None:
+        """The freshness this policy imposes on a response to ``url`` (None: its headers decide)."""
+        for pattern, seconds in self._url_ttls:
+            if pattern.match(url):
+                return seconds
+        return self.ttl
+
+    def cache_url(self, url: URL) -> str:
+        """``url`` as the cache keys and stores it: without the ``ignore_params``."""
+        if self.ignore_params and url.query_string:
+            return str(url.without_query_params(*self.ignore_params))
+        return str(url)

@@ -17,8 +17,11 @@ class CacheStats:
     :class:`microcall.CacheStatus`; a coalesced call that shared a hit counts
     as a hit). ``stored`` counts entries written, ``invalidated`` entries
     dropped after a successful unsafe call (POST, PUT, DELETE...),
-    ``backend_errors`` failed backend operations, ``unreadable`` stored
-    values that did not decode (damaged, foreign or forged: each one a miss).
+    ``backend_errors`` failed backend operations, ``busy`` operations given
+    up because the backend had no free connection (each a miss or a skipped
+    write, not an error), ``refresh_errors`` background refreshes
+    (stale-while-revalidate) that failed, ``unreadable`` stored values that did not decode
+    (damaged, foreign or forged: each one a miss).
     """
 
     hits: int = 0
@@ -29,6 +32,8 @@ class CacheStats:
     stored: int = 0
     invalidated: int = 0
     backend_errors: int = 0
+    busy: int = 0
+    refresh_errors: int = 0
     unreadable: int = 0
 
     def count(self, status: CacheStatus) -> None:

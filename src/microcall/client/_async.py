@@ -15,7 +15,14 @@ from yarl import URL
 
 from microcall._clock import MONOTONIC
 from microcall._durations import to_seconds
-from microcall._engine import DEFAULT_DEADLINE_FLOOR, PRIORITY_HEADER, TIMEOUT_HEADER, Engine
+from microcall._engine import (
+    DEFAULT_DEADLINE_FLOOR,
+    DEFAULT_MAX_CALLS,
+    PRIORITY_HEADER,
+    TIMEOUT_HEADER,
+    Engine,
+)
+from microcall._limits import Limits
 from microcall._replicas import Discovery, Replicas
 from microcall._request import IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_METHODS, Request
 from microcall._response import Response
@@ -95,11 +102,25 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
         floor = to_seconds(
             options.get("deadline_floor", DEFAULT_DEADLINE_FLOOR), name="deadline_floor"
         )
-        transport = options.get("transport") or AiohttpTransport(
-            limits=options.get("limits"),
+        max_calls = options.get("max_calls", DEFAULT_MAX_CALLS)
+        if type(max_calls) is not int or max_calls < 1:
+            raise ConfigurationError(
+                f"max_calls (calls a client holds, in flight plus queued) must be an int >= 1, "
+                f"got {max_calls!r}"
+            )
+        given_transport = options.get("transport")
+        limits = options.get("limits")
+        transport = given_transport or AiohttpTransport(
+            limits=limits,
             verify=options.get("verify", True),
             follow_redirects=options.get("follow_redirects", True),
         )
+        # With its own pool, calls past its size would wait for a connection
+        # anyway: they wait in the client's queue instead, where the time
+        # they waited comes off what is sent downstream. A transport given
+        # ready-made keeps its own counsel (HTTP/2 multiplexes many calls
+        # on one connection).
+        slots = None if given_transport else (limits or Limits()).max_connections
         self._clock = options.get("clock", MONOTONIC)
         # The real clock read straight: a call reads it three times.
         self._now = time.monotonic if self._clock is MONOTONIC else self._clock.now
@@ -135,6 +156,8 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             now=self._now,
             floor=floor,
             observers=observers,
+            max_calls=max_calls,
+            slots=slots,
         )
         if replicas is not None:
             # Observers that follow breakers and ejections subscribe to this
@@ -173,6 +196,11 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
     def cache(self) -> ResponseCache | None:
         """The response cache (None: calls are not cached)."""
         return self._cache
+
+    @property
+    def held(self) -> int:
+        """Calls this client holds now: in flight plus queued for a slot (at most ``max_calls``)."""
+        return self._engine.admission.held
 
     @property
     def budget(self) -> RetryBudget | None:
@@ -307,8 +335,7 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             await self._in_flight.stop()
         await self._engine.aclose()
         await self._engine.transport.aclose()
-        if self._cache is not None:
-            await self._cache.aclose()
+        # The cache is its creator's to close (ResponseCache.aclose): others may share it.
 
     async def __aenter__(self) -> AsyncClient:
         return self

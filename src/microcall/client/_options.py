@@ -54,6 +54,8 @@ class ClientOptions(TypedDict, total=False):
     observers:        metrics and tracing backends (microcall.observe.Observer)
     cache:            a microcall.cache.ResponseCache for GET / HEAD answers (default
                       None: no caching); closed (its connections) with the client
+    max_calls:        calls the client holds at once, in flight plus queued (default
+                      1,000); past it a call fails at once with ClientOverloaded
     """
 
     headers: Mapping[str, str]
@@ -73,6 +75,7 @@ class ClientOptions(TypedDict, total=False):
     ejection: OutlierEjectionConfig | None
     observers: Sequence[Observer]
     cache: ResponseCache | None
+    max_calls: int
 
 
 class CallOptions(TypedDict, total=False):

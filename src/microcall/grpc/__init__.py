@@ -24,6 +24,7 @@ from microcall.grpc._aio import AsyncChannel
 from microcall.grpc._aio_streams import AsyncStreamCall, StreamingCallable
 from microcall.grpc._aio_unary import UnaryUnary, UnaryUnaryCall
 from microcall.grpc._core import PRIORITY_METADATA
+from microcall.grpc._errors import AttemptTimeout, CircuitOpen, DeadlineExceeded, GrpcStatusError
 from microcall.grpc._observe import RpcAttempt, RpcCallScope, RpcMethod, RpcObserver
 from microcall.grpc._options import ChannelOptions
 from microcall.grpc._server_aio import AsyncServerInterceptor
@@ -47,12 +48,16 @@ __all__ = [
     "AsyncChannel",
     "AsyncServerInterceptor",
     "AsyncStreamCall",
+    "AttemptTimeout",
     "BlockingStreamCall",
     "BlockingStreaming",
     "BlockingUnaryUnary",
     "CallFuture",
     "Channel",
     "ChannelOptions",
+    "CircuitOpen",
+    "DeadlineExceeded",
+    "GrpcStatusError",
     "ObserverAdapter",
     "RpcAttempt",
     "RpcCallScope",

@@ -14,8 +14,8 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from microcall.grpc._aio_unary import code_of
 from microcall.grpc._core import ChannelCore
+from microcall.grpc._errors import code_of
 from microcall.grpc._observe import RpcAttempt, RpcMethod
 from microcall.grpc._stream_attempt import StreamAttempt
 from microcall.priority import Priority
@@ -45,8 +45,12 @@ class StreamingCallable:
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
         *,
+        request_iterator: Any = None,
         priority: Priority | str | None = None,
     ) -> AsyncStreamCall:
+        """The call; a request stream is ``request`` or, as grpc names it, ``request_iterator``."""
+        if request_iterator is not None:
+            request = request_iterator
         attempt = StreamAttempt(self._core, self.method)
         opened = attempt.open(timeout, metadata, priority)
         if opened is None:

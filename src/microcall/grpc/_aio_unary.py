@@ -18,8 +18,9 @@ import grpc
 import grpc.aio
 
 from microcall._attempt import AttemptKind
-from microcall.errors import CallError, CircuitOpen, DeadlineExceeded, GrpcStatusError
+from microcall.errors import CallError
 from microcall.grpc._core import PRIORITY_METADATA, ChannelCore, MetadataPairs, status_error
+from microcall.grpc._errors import CANCELLED_DETAILS, code_of
 from microcall.grpc._observe import RpcAttempt, RpcMethod, RpcWatch
 from microcall.grpc._unary import Answered, Failed, Outcome, Start, UnaryCall
 from microcall.policy.strategy import Finish, SingleAttempt, Strategy
@@ -145,8 +146,8 @@ class UnaryUnary(grpc.aio.UnaryUnaryMultiCallable[Req, Resp]):
 
     async def invoke(self, call: UnaryUnaryCall[Req, Resp], request: Req, args: _CallArgs) -> Resp:
         """Run ``call`` (what awaiting it does); it records its own outcome."""
-        call.started()
         try:
+            call.started()
             core = self._core
             now = core.now()
             if core.budget is not None:
@@ -264,7 +265,9 @@ class UnaryUnary(grpc.aio.UnaryUnaryMultiCallable[Req, Resp]):
         call.driver = driver
         loop = asyncio.get_running_loop()
         tasks: dict[asyncio.Task[Outcome], int] = {}
-        call.tasks = tasks
+        # call.cancel() sets it: wakes the loop wherever it waits (backoff included).
+        stopper: asyncio.Future[None] = loop.create_future()
+        call.stopper = stopper
         try:
             while True:
                 action = driver.next(now())
@@ -275,13 +278,12 @@ class UnaryUnary(grpc.aio.UnaryUnaryMultiCallable[Req, Resp]):
                 if isinstance(action, Finish):
                     break
                 wait = None if action.until is None else max(0.0, action.until - now())
-                if not tasks:
-                    await asyncio.sleep(wait or 0.0)  # backoff between sequential attempts
-                    continue
-                done, _ = await asyncio.wait(
-                    tasks, timeout=wait, return_when=asyncio.FIRST_COMPLETED
-                )
-                for task in done:
+                # With no attempt running, this is the backoff between sequential attempts.
+                waiting: set[asyncio.Future[Any]] = {*tasks, stopper}
+                await asyncio.wait(waiting, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                if stopper.done():
+                    raise asyncio.CancelledError(CANCELLED_DETAILS)
+                for task in [task for task in tasks if task.done()]:
                     index = tasks.pop(task)
                     driver.finished(index, task.result(), now())
         except BaseException as error:
@@ -336,7 +338,7 @@ class UnaryUnaryCall(grpc.aio.UnaryUnaryCall[Req, Resp], Generic[Req, Resp]):
     _cancelled = False
     current: Any = None  # the grpc call (or its error) of the winning attempt
     driver: UnaryCall[Any] | None = None
-    tasks: dict[asyncio.Task[Outcome], int] | None = None
+    stopper: asyncio.Future[None] | None = None  # set by cancel() to stop a planned call
 
     def __init__(self, multi: UnaryUnary[Req, Resp], request: Req, args: _CallArgs) -> None:
         self._multi = multi
@@ -399,13 +401,19 @@ class UnaryUnaryCall(grpc.aio.UnaryUnaryCall[Req, Resp], Generic[Req, Resp]):
         return current.time_remaining() if isinstance(current, grpc.aio.Call) else None
 
     def cancel(self) -> bool:
-        """Cancel the call: awaiting it raises CancelledError."""
+        """Cancel the call: awaiting it raises CancelledError, ``code()`` is CANCELLED.
+
+        As with grpc.aio, this works before the call is first awaited too:
+        it never starts, and is done at once.
+        """
         if self._state == _DONE:
             return False
         self._cancelled = True
-        if self.tasks:
-            for task in self.tasks:
-                task.cancel()
+        if self._state == _NEW:
+            self.ended(None, asyncio.CancelledError(CANCELLED_DETAILS))
+        elif self.stopper is not None:
+            if not self.stopper.done():
+                self.stopper.set_result(None)
         elif isinstance(self.current, grpc.aio.Call):
             self.current.cancel()
         return True
@@ -461,23 +469,9 @@ class UnaryUnaryCall(grpc.aio.UnaryUnaryCall[Req, Resp], Generic[Req, Resp]):
             return await current.details()
         if isinstance(current, grpc.aio.AioRpcError):
             return current.details() or ""
+        if self._cancelled:
+            return CANCELLED_DETAILS
         return "" if self._error is None else str(self._error)
 
     async def wait_for_connection(self) -> None:
         await self._settled()
-
-
-def code_of(error: BaseException | None) -> grpc.StatusCode:
-    # grpc reports its own local failures the same way: a deadline it
-    # enforced as DEADLINE_EXCEEDED, a call it could not send as UNAVAILABLE.
-    if error is None:
-        return grpc.StatusCode.OK
-    if isinstance(error, GrpcStatusError):
-        return error.code
-    if isinstance(error, DeadlineExceeded):
-        return grpc.StatusCode.DEADLINE_EXCEEDED
-    if isinstance(error, CircuitOpen):
-        return grpc.StatusCode.UNAVAILABLE
-    if isinstance(error, asyncio.CancelledError):
-        return grpc.StatusCode.CANCELLED
-    return grpc.StatusCode.UNKNOWN

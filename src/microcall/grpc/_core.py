@@ -22,7 +22,8 @@ from microcall._attempt import AttemptKind
 from microcall._clock import MONOTONIC
 from microcall._durations import to_seconds
 from microcall.context import current_deadline, current_priority
-from microcall.errors import AttemptTimeout, CallError, DeadlineExceeded, GrpcStatusError
+from microcall.errors import CallError
+from microcall.grpc._errors import AttemptTimeout, DeadlineExceeded, GrpcStatusError
 from microcall.grpc._observe import RpcAttempt, RpcMethod, RpcObserver
 from microcall.grpc._options import ChannelOptions
 from microcall.grpc._targets import Targets
@@ -122,11 +123,18 @@ class ChannelCore(Generic[C]):
     def metadata(
         self, priority: str | None, given: Iterable[tuple[str, str | bytes]] | None
     ) -> MetadataPairs:
-        """The call's outgoing metadata: the caller's, then microcall's priority (if any)."""
+        """The call's outgoing metadata: the caller's, then microcall's priority (if any).
+
+        A call sends one priority. When microcall has one (``priority=``, the
+        context's, the channel's), it replaces the caller's own entry, which
+        would contradict it; when it has none, the caller's entry goes as
+        given, and the server's trust rules decide whether to believe it.
+        """
         ours = self._own[priority]
         if not given:
             return ours
-        # The caller's own priority entry would contradict ours: drop it.
+        if priority is None:
+            return tuple(given)
         kept = tuple(pair for pair in given if pair[0] != PRIORITY_METADATA)
         return kept + ours
 

@@ -28,20 +28,19 @@ protocols. Server side, the interceptors count into a
 each call to ``ServerOptions.observers``.
 
 With no observers the channel skips all of this. Observers run inside the
-call: keep them cheap; an exception from one is logged and dropped.
+call: keep them cheap; an exception from one is logged (rate-limited, as
+on the HTTP side: a broken observer fails on every call) and dropped.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from microcall._attempt import Attempt, AttemptKind
+from microcall.observe._serverwatch import observer_failed
 from microcall.observe.hooks import AttemptScope
-
-log = logging.getLogger("microcall")
 
 Cardinality = Literal["unary_unary", "unary_stream", "stream_unary", "stream_stream"]
 Metadata = list[tuple[str, str | bytes]]
@@ -119,7 +118,7 @@ class RpcWatch:
             try:
                 scope = observer.call_started(method)
             except Exception:
-                log.exception("observer %r failed at call start", observer)
+                observer_failed(observer, "call start")
                 continue
             if scope is not None:
                 scopes.append(scope)
@@ -133,7 +132,7 @@ class RpcWatch:
             try:
                 attempt = scope.attempt_started(index, kind, target, metadata)
             except Exception:
-                log.exception("observer %r failed at attempt start", scope)
+                observer_failed(scope, "attempt start")
                 continue
             if attempt is not None:
                 started.append(attempt)
@@ -145,7 +144,7 @@ class RpcWatch:
             try:
                 scope.attempt_ended(attempt)
             except Exception:
-                log.exception("observer %r failed at attempt end", scope)
+                observer_failed(scope, "attempt end")
 
     def call_ended(
         self, response: object | None, error: BaseException | None, attempts: Sequence[RpcAttempt]
@@ -154,4 +153,4 @@ class RpcWatch:
             try:
                 scope.call_ended(response, error, attempts)
             except Exception:
-                log.exception("observer %r failed at call end", scope)
+                observer_failed(scope, "call end")

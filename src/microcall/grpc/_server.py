@@ -194,6 +194,19 @@ def behavior_of(handler: Any) -> tuple[Callable[..., Any], Callable[..., Any]]:
     return handler.stream_stream, grpc.stream_stream_rpc_method_handler
 
 
+def unimplemented(behavior: Callable[..., Any]) -> bool:
+    """True for a servicer method left as grpcio-tools generated it.
+
+    The generated base class's methods set UNIMPLEMENTED and raise
+    NotImplementedError; they are plain functions even on a grpc.aio server,
+    where they are not a blocking handler to warn about. They live in the
+    generated ``*_pb2_grpc`` module, a servicer's own methods never do.
+    """
+    function = getattr(behavior, "__func__", None)
+    module = getattr(function, "__module__", None)
+    return isinstance(module, str) and module.endswith("_pb2_grpc")
+
+
 class InterceptorBase(GateReadings):
     """What the grpc.aio and the blocking interceptor share: gate, cache, exemptions.
 
@@ -225,9 +238,35 @@ class InterceptorBase(GateReadings):
             return handler
         wrapped = self._cache.get(handler, method)
         if wrapped is None:
-            wrapped = self._wrap(handler, method)
+            behavior, make = behavior_of(handler)
+            if unimplemented(behavior):
+                wrapped = self._unimplemented(handler, behavior, make, method)
+            else:
+                wrapped = self._wrap(handler, method)
             self._cache.put(handler, method, wrapped)
         return wrapped  # type: ignore[return-value]
+
+    def _unimplemented(
+        self, handler: Any, behavior: Callable[..., Any], make: Callable[..., Any], method: str
+    ) -> Any:
+        """A method the servicer left unimplemented: nothing to protect, grpc answers for it.
+
+        It is not admitted (it holds no slot) and, for the observers, it is a
+        call to a method the server does not have, as grpc says (UNIMPLEMENTED).
+        """
+        observers = self._observers
+        if not observers:
+            return handler
+
+        def reported(request: Any, context: Any) -> Any:
+            unknown_method(observers, method, context.invocation_metadata(), known=True)
+            return behavior(request, context)
+
+        return make(
+            reported,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
 
     def _wrap(self, handler: Any, method: str) -> Any:
         raise NotImplementedError

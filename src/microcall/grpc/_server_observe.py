@@ -56,12 +56,20 @@ def start_watch(
 
 
 def unknown_method(
-    observers: Sequence[ServerObserver], method: str, metadata: Iterable[tuple[str, Any]] | None
+    observers: Sequence[ServerObserver],
+    method: str,
+    metadata: Iterable[tuple[str, Any]] | None,
+    *,
+    known: bool = False,
 ) -> None:
-    """Report a call to a method the server does not have (grpc answers UNIMPLEMENTED)."""
+    """Report a call to a method the server does not have (grpc answers UNIMPLEMENTED).
+
+    ``known``: the method is the servicer's, left unimplemented; its name is
+    a bounded label (an unknown one is not).
+    """
     watch = start_watch(observers, method, metadata)
     watch.handler_done()
-    watch.ended(_UNIMPLEMENTED, None)
+    watch.ended(_UNIMPLEMENTED, method if known else None)
 
 
 def finish(watch: ServerWatch, method: str, context: Any, error: BaseException | None) -> None:

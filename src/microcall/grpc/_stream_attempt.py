@@ -15,8 +15,8 @@ from typing import Any
 import grpc
 
 from microcall._attempt import AttemptKind
-from microcall.errors import CircuitOpen
 from microcall.grpc._core import ChannelCore, MetadataPairs, status_error
+from microcall.grpc._errors import CircuitOpen
 from microcall.grpc._observe import Metadata, RpcAttempt, RpcMethod, RpcWatch
 from microcall.grpc._status import classify
 from microcall.observe.hooks import AttemptScope

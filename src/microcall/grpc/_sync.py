@@ -20,7 +20,6 @@ handler of a blocking grpc server (or a WSGI view) passes its own on.
 from __future__ import annotations
 
 import queue
-import time
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import replace
@@ -36,7 +35,7 @@ from microcall.grpc._core import ChannelCore, status_error, status_of
 from microcall.grpc._observe import Cardinality, RpcAttempt, RpcMethod, RpcObserver, RpcWatch
 from microcall.grpc._options import ChannelOptions
 from microcall.grpc._security import channel_credentials
-from microcall.grpc._sync_streams import BlockingStreaming, CallFuture
+from microcall.grpc._sync_streams import BlockingStreaming, CallFuture, Cancellation
 from microcall.grpc._unary import Answered, Failed, Outcome, Start, UnaryCall
 from microcall.policy.strategy import Finish, SingleAttempt, Strategy
 from microcall.priority import Priority
@@ -224,27 +223,27 @@ class BlockingUnaryUnary(_UnaryBase[Req, Resp]):
     ) -> CallFuture:
         """The call running in the background: a grpc Future (and Call) of its response.
 
-        The deadline and priority are taken from the calling thread's context now.
+        The deadline and priority are taken from the calling thread's context
+        now. ``cancel()`` stops it at once, also while it runs.
         """
         if timeout is None:
             # Fix the deadline here: the worker thread has no context of its own.
             now = self._core.now()
             timeout = max(self._core.expires_at(None, now) - now, 0.0)
-        priority = self._core.priority(priority)
-        outer = self._executor()
-        submitted = outer.submit(
-            self.with_call,
+        cancellation = Cancellation()
+        submitted = self._executor().submit(
+            self._invoke,
             request,
             timeout,
             metadata,
-            credentials,
-            wait_for_ready,
-            compression,
-            priority=priority,
-            strategy=strategy,
-            idempotent=idempotent,
+            (credentials, wait_for_ready, compression),
+            self._core.priority(priority),
+            strategy,
+            idempotent,
+            with_call=True,
+            cancellation=cancellation,
         )
-        return CallFuture(submitted)
+        return CallFuture(submitted, cancellation)
 
     def _invoke(
         self,
@@ -257,6 +256,7 @@ class BlockingUnaryUnary(_UnaryBase[Req, Resp]):
         idempotent: bool | None,
         *,
         with_call: bool,
+        cancellation: Cancellation | None = None,
     ) -> tuple[Resp, Any]:
         core = self._core
         now = core.now()
@@ -276,6 +276,12 @@ class BlockingUnaryUnary(_UnaryBase[Req, Resp]):
             credentials, wait_for_ready, compression = extra
             first = self._callables[0]
             try:
+                if cancellation is not None:
+                    # grpc's future, which cancel() can reach while it runs.
+                    call = first.future(
+                        request, remaining, pairs, credentials, wait_for_ready, compression
+                    )
+                    return cancellation.result_of(call), call
                 if with_call:
                     response, call = first.with_call(
                         request, remaining, pairs, credentials, wait_for_ready, compression
@@ -286,7 +292,7 @@ class BlockingUnaryUnary(_UnaryBase[Req, Resp]):
                 ), None
             except grpc.RpcError as error:
                 raise self._direct_error(method, error, now) from error
-        return self._planned(request, extra, method, chosen, now, expires_at, pairs)
+        return self._planned(request, extra, method, chosen, now, expires_at, pairs, cancellation)
 
     def _direct_error(self, method: RpcMethod, error: grpc.RpcError, start: float) -> Exception:
         core = self._core
@@ -306,6 +312,7 @@ class BlockingUnaryUnary(_UnaryBase[Req, Resp]):
         start: float,
         expires_at: float,
         metadata: tuple[tuple[str, str | bytes], ...],
+        cancellation: Cancellation | None,
     ) -> tuple[Resp, Any]:
         core = self._core
         now = core.now
@@ -326,8 +333,12 @@ class BlockingUnaryUnary(_UnaryBase[Req, Resp]):
         ended: queue.SimpleQueue[int] = queue.SimpleQueue()
         running: dict[int, Any] = {}
         credentials, wait_for_ready, compression = extra
+        if cancellation is not None:
+            cancellation.on_cancel(partial(ended.put, _WAKE))
         try:
             while True:
+                if cancellation is not None:
+                    cancellation.check()
                 with lock:
                     action = driver.next(now())
                 if isinstance(action, Start):
@@ -340,15 +351,17 @@ class BlockingUnaryUnary(_UnaryBase[Req, Resp]):
                         compression,
                     )
                     running[action.index] = future
+                    if cancellation is not None:
+                        cancellation.watch(future)
                     future.add_done_callback(partial(_put, ended, action.index))
                     continue
                 if isinstance(action, Finish):
                     break
                 wait = None if action.until is None else max(0.0, action.until - now())
-                if not running:
-                    time.sleep(wait or 0.0)  # backoff between sequential attempts
+                if not running and not wait:
                     continue
                 try:
+                    # With nothing running: the backoff between sequential attempts.
                     index = ended.get(timeout=wait)
                 except queue.Empty:
                     continue
@@ -376,6 +389,10 @@ class BlockingUnaryUnary(_UnaryBase[Req, Resp]):
             for index in running:
                 driver.abandon(index, moment)
         running.clear()
+
+
+# What a cancellation puts on the queue of ended attempts: no attempt's index.
+_WAKE = -1
 
 
 def _put(ended: queue.SimpleQueue[int], index: int, _: object) -> None:

@@ -122,7 +122,10 @@ def grpc_code_of(error: BaseException | None) -> int | None:
     """
     if error is None:
         return None
-    value = getattr(getattr(error, "code", None), "value", None)  # grpc.StatusCode: (n, name)
+    code = getattr(error, "code", None)
+    if callable(code):  # grpc's errors, and microcall's gRPC ones, answer code()
+        code = code()
+    value = getattr(code, "value", None)  # grpc.StatusCode: (n, name)
     if isinstance(value, tuple) and value and isinstance(value[0], int):
         return value[0]
     for cls in type(error).__mro__:

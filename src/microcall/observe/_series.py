@@ -196,10 +196,11 @@ S = TypeVar("S", bound=_Series)
 class _Family(Generic[S]):
     """A metric family: its series by label values, made on first use."""
 
-    __slots__ = ("_lock", "_series", "documentation", "labelnames", "name")
+    __slots__ = ("_lock", "_series", "documentation", "labelnames", "name", "unit")
 
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
         self.name = name
+        self.unit = unit_of(name)
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
         self._lock = threading.Lock()
@@ -243,6 +244,19 @@ class _Family(Generic[S]):
         raise NotImplementedError
 
 
+# The base units of the OpenMetrics and Prometheus naming rules that
+# microcall's names end with; OpenMetrics output then carries ``# UNIT``.
+_UNITS = ("seconds", "bytes")
+
+
+def unit_of(name: str) -> str:
+    """The unit a family's name ends with (``"seconds"`` for ``..._seconds``), or ``""``."""
+    for unit in _UNITS:
+        if name.endswith("_" + unit):
+            return unit
+    return ""
+
+
 def upper_bounds(buckets: Sequence[float]) -> tuple[float, ...]:
     """A histogram's bucket bounds, checked, ending in +Inf."""
     bounds = [float(bound) for bound in buckets]
@@ -273,10 +287,16 @@ class HistogramFamily(_Family[HistogramSeries]):
         return HistogramSeries(values, self._lock, self._bounds)
 
     def describe(self) -> list[Metric]:
-        return [HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)]
+        return [
+            HistogramMetricFamily(
+                self.name, self.documentation, labels=self.labelnames, unit=self.unit
+            )
+        ]
 
     def collect(self) -> list[Metric]:
-        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        family = HistogramMetricFamily(
+            self.name, self.documentation, labels=self.labelnames, unit=self.unit
+        )
         created = _created_samples()
         for series in self._every():
             totals = series.totals()
@@ -306,10 +326,16 @@ class CounterFamily(_Family[CounterSeries]):
         return CounterSeries(values, self._lock)
 
     def describe(self) -> list[Metric]:
-        return [CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)]
+        return [
+            CounterMetricFamily(
+                self.name, self.documentation, labels=self.labelnames, unit=self.unit
+            )
+        ]
 
     def collect(self) -> list[Metric]:
-        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        family = CounterMetricFamily(
+            self.name, self.documentation, labels=self.labelnames, unit=self.unit
+        )
         created = _created_samples()
         for series in self._every():
             [total] = series.totals()
@@ -326,10 +352,14 @@ class GaugeFamily(_Family[GaugeSeries]):
         return GaugeSeries(values, self._lock)
 
     def describe(self) -> list[Metric]:
-        return [GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)]
+        return [
+            GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames, unit=self.unit)
+        ]
 
     def collect(self) -> list[Metric]:
-        family = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        family = GaugeMetricFamily(
+            self.name, self.documentation, labels=self.labelnames, unit=self.unit
+        )
         for series in self._every():
             [total] = series.totals()
             family.add_metric(series.values, float(total))
@@ -418,7 +448,14 @@ class SeriesCollector:
         if self.shared:
             bounds = upper_bounds(buckets)
             return self.include(
-                Histogram(name, documentation, labelnames, buckets=bounds, registry=None)
+                Histogram(
+                    name,
+                    documentation,
+                    labelnames,
+                    buckets=bounds,
+                    registry=None,
+                    unit=unit_of(name),
+                )
             )
         return self.include(HistogramFamily(name, documentation, labelnames, buckets))
 

@@ -14,7 +14,8 @@ What a trace shows. A client call is a CLIENT span named after its method
 (or its ``route=`` template), parent of one CLIENT span per attempt sent:
 ``http.request.resend_count`` and ``microcall.attempt.kind`` (retry,
 hedge) on every attempt after the first, ``microcall.hedge`` on hedges,
-``microcall.attempt.cancelled`` on a hedge that lost, and
+``microcall.attempt.cancelled`` and ``error.type`` ``cancelled`` on a hedge
+that lost, and
 ``microcall.attempts`` on a call that made more than one. Attempts the
 retry budget or a breaker refused are events on the call span. Each attempt
 carries its own span's W3C ``traceparent`` (through the global propagator,
@@ -118,17 +119,30 @@ class ClientTracing:
             kind=SpanKind.CLIENT,
             attributes=attributes,
         )
-        return _CallSpan(self._tracer, span, method_name, url.scheme in GRPC_SCHEMES)
+        # Each attempt is a physical HTTP request, on which the conventions
+        # require the method too; the call's own values are reused as they are.
+        methods = {
+            key: value for key, value in attributes.items() if key.startswith("http.request.method")
+        }
+        return _CallSpan(self._tracer, span, method_name, url.scheme in GRPC_SCHEMES, methods)
 
 
 class _CallSpan:
-    __slots__ = ("_context", "_method", "_rpc", "_span", "_tracer")
+    __slots__ = ("_context", "_method", "_methods", "_rpc", "_span", "_tracer")
 
-    def __init__(self, tracer: Tracer, span: Span, method: str, rpc: bool) -> None:
+    def __init__(
+        self,
+        tracer: Tracer,
+        span: Span,
+        method: str,
+        rpc: bool,
+        methods: dict[str, AttributeValue],
+    ) -> None:
         self._tracer = tracer
         self._span = span
         self._method = method
         self._rpc = rpc
+        self._methods = methods
         self._context: Context | None = None
 
     def attempt_started(
@@ -149,6 +163,7 @@ class _CallSpan:
             "server.port": url.port or 0,
         }
         if not self._rpc:
+            attributes.update(self._methods)
             attributes["url.full"] = safe_url(url)
         if index:
             # Every attribute costs the SDK a validation: the common first
@@ -216,7 +231,10 @@ class _AttemptSpan:
             attributes: dict[str, AttributeValue] = {}
             code = getattr(attempt, "code", None)  # a gRPC attempt's status name
             if attempt.cancelled:
+                # The same word the metrics use. The status stays unset: an
+                # attempt stopped because another answered is not a failure.
                 attributes["microcall.attempt.cancelled"] = True
+                attributes["error.type"] = "cancelled"
             elif code is not None:
                 _rpc_status(span, GRPC_CODE_NUMBERS.get(code), None, attributes)
             elif attempt.status is not None:
