@@ -228,8 +228,8 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             model = options.get("response_model")
             chosen = options.get("cache", True)
             if model is not None or chosen is not True:
-                call = self._call_with(request, expires_at, priority, strategy, chosen, model)
-                return self._in_flight.guard(call, request)
+                send = partial(self._call_with, chosen=chosen, model=model)
+                return self._in_flight.guard(send, request, expires_at, priority, strategy)
         else:  # the common call: nothing but a URL
             request = self._bare_request(method, url)
             expires_at = self._now() + self._timeout
@@ -239,13 +239,10 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             inherited_priority = current_priority()
             priority = self._priority if inherited_priority is None else inherited_priority.value
             strategy = self._strategy
-        if self._cache is not None:
-            call = self._call_with(request, expires_at, priority, strategy, True, None)
-        else:
-            call = self._engine.call(
-                request, expires_at=expires_at, priority=priority, strategy=strategy
-            )
-        return self._in_flight.guard(call, request)
+        if self._cache is None:
+            return self._in_flight.guard(self._engine.call, request, expires_at, priority, strategy)
+        send = partial(self._call_with, chosen=True, model=None)
+        return self._in_flight.guard(send, request, expires_at, priority, strategy)
 
     def _bare_request(self, method: str, url: str | URL) -> Request:
         """The Request of a call given nothing but its URL: one per method and path, reused.

@@ -17,14 +17,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, Protocol
 
 from microcall._request import Request
+from microcall._response import Response
 from microcall.errors import CallError, ClientClosed
-
-T = TypeVar("T")
+from microcall.policy.strategy import Strategy
 
 _current_task = asyncio.current_task
+
+
+class Send(Protocol):
+    """How a call is sent: ``Engine.call``, or the client's own way round a cache."""
+
+    def __call__(
+        self, request: Request, *, expires_at: float, priority: str | None, strategy: Strategy
+    ) -> Coroutine[Any, Any, Response]: ...
 
 
 class CallsInFlight:
@@ -41,30 +49,48 @@ class CallsInFlight:
     def __len__(self) -> int:
         return len(self._tasks)
 
-    async def guard(self, call: Coroutine[Any, Any, T], request: Request) -> T:
-        """Await ``call`` as a call in flight: a ``stop()`` meanwhile makes it raise ClientClosed."""
+    async def guard(
+        self,
+        send: Send,
+        request: Request,
+        expires_at: float,
+        priority: str | None,
+        strategy: Strategy,
+    ) -> Response:
+        """Run ``send(request, ...)`` as a call in flight: a ``stop()`` meanwhile raises ClientClosed.
+
+        The call's coroutine is made here, not by the caller: a guard
+        cancelled before it ever ran then leaves no coroutine never awaited.
+        """
         task = _current_task()
         tasks = self._tasks
         tasks.add(task)
         try:
-            return await call
+            return await send(request, expires_at=expires_at, priority=priority, strategy=strategy)
         except (asyncio.CancelledError, CallError) as error:
-            if task not in self._stopped:
+            closed = self._closed_error(task, error, request)
+            if closed is None:
                 raise
-            self._stopped.discard(task)
-            assert task is not None
-            if task.uncancel() > 0 and isinstance(error, asyncio.CancelledError):
-                raise  # cancelled by someone else as well: theirs wins
-            attempts = error.attempts if isinstance(error, CallError) else ()
-            raise ClientClosed(
-                f"the client was closed while {request.method} {request.url} was in flight",
-                request=request,
-                attempts=attempts,
-            ) from (error if isinstance(error, CallError) else None)
+            raise closed from (error if isinstance(error, CallError) else None)
         finally:
             tasks.discard(task)
             if self._drained is not None:
                 self._ended(task)
+
+    def _closed_error(
+        self, task: asyncio.Task[Any] | None, error: BaseException, request: Request
+    ) -> ClientClosed | None:
+        """What a call stopped by ``stop()`` raises; None when it was not, or not only, stopped."""
+        if task is None or task not in self._stopped:
+            return None
+        self._stopped.discard(task)
+        if task.uncancel() > 0 and isinstance(error, asyncio.CancelledError):
+            return None  # cancelled by someone else as well: theirs wins
+        return ClientClosed(
+            f"the client was closed while {request.method} {request.url} was in flight",
+            request=request,
+            attempts=error.attempts if isinstance(error, CallError) else (),
+        )
 
     def _ended(self, task: asyncio.Task[Any] | None) -> None:
         if task in self._stopped:  # ended by itself before the cancellation reached it
