@@ -26,7 +26,6 @@ from pathlib import Path
 from tests.faults.scenarios import (
     KNOWN_FAILURES,
     MATRIX,
-    STALE_KEEPALIVE,
     TRANSPORTS,
     Case,
     Resources,
@@ -123,7 +122,7 @@ async def _storm(
 
 def _known(matrix: _MatrixResult) -> set[tuple[TransportName, str]]:
     """The matrix cells that fail today for a reason already reported (see the scenarios)."""
-    known = set(KNOWN_FAILURES) | set(STALE_KEEPALIVE)
+    known = set(KNOWN_FAILURES)
     return {
         (transport, case.name)
         for case in MATRIX
@@ -328,12 +327,6 @@ def _page(
         *(
             f"- {transport}, {port}: {reason}."
             for (transport, port), reason in KNOWN_FAILURES.items()
-        ),
-        *(
-            f"- {transport}, {port}: calls made back to back on a server that closes after "
-            "each answer fail with ReadError (a stale keep-alive connection; the transport's "
-            "resend of such a request fixes it)."
-            for transport, port in sorted(STALE_KEEPALIVE)
         ),
         "",
     ]

@@ -19,6 +19,27 @@ REFUSED_RETRY_BUDGET = "retry budget empty"
 REFUSED_HEDGE_BUDGET = "hedge budget empty"
 REFUSED_CIRCUIT_OPEN = "CircuitOpen"
 
+# The attribute a transport sets on a Response, or on the TransportError it
+# raises, when the attempt's request was sent a second time on a fresh
+# connection (its reused one failed before any response byte arrived).
+_RESENT = "microcall_resent"
+
+
+def mark_resent(outcome: object) -> None:
+    """Say that the attempt behind ``outcome`` resent its request on a fresh connection."""
+    setattr(outcome, _RESENT, True)
+
+
+def was_resent(outcome: object) -> bool:
+    """Whether the attempt behind ``outcome`` (a Response or a CallError) resent its request.
+
+    An error the engine made from the transport's (a DeadlineExceeded from
+    an AttemptTimeout) carries the transport's as its cause.
+    """
+    if getattr(outcome, _RESENT, False):
+        return True
+    return isinstance(outcome, BaseException) and bool(getattr(outcome.__cause__, _RESENT, False))
+
 
 @dataclass(slots=True)
 class Attempt:
@@ -28,7 +49,10 @@ class Attempt:
     failure otherwise (``"ConnectError: ..."``). ``cancelled`` marks a hedge
     that lost the race and was stopped; ``sent`` False marks one the retry
     budget or an open breaker refused, so it never reached the network.
-    ``started`` is seconds after the call began.
+    ``started`` is seconds after the call began. ``resent`` marks an attempt
+    whose request went out a second time on a fresh connection because the
+    reused one it was first sent on failed before any response byte arrived
+    (the server never saw it; no retry budget is spent on it).
     Read-only by convention (not ``frozen``, which would slow every call down).
     """
 
@@ -41,6 +65,7 @@ class Attempt:
     error: str | None = None
     cancelled: bool = False
     sent: bool = True
+    resent: bool = False
 
     def describe(self) -> str:
         if not self.sent:
@@ -51,6 +76,8 @@ class Attempt:
             outcome = str(self.status)
         else:
             outcome = self.error or "no outcome"
+        if self.resent:
+            outcome += " (resent on a fresh connection)"
         return (
             f"#{self.index} {self.kind} {self.endpoint} {outcome} in {self.duration * 1000:.1f} ms"
         )

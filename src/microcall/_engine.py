@@ -36,6 +36,7 @@ from microcall._attempt import (
     REFUSED_RETRY_BUDGET,
     Attempt,
     AttemptKind,
+    was_resent,
 )
 from microcall._replicas import Replicas
 from microcall._request import Request
@@ -202,7 +203,13 @@ class Engine:
         admission.release()
         end = self._now()
         record = Attempt(
-            0, AttemptKind.FIRST, request.endpoint, 0.0, end - start, response.status_code
+            0,
+            AttemptKind.FIRST,
+            request.endpoint,
+            0.0,
+            end - start,
+            response.status_code,
+            resent=was_resent(response),
         )
         response.attempts = (record,)
         response.elapsed = end - start
@@ -609,8 +616,24 @@ class Engine:
         duration = self._now() - began
         endpoint = _endpoint_name(url)
         if isinstance(outcome, Response):
-            return Attempt(index, kind, endpoint, offset, duration, outcome.status_code)
-        return Attempt(index, kind, endpoint, offset, duration, error=_name(outcome))
+            return Attempt(
+                index,
+                kind,
+                endpoint,
+                offset,
+                duration,
+                outcome.status_code,
+                resent=was_resent(outcome),
+            )
+        return Attempt(
+            index,
+            kind,
+            endpoint,
+            offset,
+            duration,
+            error=_name(outcome),
+            resent=was_resent(outcome),
+        )
 
     def _too_late(
         self, request: Request, remaining: float, attempts: tuple[Attempt, ...]

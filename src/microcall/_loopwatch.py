@@ -28,11 +28,12 @@ class LoopWatch:
     and makes no watch.
     """
 
-    __slots__ = ("_busy", "_timer", "stalls")
+    __slots__ = ("_busy", "_loop", "_timer", "stalls")
 
     def __init__(self, busy: Callable[[], bool]) -> None:
         self._busy = busy
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.stalls = Stalls()
 
     @property
@@ -43,6 +44,11 @@ class LoopWatch:
     def started(self, now: float) -> None:
         """An attempt was sent (on the loop): watch, unless already watching."""
         if self._timer is None:
+            self._arm(now)
+        elif self._loop is not asyncio.get_running_loop():
+            # The client moved to a new loop (a second asyncio.run): the timer
+            # armed on the old one will never run.
+            self._timer.cancel()
             self._arm(now)
 
     def own_latency(self, latency: float, now: float) -> float:
@@ -55,7 +61,8 @@ class LoopWatch:
             self._timer = None
 
     def _arm(self, now: float) -> None:
-        self._timer = asyncio.get_running_loop().call_later(DEFAULT_INTERVAL, self._ran, now)
+        loop = self._loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(DEFAULT_INTERVAL, self._ran, now)
 
     def _ran(self, armed: float) -> None:
         now = time.monotonic()

@@ -104,9 +104,13 @@ class Replicas(EndpointGroup):
 
     async def discover(self, now: Callable[[], float]) -> None:
         """Resolve the name on first use, then keep re-resolving in the background."""
-        if self._refresher is not None:
+        refresher = self._refresher
+        loop = asyncio.get_running_loop()
+        if refresher is not None and refresher.get_loop() is loop:
             return
-        self._refresher = asyncio.get_running_loop().create_task(self._rediscover(now))
+        # First use, or a new loop (a second asyncio.run): the old loop's
+        # refresher was cancelled as that loop ended.
+        self._refresher = loop.create_task(self._rediscover(now))
         await self.resolve(now())
 
     async def _rediscover(self, now: Callable[[], float]) -> None:

@@ -144,13 +144,6 @@ KNOWN_FAILURES: dict[tuple[TransportName, Port], str] = {
     ),
 }
 
-# Calls made back to back on a server that closes after each answer: aiohttp
-# hands out the pooled connection before it has seen the close, and every
-# second call fails with ReadError until the transport resends such a request.
-STALE_KEEPALIVE: frozenset[tuple[TransportName, Port]] = frozenset(
-    {("aiohttp", Behaviour.CLOSE_AFTER_ANSWER)}
-)
-
 Get = Callable[[str, float], Awaitable[Response]]
 
 

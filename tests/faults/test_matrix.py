@@ -22,7 +22,6 @@ from tests.faults.scenarios import (
     MARGIN,
     MATRIX,
     QUICK_BACKOFF,
-    STALE_KEEPALIVE,
     TRANSPORTS,
     Case,
     TransportName,
@@ -39,19 +38,12 @@ async def faults_fixture() -> AsyncIterator[FaultServer]:
         yield server
 
 
-STALE_KEEPALIVE_MARK = pytest.mark.xfail(
-    strict=False, reason="stale keep-alive resend: see the transport change"
-)
-
-
 def matrix_params() -> list[object]:
     params: list[object] = []
     for transport in TRANSPORTS:
         for case in MATRIX:
             reason = KNOWN_FAILURES.get((transport, case.port))
             marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-            if (transport, case.port) in STALE_KEEPALIVE:
-                marks.append(STALE_KEEPALIVE_MARK)
             params.append(pytest.param(transport, case, id=f"{transport}-{case.port}", marks=marks))
     return params
 

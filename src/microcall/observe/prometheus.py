@@ -23,6 +23,8 @@ conventions export them to Prometheus; ``microcall_*`` ones are microcall's)::
     microcall_client_attempts_total           attempts sent, by attempt_kind (first, retry, hedge)
     microcall_client_attempts_refused_total   attempts not sent, by reason
                                               (retry_budget, hedge_budget, circuit_open)
+    microcall_client_connection_resends_total   requests sent again on a fresh connection
+                                              because their reused one was dead (no budget spent)
     http_client_active_requests               logical calls in flight
     microcall_client_breaker_state            1 for an endpoint's current state, 0 for the others
     microcall_client_breaker_transitions_total   state changes, by the state entered
@@ -173,6 +175,12 @@ class ClientMetrics:
             "microcall_client_attempts_refused",
             "Attempts not sent: the retry or hedge budget was empty, or a breaker open.",
             (*_CLIENT_LABELS, "attempt_kind", "reason"),
+        )
+        self.resends = families.counter(
+            "microcall_client_connection_resends",
+            "Requests sent again, inside their attempt, on a fresh connection because the "
+            "reused keep-alive connection they were sent on was dead before any response byte.",
+            _CLIENT_LABELS,
         )
         self.active = families.gauge(
             "http_client_active_requests", "Logical calls in flight.", _CLIENT_LABELS
@@ -403,6 +411,8 @@ class _Target:
         counted, timed = pair
         counted.inc()
         timed.observe(attempt.duration)
+        if attempt.resent:
+            self._owner.resends.labels(*endpoint).inc()
 
     def _attempt_series(
         self, key: tuple[object, ...], endpoint: tuple[str, str, str], attempt: Attempt
@@ -533,6 +543,11 @@ class ServerMetrics:
         self.shed = families.counter(
             "microcall_server_shed", "Requests refused by the concurrency limit.", ("priority",)
         )
+        self.deadline_exceeded = families.counter(
+            "microcall_server_deadline_exceeded",
+            "Requests answered as expired because a call of their handler ran out of their deadline.",
+            ("priority",),
+        )
         self.rpc_duration = families.histogram(
             "rpc_server_call_duration_seconds",
             "Duration of gRPC calls served, refused ones included.",
@@ -598,3 +613,5 @@ class _RequestMetrics:
             owner.expired.labels(result.priority or OTHER).inc()
         elif result.refused == "shed":
             owner.shed.labels(result.priority or OTHER).inc()
+        elif result.refused == "deadline":
+            owner.deadline_exceeded.labels(result.priority or OTHER).inc()

@@ -17,7 +17,11 @@ arrives, so to read the counters pass your own: ``stats = ServerStats()`` and
 Only ``http`` scopes are gated; ``lifespan`` and ``websocket`` pass through.
 Everything the handler runs (async endpoints, and plain ones FastAPI runs in
 its thread pool with a copy of the context) sees the request's deadline and
-priority.
+priority. A ``microcall.DeadlineExceeded`` that escapes the application once
+the request's deadline has run out is answered as an expired request (408,
+``X-Do-Not-Retry: 1``) with no traceback. Starlette answers an unhandled
+error with a 500 in its outermost layer before re-raising it, so install the
+middleware inside it (``add_middleware``) for that answer to be the 408.
 """
 
 from __future__ import annotations
@@ -113,24 +117,36 @@ class ASGIMiddleware(GateReadings):
                 watch.refused(outcome.kind, outcome.priority)
             await _respond(send, outcome)
             return
-        started = _Started(send) if self._cancel else None
+        started = _Started(send)
         outcome.enter()
         try:
-            if started is not None:
+            if self._cancel:
                 await within_deadline(outcome, self.app(scope, receive, started))
             else:
-                await self.app(scope, receive, send)
+                await self.app(scope, receive, started)
         except DeadlineCancelled:
             self._gate.stats.add("cancelled")
             outcome.finish(cancelled=True)
-            if started is not None and not started.started:
+            if not started.started:
                 await _respond(send, self._gate.expired_refusal)
             # Otherwise the response is half sent: returning without its end
             # makes the server close the connection, the only honest ending.
             return
-        except BaseException:
-            outcome.fail()
-            raise
+        except BaseException as exc:
+            refusal = self._gate.ran_out(outcome, exc)
+            if refusal is None:
+                outcome.fail()
+                raise
+            outcome.finish()
+            if watch is not None:
+                watch.refused(refusal.kind, refusal.priority)
+            # An application that answers errors itself before re-raising
+            # (Starlette's outermost ServerErrorMiddleware sends a 500) has
+            # already started its response; the error is still counted and
+            # not re-raised, so the server logs no traceback for it.
+            if not started.started:
+                await _respond(send, refusal)
+            return
         finally:
             outcome.leave()
         outcome.finish()

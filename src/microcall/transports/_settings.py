@@ -1,11 +1,15 @@
-"""What every HTTP transport is given, checked once at construction for all of them."""
+"""What every HTTP transport is given, checked once at construction, and the errors they share."""
 
 from __future__ import annotations
 
 import ssl
+from collections.abc import Sequence
+
+from yarl import URL
 
 from microcall._limits import Limits
-from microcall.errors import ConfigurationError
+from microcall._request import Request
+from microcall.errors import ConfigurationError, ResponseTooLarge
 
 
 def checked_settings(
@@ -19,3 +23,26 @@ def checked_settings(
     if not isinstance(follow_redirects, bool):
         raise ConfigurationError(f"follow_redirects must be a bool, got {follow_redirects!r}")
     return limits or Limits()
+
+
+def too_large(request: Request, cap: int, how: str) -> ResponseTooLarge:
+    """The error for a response body past ``Limits.max_response_size``."""
+    return ResponseTooLarge(
+        f"the response from {request.endpoint} {how} than max_response_size "
+        f"({cap} bytes) allows; raise Limits.max_response_size (None: no cap) to accept it",
+        request=request,
+    )
+
+
+def redirect_chain(where: str, urls: Sequence[URL]) -> str:
+    """What went wrong with a redirect chain that hit the maximum: a loop, or just too long.
+
+    Paths only: a query may carry credentials.
+    """
+    seen: set[URL] = set()
+    for url in urls:
+        if url in seen:
+            hops = " -> ".join(each.path or "/" for each in urls)
+            return f"redirect loop at {where}: {hops} (revisits {url.path or '/'})"
+        seen.add(url)
+    return f"{where} redirected more than {len(urls)} times; the last was {urls[-1].path}"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 
 import aiohttp
 from yarl import URL
 
+from microcall._attempt import mark_resent
 from microcall._limits import Limits
 from microcall._request import Request
 from microcall._response import Response
@@ -18,10 +19,16 @@ from microcall.errors import (
     ConnectError,
     ProtocolError,
     ReadError,
+    RedirectError,
     TransportError,
     UsageError,
 )
-from microcall.transports._settings import checked_settings
+from microcall.transports._aiohttp_resend import ConnectionDropped, FreshConnector, Resender
+from microcall.transports._loops import refuse_if_running, start_guard, stop_guard
+from microcall.transports._settings import checked_settings, redirect_chain, too_large
+
+# Answers that have no body, whatever their Content-Length says.
+_NO_BODY_STATUSES = frozenset({204, 304})
 
 
 def map_error(exc: Exception, request: Request) -> Exception | None:
@@ -29,6 +36,11 @@ def map_error(exc: Exception, request: Request) -> Exception | None:
 
     None means "not ours to translate" (a bug, say): the caller re-raises it as is.
     """
+    if isinstance(exc, ConnectionDropped):
+        mapped = map_error(exc.error, request)
+        if exc.resent and mapped is not None:
+            mark_resent(mapped)
+        return mapped
     where = request.endpoint
     error: TransportError
     if isinstance(exc, TimeoutError):  # also aiohttp's ServerTimeoutError
@@ -39,6 +51,13 @@ def map_error(exc: Exception, request: Request) -> Exception | None:
         error = ReadError(f"incomplete response body from {where}: {exc}", request=request)
     elif isinstance(exc, aiohttp.ServerDisconnectedError):
         error = ReadError(f"{where} closed the connection before answering", request=request)
+    elif isinstance(exc, aiohttp.TooManyRedirects):
+        urls = [response.url for response in exc.history]
+        return RedirectError(redirect_chain(where, urls), request=request)
+    elif isinstance(exc, aiohttp.RedirectClientError):  # a Location that is not an http(s) URL
+        return RedirectError(
+            f"{where} redirected to a Location that cannot be followed: {exc}", request=request
+        )
     elif isinstance(exc, aiohttp.ClientResponseError):
         error = ProtocolError(f"invalid HTTP from {where}: {exc.message}", request=request)
     elif isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
@@ -54,13 +73,46 @@ def map_error(exc: Exception, request: Request) -> Exception | None:
     return error
 
 
+async def read_capped(raw: aiohttp.ClientResponse, cap: int | None, request: Request) -> bytes:
+    """The whole body of ``raw``, or ResponseTooLarge as soon as it passes ``cap`` bytes.
+
+    A declared length over the cap fails before a byte of the body is read;
+    otherwise bytes are counted as they arrive (chunked, read to the end,
+    decompressed, or longer than declared), and aiohttp reads from the socket
+    only as fast as they are taken, so no more than the cap is ever held.
+    """
+    if cap is None or request.method == "HEAD" or raw.status in _NO_BODY_STATUSES:
+        return await raw.read()
+    length = raw.content_length
+    if length is not None and length > cap:
+        raise too_large(request, cap, f"declares {length} bytes")
+    if length is not None and "Content-Encoding" not in raw.headers:
+        return await raw.read()  # aiohttp reads no more than the declared length
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in raw.content.iter_any():
+        size += len(chunk)
+        if size > cap:
+            raise too_large(request, cap, "sent more")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class AiohttpTransport:
     """HTTP/1.1 over aiohttp with a keep-alive pool shared by every call of a client.
 
     The session is created on first use, inside the event loop that runs the
-    call: aiohttp binds a session to its loop. Each attempt's timeout is kept
-    by the coalesced timers of ``microcall._timeouts`` rather than a
-    ``ClientTimeout``: aiohttp would arm and cancel a loop timer per request.
+    call: aiohttp binds a session to its loop. Used from a new loop after the
+    first one ended (a second ``asyncio.run``), it opens a new session there;
+    the old one was closed as its loop shut down (see ``_loops``). Each
+    attempt's timeout is kept by the coalesced timers of
+    ``microcall._timeouts`` rather than a ``ClientTimeout``: aiohttp would arm
+    and cancel a loop timer per request.
+
+    One attempt is one request on the wire, with one exception: a request
+    whose reused keep-alive connection turns out dead before any response
+    byte arrived is sent again once on a fresh connection (see
+    ``_aiohttp_resend``; the attempt's record says ``resent``).
     """
 
     def __init__(
@@ -75,18 +127,24 @@ class AiohttpTransport:
         self._follow_redirects = follow_redirects
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: Timeouts | None = None
+        self._resender: Resender | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._guard: AsyncGenerator[None, None] | None = None
 
-    def _open(self) -> aiohttp.ClientSession:
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> aiohttp.ClientSession:
+        refuse_if_running(self._loop)
         limits = self._limits
         # ssl=True is aiohttp's verified default context; a context is used as given.
         ssl_setting: bool | ssl.SSLContext = self._verify
-        connector = aiohttp.TCPConnector(
+        connector = FreshConnector(
             limit=limits.max_connections,
             limit_per_host=limits.max_connections_per_host or 0,
+            # aiohttp's pool never hands out a connection idle longer than this
+            # (TCPConnector._get compares each one's release time with it).
             keepalive_timeout=limits.keepalive_expiry,
             ssl=ssl_setting,
         )
-        self._session = aiohttp.ClientSession(
+        session = aiohttp.ClientSession(
             connector=connector,
             # Services do not share cookies between calls; a jar would also cost a
             # lookup per request.
@@ -94,19 +152,23 @@ class AiohttpTransport:
             trust_env=False,
             timeout=aiohttp.ClientTimeout(total=None),
         )
-        # aiohttp silently sends an idempotent request again when its connection
-        # drops before the status line. The engine's strategy decides about
-        # retries (and counts them against the budget), so one attempt must be
-        # one request on the wire. aiohttp's own test client sets this too.
-        self._session._retry_connection = False
-        self._timeouts = Timeouts(asyncio.get_running_loop())
-        return self._session
+        self._resender = Resender(connector)
+        self._timeouts = Timeouts(loop)
+        self._guard = await start_guard(session.close)
+        self._session = session
+        self._loop = loop
+        return session
 
     async def send(
         self, request: Request, url: URL, headers: Mapping[str, str], timeout: float
     ) -> Response:
-        session = self._session or self._open()
+        loop = asyncio.get_running_loop()
+        session = self._session if self._loop is loop else None
+        if session is None:
+            session = await self._open(loop)
+        resender = self._resender
         assert self._timeouts is not None
+        assert resender is not None
         server_hostname = None
         # A replica by address: keep the name (identity first: yarl's host is computed).
         if url is not request.url and url.host != request.url.host:
@@ -124,14 +186,15 @@ class AiohttpTransport:
                     data=request.body,
                     allow_redirects=self._follow_redirects,
                     server_hostname=server_hostname,
+                    middlewares=resender.replayable if request.replayable else resender.once,
                 ) as raw:
-                    content = await raw.read()
+                    content = await read_capped(raw, self._limits.max_response_size, request)
         except Exception as exc:
             mapped = map_error(exc, request)
             if mapped is None:
                 raise
             raise mapped from exc
-        return Response(
+        response = Response(
             status_code=raw.status,
             headers=raw.headers,
             content=content,
@@ -139,8 +202,11 @@ class AiohttpTransport:
             request=request,
             reason=raw.reason or "",
         )
+        if resender.took_resend(raw):
+            mark_resent(response)
+        return response
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        guard, loop = self._guard, self._loop
+        self._session = self._guard = self._loop = None
+        await stop_guard(guard, loop)

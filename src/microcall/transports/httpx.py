@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import ssl
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -39,10 +39,12 @@ from microcall.errors import (
     ConnectError,
     ProtocolError,
     ReadError,
+    RedirectError,
     TransportError,
     UsageError,
 )
-from microcall.transports._settings import checked_settings
+from microcall.transports._loops import refuse_if_running, start_guard, stop_guard
+from microcall.transports._settings import checked_settings, too_large
 
 try:
     import httpx
@@ -50,6 +52,12 @@ except ImportError as missing:  # an optional dependency: say how to get it
     raise ImportError('HttpxTransport needs httpx: pip install "microcall[httpx]"') from missing
 
 INSTALL_HINT = 'pip install "microcall[httpx]"'
+
+# httpx's own default, which the transport keeps.
+MAX_REDIRECTS = 20
+
+# Answers that have no body, whatever their Content-Length says.
+_NO_BODY_STATUSES = frozenset({204, 304})
 
 # httpcore reports a connection the peer closed early with the same class
 # (RemoteProtocolError) as bytes that are not HTTP; only its message tells a
@@ -79,7 +87,21 @@ def map_error(exc: Exception, request: Request) -> Exception | None:
             error = ProtocolError(f"invalid HTTP from {where}: {detail}", request=request)
     elif isinstance(exc, httpx.NetworkError):  # read, write, close
         error = ReadError(f"connection to {where} failed: {detail}", request=request)
-    elif isinstance(exc, (httpx.DecodingError, httpx.TooManyRedirects)):
+    elif isinstance(exc, httpx.TooManyRedirects):
+        # httpx keeps no history on the error: the chain cannot be shown.
+        return RedirectError(
+            f"redirect loop, or a chain longer than httpx allows ({MAX_REDIRECTS}), "
+            f"from {where}; it stopped before {_path(exc)}",
+            request=request,
+        )
+    elif _redirected(exc, request) and isinstance(
+        exc, (httpx.InvalidURL, httpx.UnsupportedProtocol, httpx.RemoteProtocolError)
+    ):
+        return RedirectError(
+            f"{where} redirected to a Location that cannot be followed: {detail}",
+            request=request,
+        )
+    elif isinstance(exc, httpx.DecodingError):
         error = ProtocolError(f"invalid response from {where}: {detail}", request=request)
     elif isinstance(exc, (httpx.InvalidURL, httpx.UnsupportedProtocol, httpx.LocalProtocolError)):
         return UsageError(f"cannot send {request!r}: {detail}")
@@ -88,6 +110,53 @@ def map_error(exc: Exception, request: Request) -> Exception | None:
     else:
         return None
     return error
+
+
+def _sent(exc: Exception) -> httpx.Request | None:
+    try:
+        return exc.request if isinstance(exc, httpx.RequestError) else None
+    except RuntimeError:  # httpx raises it when the error has no request
+        return None
+
+
+def _redirected(exc: Exception, request: Request) -> bool:
+    """Whether ``exc`` came from following a redirect rather than from the caller's own URL.
+
+    The caller's URL was parsed when the request was built (``send`` refuses
+    a bad one there): a bad URL met while sending is a Location's.
+    """
+    if isinstance(exc, httpx.InvalidURL):
+        return True
+    if isinstance(exc, httpx.RemoteProtocolError) and "location header" in str(exc):
+        return True
+    sent = _sent(exc)
+    return sent is not None and str(sent.url) != str(request.url)
+
+
+def _path(exc: Exception) -> str:
+    sent = _sent(exc)
+    return sent.url.path if sent is not None else "?"
+
+
+async def read_capped(raw: httpx.Response, cap: int | None, request: Request) -> bytes:
+    """The whole body of ``raw`` (a streamed response), or ResponseTooLarge past ``cap`` bytes.
+
+    A declared length over the cap fails before a byte of the body is read;
+    otherwise decoded bytes are counted as they arrive.
+    """
+    if cap is None or request.method == "HEAD" or raw.status_code in _NO_BODY_STATUSES:
+        return await raw.aread()
+    declared = raw.headers.get("Content-Length")
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        raise too_large(request, cap, f"declares {declared} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in raw.aiter_bytes():
+        size += len(chunk)
+        if size > cap:
+            raise too_large(request, cap, "sent more")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class HttpxTransport:
@@ -136,16 +205,20 @@ class HttpxTransport:
         self._http2 = http2
         self._client: httpx.AsyncClient | None = None
         self._timeouts: Timeouts | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._guard: AsyncGenerator[None, None] | None = None
         self._closed = False
 
-    def _open(self) -> httpx.AsyncClient:
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> httpx.AsyncClient:
         if self._closed:
             raise UsageError("this transport is closed")
+        refuse_if_running(self._loop)
         limits = self._limits
-        self._client = httpx.AsyncClient(
+        client = httpx.AsyncClient(
             http2=self._http2,
             verify=self._verify,
             follow_redirects=self._follow_redirects,
+            max_redirects=MAX_REDIRECTS,
             limits=httpx.Limits(
                 max_connections=limits.max_connections,
                 max_keepalive_connections=limits.max_connections,
@@ -160,14 +233,20 @@ class HttpxTransport:
             # Proxies and .netrc from the environment are not a service's business.
             trust_env=False,
         )
-        self._timeouts = Timeouts(asyncio.get_running_loop())
-        return self._client
+        self._timeouts = Timeouts(loop)
+        self._guard = await start_guard(client.aclose)
+        self._client = client
+        self._loop = loop
+        return client
 
     async def send(
         self, request: Request, url: URL, headers: Mapping[str, str], timeout: float
     ) -> Response:
         """Send one attempt to ``url`` and return its response, read in full."""
-        client = self._client or self._open()
+        loop = asyncio.get_running_loop()
+        client = self._client if self._loop is loop else None
+        if client is None:
+            client = await self._open(loop)
         assert self._timeouts is not None
         extensions: dict[str, str] | None = None
         # A replica by address: keep the name (identity first: yarl's host is computed).
@@ -176,14 +255,22 @@ class HttpxTransport:
             if url.scheme == "https" and request.url.host:
                 extensions = {"sni_hostname": request.url.host}
         try:
+            sending = client.build_request(
+                request.method,
+                str(url),
+                headers=headers,
+                content=request.body,
+                extensions=extensions,
+            )
+        except (httpx.InvalidURL, httpx.LocalProtocolError) as exc:
+            raise UsageError(f"cannot send {request!r}: {exc}") from exc
+        try:
             with self._timeouts.guard(timeout):
-                raw = await client.request(
-                    request.method,
-                    str(url),
-                    headers=headers,
-                    content=request.body,
-                    extensions=extensions,
-                )
+                raw = await client.send(sending, stream=True)
+                try:
+                    content = await read_capped(raw, self._limits.max_response_size, request)
+                finally:
+                    await raw.aclose()
         except Exception as exc:
             mapped = map_error(exc, request)
             if mapped is None:
@@ -192,7 +279,7 @@ class HttpxTransport:
         return Response(
             status_code=raw.status_code,
             headers=CIMultiDictProxy(CIMultiDict(raw.headers.multi_items())),
-            content=raw.content,
+            content=content,
             # The URL it was sent to, unless a redirect moved it.
             url=URL(str(raw.url), encoded=True) if raw.history else url,
             request=request,
@@ -202,6 +289,6 @@ class HttpxTransport:
     async def aclose(self) -> None:
         """Close the pool's connections; the transport sends nothing after this."""
         self._closed = True
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
+        guard, loop = self._guard, self._loop
+        self._client = self._guard = self._loop = None
+        await stop_guard(guard, loop)
