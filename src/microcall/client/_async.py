@@ -41,6 +41,7 @@ from microcall._request import IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_METHODS, Reque
 from microcall._response import Response
 from microcall._typed import jsonable, validate
 from microcall.cache import CachePolicy, ResponseCache
+from microcall.client._in_flight import CallsInFlight
 from microcall.client._options import BaseURL, CallOptions, ClientOptions, Params
 from microcall.client._verbs import Verbs
 from microcall.context import current_deadline, current_priority
@@ -194,6 +195,7 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
                 if callable(answered) and answered not in self._cache.events:
                     self._cache.events.append(answered)
         self._closed = False
+        self._in_flight = CallsInFlight()
 
     @property
     def base_url(self) -> URL | None:
@@ -243,7 +245,8 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             model = options.get("response_model")
             chosen = options.get("cache", True)
             if model is not None or chosen is not True:
-                return self._call_with(request, expires_at, priority, strategy, chosen, model)
+                send = partial(self._call_with, chosen=chosen, model=model)
+                return self._in_flight.guard(send, request, expires_at, priority, strategy)
         else:  # the common call: nothing but a URL
             request = self._bare_request(method, url)
             expires_at = self._now() + self._timeout
@@ -253,11 +256,10 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             inherited_priority = current_priority()
             priority = self._priority if inherited_priority is None else inherited_priority.value
             strategy = self._strategy
-        if self._cache is not None:
-            return self._call_with(request, expires_at, priority, strategy, True, None)
-        return self._engine.call(
-            request, expires_at=expires_at, priority=priority, strategy=strategy
-        )
+        if self._cache is None:
+            return self._in_flight.guard(self._engine.call, request, expires_at, priority, strategy)
+        send = partial(self._call_with, chosen=True, model=None)
+        return self._in_flight.guard(send, request, expires_at, priority, strategy)
 
     def _bare_request(self, method: str, url: str | URL) -> Request:
         """The Request of a call given nothing but its URL: one per method and path, reused.
@@ -350,8 +352,13 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
         return response
 
     async def aclose(self) -> None:
-        """Close the connection pool (and the cache's connections); later calls raise UsageError."""
+        """Close the connection pool (and the cache's connections); later calls raise UsageError.
+
+        Calls still in flight are stopped first: each raises ClientClosed.
+        """
         self._closed = True
+        if len(self._in_flight):
+            await self._in_flight.stop()
         await self._engine.aclose()
         await self._engine.transport.aclose()
         # The cache is its creator's to close (ResponseCache.aclose): others may share it.
