@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
@@ -476,3 +476,22 @@ async def test_map_returns_results_in_order(serve: Serve, faults: FaultServer) -
     assert isinstance(mixed[5], microcall.ConnectError)
     answers = [result for result in mixed if isinstance(result, Response)]
     assert [answer.json()["n"] for answer in answers] == list(range(count))
+
+
+@pytest.mark.parametrize(
+    ("front_door", "own"),
+    [
+        (microcall.AsyncClient, ()),
+        (microcall.Client, ()),
+        (microcall.FuturesClient, ("max_in_flight", "hooks", "hook_workers")),
+    ],
+)
+def test_an_unknown_option_is_named_against_the_front_door_given_it(
+    front_door: type[Any], own: tuple[str, ...]
+) -> None:
+    with pytest.raises(microcall.ConfigurationError) as refused:
+        front_door("http://127.0.0.1:9", max_workers=8)
+    message = str(refused.value)
+    assert message.startswith(f"{front_door.__name__} got unknown option(s) max_workers")
+    for name in own:
+        assert name in message

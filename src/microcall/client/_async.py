@@ -64,7 +64,7 @@ _LOCATED_MAX = 1024
 _ENGINE_HEADERS = frozenset({TIMEOUT_HEADER.lower(), PRIORITY_HEADER.lower()})
 # Headers a caller gives that need more than the check every header gets.
 _SPECIAL_HEADERS = _ENGINE_HEADERS | FRAMING_HEADERS
-_CLIENT_OPTIONS = frozenset(ClientOptions.__annotations__)
+CLIENT_OPTIONS = frozenset(ClientOptions.__annotations__)
 _CALL_OPTIONS = frozenset(CallOptions.__annotations__)
 
 
@@ -91,7 +91,7 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
     """
 
     def __init__(self, base_url: BaseURL | None = None, **options: Unpack[ClientOptions]) -> None:
-        check_options(options, _CLIENT_OPTIONS, "AsyncClient")
+        check_options(options, CLIENT_OPTIONS, "AsyncClient")
         self._options = options
         bases, discovery = _base_urls(base_url)
         self._base = bases[0] if bases else None

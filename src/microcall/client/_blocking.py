@@ -24,7 +24,7 @@ import weakref
 from types import TracebackType
 from typing import Any, Self
 
-from microcall.client._async import AsyncClient
+from microcall.client._async import CLIENT_OPTIONS, AsyncClient, check_options
 from microcall.client._fork import abandon, restart_libuv_pool_if_forked
 from microcall.client._loop import BackgroundLoop, join_winding_down
 from microcall.client._options import BaseURL, ClientOptions
@@ -73,7 +73,16 @@ class _Owned:
 class BlockingFrontDoor:
     """Owns an AsyncClient and the loop thread that runs it; survives ``os.fork()``."""
 
-    def __init__(self, base_url: BaseURL | None, options: ClientOptions) -> None:
+    def __init__(
+        self,
+        base_url: BaseURL | None,
+        options: ClientOptions,
+        *,
+        own_options: frozenset[str] = frozenset(),
+    ) -> None:
+        # Checked here, so an unknown option is named against this front door
+        # and its own options, not the AsyncClient inside it.
+        check_options(options, CLIENT_OPTIONS | own_options, type(self).__name__)
         owned = _Owned(type(self).__name__, base_url, options)
         self._owned = owned
         self._async = owned.client

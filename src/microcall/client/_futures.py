@@ -24,6 +24,10 @@ Hooks = Mapping[str, ResponseHook | Sequence[ResponseHook]]
 DEFAULT_HOOK_WORKERS = 4
 
 
+# Options a FuturesClient takes besides every client's (named in its errors).
+_OWN_OPTIONS = frozenset({"max_in_flight", "hooks", "hook_workers"})
+
+
 class FuturesClient(BlockingFrontDoor, Verbs["cf.Future[Response]"]):
     """Starts calls in the background and returns futures.
 
@@ -53,7 +57,7 @@ class FuturesClient(BlockingFrontDoor, Verbs["cf.Future[Response]"]):
         hook_workers: int = DEFAULT_HOOK_WORKERS,
         **options: Unpack[ClientOptions],
     ) -> None:
-        super().__init__(base_url, options)
+        super().__init__(base_url, options, own_options=_OWN_OPTIONS)
         limits = options.get("limits")
         bound = max_in_flight if max_in_flight is not None else _pool_size(limits)
         if bound < 1:
