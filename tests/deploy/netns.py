@@ -80,7 +80,18 @@ def unavailable_reason() -> str | None:
     try:
         ip("netns", "add", probe)
         try:
-            ip("link", "add", f"mcv{os.getpid()}x0", "type", "veth", "peer", "name", "eth0", "netns", probe)
+            ip(
+                "link",
+                "add",
+                f"mcv{os.getpid()}x0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                probe,
+            )
         finally:
             ip("netns", "delete", probe, check=False)
     except NetnsError as error:
@@ -248,7 +259,16 @@ class Network:
             self._hosts = hosts
             # Bridged frames skip iptables: a host firewall's FORWARD policy is not ours to meet.
             created = subprocess.run(
-                [_ip_binary(), "link", "add", self.bridge, "type", "bridge", "nf_call_iptables", "0"],
+                [
+                    _ip_binary(),
+                    "link",
+                    "add",
+                    self.bridge,
+                    "type",
+                    "bridge",
+                    "nf_call_iptables",
+                    "0",
+                ],
                 capture_output=True,
                 check=False,
             )

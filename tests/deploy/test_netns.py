@@ -39,7 +39,9 @@ async def ready(namespace: Namespace, port: int) -> None:
     )
 
 
-async def test_a_call_crosses_namespaces_with_its_deadline(network: Network, tmp_path: Path) -> None:
+async def test_a_call_crosses_namespaces_with_its_deadline(
+    network: Network, tmp_path: Path
+) -> None:
     backend, recommender, front = network.add("http"), network.add("grpc"), network.add("front")
     # The same port in every namespace: each has a port space of its own.
     start(backend, "http", HTTP_PORT, tmp_path)
