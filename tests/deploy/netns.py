@@ -40,7 +40,8 @@ from typing import IO, Any
 
 SUBNETS = ipaddress.ip_network("198.18.0.0/15")
 LOCK = Path("/tmp/microcall-netns.lock")
-NAME = re.compile(r"^mcb?(\d+)")
+# Where `ip netns exec` finds per-namespace files to mount over /etc.
+NETNS_ETC = Path("/etc/netns")
 # A namespace of this harness: mc<pid>-<label>; a bridge: mcb<pid>; veths: mcv<pid>x<k>.
 OWNED = re.compile(r"^mc(?:b|v)?(\d+)(?:-|x|$)")
 
@@ -117,6 +118,7 @@ def sweep_stale() -> None:
         if owner and not _alive(int(owner.group(1))):
             _kill_processes(name)
             ip("netns", "delete", name, check=False)
+            shutil.rmtree(NETNS_ETC / name, ignore_errors=True)
     for line in ip("-o", "link", "show", check=False).splitlines():
         parts = line.split(":", 2)
         if len(parts) < 2:
@@ -193,6 +195,20 @@ class Namespace:
             timeout=timeout,
             check=False,
         )
+
+    def resolve(self, names: dict[str, list[str]]) -> None:
+        """Let processes started here resolve ``names`` to the given addresses (before popen).
+
+        ``ip netns exec`` mounts ``/etc/netns/<namespace>/hosts`` over
+        ``/etc/hosts`` for the command it starts, so a name listed with
+        several addresses resolves to all of them, as a Kubernetes headless
+        Service or a scaled compose service does through DNS.
+        """
+        folder = NETNS_ETC / self.name
+        folder.mkdir(parents=True, exist_ok=True)
+        lines = ["127.0.0.1 localhost"]
+        lines += [f"{address} {name}" for name, addresses in names.items() for address in addresses]
+        (folder / "hosts").write_text("\n".join(lines) + "\n")
 
     def output(self) -> str:
         """What this namespace's processes printed so far (for failure messages)."""
@@ -310,6 +326,7 @@ class Network:
             except Exception as error:  # one stuck process must not leave the rest behind
                 errors.append(f"{namespace.name}: {error}")
             ip("netns", "delete", namespace.name, check=False)
+            shutil.rmtree(NETNS_ETC / namespace.name, ignore_errors=True)
         self.namespaces.clear()
         ip("link", "delete", self.bridge, check=False)
         if errors:

@@ -30,6 +30,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import microcall
+from tests.deploy.contract import manifests
 from tests.deploy.netns import Namespace, Network, wait_for_port
 
 pytestmark = [
@@ -104,12 +105,38 @@ def titles(document: Any) -> Iterator[str]:
             yield from titles(item)
 
 
+def deployment_peers() -> dict[str, str]:
+    """The peer settings of deploy/k8s's ConfigMap (compose.yaml sets the same)."""
+    (config,) = [doc for doc in manifests() if doc["kind"] == "ConfigMap"]
+    return {key: config["data"][key] for key in ("CATALOG_URL", "RECOMMENDATIONS_TARGETS")}
+
+
+@pytest.mark.parametrize("wiring", ["addresses", "deployment names"])
 async def test_the_marketplace_page_lists_books_across_namespaces(
-    network: Network, tmp_path: Path
+    network: Network, tmp_path: Path, wiring: str
 ) -> None:
+    """Peers given as addresses, or by the deployment's own names.
+
+    With names, the Marketplace's namespace resolves ``catalog`` and
+    ``recommendations`` (to both replicas) as the cluster's DNS would for a
+    Service and a headless Service, and the peer variables are read from
+    deploy/k8s/configmap.yaml itself.
+    """
     catalog = network.add("catalog")
     replicas = [network.add("recommendations1"), network.add("recommendations2")]
     marketplace = network.add("marketplace")
+    if wiring == "addresses":
+        peers = {
+            "CATALOG_URL": f"http://{catalog.address}:{CATALOG_PORT}",
+            "RECOMMENDATIONS_TARGETS": ",".join(
+                f"{r.address}:{RECOMMENDATIONS_PORT}" for r in replicas
+            ),
+        }
+    else:
+        peers = deployment_peers()
+        marketplace.resolve(
+            {"catalog": [catalog.address], "recommendations": [r.address for r in replicas]}
+        )
 
     start(catalog, "catalog", tmp_path, "--port", str(CATALOG_PORT))
     for replica in replicas:
@@ -128,8 +155,7 @@ async def test_the_marketplace_page_lists_books_across_namespaces(
         tmp_path,
         "--port",
         str(MARKETPLACE_PORT),
-        CATALOG_URL=f"http://{catalog.address}:{CATALOG_PORT}",
-        RECOMMENDATIONS_TARGETS=",".join(f"{r.address}:{RECOMMENDATIONS_PORT}" for r in replicas),
+        **peers,
     )
 
     async with microcall.AsyncClient(timeout=10.0) as client:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import microcall
-from tests.deploy.netns import Namespace, Network, ip, wait_for_port
+from tests.deploy.netns import NETNS_ETC, Namespace, Network, ip, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 HTTP_PORT = 8080
@@ -43,6 +43,8 @@ async def test_a_call_crosses_namespaces_with_its_deadline(
     network: Network, tmp_path: Path
 ) -> None:
     backend, recommender, front = network.add("http"), network.add("grpc"), network.add("front")
+    # The front finds its HTTP backend by name, as a container finds a service.
+    front.resolve({"backend": [backend.address]})
     # The same port in every namespace: each has a port space of its own.
     start(backend, "http", HTTP_PORT, tmp_path)
     start(recommender, "grpc", GRPC_PORT, tmp_path)
@@ -52,7 +54,7 @@ async def test_a_call_crosses_namespaces_with_its_deadline(
         HTTP_PORT,
         tmp_path,
         "--backend-url",
-        f"http://{backend.address}:{HTTP_PORT}",
+        f"http://backend:{HTTP_PORT}",
         "--grpc-target",
         f"{recommender.address}:{GRPC_PORT}",
     )
@@ -76,6 +78,21 @@ async def test_a_call_crosses_namespaces_with_its_deadline(
     # grpc-timeout is written by grpc itself, rounded up to its unit: 100 ms
     # between 10 and 100 seconds (grpc core's timeout encoding).
     assert 0 < page["grpc"]["remaining"] < min(page["remaining"] + 0.1, sent)
+
+
+def test_a_name_resolves_to_every_replica_inside_its_namespace(network: Network) -> None:
+    """The stand-in for a headless Service's DNS: one name, one address per replica."""
+    replicas = [network.add("replica1"), network.add("replica2")]
+    caller = network.add("caller")
+    caller.resolve({"recommendations": [replica.address for replica in replicas]})
+    lookup = (
+        "import socket\n"
+        "infos = socket.getaddrinfo('recommendations', 50051, type=socket.SOCK_STREAM)\n"
+        "print(' '.join(sorted({info[4][0] for info in infos})))\n"
+    )
+    done = caller.run([sys.executable, "-c", lookup])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == sorted(replica.address for replica in replicas)
 
 
 def test_a_namespace_cannot_reach_the_root_loopback(network: Network) -> None:
@@ -103,10 +120,12 @@ def test_close_removes_namespaces_and_links_even_after_a_failure(tmp_path: Path)
         pytest.skip(f"no network namespaces: {reason}")
     with pytest.raises(RuntimeError, match="the test failed"), Network() as network:  # noqa: PT012
         namespace = network.add("doomed")
+        namespace.resolve({"somewhere": ["198.18.255.254"]})
         namespace.popen([sys.executable, "-c", "import time; time.sleep(60)"], log=tmp_path / "x")
         bridge, name = network.bridge, namespace.name
         raise RuntimeError("the test failed")
     assert name not in ip("netns", "list")
+    assert not (NETNS_ETC / name).exists()
     assert bridge not in ip("-o", "link", "show")
     assert all(process.poll() is not None for process in namespace.processes)
     assert subprocess.run(["true"], check=False).returncode == 0
