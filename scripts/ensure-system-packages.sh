@@ -2,7 +2,8 @@
 # Installs the Debian packages that tests and benchmarks start on loopback,
 # only when they are missing. Needs root (or sudo) the first time.
 set -euo pipefail
-declare -A wanted=( [nginx]=nginx-light [redis-server]=redis-server [memcached]=memcached )
+# chromium: the bookstore's browser tests (tests/bookstore/test_browser.py).
+declare -A wanted=( [nginx]=nginx-light [redis-server]=redis-server [memcached]=memcached [chromium]=chromium )
 missing=()
 for cmd in "${!wanted[@]}"; do
   if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ]; then
