@@ -137,6 +137,8 @@ class ResponseReader:
 
     def feed(self, data: bytes) -> None:
         """Parse ``data``, the next bytes of the connection."""
+        if not data:
+            return
         if self.complete:
             self.extra = True
             return

@@ -244,12 +244,13 @@ class H1Transport:
     @staticmethod
     def _redirect_target(request: Request, url: URL, location: str) -> URL:
         try:
-            target = url.join(URL(location))
+            given = URL(location)
+            target = url.join(given)
         except ValueError as error:
             raise Redirected(
                 f"{request.endpoint} redirected to a Location that cannot be followed: {error}"
             ) from error
-        if target.scheme not in DEFAULT_PORTS or not target.host:
+        if given.scheme and not given.host or target.scheme not in DEFAULT_PORTS or not target.host:
             raise Redirected(
                 f"{request.endpoint} redirected to a Location that cannot be followed: "
                 f"{target.scheme or 'no'} scheme, {'a' if target.host else 'no'} host"
