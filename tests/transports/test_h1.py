@@ -107,7 +107,8 @@ async def test_head_gzip_and_redirects(serve: Serve) -> None:
     async with microcall.AsyncClient(url, transport=H1Transport()) as client:
         assert (await client.get("/zipped")).content == b"z" * 1000
         head = await client.head("/zipped")
-        assert head.status_code == 200 and head.content == b""
+        assert head.status_code == 200
+        assert head.content == b""
         redirected = await client.post("/moved", content=b"x")
         assert redirected.content == b"z" * 1000
         assert redirected.url.path == "/zipped"

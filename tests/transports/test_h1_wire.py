@@ -58,7 +58,8 @@ def test_a_body_of_declared_length_is_whole_however_it_arrives(
     data = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
     reader = ResponseReader(head_only=False, cap=None)
     feed_in_pieces(reader, data, cuts)
-    assert reader.complete and reader.reusable
+    assert reader.complete
+    assert reader.reusable
     assert reader.body() == body
 
 
@@ -83,7 +84,9 @@ def test_informational_answers_are_skipped() -> None:
     reader.feed(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
     assert not reader.complete
     reader.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-    assert reader.complete and reader.status == 200 and reader.body() == b"ok"
+    assert reader.complete
+    assert reader.status == 200
+    assert reader.body() == b"ok"
     assert reader.headers == [("Content-Length", "2")]
 
 
@@ -93,7 +96,8 @@ def test_informational_answers_are_skipped() -> None:
 def test_answers_without_a_body_end_with_their_head(head_only: bool, status: int) -> None:
     reader = ResponseReader(head_only=head_only, cap=None)
     reader.feed(b"HTTP/1.1 %d X\r\nContent-Length: 50\r\n\r\n" % status)
-    assert reader.complete and reader.reusable
+    assert reader.complete
+    assert reader.reusable
     assert reader.body() == b""
 
 
@@ -110,24 +114,27 @@ def test_a_body_read_to_the_close_ends_at_eof_and_the_connection_with_it() -> No
 def test_bytes_past_the_message_spoil_the_connection() -> None:
     reader = ResponseReader(head_only=False, cap=None)
     reader.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n")
-    assert reader.complete and reader.body() == b"ok"
+    assert reader.complete
+    assert reader.body() == b"ok"
     assert not reader.reusable
 
 
 def test_connection_close_is_honoured() -> None:
     reader = ResponseReader(head_only=False, cap=None)
     reader.feed(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
-    assert reader.complete and not reader.reusable
+    assert reader.complete
+    assert not reader.reusable
     reader = ResponseReader(head_only=True, cap=None)
     reader.feed(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n")
-    assert reader.complete and not reader.reusable
+    assert reader.complete
+    assert not reader.reusable
 
 
 def test_a_head_past_the_limit_is_a_wire_error() -> None:
     reader = ResponseReader(head_only=False, cap=None)
+    reader.feed(b"HTTP/1.1 200 OK\r\nX: ")
     with pytest.raises(WireError, match="longer than"):
-        for _ in range(MAX_HEAD // 1000 + 2):
-            reader.feed(b"HTTP/1.1 200 OK\r\nX: " if not reader.received else b"h" * 1000)
+        reader.feed(b"h" * MAX_HEAD)
 
 
 def test_garbage_is_a_wire_error() -> None:
@@ -139,7 +146,8 @@ def test_a_declared_length_past_the_cap_fails_before_the_body() -> None:
     reader = ResponseReader(head_only=False, cap=10)
     with pytest.raises(TooLarge) as caught:
         reader.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n")
-    assert caught.value.declared == 11 and caught.value.cap == 10
+    assert caught.value.declared == 11
+    assert caught.value.cap == 10
 
 
 @given(sizes=st.lists(st.integers(min_value=1, max_value=8), min_size=1, max_size=6))
@@ -165,4 +173,5 @@ def test_the_request_head() -> None:
     assert given_host == b"GET / HTTP/1.1\r\nHost: svc\r\n\r\n"
     assert b"Content-Length: 0" in request_head("PUT", "/", "h", {}, None)
     framing = request_head("GET", "/", "h", {"Content-Length": "9", "Transfer-Encoding": "x"}, None)
-    assert b"Content-Length" not in framing and b"Transfer-Encoding" not in framing
+    assert b"Content-Length" not in framing
+    assert b"Transfer-Encoding" not in framing

@@ -250,7 +250,11 @@ class H1Transport:
             raise Redirected(
                 f"{request.endpoint} redirected to a Location that cannot be followed: {error}"
             ) from error
-        if given.scheme and not given.host or target.scheme not in DEFAULT_PORTS or not target.host:
+        if (
+            (given.scheme and not given.host)
+            or target.scheme not in DEFAULT_PORTS
+            or not target.host
+        ):
             raise Redirected(
                 f"{request.endpoint} redirected to a Location that cannot be followed: "
                 f"{target.scheme or 'no'} scheme, {'a' if target.host else 'no'} host"
