@@ -234,6 +234,55 @@ async def microcall_httpx_h2(ca: str, url: str) -> AsyncIterator[AsyncCall]:
         yield call
 
 
+@contextlib.asynccontextmanager
+async def floor_httptools(url: str) -> AsyncIterator[AsyncCall]:
+    from bench._floor import floor_client
+
+    async with floor_client(url) as call:
+        yield call
+
+
+@contextlib.asynccontextmanager
+async def raw_pyreqwest(url: str) -> AsyncIterator[AsyncCall]:
+    from pyreqwest.client import ClientBuilder
+
+    async with ClientBuilder().build() as client:
+
+        async def call() -> int:
+            response = await client.get(url).build().send()
+            await response.bytes()
+            status: int = response.status
+            return status
+
+        yield call
+
+
+@contextlib.asynccontextmanager
+async def microcall_h1(url: str) -> AsyncIterator[AsyncCall]:
+    import microcall
+    from microcall.transports.h1 import H1Transport
+
+    async with microcall.AsyncClient(url, transport=H1Transport()) as client:
+
+        async def call() -> int:
+            return (await client.get("")).status_code
+
+        yield call
+
+
+@contextlib.asynccontextmanager
+async def microcall_aiohttp(url: str) -> AsyncIterator[AsyncCall]:
+    import microcall
+    from microcall.transports.aiohttp import AiohttpTransport
+
+    async with microcall.AsyncClient(url, transport=AiohttpTransport()) as client:
+
+        async def call() -> int:
+            return (await client.get("")).status_code
+
+        yield call
+
+
 async def _call_in_loop(call: AsyncCall, window: Window) -> None:
     while not window.finished:
         began = time.perf_counter()
@@ -437,6 +486,10 @@ ASYNC_PEERS: dict[str, AsyncPeer] = {
     "microcall-async": microcall_async,
     "httpx": raw_httpx,
     "microcall-httpx": microcall_httpx,
+    "floor-httptools": floor_httptools,
+    "pyreqwest": raw_pyreqwest,
+    "microcall-h1": microcall_h1,
+    "microcall-aiohttp": microcall_aiohttp,
 }
 # Peers that speak HTTP/2 over TLS: they take the CA to verify the server against
 # (--ca), then the URL.

@@ -24,6 +24,7 @@ from bench._proc import run_json
 from bench._stats import Spread
 
 HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None
+HAVE_PYREQWEST = importlib.util.find_spec("pyreqwest") is not None
 BACKGROUND_LOOP = "uvloop, own thread" if HAVE_UVLOOP else "asyncio, own thread"
 
 
@@ -49,6 +50,61 @@ ROWS: tuple[Row, ...] = (
         )
         if HAVE_UVLOOP
         else ()
+    ),
+    # The floor: the least a client can cost (bench/_floor.py), and a client in Rust.
+    Row("floor-httptools", 16, "floor: minimal httptools client", "asyncio", "16 tasks"),
+    Row("floor-httptools", 64, "floor: minimal httptools client", "asyncio", "64 tasks"),
+    *(
+        (
+            Row(
+                "floor-httptools+uvloop",
+                16,
+                "floor: minimal httptools client",
+                "uvloop",
+                "16 tasks",
+            ),
+            Row(
+                "floor-httptools+uvloop",
+                64,
+                "floor: minimal httptools client",
+                "uvloop",
+                "64 tasks",
+            ),
+            Row("microcall-async+uvloop", 16, "microcall `AsyncClient`", "uvloop", "16 tasks"),
+            Row("microcall-async+uvloop", 64, "microcall `AsyncClient`", "uvloop", "64 tasks"),
+        )
+        if HAVE_UVLOOP
+        else ()
+    ),
+    *(
+        (
+            Row("pyreqwest", 16, "pyreqwest `Client` (Rust, hyper)", "asyncio", "16 tasks"),
+            Row("pyreqwest", 64, "pyreqwest `Client` (Rust, hyper)", "asyncio", "64 tasks"),
+        )
+        if HAVE_PYREQWEST
+        else ()
+    ),
+    *(
+        (
+            Row("pyreqwest+uvloop", 16, "pyreqwest `Client` (Rust, hyper)", "uvloop", "16 tasks"),
+            Row("pyreqwest+uvloop", 64, "pyreqwest `Client` (Rust, hyper)", "uvloop", "64 tasks"),
+        )
+        if HAVE_PYREQWEST and HAVE_UVLOOP
+        else ()
+    ),
+    Row(
+        "microcall-aiohttp",
+        16,
+        "microcall `AsyncClient` over `AiohttpTransport`",
+        "asyncio",
+        "16 tasks",
+    ),
+    Row(
+        "microcall-aiohttp",
+        64,
+        "microcall `AsyncClient` over `AiohttpTransport`",
+        "asyncio",
+        "64 tasks",
     ),
     Row("aio-request", 16, "aio-request", "asyncio", "16 tasks"),
     Row("aio-request", 64, "aio-request", "asyncio", "64 tasks"),
@@ -112,13 +168,25 @@ class Target:
 
 
 # The targets of the issue this benchmark answers.
-AT_MOST_OVER_AIOHTTP = 1.15  # AsyncClient's CPU per request, relative to raw aiohttp
-FUTURES_SPEED_UP = 5.0  # FuturesClient's req/s over requests-futures', 64 in flight
-SEQUENTIAL_SPEED_UP = 2.5  # Client's req/s over requests.Session's, one call at a time
+AT_MOST_OVER_AIOHTTP = 0.6  # AsyncClient's CPU per request, relative to raw aiohttp
+AT_MOST_OVER_AIOHTTP_UVLOOP = 0.5  # the same, both on uvloop
+FUTURES_SPEED_UP = 8.0  # FuturesClient's req/s over requests-futures', 64 in flight
+SEQUENTIAL_SPEED_UP = 4.0  # Client's req/s over requests.Session's, one call at a time
 
 TARGETS: tuple[Target, ...] = (
     Target("AsyncClient CPU/request ÷ raw aiohttp, c=16", "cpu_us_per_request", ("microcall-async", 16), ("aiohttp", 16), AT_MOST_OVER_AIOHTTP, judged_interleaved=True),
     Target("AsyncClient CPU/request ÷ raw aiohttp, c=64", "cpu_us_per_request", ("microcall-async", 64), ("aiohttp", 64), AT_MOST_OVER_AIOHTTP, judged_interleaved=True),
+    *(
+        (
+            Target("AsyncClient CPU/request ÷ raw aiohttp, both on uvloop, c=16", "cpu_us_per_request", ("microcall-async+uvloop", 16), ("aiohttp+uvloop", 16), AT_MOST_OVER_AIOHTTP_UVLOOP),
+            Target("AsyncClient CPU/request ÷ raw aiohttp, both on uvloop, c=64", "cpu_us_per_request", ("microcall-async+uvloop", 64), ("aiohttp+uvloop", 64), AT_MOST_OVER_AIOHTTP_UVLOOP),
+            Target("AsyncClient CPU/request ÷ the floor, both on uvloop, c=64", "cpu_us_per_request", ("microcall-async+uvloop", 64), ("floor-httptools+uvloop", 64)),
+        )
+        if HAVE_UVLOOP
+        else ()
+    ),
+    Target("AsyncClient CPU/request ÷ the floor, c=64", "cpu_us_per_request", ("microcall-async", 64), ("floor-httptools", 64)),
+    Target("AsyncClient over AiohttpTransport CPU/request ÷ raw aiohttp, c=64", "cpu_us_per_request", ("microcall-aiohttp", 64), ("aiohttp", 64)),
     Target("FuturesClient req/s ÷ requests-futures req/s, 64 in flight", "rps", ("microcall-futures", 64), ("requests-futures", 64), FUTURES_SPEED_UP, at_most=False),
     Target("Client (sequential) req/s ÷ requests.Session req/s", "rps", ("microcall-client", 1), ("requests", 1), SEQUENTIAL_SPEED_UP, at_most=False),
     Target("aio-request CPU/request ÷ raw aiohttp, c=16", "cpu_us_per_request", ("aio-request", 16), ("aiohttp", 16)),
@@ -133,8 +201,13 @@ Results = dict[tuple[str, int], list[dict[str, Any]]]
 # runs in reverse, so a drift in the machine's load hits both sides of a ratio
 # alike. (The table keeps the reading order of ROWS.)
 MEASURE_ORDER: tuple[tuple[str, int], ...] = (
-    ("aiohttp", 16), ("microcall-async", 16), ("aio-request", 16), ("aiohttp+uvloop", 16),
-    ("aiohttp", 64), ("microcall-async", 64), ("aio-request", 64), ("aiohttp+uvloop", 64),
+    ("aiohttp", 16), ("microcall-async", 16), ("aio-request", 16),
+    ("aiohttp", 64), ("microcall-async", 64), ("aio-request", 64),
+    ("aiohttp+uvloop", 16), ("microcall-async+uvloop", 16), ("floor-httptools+uvloop", 16),
+    ("aiohttp+uvloop", 64), ("microcall-async+uvloop", 64), ("floor-httptools+uvloop", 64),
+    ("floor-httptools", 16), ("floor-httptools", 64),
+    ("microcall-aiohttp", 16), ("microcall-aiohttp", 64),
+    ("pyreqwest", 16), ("pyreqwest", 64), ("pyreqwest+uvloop", 16), ("pyreqwest+uvloop", 64),
     ("requests-futures", 64), ("microcall-futures", 64),
     ("requests", 1), ("microcall-client", 1),
     ("aiohttp", 1), ("microcall-async", 1),
@@ -159,6 +232,8 @@ def run(env: BenchEnv) -> str:
     rows = {(row.peer, row.concurrency): row for row in ROWS}
     order = [key for key in MEASURE_ORDER if key in rows]
     assert sorted(order) == sorted(rows), "every row is measured exactly once per round"
+    targets = [t for t in TARGETS if t.numerator in rows and t.denominator in rows]
+    assert len(targets) == len(TARGETS), "every ratio's rows are measured"
     results: Results = {key: [] for key in rows}
     pairs: Pairs = {c: [] for c in PAIR_CONCURRENCIES}
     with serve_ok(env) as url, serve_ok_tls(env) as (tls_url, ca):

@@ -40,6 +40,8 @@ import psutil
 
 import microcall
 from microcall import CallError, Response
+from microcall.transports.aiohttp import AiohttpTransport
+from microcall.transports.h1 import H1Transport
 from microcall.transports.httpx import HttpxTransport
 from tests.faultserver import (
     HTTP10_FILLER,
@@ -50,8 +52,10 @@ from tests.faultserver import (
     Port,
 )
 
-TransportName = Literal["aiohttp", "httpx"]
-TRANSPORTS: tuple[TransportName, ...] = ("aiohttp", "httpx")
+TransportName = Literal["h1", "aiohttp", "httpx"]
+TRANSPORTS: tuple[TransportName, ...] = ("h1", "aiohttp", "httpx")
+# The one a client uses when given none (where httptools is installed, as in the tests).
+DEFAULT_TRANSPORT: TransportName = "h1"
 
 # A deadline short enough to keep the suite quick, long enough that a loaded
 # two-core machine still gets the first response byte of a good answer.
@@ -69,8 +73,13 @@ def make_client(
     transport: TransportName, base_url: str | None = None, **options: Any
 ) -> microcall.AsyncClient:
     """An AsyncClient on the named transport (``limits`` goes to the transport)."""
+    limits = options.pop("limits", None)
     if transport == "httpx":
-        options["transport"] = HttpxTransport(limits=options.pop("limits", None))
+        options["transport"] = HttpxTransport(limits=limits)
+    elif transport == "aiohttp":
+        options["transport"] = AiohttpTransport(limits=limits)
+    else:
+        options["transport"] = H1Transport(limits=limits)
     return microcall.AsyncClient(base_url, **options)
 
 
@@ -364,7 +373,7 @@ async def run_soak(
     calls: int,
     warmup: int,
     concurrency: int = 32,
-    transport: TransportName = "aiohttp",
+    transport: TransportName = DEFAULT_TRANSPORT,
     seed: int = 14,
 ) -> SoakReport:
     """``warmup`` calls, a resource sample, ``calls`` more calls, a sample; all on one client."""

@@ -16,6 +16,7 @@ import pytest
 
 import microcall
 from tests.faults.scenarios import (
+    DEFAULT_TRANSPORT,
     FAULT_TIMEOUT,
     GENEROUS_TIMEOUT,
     KNOWN_FAILURES,
@@ -73,7 +74,7 @@ async def test_each_misbehaviour_ends_right_and_lets_go_of_its_socket(
 async def test_the_whole_matrix_through_the_blocking_client(faults: FaultServer) -> None:
     # One Client for every case, as a long-lived program would have: a fault
     # must not spoil the client for the cases after it.
-    known = {port for transport, port in KNOWN_FAILURES if transport == "aiohttp"}
+    known = {port for transport, port in KNOWN_FAILURES if transport == DEFAULT_TRANSPORT}
     cases = [case for case in MATRIX if case.port not in known]
 
     def run() -> list[str]:

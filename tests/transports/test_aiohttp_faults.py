@@ -1,4 +1,4 @@
-"""The aiohttp transport against a server that misbehaves: every fault ends in its typed error.
+"""The default transport against a server that misbehaves: every fault ends in its typed error.
 
 The faults come from tests/faultserver.py (real sockets on 127.0.0.1). Each
 call must end within its deadline plus a margin that a loaded two-core machine

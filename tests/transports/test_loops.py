@@ -19,11 +19,13 @@ import pytest
 import microcall
 from microcall.errors import UsageError
 from microcall.transports.aiohttp import AiohttpTransport
+from microcall.transports.h1 import H1Transport
 from microcall.transports.httpx import HttpxTransport
 from tests.transports._keepalive_servers import Behaviour, ThreadedServer
 
 TRANSPORTS: dict[str, Callable[[], object]] = {
     "aiohttp": AiohttpTransport,
+    "h1": H1Transport,
     "httpx": lambda: HttpxTransport(http2=False),
 }
 

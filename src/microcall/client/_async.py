@@ -51,7 +51,7 @@ from microcall.policy.classify import default_classifier
 from microcall.policy.ejection import OutlierEjectionConfig
 from microcall.policy.strategy import SINGLE, Strategy
 from microcall.priority import Priority
-from microcall.transports.aiohttp import AiohttpTransport
+from microcall.transports._default import default_transport
 
 # Long enough for any ordinary call between services, short enough that a
 # forgotten hung call is noticed; a client never waits forever by default.
@@ -123,7 +123,7 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             )
         given_transport = options.get("transport")
         limits = options.get("limits")
-        transport = given_transport or AiohttpTransport(
+        transport = given_transport or default_transport(
             limits=limits,
             verify=options.get("verify", True),
             follow_redirects=options.get("follow_redirects", True),

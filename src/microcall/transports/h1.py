@@ -1,0 +1,353 @@
+"""microcall's own HTTP/1.1 transport: llhttp (httptools) and asyncio protocols, near the floor.
+
+Theory of operation. aiohttp spends most of a call's CPU in its own Python
+(request and response objects, the connector, tracing hooks, the stream
+reader); a keep-alive client on llhttp and ``asyncio.Protocol`` costs about a
+third of it, and on uvloop a ninth (docs/transports.md has the figures).
+This transport is that client, made whole:
+
+- ``_h1_wire``: the bytes, without I/O: the request head, and a response
+  state machine over llhttp (framing, 1xx, HEAD/204/304, read to the close,
+  bytes past the message, the head and body caps);
+- ``_h1_conn``: one connection as an asyncio protocol, one request at a time;
+- ``_h1_pool``: idle connections per origin, ``Limits``, expiry;
+- here: the attempt, under the coalesced timer of ``microcall._timeouts``;
+  redirects; the resend on a fresh connection of a request whose reused
+  connection was already dead (the rule of ``_aiohttp_resend``, with the
+  same record: ``Response.resent`` and the error's flag); TLS through the
+  loop; and the one place errors become microcall's.
+
+A cancelled attempt (a losing hedge, its timeout) closes its connection:
+the server sees the close and stops. The pool belongs to the loop that
+opened it; a client used from a new loop opens a new pool, and the old one
+is closed as its loop shuts down (``_loops``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import zlib
+from collections.abc import AsyncGenerator, Mapping
+
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from microcall._attempt import mark_resent
+from microcall._limits import Limits
+from microcall._request import Request
+from microcall._response import Response
+from microcall._timeouts import Timeouts
+from microcall.errors import (
+    AttemptTimeout,
+    ConnectError,
+    ProtocolError,
+    ReadError,
+    RedirectError,
+    TransportError,
+    UsageError,
+)
+from microcall.transports._h1_conn import ConnectionLost, H1Connection, Origin
+from microcall.transports._h1_pool import Pool
+from microcall.transports._h1_wire import ResponseReader, TooLarge, WireError, request_head
+from microcall.transports._loops import refuse_if_running, start_guard, stop_guard
+from microcall.transports._settings import checked_settings, redirect_chain, too_large
+
+# aiohttp's limit, which the other transports' users know.
+MAX_REDIRECTS = 10
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class ConnectFailed(Exception):
+    """A connection could not be opened (refused, DNS, TLS handshake): the cause is chained."""
+
+
+class Redirected(Exception):
+    """A redirect that cannot be followed: a bad Location, a loop, or too long a chain."""
+
+
+class Resent(Exception):
+    """A failure of the resend on a fresh connection (the record says the request was resent)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def map_error(exc: BaseException, request: Request) -> Exception | None:
+    """The microcall exception for a failure of this transport; the single place they are translated.
+
+    None means "not ours to translate" (a bug, say): the caller re-raises it as is.
+    Messages name the endpoint, never the URL: it may carry credentials.
+    """
+    if isinstance(exc, Resent):
+        mapped = map_error(exc.error, request)
+        if mapped is not None:
+            mark_resent(mapped)
+        return mapped
+    where = request.endpoint
+    error: TransportError
+    if isinstance(exc, TimeoutError):  # the attempt's own guard
+        error = AttemptTimeout(f"no response from {where} in time", request=request)
+    elif isinstance(exc, ConnectFailed):
+        cause = exc.__cause__
+        error = ConnectError(f"cannot connect to {where}: {cause or exc}", request=request)
+    elif isinstance(exc, ConnectionLost):
+        if exc.received:
+            error = ReadError(f"{where} closed the connection mid-response: {exc}", request=request)
+        else:
+            error = ReadError(f"{where} closed the connection before answering", request=request)
+    elif isinstance(exc, WireError):
+        error = ProtocolError(f"invalid HTTP from {where}: {exc}", request=request)
+    elif isinstance(exc, TooLarge):
+        how = f"declares {exc.declared} bytes" if exc.declared is not None else "sent more"
+        return too_large(request, exc.cap, how)
+    elif isinstance(exc, Redirected):
+        return RedirectError(str(exc), request=request)
+    elif isinstance(exc, (zlib.error, EOFError)):
+        error = ProtocolError(f"invalid compressed body from {where}: {exc}", request=request)
+    elif isinstance(exc, OSError):
+        error = ReadError(f"connection to {where} failed: {exc}", request=request)
+    else:
+        return None
+    return error
+
+
+class H1Transport:
+    """HTTP/1.1 over llhttp and asyncio protocols, with a keep-alive pool shared by every call of a client.
+
+    ::
+
+        from microcall.transports.h1 import H1Transport
+
+        transport = H1Transport(limits=microcall.Limits(max_connections=20))
+        async with microcall.AsyncClient("http://catalog:8080", transport=transport) as client:
+            ...
+
+    The options are those of ``AiohttpTransport``: ``limits`` (every field
+    applies), ``verify`` (True: the system's CAs; False; or an
+    ``ssl.SSLContext`` used as given) and ``follow_redirects``.
+    """
+
+    def __init__(
+        self,
+        *,
+        limits: Limits | None = None,
+        verify: bool | ssl.SSLContext = True,
+        follow_redirects: bool = True,
+    ) -> None:
+        self._limits = checked_settings(limits, verify, follow_redirects)
+        self._verify = verify
+        self._ssl: ssl.SSLContext | None = verify if isinstance(verify, ssl.SSLContext) else None
+        self._follow_redirects = follow_redirects
+        self._pool: Pool | None = None
+        self._timeouts: Timeouts | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._guard: AsyncGenerator[None, None] | None = None
+        self._closed = False
+
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> Pool:
+        if self._closed:
+            raise UsageError("this transport is closed")
+        refuse_if_running(self._loop)
+        pool = Pool(self._limits, loop)
+
+        async def close() -> None:
+            pool.close()
+
+        self._timeouts = Timeouts(loop)
+        self._guard = await start_guard(close)
+        self._pool = pool
+        self._loop = loop
+        return pool
+
+    def _context(self) -> ssl.SSLContext:
+        context = self._ssl
+        if context is None:
+            context = ssl.create_default_context()
+            if self._verify is False:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            self._ssl = context
+        return context
+
+    async def send(
+        self, request: Request, url: URL, headers: Mapping[str, str], timeout: float
+    ) -> Response:
+        """Send one attempt to ``url`` and return its response, read in full."""
+        loop = asyncio.get_running_loop()
+        pool = self._pool if self._loop is loop else None
+        if pool is None:
+            pool = await self._open(loop)
+        assert self._timeouts is not None
+        # A replica by address keeps the name (identity first: yarl's host is computed).
+        name = None
+        if url is not request.url and url.host != request.url.host:
+            name = request.url
+        try:
+            with self._timeouts.guard(timeout):
+                return await self._follow(pool, request, url, headers, name)
+        except Exception as exc:
+            mapped = map_error(exc, request)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    async def _follow(
+        self,
+        pool: Pool,
+        request: Request,
+        url: URL,
+        headers: Mapping[str, str],
+        name: URL | None,
+    ) -> Response:
+        """The exchange, and the redirects after it when they are followed."""
+        method, body = request.method, request.body
+        visited: list[URL] = []
+        while True:
+            reader, resent = await self._exchange(pool, request, method, url, headers, body, name)
+            status = reader.status
+            if not (self._follow_redirects and status in REDIRECT_STATUSES):
+                break
+            location = next((v for k, v in reader.headers if k.lower() == "location"), None)
+            if location is None:
+                break
+            visited.append(url)
+            url = self._redirect_target(request, url, location)
+            if len(visited) >= MAX_REDIRECTS:
+                raise Redirected(redirect_chain(request.endpoint, [*visited, url]))
+            if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
+                method, body = "GET", None
+            if name is not None or url.origin() != visited[-1].origin():
+                # A new origin: the name a replica stood for and the caller's
+                # credentials stay with the old one.
+                headers = {
+                    key: value
+                    for key, value in headers.items()
+                    if key.lower() not in ("host", "authorization", "cookie")
+                }
+                name = None
+        content = _decoded(reader, self._limits.max_response_size)
+        response = Response(
+            status_code=status,
+            headers=CIMultiDictProxy(CIMultiDict(reader.headers)),
+            content=content,
+            url=url,
+            request=request,
+            reason=reader.reason,
+        )
+        if resent:
+            mark_resent(response)
+        return response
+
+    @staticmethod
+    def _redirect_target(request: Request, url: URL, location: str) -> URL:
+        try:
+            given = URL(location)
+            target = url.join(given)
+        except ValueError as error:
+            raise Redirected(
+                f"{request.endpoint} redirected to a Location that cannot be followed: {error}"
+            ) from error
+        if (
+            (given.scheme and not given.host)
+            or target.scheme not in DEFAULT_PORTS
+            or not target.host
+        ):
+            raise Redirected(
+                f"{request.endpoint} redirected to a Location that cannot be followed: "
+                f"{target.scheme or 'no'} scheme, {'a' if target.host else 'no'} host"
+            )
+        return target
+
+    async def _exchange(
+        self,
+        pool: Pool,
+        request: Request,
+        method: str,
+        url: URL,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        name: URL | None,
+    ) -> tuple[ResponseReader, bool]:
+        """One request on the wire, resent once on a fresh connection if the reused one was dead."""
+        host = (name or url).host_port_subcomponent or ""
+        head = request_head(method, url.raw_path_qs, host, headers, body)
+        key = Origin(
+            url.scheme, url.host or "", url.port or 0, name.host if name is not None else None
+        )
+        cap = self._limits.max_response_size
+        head_only = method == "HEAD"
+        conn = await pool.acquire(key, self._connect, fresh=False)
+        reused = conn.used
+        reader = ResponseReader(head_only, cap)
+        try:
+            await conn.exchange(head, body, reader)
+        except ConnectionLost as lost:
+            pool.release(conn, False)
+            if not (reused and _worth_resending(lost, request)):
+                raise
+        except BaseException:
+            pool.release(conn, False)  # a cancelled exchange closes: the server sees it
+            raise
+        else:
+            pool.release(conn, reader.reusable)
+            return reader, False
+        # The resend: a fresh connection, inside the same attempt.
+        conn = await pool.acquire(key, self._connect, fresh=True)
+        reader = ResponseReader(head_only, cap)
+        try:
+            await conn.exchange(head, body, reader)
+        except BaseException as error:
+            pool.release(conn, False)
+            if isinstance(error, Exception):
+                raise Resent(error) from error
+            raise
+        pool.release(conn, reader.reusable)
+        return reader, True
+
+    async def _connect(self, key: Origin) -> H1Connection:
+        loop = asyncio.get_running_loop()
+        tls = key.scheme == "https"
+        try:
+            _, conn = await loop.create_connection(
+                lambda: H1Connection(key),
+                key.host,
+                key.port,
+                ssl=self._context() if tls else None,
+                server_hostname=(key.name or key.host) if tls else None,
+            )
+        except (OSError, ssl.SSLError) as error:  # refused, DNS, TLS handshake or certificate
+            raise ConnectFailed(str(error)) from error
+        return conn
+
+    async def aclose(self) -> None:
+        """Close the pool's connections; the transport sends nothing after this."""
+        self._closed = True
+        guard, loop = self._guard, self._loop
+        self._pool = self._guard = self._loop = None
+        await stop_guard(guard, loop)
+
+
+def _worth_resending(lost: ConnectionLost, request: Request) -> bool:
+    """Whether a request that met a dead reused connection may go again (see the module)."""
+    if not lost.written:
+        return True  # not a byte of it left: the server never saw it
+    return request.replayable and not lost.received
+
+
+def _decoded(reader: ResponseReader, cap: int | None) -> bytes:
+    """The body, decompressed if the server compressed it (gzip or deflate), within ``cap``."""
+    body = reader.body()
+    encoding = next((v for k, v in reader.headers if k.lower() == "content-encoding"), "")
+    encoding = encoding.strip().lower()
+    if not body or encoding not in ("gzip", "deflate", "x-gzip"):
+        return body
+    wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS
+    decompressor = zlib.decompressobj(wbits)
+    limit = 0 if cap is None else cap + 1
+    content = decompressor.decompress(body, limit)
+    if cap is not None and (len(content) > cap or decompressor.unconsumed_tail):
+        raise TooLarge(cap, None)
+    return content + decompressor.flush()
