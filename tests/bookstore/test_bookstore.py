@@ -96,8 +96,15 @@ def test_a_slow_replica_leaves_the_page_fast_only_with_microcall(stack: Stack) -
     assert plain.errors == 0
     # Round robin sends half the pages to the slow replica: its p99 carries the fault.
     assert plain.percentile(0.99) >= scenario.SLOW_REPLICA_LATENCY
-    # Hedging and balancing keep microcall's p99 well under it (ratios only).
-    assert hedged.percentile(0.99) < 0.5 * plain.percentile(0.99)
+
+    # Hedging and balancing spare microcall's pages the fault. Counted, not
+    # timed: on a loaded machine any page may be slow, but only the plain
+    # client's pages wait for the slow replica as a rule.
+    def waited(result: scenario.PhaseResult) -> int:
+        return sum(sample.seconds >= scenario.SLOW_REPLICA_LATENCY for sample in result.samples)
+
+    assert waited(plain) >= len(plain.samples) // 4
+    assert waited(hedged) <= waited(plain) // 3
 
 
 def test_a_dead_replica_is_ejected_and_pages_keep_coming(stack: Stack) -> None:
