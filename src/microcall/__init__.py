@@ -16,13 +16,14 @@ from microcall.client import AsyncClient, CallOptions, Client, ClientOptions, Fu
 from microcall.context import (
     current_deadline,
     current_priority,
+    deadline,
     priority,
     reset_deadline,
     reset_priority,
     set_deadline,
     set_priority,
 )
-from microcall.deadline import Deadline, deadline
+from microcall.deadline import Deadline
 from microcall.errors import (
     AttemptTimeout,
     CallError,

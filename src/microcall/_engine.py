@@ -30,17 +30,11 @@ from typing import Any
 from yarl import URL
 
 from microcall._admission import Admission
-from microcall._attempt import (
-    REFUSED_CIRCUIT_OPEN,
-    REFUSED_HEDGE_BUDGET,
-    REFUSED_RETRY_BUDGET,
-    Attempt,
-    AttemptKind,
-    was_resent,
-)
+from microcall._attempt import Attempt, AttemptKind, RefusalReason, was_resent
 from microcall._replicas import Replicas
-from microcall._request import Request
+from microcall._request import Request, endpoint_of
 from microcall._response import Response
+from microcall._wire import RETRY_AFTER_HEADER, attempt_headers, parse_retry_after
 from microcall.errors import (
     AttemptTimeout,
     CallError,
@@ -50,16 +44,12 @@ from microcall.errors import (
 )
 from microcall.observe._watch import Watch
 from microcall.observe.hooks import AttemptScope, Observer
-from microcall.policy.backoff import parse_retry_after
 from microcall.policy.balancer import Endpoint
 from microcall.policy.budget import RetryBudget, RetryBudgetConfig
 from microcall.policy.classify import Classifier, Verdict
 from microcall.policy.hedge_delay import LearnedDelay, LearnedDelayConfig
 from microcall.policy.strategy import Finish, Hedged, Plan, Send, SingleAttempt, Strategy
 from microcall.transports import Transport
-
-TIMEOUT_HEADER = "X-Request-Timeout"
-PRIORITY_HEADER = "X-Request-Priority"
 
 # Below this much time left, an attempt cannot do useful work: connection set-up
 # and a server's own floor eat it (aio-request refuses under 5 ms as well).
@@ -167,7 +157,7 @@ class Engine:
             admission.busy += 1
         else:
             remaining = await self._queue(request, expires_at, watch)
-        headers = _headers(request, remaining, priority)
+        headers = attempt_headers(request.headers, remaining, priority)
         scopes = (
             watch.attempt_started(0, AttemptKind.FIRST, request.url, headers) if watch else None
         )
@@ -312,7 +302,7 @@ class Engine:
                     if refused is None and routed:
                         endpoint, circuit_open = self._pick(request, running, failed, moment)
                         if circuit_open is not None:
-                            refusal, refused = circuit_open, REFUSED_CIRCUIT_OPEN
+                            refusal, refused = circuit_open, RefusalReason.CIRCUIT_OPEN
                     if refused is not None:
                         # Never sent: the plan finishes with what it has; the
                         # attempts list shows the refusal.
@@ -339,7 +329,7 @@ class Engine:
                     if limit is not None and limit < timeout - self._floor:
                         timeout, by_deadline = limit, False
                     url = request.url if endpoint is None else self._url_on(endpoint, request)
-                    headers = _headers(request, timeout, priority)
+                    headers = attempt_headers(request.headers, timeout, priority)
                     scopes = (
                         watch.attempt_started(index, action.kind, url, headers) if watch else None
                     )
@@ -390,7 +380,7 @@ class Engine:
                 record = Attempt(
                     attempt.index,
                     attempt.kind,
-                    _endpoint_name(attempt.url),
+                    endpoint_of(attempt.url),
                     attempt.started - start,
                     moment - attempt.started,
                     cancelled=True,
@@ -472,14 +462,14 @@ class Engine:
 
     def _admit(
         self, kind: AttemptKind, learner: tuple[LearnedDelay, RetryBudget] | None, now: float
-    ) -> str | None:
+    ) -> RefusalReason | None:
         """None if an attempt of this kind may go; else why not (budgets refuse extras)."""
         if kind is AttemptKind.FIRST:
             return None
         if kind is AttemptKind.HEDGE and learner is not None and not learner[1].try_withdraw(now):
-            return REFUSED_HEDGE_BUDGET
+            return RefusalReason.HEDGE_BUDGET
         if self.budget is not None and not self.budget.try_withdraw(now):
-            return REFUSED_RETRY_BUDGET
+            return RefusalReason.RETRY_BUDGET
         return None
 
     def _pick(
@@ -498,7 +488,7 @@ class Engine:
         breaker = endpoint.breaker
         if breaker is not None and not breaker.allow(now):
             return None, CircuitOpen(
-                f"circuit open for {_endpoint_name(replicas.base_of(endpoint))}: not sent",
+                f"circuit open for {endpoint_of(replicas.base_of(endpoint))}: not sent",
                 request=request,
             )
         replicas.started(endpoint, now)
@@ -514,7 +504,7 @@ class Engine:
         if isinstance(outcome, Response):
             verdict = self._classifier(outcome, None)
             if verdict is Verdict.RETRY:
-                hint = outcome.headers.get("Retry-After")
+                hint = outcome.headers.get(RETRY_AFTER_HEADER)
                 return verdict, parse_retry_after(hint, now_epoch=time.time()) if hint else None
             return verdict, None
         return self._classifier(None, outcome), None
@@ -614,7 +604,7 @@ class Engine:
         outcome: Response | CallError,
     ) -> Attempt:
         duration = self._now() - began
-        endpoint = _endpoint_name(url)
+        endpoint = endpoint_of(url)
         if isinstance(outcome, Response):
             return Attempt(
                 index,
@@ -648,29 +638,9 @@ class Engine:
 
 
 def _deadline_exceeded(request: Request, url: URL, timeout: AttemptTimeout) -> DeadlineExceeded:
-    error = DeadlineExceeded(
-        f"deadline exceeded waiting for {_endpoint_name(url)}", request=request
-    )
+    error = DeadlineExceeded(f"deadline exceeded waiting for {endpoint_of(url)}", request=request)
     error.__cause__ = timeout
     return error
-
-
-def _headers(request: Request, timeout: float, priority: str | None) -> dict[str, str]:
-    # The attempt's own time, not the call's: the server should not work
-    # longer than this attempt will wait.
-    # Rounded down to the millisecond (never up, never below zero): a hop must
-    # not be granted more than the caller has. int() truncates, the cheapest
-    # floor of a positive number (timeit: ~80 ns over the rounding format alone).
-    millis = int(timeout * 1000)
-    headers = {**request.headers, TIMEOUT_HEADER: f"{millis / 1000 if millis > 0 else 0.0:.3f}"}
-    if priority is not None:
-        # A call nobody gave a priority says nothing: the server's default applies.
-        headers[PRIORITY_HEADER] = priority
-    return headers
-
-
-def _endpoint_name(url: URL) -> str:
-    return f"{url.host}:{url.port}"
 
 
 def _name(outcome: CallError) -> str:

@@ -19,11 +19,11 @@ context, refuses expired calls and sheds load by priority::
 See docs/grpc.md for the whole story.
 """
 
+from microcall._wire import PRIORITY_METADATA
 from microcall.grpc._adapter import ObserverAdapter
 from microcall.grpc._aio import AsyncChannel
 from microcall.grpc._aio_streams import AsyncStreamCall, StreamingCallable
 from microcall.grpc._aio_unary import UnaryUnary, UnaryUnaryCall
-from microcall.grpc._core import PRIORITY_METADATA
 from microcall.grpc._errors import AttemptTimeout, CircuitOpen, DeadlineExceeded, GrpcStatusError
 from microcall.grpc._observe import RpcAttempt, RpcCallScope, RpcMethod, RpcObserver
 from microcall.grpc._options import ChannelOptions

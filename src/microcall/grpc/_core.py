@@ -18,11 +18,12 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
-from microcall._attempt import AttemptKind
+from microcall._attempt import AttemptKind, RefusalReason
 from microcall._checks import checked_metadata
 from microcall._clock import MONOTONIC
 from microcall._durations import to_seconds
-from microcall.context import current_deadline, current_priority
+from microcall._wire import PRIORITY_METADATA
+from microcall.context import inherit_deadline, inherit_priority
 from microcall.errors import CallError
 from microcall.grpc._errors import AttemptTimeout, DeadlineExceeded, GrpcStatusError
 from microcall.grpc._observe import RpcAttempt, RpcMethod, RpcObserver
@@ -32,8 +33,6 @@ from microcall.policy.budget import RetryBudget, RetryBudgetConfig
 from microcall.policy.hedge_delay import LearnedDelay, LearnedDelayConfig
 from microcall.policy.strategy import Hedged, Plan, SingleAttempt, Strategy
 from microcall.priority import Priority
-
-PRIORITY_METADATA = "x-request-priority"
 
 C = TypeVar("C")
 Learner = tuple[LearnedDelay, RetryBudget]
@@ -100,22 +99,16 @@ class ChannelCore(Generic[C]):
 
     def expires_at(self, timeout: float | None, now: float) -> float:
         """The call's deadline: its own ``timeout`` or the default, capped by the context's."""
-        expires_at = now + (self.timeout if timeout is None else timeout)
-        inherited = current_deadline()
-        if inherited is not None and inherited.expires_at < expires_at:
-            return inherited.expires_at
-        return expires_at
+        return inherit_deadline(now + (self.timeout if timeout is None else timeout))
 
     def priority(self, given: Priority | str | None) -> str | None:
         if given is not None:
             return Priority.parse(given).value
-        inherited = current_priority()
-        return self._priority if inherited is None else inherited.value
+        return inherit_priority(self._priority)
 
     def own_priority(self) -> str | None:
         """The priority of a call that was given none: the context's, or the channel's (if any)."""
-        inherited = current_priority()
-        return self._priority if inherited is None else inherited.value
+        return inherit_priority(self._priority)
 
     def own_metadata(self) -> MetadataPairs:
         """The metadata of a call that was given none."""
@@ -168,14 +161,14 @@ class ChannelCore(Generic[C]):
             learner = self._learners[config] = (LearnedDelay(config), hedge_budget)
         return learner
 
-    def admit(self, kind: AttemptKind, learner: Learner | None, now: float) -> str | None:
+    def admit(self, kind: AttemptKind, learner: Learner | None, now: float) -> RefusalReason | None:
         """None if an attempt of this kind may go; else why not (budgets refuse extras)."""
         if kind is AttemptKind.FIRST:
             return None
         if kind is AttemptKind.HEDGE and learner is not None and not learner[1].try_withdraw(now):
-            return "hedge budget empty"
+            return RefusalReason.HEDGE_BUDGET
         if self.budget is not None and not self.budget.try_withdraw(now):
-            return "retry budget empty"
+            return RefusalReason.RETRY_BUDGET
         return None
 
     def too_late(

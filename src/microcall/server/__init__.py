@@ -14,8 +14,8 @@ is full.
 They share :class:`ServerOptions`. See docs/server.md for the whole story.
 """
 
+from microcall._wire import MALFORMED, parse_priority, parse_timeout
 from microcall.server._config import ServerOptions
-from microcall.server._headers import MALFORMED, parse_priority, parse_timeout
 from microcall.server._route import default_timeout
 from microcall.server._stats import ServerStats
 from microcall.server._trust import Caller, TrustPredicate, trust_all, trust_header, trust_networks

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from functools import partial
 from typing import Any
 
+from microcall._wire import PRIORITY_HEADER_BYTES, TIMEOUT_HEADER_BYTES
 from microcall.observe._routes import asgi_route, routed_app
 from microcall.observe._serverwatch import ServerWatch
 from microcall.observe.hooks import InboundRequest
@@ -47,9 +48,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-# ASGI servers give header names in lower case (ASGI spec, "HTTP" scope).
-_TIMEOUT = b"x-request-timeout"
-_PRIORITY = b"x-request-priority"
+_TIMEOUT = TIMEOUT_HEADER_BYTES
+_PRIORITY = PRIORITY_HEADER_BYTES
 
 
 class ASGIMiddleware(GateReadings):
