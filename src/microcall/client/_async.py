@@ -38,6 +38,7 @@ from microcall._replicas import Discovery, Replicas
 from microcall._request import IDEMPOTENT_METHODS, Request, endpoint_of
 from microcall._response import Response
 from microcall._typed import jsonable, validate
+from microcall._validate import positive_int
 from microcall._wire import IDEMPOTENCY_KEY_HEADER, PRIORITY_HEADER, TIMEOUT_HEADER
 from microcall.cache import CachePolicy, ResponseCache
 from microcall.client._in_flight import CallsInFlight
@@ -117,11 +118,9 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             options.get("deadline_floor", DEFAULT_DEADLINE_FLOOR), name="deadline_floor"
         )
         max_calls = options.get("max_calls", DEFAULT_MAX_CALLS)
-        if type(max_calls) is not int or max_calls < 1:
-            raise ConfigurationError(
-                f"max_calls (calls a client holds, in flight plus queued) must be an int >= 1, "
-                f"got {max_calls!r}"
-            )
+        positive_int(
+            "max_calls", max_calls, what="an int (calls a client holds, in flight plus queued)"
+        )
         given_transport = options.get("transport")
         limits = options.get("limits")
         transport = given_transport or AiohttpTransport(
