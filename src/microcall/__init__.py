@@ -6,8 +6,8 @@ retrying and hedged strategies chosen per client or per call.
 """
 
 from microcall._attempt import Attempt, AttemptKind
-from microcall._init import init
 from microcall._limits import Limits
+from microcall._microrequests import init
 from microcall._replicas import Discovery
 from microcall._request import Request
 from microcall._response import CacheStatus, Response

@@ -1,8 +1,11 @@
-"""The engine: turns one logical call into attempts, as a strategy's plan decides.
+"""The HTTP engine: turns one logical HTTP call into attempts, as a strategy's plan decides.
 
-This is the only module that awaits, sleeps and cancels. Policies decide,
-transports send, the engine wires them together and keeps the record of
-attempts that every response and every error carries.
+Policies decide, transports send, the engine wires them together over
+asyncio and keeps the record of attempts that every response and every
+error carries. It is where an HTTP call awaits, sleeps and cancels; the
+front doors own the client's event loop (client/), the transports their
+connections (transports/), and the gRPC channels run their own attempts
+over grpc's I/O (grpc/).
 
 For every call: deposit into the retry budget; make the strategy's plan (for
 a learned hedge, with the route's current delay); then loop: ask the plan,

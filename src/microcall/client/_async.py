@@ -36,8 +36,8 @@ from microcall._engine import (
 from microcall._limits import Limits
 from microcall._replicas import Discovery, Replicas
 from microcall._request import IDEMPOTENT_METHODS, Request, endpoint_of
-from microcall._response import Response
-from microcall._typed import jsonable, validate
+from microcall._response import Response, validate
+from microcall._typed import jsonable
 from microcall._validate import positive_int
 from microcall._wire import IDEMPOTENCY_KEY_HEADER, PRIORITY_HEADER, TIMEOUT_HEADER
 from microcall.cache import CachePolicy, ResponseCache
