@@ -10,6 +10,9 @@ is full.
 * :mod:`microcall.server.aiohttp`: ``AiohttpMiddleware``
 * :mod:`microcall.server.asgi`: ``ASGIMiddleware`` (FastAPI, Starlette, ...)
 * :mod:`microcall.server.wsgi`: ``WSGIMiddleware`` (Flask, Django, ...)
+* :mod:`microcall.server.grpc_aio`: ``AsyncServerInterceptor`` (grpc.aio servers)
+* :mod:`microcall.server.grpc_blocking`: ``ServerInterceptor`` (blocking grpc servers)
+  (both also importable from :mod:`microcall.grpc`)
 
 They share :class:`ServerOptions`. See docs/server.md for the whole story.
 """

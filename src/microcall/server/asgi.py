@@ -31,12 +31,12 @@ from functools import partial
 from typing import Any
 
 from microcall._wire import PRIORITY_HEADER_BYTES, TIMEOUT_HEADER_BYTES
-from microcall.observe._routes import asgi_route, routed_app
-from microcall.observe._serverwatch import ServerWatch
 from microcall.observe.hooks import InboundRequest
 from microcall.server._cancel import DeadlineCancelled, within_deadline
 from microcall.server._config import ServerOptions
 from microcall.server._gate import Gate, GateReadings, Refusal
+from microcall.server._route_labels import asgi_route, routed_app
+from microcall.server._serverwatch import ServerWatch
 from microcall.server._stats import ServerStats
 from microcall.server._trust import Caller
 

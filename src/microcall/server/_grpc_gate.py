@@ -27,11 +27,11 @@ from urllib.parse import unquote
 import grpc
 
 from microcall._wire import MAX_HEADER_TIMEOUT, PRIORITY_METADATA, PUSHBACK_METADATA, pushback_text
-from microcall.grpc._server_observe import unknown_method
 from microcall.priority import Priority
 from microcall.server._admission import Admission
 from microcall.server._config import ServerOptions
 from microcall.server._gate import Gate, GateReadings, Refusal
+from microcall.server._grpc_watch import unknown_method
 from microcall.server._route import route_timeout_of
 from microcall.server._stats import ServerStats
 from microcall.server._trust import Caller
