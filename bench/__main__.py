@@ -38,6 +38,7 @@ BENCHMARKS: tuple[str, ...] = (
     "shedding",
     "cache",
     "overload",
+    "bookstore",
 )
 
 DEFAULT_OUTPUT = ROOT / "docs" / "benchmarks.md"

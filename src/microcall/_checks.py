@@ -104,6 +104,16 @@ def check_url_text(url: str) -> None:
         )
 
 
+def check_call(method: str, url: object) -> None:
+    """A call's method and URL, as given, before anything is built from them."""
+    if method not in COMMON_METHODS:
+        check_method(method)
+    if isinstance(url, str):
+        check_url_text(url)
+    elif not isinstance(url, URL):
+        raise UsageError(f"a URL is a str or a yarl.URL, got {type(url).__name__} {url!r}")
+
+
 def check_target(target: URL) -> None:
     """Refuse a resolved URL that is not absolute http(s) with a host."""
     if target.scheme not in _SCHEMES or not target.raw_host:

@@ -14,15 +14,13 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from microcall._checks import (
-    COMMON_METHODS,
     FRAMING_HEADERS,
     check_body_text,
+    check_call,
     check_framing,
     check_headers,
-    check_method,
     check_query_name,
     check_target,
-    check_url_text,
     query_text,
     refuse_client_framing,
 )
@@ -267,12 +265,7 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             if known is not None:
                 return known
         # Checked here, once per method and URL: a known request was checked when built.
-        if method not in COMMON_METHODS:
-            check_method(method)
-        if isinstance(url, str):
-            check_url_text(url)
-        elif not isinstance(url, URL):
-            raise UsageError(f"a URL is a str or a yarl.URL, got {type(url).__name__} {url!r}")
+        check_call(method, url)
         try:
             target, path, endpoint = self._locate(url)
         except ValueError as exc:  # yarl refusing it (a port out of range, a broken IPv6 host)
@@ -373,12 +366,7 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
     def _build(self, method: str, url: str | URL, options: CallOptions) -> Request:
         # Everything a request is made of is checked here, before anything is
         # sent (microcall._checks says what HTTP can carry, and why).
-        if method not in COMMON_METHODS:
-            check_method(method)
-        if isinstance(url, str):
-            check_url_text(url)
-        elif not isinstance(url, URL):
-            raise UsageError(f"a URL is a str or a yarl.URL, got {type(url).__name__} {url!r}")
+        check_call(method, url)
         try:
             target = self._resolve(url)
         except ValueError as exc:  # yarl refusing it (a port out of range, a broken IPv6 host)
