@@ -34,6 +34,7 @@ from yarl import URL
 
 from microcall._admission import Admission
 from microcall._attempt import Attempt, AttemptKind, RefusalReason, was_resent
+from microcall._call import CallPolicies, Learner
 from microcall._replicas import Replicas
 from microcall._request import Request, endpoint_of
 from microcall._response import Response
@@ -48,10 +49,9 @@ from microcall.errors import (
 from microcall.observe._watch import Watch
 from microcall.observe.hooks import AttemptScope, Observer
 from microcall.policy.balancer import Endpoint
-from microcall.policy.budget import RetryBudget, RetryBudgetConfig
+from microcall.policy.budget import RetryBudget
 from microcall.policy.classify import Classifier, Verdict
-from microcall.policy.hedge_delay import LearnedDelay, LearnedDelayConfig
-from microcall.policy.strategy import Finish, Hedged, Plan, Send, SingleAttempt, Strategy
+from microcall.policy.strategy import Finish, Hedged, Send, SingleAttempt, Strategy
 from microcall.transports import Transport
 
 # Below this much time left, an attempt cannot do useful work: connection set-up
@@ -107,9 +107,8 @@ class Engine:
         self._classifier = classifier
         self._now = now
         self._floor = floor
-        self._rng = rng or random.Random()
-        # Learned hedge delays and their own budgets, one per learned config in use.
-        self._learners: dict[LearnedDelayConfig, tuple[LearnedDelay, RetryBudget]] = {}
+        # The decisions HTTP and gRPC calls share (plans, learned delays, budgets).
+        self._policies = CallPolicies(budget=budget, floor=floor, rng=rng)
         self._lingering: set[asyncio.Task[Response]] = set()
 
     def call(
@@ -285,7 +284,13 @@ class Engine:
         watch: Watch | None,
     ) -> Response:
         now = self._now
-        plan, learner = self._plan(request, strategy, start, expires_at)
+        plan, learner = self._policies.plan(
+            strategy,
+            replayable=request.replayable,
+            route=request.route,
+            start=start,
+            expires_at=expires_at,
+        )
         loop = asyncio.get_running_loop()
         running: dict[asyncio.Task[Response], _Running] = {}
         outcomes: list[Response | CallError | None] = []
@@ -300,7 +305,7 @@ class Engine:
                 action = plan.decide(moment)
                 if isinstance(action, Send):
                     index = len(outcomes)
-                    refused = self._admit(action.kind, learner, moment)
+                    refused = self._policies.admit(action.kind, learner, moment)
                     endpoint = None
                     if refused is None and routed:
                         endpoint, circuit_open = self._pick(request, running, failed, moment)
@@ -435,46 +440,6 @@ class Engine:
 
     # ------------------------------------------------------------ decisions
 
-    def _plan(
-        self, request: Request, strategy: Strategy, start: float, expires_at: float
-    ) -> tuple[Plan, tuple[LearnedDelay, RetryBudget] | None]:
-        if not request.replayable:
-            return SingleAttempt().plan(
-                expires_at=expires_at, floor=self._floor, rng=self._rng
-            ), None
-        if isinstance(strategy, Hedged) and strategy.learned is not None:
-            learner = self._learner(strategy.learned)
-            learner[1].deposit(start)
-            delay = learner[0].delay(request.route, start)
-            plan = strategy.plan(
-                expires_at=expires_at, floor=self._floor, rng=self._rng, delay=delay
-            )
-            return plan, learner
-        return strategy.plan(expires_at=expires_at, floor=self._floor, rng=self._rng), None
-
-    def _learner(self, config: LearnedDelayConfig) -> tuple[LearnedDelay, RetryBudget]:
-        learner = self._learners.get(config)
-        if learner is None:
-            # Finagle's rule: hedges have a budget of their own, max_extra_load of
-            # the calls, on top of the client's retry budget.
-            hedge_budget = RetryBudget(
-                RetryBudgetConfig(percent_can_retry=config.max_extra_load, min_retries_per_second=0)
-            )
-            learner = self._learners[config] = (LearnedDelay(config), hedge_budget)
-        return learner
-
-    def _admit(
-        self, kind: AttemptKind, learner: tuple[LearnedDelay, RetryBudget] | None, now: float
-    ) -> RefusalReason | None:
-        """None if an attempt of this kind may go; else why not (budgets refuse extras)."""
-        if kind is AttemptKind.FIRST:
-            return None
-        if kind is AttemptKind.HEDGE and learner is not None and not learner[1].try_withdraw(now):
-            return RefusalReason.HEDGE_BUDGET
-        if self.budget is not None and not self.budget.try_withdraw(now):
-            return RefusalReason.RETRY_BUDGET
-        return None
-
     def _pick(
         self,
         request: Request,
@@ -519,7 +484,7 @@ class Engine:
         outcome: Response | CallError,
         verdict: Verdict,
         now: float,
-        learner: tuple[LearnedDelay, RetryBudget] | None,
+        learner: Learner | None,
     ) -> None:
         latency = now - attempt.started
         success = verdict is Verdict.ACCEPT
@@ -540,7 +505,7 @@ class Engine:
         attempt: _Running,
         request: Request,
         linger: float,
-        learner: tuple[LearnedDelay, RetryBudget] | None,
+        learner: Learner | None,
     ) -> None:
         loop = task.get_loop()
         timer = loop.call_later(linger, task.cancel) if linger > 0 else None

@@ -32,7 +32,8 @@ from typing import Generic, TypeVar
 import grpc
 
 from microcall._attempt import AttemptKind, RefusalReason
-from microcall.grpc._core import ChannelCore, Learner, MetadataPairs, status_error
+from microcall._call import Learner
+from microcall.grpc._core import ChannelCore, MetadataPairs, status_error
 from microcall.grpc._errors import CircuitOpen
 from microcall.grpc._observe import Metadata, RpcAttempt, RpcMethod, RpcWatch
 from microcall.grpc._status import classify
