@@ -197,7 +197,7 @@ def test_the_blocking_client_takes_a_response_model() -> None:
 
 
 def test_adapters_are_built_once_per_type() -> None:
-    from microcall._typed import _adapter
+    from microcall._typed import adapter_for as _adapter
 
     assert _adapter(list[Book]) is _adapter(list[Book])
     assert list[Book] in _adapters

@@ -6,8 +6,8 @@ retrying and hedged strategies chosen per client or per call.
 """
 
 from microcall._attempt import Attempt, AttemptKind
-from microcall._init import init
 from microcall._limits import Limits
+from microcall._microrequests import init
 from microcall._replicas import Discovery
 from microcall._request import Request
 from microcall._response import CacheStatus, Response
@@ -16,13 +16,14 @@ from microcall.client import AsyncClient, CallOptions, Client, ClientOptions, Fu
 from microcall.context import (
     current_deadline,
     current_priority,
+    deadline,
     priority,
     reset_deadline,
     reset_priority,
     set_deadline,
     set_priority,
 )
-from microcall.deadline import Deadline, deadline
+from microcall.deadline import Deadline
 from microcall.errors import (
     AttemptTimeout,
     CallError,

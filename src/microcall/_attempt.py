@@ -14,10 +14,20 @@ class AttemptKind(enum.StrEnum):
     HEDGE = "hedge"  # sent while an earlier attempt was still running
 
 
-# Why an attempt was not sent (``Attempt.error`` when ``sent`` is False).
-REFUSED_RETRY_BUDGET = "retry budget empty"
-REFUSED_HEDGE_BUDGET = "hedge budget empty"
-REFUSED_CIRCUIT_OPEN = "CircuitOpen"
+class RefusalReason(enum.StrEnum):
+    """Why an attempt was not sent (``Attempt.error`` when ``sent`` is False).
+
+    A str, so a record compares equal to the text it has always shown.
+    """
+
+    RETRY_BUDGET = "retry budget empty"
+    HEDGE_BUDGET = "hedge budget empty"
+    CIRCUIT_OPEN = "CircuitOpen"
+
+
+REFUSED_RETRY_BUDGET = RefusalReason.RETRY_BUDGET
+REFUSED_HEDGE_BUDGET = RefusalReason.HEDGE_BUDGET
+REFUSED_CIRCUIT_OPEN = RefusalReason.CIRCUIT_OPEN
 
 # The attribute a transport sets on a Response, or on the TransportError it
 # raises, when the attempt's request was sent a second time on a fresh

@@ -1,8 +1,11 @@
-"""The engine: turns one logical call into attempts, as a strategy's plan decides.
+"""The HTTP engine: turns one logical HTTP call into attempts, as a strategy's plan decides.
 
-This is the only module that awaits, sleeps and cancels. Policies decide,
-transports send, the engine wires them together and keeps the record of
-attempts that every response and every error carries.
+Policies decide, transports send, the engine wires them together over
+asyncio and keeps the record of attempts that every response and every
+error carries. It is where an HTTP call awaits, sleeps and cancels; the
+front doors own the client's event loop (client/), the transports their
+connections (transports/), and the gRPC channels run their own attempts
+over grpc's I/O (grpc/).
 
 For every call: deposit into the retry budget; make the strategy's plan (for
 a learned hedge, with the route's current delay); then loop: ask the plan,
@@ -30,17 +33,12 @@ from typing import Any
 from yarl import URL
 
 from microcall._admission import Admission
-from microcall._attempt import (
-    REFUSED_CIRCUIT_OPEN,
-    REFUSED_HEDGE_BUDGET,
-    REFUSED_RETRY_BUDGET,
-    Attempt,
-    AttemptKind,
-    was_resent,
-)
+from microcall._attempt import Attempt, AttemptKind, RefusalReason, was_resent
+from microcall._call import CallPolicies, Learner
 from microcall._replicas import Replicas
-from microcall._request import Request
+from microcall._request import Request, endpoint_of
 from microcall._response import Response
+from microcall._wire import RETRY_AFTER_HEADER, attempt_headers, parse_retry_after
 from microcall.errors import (
     AttemptTimeout,
     CallError,
@@ -50,16 +48,11 @@ from microcall.errors import (
 )
 from microcall.observe._watch import Watch
 from microcall.observe.hooks import AttemptScope, Observer
-from microcall.policy.backoff import parse_retry_after
 from microcall.policy.balancer import Endpoint
-from microcall.policy.budget import RetryBudget, RetryBudgetConfig
+from microcall.policy.budget import RetryBudget
 from microcall.policy.classify import Classifier, Verdict
-from microcall.policy.hedge_delay import LearnedDelay, LearnedDelayConfig
-from microcall.policy.strategy import Finish, Hedged, Plan, Send, SingleAttempt, Strategy
+from microcall.policy.strategy import Finish, Hedged, Send, SingleAttempt, Strategy
 from microcall.transports import Transport
-
-TIMEOUT_HEADER = "X-Request-Timeout"
-PRIORITY_HEADER = "X-Request-Priority"
 
 # Below this much time left, an attempt cannot do useful work: connection set-up
 # and a server's own floor eat it (aio-request refuses under 5 ms as well).
@@ -114,9 +107,8 @@ class Engine:
         self._classifier = classifier
         self._now = now
         self._floor = floor
-        self._rng = rng or random.Random()
-        # Learned hedge delays and their own budgets, one per learned config in use.
-        self._learners: dict[LearnedDelayConfig, tuple[LearnedDelay, RetryBudget]] = {}
+        # The decisions HTTP and gRPC calls share (plans, learned delays, budgets).
+        self._policies = CallPolicies(budget=budget, floor=floor, rng=rng)
         self._lingering: set[asyncio.Task[Response]] = set()
 
     def call(
@@ -167,7 +159,7 @@ class Engine:
             admission.busy += 1
         else:
             remaining = await self._queue(request, expires_at, watch)
-        headers = _headers(request, remaining, priority)
+        headers = attempt_headers(request.headers, remaining, priority)
         scopes = (
             watch.attempt_started(0, AttemptKind.FIRST, request.url, headers) if watch else None
         )
@@ -292,7 +284,13 @@ class Engine:
         watch: Watch | None,
     ) -> Response:
         now = self._now
-        plan, learner = self._plan(request, strategy, start, expires_at)
+        plan, learner = self._policies.plan(
+            strategy,
+            replayable=request.replayable,
+            route=request.route,
+            start=start,
+            expires_at=expires_at,
+        )
         loop = asyncio.get_running_loop()
         running: dict[asyncio.Task[Response], _Running] = {}
         outcomes: list[Response | CallError | None] = []
@@ -307,12 +305,12 @@ class Engine:
                 action = plan.decide(moment)
                 if isinstance(action, Send):
                     index = len(outcomes)
-                    refused = self._admit(action.kind, learner, moment)
+                    refused = self._policies.admit(action.kind, learner, moment)
                     endpoint = None
                     if refused is None and routed:
                         endpoint, circuit_open = self._pick(request, running, failed, moment)
                         if circuit_open is not None:
-                            refusal, refused = circuit_open, REFUSED_CIRCUIT_OPEN
+                            refusal, refused = circuit_open, RefusalReason.CIRCUIT_OPEN
                     if refused is not None:
                         # Never sent: the plan finishes with what it has; the
                         # attempts list shows the refusal.
@@ -339,7 +337,7 @@ class Engine:
                     if limit is not None and limit < timeout - self._floor:
                         timeout, by_deadline = limit, False
                     url = request.url if endpoint is None else self._url_on(endpoint, request)
-                    headers = _headers(request, timeout, priority)
+                    headers = attempt_headers(request.headers, timeout, priority)
                     scopes = (
                         watch.attempt_started(index, action.kind, url, headers) if watch else None
                     )
@@ -390,7 +388,7 @@ class Engine:
                 record = Attempt(
                     attempt.index,
                     attempt.kind,
-                    _endpoint_name(attempt.url),
+                    endpoint_of(attempt.url),
                     attempt.started - start,
                     moment - attempt.started,
                     cancelled=True,
@@ -442,46 +440,6 @@ class Engine:
 
     # ------------------------------------------------------------ decisions
 
-    def _plan(
-        self, request: Request, strategy: Strategy, start: float, expires_at: float
-    ) -> tuple[Plan, tuple[LearnedDelay, RetryBudget] | None]:
-        if not request.replayable:
-            return SingleAttempt().plan(
-                expires_at=expires_at, floor=self._floor, rng=self._rng
-            ), None
-        if isinstance(strategy, Hedged) and strategy.learned is not None:
-            learner = self._learner(strategy.learned)
-            learner[1].deposit(start)
-            delay = learner[0].delay(request.route, start)
-            plan = strategy.plan(
-                expires_at=expires_at, floor=self._floor, rng=self._rng, delay=delay
-            )
-            return plan, learner
-        return strategy.plan(expires_at=expires_at, floor=self._floor, rng=self._rng), None
-
-    def _learner(self, config: LearnedDelayConfig) -> tuple[LearnedDelay, RetryBudget]:
-        learner = self._learners.get(config)
-        if learner is None:
-            # Finagle's rule: hedges have a budget of their own, max_extra_load of
-            # the calls, on top of the client's retry budget.
-            hedge_budget = RetryBudget(
-                RetryBudgetConfig(percent_can_retry=config.max_extra_load, min_retries_per_second=0)
-            )
-            learner = self._learners[config] = (LearnedDelay(config), hedge_budget)
-        return learner
-
-    def _admit(
-        self, kind: AttemptKind, learner: tuple[LearnedDelay, RetryBudget] | None, now: float
-    ) -> str | None:
-        """None if an attempt of this kind may go; else why not (budgets refuse extras)."""
-        if kind is AttemptKind.FIRST:
-            return None
-        if kind is AttemptKind.HEDGE and learner is not None and not learner[1].try_withdraw(now):
-            return REFUSED_HEDGE_BUDGET
-        if self.budget is not None and not self.budget.try_withdraw(now):
-            return REFUSED_RETRY_BUDGET
-        return None
-
     def _pick(
         self,
         request: Request,
@@ -498,7 +456,7 @@ class Engine:
         breaker = endpoint.breaker
         if breaker is not None and not breaker.allow(now):
             return None, CircuitOpen(
-                f"circuit open for {_endpoint_name(replicas.base_of(endpoint))}: not sent",
+                f"circuit open for {endpoint_of(replicas.base_of(endpoint))}: not sent",
                 request=request,
             )
         replicas.started(endpoint, now)
@@ -514,7 +472,7 @@ class Engine:
         if isinstance(outcome, Response):
             verdict = self._classifier(outcome, None)
             if verdict is Verdict.RETRY:
-                hint = outcome.headers.get("Retry-After")
+                hint = outcome.headers.get(RETRY_AFTER_HEADER)
                 return verdict, parse_retry_after(hint, now_epoch=time.time()) if hint else None
             return verdict, None
         return self._classifier(None, outcome), None
@@ -526,7 +484,7 @@ class Engine:
         outcome: Response | CallError,
         verdict: Verdict,
         now: float,
-        learner: tuple[LearnedDelay, RetryBudget] | None,
+        learner: Learner | None,
     ) -> None:
         latency = now - attempt.started
         success = verdict is Verdict.ACCEPT
@@ -547,7 +505,7 @@ class Engine:
         attempt: _Running,
         request: Request,
         linger: float,
-        learner: tuple[LearnedDelay, RetryBudget] | None,
+        learner: Learner | None,
     ) -> None:
         loop = task.get_loop()
         timer = loop.call_later(linger, task.cancel) if linger > 0 else None
@@ -614,7 +572,7 @@ class Engine:
         outcome: Response | CallError,
     ) -> Attempt:
         duration = self._now() - began
-        endpoint = _endpoint_name(url)
+        endpoint = endpoint_of(url)
         if isinstance(outcome, Response):
             return Attempt(
                 index,
@@ -648,29 +606,9 @@ class Engine:
 
 
 def _deadline_exceeded(request: Request, url: URL, timeout: AttemptTimeout) -> DeadlineExceeded:
-    error = DeadlineExceeded(
-        f"deadline exceeded waiting for {_endpoint_name(url)}", request=request
-    )
+    error = DeadlineExceeded(f"deadline exceeded waiting for {endpoint_of(url)}", request=request)
     error.__cause__ = timeout
     return error
-
-
-def _headers(request: Request, timeout: float, priority: str | None) -> dict[str, str]:
-    # The attempt's own time, not the call's: the server should not work
-    # longer than this attempt will wait.
-    # Rounded down to the millisecond (never up, never below zero): a hop must
-    # not be granted more than the caller has. int() truncates, the cheapest
-    # floor of a positive number (timeit: ~80 ns over the rounding format alone).
-    millis = int(timeout * 1000)
-    headers = {**request.headers, TIMEOUT_HEADER: f"{millis / 1000 if millis > 0 else 0.0:.3f}"}
-    if priority is not None:
-        # A call nobody gave a priority says nothing: the server's default applies.
-        headers[PRIORITY_HEADER] = priority
-    return headers
-
-
-def _endpoint_name(url: URL) -> str:
-    return f"{url.host}:{url.port}"
 
 
 def _name(outcome: CallError) -> str:

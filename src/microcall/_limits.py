@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from microcall._validate import whole
 from microcall.errors import ConfigurationError
 
 # aiohttp's own default; httpx and urllib3 are in the same range.
@@ -60,7 +61,5 @@ class Limits:
                 f"keepalive_expiry must be a positive number of seconds, got {self.keepalive_expiry}"
             )
         cap = self.max_response_size
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 0):
-            raise ConfigurationError(
-                f"max_response_size must be a number of bytes >= 0 or None, got {cap!r}"
-            )
+        if cap is not None:
+            whole("max_response_size", cap, minimum=0, what="None or a number of bytes")

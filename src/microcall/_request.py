@@ -9,7 +9,6 @@ from yarl import URL
 
 # RFC 9110 section 9.2.2: sending these twice has the same effect as once.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 
 
 @dataclass(slots=True)
@@ -39,10 +38,14 @@ class Request:
 
     def __post_init__(self) -> None:
         if not self.endpoint:
-            # ``host:port`` of the target; what attempts and errors report (never
-            # credentials). Clients pass it in, computed once per URL they know.
-            self.endpoint = f"{self.url.host}:{self.url.port}"
+            # Clients pass it in, computed once per URL they know.
+            self.endpoint = endpoint_of(self.url)
 
     def __repr__(self) -> str:
         # The URL without user-info or query: those may carry credentials.
         return f"<Request {self.method} {self.url.with_user(None).with_query(None)}>"
+
+
+def endpoint_of(url: URL) -> str:
+    """``host:port`` of ``url``: how attempts and errors name a target (never credentials)."""
+    return f"{url.host}:{url.port}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json as _json
+import sys
 from collections.abc import Mapping
 from typing import Any, TypeVar, overload
 
@@ -11,10 +12,14 @@ from yarl import URL
 
 from microcall._attempt import Attempt
 from microcall._request import Request
-from microcall._typed import validate
-from microcall.errors import HTTPStatusError, UsageError
+from microcall._typed import adapter_for
+from microcall.errors import HTTPStatusError, ResponseValidationError, UsageError
 
 T = TypeVar("T")
+
+# How many of pydantic's error details go into the message (all are kept on
+# the exception).
+SHOWN_ERRORS = 3
 
 
 class CacheStatus(enum.StrEnum):
@@ -145,3 +150,32 @@ class Response:
 
     def __repr__(self) -> str:
         return f"<Response [{self.status_code}]>"
+
+
+def validate(response: Response, model: Any) -> Any:
+    """``response``'s JSON body validated into ``model``; ResponseValidationError if it does not fit."""
+    adapter = adapter_for(model)
+    pydantic = sys.modules["pydantic"]
+    try:
+        return adapter.validate_json(response.content)
+    except pydantic.ValidationError as exc:
+        details = exc.errors(include_url=False)
+        raise ResponseValidationError(
+            _message(response, model, details), response=response, model=model, errors=details
+        ) from exc
+
+
+def _message(response: Response, model: Any, details: list[Any]) -> str:
+    name = getattr(model, "__name__", None) or repr(model)
+    if hasattr(model, "__args__"):  # list[Book] and friends: their repr says it best
+        name = repr(model)
+    shown = "; ".join(
+        f"{'.'.join(str(part) for part in detail['loc']) or '(body)'}: {detail['msg']}"
+        for detail in details[:SHOWN_ERRORS]
+    )
+    more = f" (and {len(details) - SHOWN_ERRORS} more)" if len(details) > SHOWN_ERRORS else ""
+    count = f"{len(details)} error{'s' if len(details) != 1 else ''}"
+    return (
+        f"{response.status_code} response body for {response.request!r} does not fit {name}: "
+        f"{count}: {shown}{more}"
+    )

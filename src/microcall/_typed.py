@@ -1,11 +1,11 @@
-"""Typed responses: JSON bodies validated into pydantic models, and models sent as JSON.
+"""Models for typed responses: pydantic adapters, built once per model type, and models sent as JSON.
 
 pydantic (v2) is optional: nothing here imports it until a model is used,
 and then a missing pydantic is a clear UsageError naming the extra to
 install. A ``TypeAdapter`` is built once per model type and kept (building
 one compiles a validator, which costs far more than validating a body), in
 a bounded map so types made on the fly cannot grow it for ever. Bodies are
-validated straight from bytes (``validate_json``), in pydantic's own parser.
+validated (``_response.validate``) straight from bytes, in pydantic's own parser.
 
 Sending: ``json=`` may hold pydantic models anywhere in the value; each is
 written as ``model_dump(mode="json", by_alias=True)``, so what is sent uses
@@ -16,35 +16,15 @@ from __future__ import annotations
 
 import sys
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from microcall.errors import ResponseValidationError, UsageError
-
-if TYPE_CHECKING:
-    from microcall._response import Response
+from microcall.errors import UsageError
 
 # Distinct model types in a program are few; the bound only stops a program
 # that makes types per call from leaking adapters.
 MAX_ADAPTERS = 512
 
-# How many of pydantic's error details go into the message (all are kept on
-# the exception).
-SHOWN_ERRORS = 3
-
 _adapters: OrderedDict[Any, Any] = OrderedDict()
-
-
-def validate(response: Response, model: Any) -> Any:
-    """``response``'s JSON body validated into ``model``; ResponseValidationError if it does not fit."""
-    adapter = _adapter(model)
-    pydantic = sys.modules["pydantic"]
-    try:
-        return adapter.validate_json(response.content)
-    except pydantic.ValidationError as exc:
-        details = exc.errors(include_url=False)
-        raise ResponseValidationError(
-            _message(response, model, details), response=response, model=model, errors=details
-        ) from exc
 
 
 def jsonable(value: Any) -> Any:
@@ -55,7 +35,7 @@ def jsonable(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-def _adapter(model: Any) -> Any:
+def adapter_for(model: Any) -> Any:
     try:
         adapter = _adapters.get(model)
     except TypeError:  # an unhashable type form: build one each time
@@ -78,19 +58,3 @@ def _new_adapter(model: Any) -> Any:
         return TypeAdapter(model)
     except PydanticSchemaGenerationError as exc:
         raise UsageError(f"pydantic cannot validate into {model!r}: {exc}") from exc
-
-
-def _message(response: Response, model: Any, details: list[Any]) -> str:
-    name = getattr(model, "__name__", None) or repr(model)
-    if hasattr(model, "__args__"):  # list[Book] and friends: their repr says it best
-        name = repr(model)
-    shown = "; ".join(
-        f"{'.'.join(str(part) for part in detail['loc']) or '(body)'}: {detail['msg']}"
-        for detail in details[:SHOWN_ERRORS]
-    )
-    more = f" (and {len(details) - SHOWN_ERRORS} more)" if len(details) > SHOWN_ERRORS else ""
-    count = f"{len(details)} error{'s' if len(details) != 1 else ''}"
-    return (
-        f"{response.status_code} response body for {response.request!r} does not fit {name}: "
-        f"{count}: {shown}{more}"
-    )

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 
+from microcall._durations import Seconds
 from microcall.deadline import Deadline
 from microcall.priority import Priority
 
@@ -32,6 +33,28 @@ def current_deadline() -> Deadline | None:
 def current_priority() -> Priority | None:
     """The priority inherited by calls made here, or None when there is none."""
     return _priority.get()
+
+
+def inherit_deadline(expires_at: float) -> float:
+    """``expires_at`` capped by the inherited deadline: the one rule every outgoing call follows.
+
+    The inherited deadline (from an incoming request, or ``microcall.deadline()``)
+    always caps: nobody upstream will wait for an answer after it.
+    """
+    inherited = _deadline.get()
+    if inherited is not None and inherited.expires_at < expires_at:
+        return inherited.expires_at
+    return expires_at
+
+
+def inherit_priority(own: str | None) -> str | None:
+    """The priority an outgoing call sends when given none: the context's, else ``own``.
+
+    ``own`` is the client's or channel's configured priority (None: send none,
+    and the server applies its default).
+    """
+    inherited = _priority.get()
+    return own if inherited is None else inherited.value
 
 
 def set_deadline(value: Deadline | None) -> Token[Deadline | None]:
@@ -66,3 +89,21 @@ def priority(value: Priority | str) -> Iterator[Priority]:
         yield Priority.parse(value)
     finally:
         reset_priority(token)
+
+
+@contextmanager
+def deadline(seconds: Seconds) -> Iterator[Deadline]:
+    """Run a block under a deadline: every call made inside it inherits what remains.
+
+    An enclosing deadline that is earlier still wins; this can only shorten::
+
+        with microcall.deadline(0.5):
+            client.get("/a")   # gets at most 0.5 s
+            client.get("/b")   # gets what is left of the same 0.5 s
+    """
+    chosen = Deadline.after(seconds).shorten_to(current_deadline())
+    token = set_deadline(chosen)
+    try:
+        yield chosen
+    finally:
+        reset_deadline(token)

@@ -4,12 +4,12 @@ A deadline is an instant on the monotonic clock, not a duration: once set it
 only runs down, however many attempts or hops share it. What crosses the wire
 is the *remaining* time (``X-Request-Timeout: 1.499``), so the two ends'
 clocks never need to agree.
+
+The ``microcall.deadline()`` block that sets one for the calls inside it
+lives with the other context in :mod:`microcall.context`.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from microcall._clock import MONOTONIC, Clock
 from microcall._durations import Seconds, to_seconds
@@ -54,23 +54,3 @@ class Deadline:
 
     def __repr__(self) -> str:
         return f"Deadline(remaining={self.remaining():.3f}s)"
-
-
-@contextmanager
-def deadline(seconds: Seconds) -> Iterator[Deadline]:
-    """Run a block under a deadline: every call made inside it inherits what remains.
-
-    An enclosing deadline that is earlier still wins; this can only shorten::
-
-        with microcall.deadline(0.5):
-            client.get("/a")   # gets at most 0.5 s
-            client.get("/b")   # gets what is left of the same 0.5 s
-    """
-    from microcall.context import current_deadline, reset_deadline, set_deadline
-
-    chosen = Deadline.after(seconds).shorten_to(current_deadline())
-    token = set_deadline(chosen)
-    try:
-        yield chosen
-    finally:
-        reset_deadline(token)

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 import microcall
+from microcall._wire import MAX_HEADER_TIMEOUT
 from microcall.priority import Priority
 from microcall.server import (
     MALFORMED,
@@ -38,7 +39,6 @@ from microcall.server import (
     parse_timeout,
     trust_all,
 )
-from microcall.server._headers import MAX_HEADER_TIMEOUT
 from microcall.server.aiohttp import AiohttpMiddleware
 from microcall.server.asgi import ASGIMiddleware
 from microcall.server.wsgi import WSGIMiddleware

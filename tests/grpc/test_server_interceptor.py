@@ -25,7 +25,6 @@ from microcall.examples_pb.recommendations_pb2_grpc import (
     add_RecommendationsServicer_to_server,
 )
 from microcall.grpc import PUSHBACK_METADATA, AsyncServerInterceptor, ServerInterceptor
-from microcall.grpc._server import peer_address
 from microcall.server import (
     ServerOptions,
     ServerStats,
@@ -34,6 +33,7 @@ from microcall.server import (
     default_timeout,
     trust_all,
 )
+from microcall.server._grpc_gate import peer_address
 from tests.grpc.conftest import Backend, BlockingBackend, ServeBlocking, ServeGrpc
 from tests.server._waiting import eventually
 

@@ -16,7 +16,7 @@ from microcall.observe._labels import (
     status_label,
 )
 from microcall.observe._redact import host_port, safe_endpoint, safe_path, safe_url
-from microcall.observe._routes import asgi_route, wsgi_route
+from microcall.server._route_labels import asgi_route, wsgi_route
 
 
 @pytest.mark.parametrize(

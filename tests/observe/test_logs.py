@@ -10,11 +10,11 @@ from yarl import URL
 import microcall
 from microcall._replicas import Replicas
 from microcall.observe import LogEvents, LogLimitConfig, LogLimiter, log_event, logs
-from microcall.observe._serverwatch import ServerWatch
 from microcall.observe.hooks import InboundRequest
 from microcall.policy.balancer import BalancerConfig
 from microcall.policy.breaker import CircuitBreakerConfig
 from microcall.policy.budget import RetryBudgetConfig
+from microcall.server._serverwatch import ServerWatch
 from microcall.testing import FakeClock, MockTransport, Reply
 
 log = logging.getLogger("microcall.test")

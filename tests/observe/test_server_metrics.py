@@ -19,10 +19,10 @@ from starlette.routing import Mount, Route
 
 from microcall.errors import ConfigurationError
 from microcall.observe import LogLimiter, logs
-from microcall.observe._serverwatch import ServerWatch
 from microcall.observe.hooks import InboundRequest
 from microcall.observe.prometheus import ServerMetrics
 from microcall.server import ServerOptions, Shedding, StaticLimit
+from microcall.server._serverwatch import ServerWatch
 from microcall.server.aiohttp import AiohttpMiddleware
 from microcall.server.asgi import ASGIMiddleware
 from microcall.server.wsgi import WSGIMiddleware

@@ -25,11 +25,11 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import microcall
 from microcall.errors import ConnectError
-from microcall.observe._serverwatch import ServerWatch
 from microcall.observe.hooks import InboundRequest
 from microcall.observe.tracing import ClientTracing, ServerTracing
 from microcall.policy.budget import RetryBudgetConfig
 from microcall.server import ServerOptions
+from microcall.server._serverwatch import ServerWatch
 from microcall.server.aiohttp import AiohttpMiddleware
 from microcall.server.asgi import ASGIMiddleware
 from microcall.server.wsgi import WSGIMiddleware

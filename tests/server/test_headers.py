@@ -8,9 +8,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from microcall._wire import MAX_HEADER_TIMEOUT, MAX_TIMEOUT_TEXT
 from microcall.priority import Priority
 from microcall.server import MALFORMED, parse_priority, parse_timeout
-from microcall.server._headers import MAX_HEADER_TIMEOUT, MAX_TIMEOUT_TEXT
 
 header_text = st.text(max_size=64)
 

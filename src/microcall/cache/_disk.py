@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from microcall._validate import positive_int
 from microcall.cache._codec import EntryCodec, UnreadableEntry
 from microcall.cache._entry import Entry
 from microcall.cache._threaded import Threads
@@ -50,8 +51,7 @@ class DiskBackend:
         max_bytes: int = DEFAULT_MAX_BYTES,
         signing_key: bytes | None = None,
     ) -> None:
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
-            raise ConfigurationError(f"max_bytes must be a positive byte count, got {max_bytes!r}")
+        positive_int("max_bytes", max_bytes, what="a byte count")
         try:
             import diskcache  # type: ignore[import-untyped]
         except ImportError as exc:  # pragma: no cover - depends on the environment

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from microcall._durations import Seconds, to_seconds
+from microcall._validate import whole
 from microcall.cache._codec import EntryCodec, UnreadableEntry
 from microcall.cache._entry import Entry
 from microcall.cache._threaded import Threads
@@ -51,8 +52,7 @@ class MemcachedBackend:
         signing_key: bytes | None = None,
     ) -> None:
         seconds = to_seconds(timeout, name="timeout")
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-            raise ConfigurationError(f"port must be 1-65535, got {port!r}")
+        whole("port", port, minimum=1, maximum=65535, what="a port")
         try:
             from pymemcache.client.base import PooledClient  # type: ignore[import-untyped]
         except ImportError as exc:  # pragma: no cover - depends on the environment

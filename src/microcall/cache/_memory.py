@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 from cachetools import TLRUCache
 
 from microcall._durations import Seconds, to_seconds
+from microcall._validate import positive_int
 from microcall.cache._entry import Entry
-from microcall.errors import ConfigurationError
 
 # Enough for tens of thousands of typical JSON answers between services, small
 # next to a service's own memory.
@@ -45,8 +45,7 @@ class MemoryBackend:
         max_ttl: Seconds | None = None,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
-            raise ConfigurationError(f"max_bytes must be a positive byte count, got {max_bytes!r}")
+        positive_int("max_bytes", max_bytes, what="a byte count")
         self._max_ttl = None if max_ttl is None else to_seconds(max_ttl, name="max_ttl")
         self._timer = timer
         self._entries: TLRUCache[str, _Item] = TLRUCache(

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from yarl import URL
 
 from microcall._durations import to_seconds
+from microcall._validate import whole
 from microcall.errors import ConfigurationError
 
 # RFC 9111 section 9.2.3's heuristically cacheable statuses, less those that
@@ -146,12 +147,7 @@ class CachePolicy:
                 f"ttl_statuses must be final statuses other than 206 and 304, got {self.ttl_statuses!r}"
             )
         object.__setattr__(self, "ttl_statuses", frozenset(self.ttl_statuses))
-        if (
-            isinstance(self.max_body, bool)
-            or not isinstance(self.max_body, int)
-            or self.max_body < 0
-        ):
-            raise ConfigurationError(f"max_body must be a byte count >= 0, got {self.max_body!r}")
+        whole("max_body", self.max_body, minimum=0, what="a byte count")
 
     def ttl_for(self, url: str) -> float | None:
         """The freshness this policy imposes on a response to ``url`` (None: its headers decide)."""

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from microcall._durations import Seconds, to_seconds
+from microcall._validate import positive_int
 from microcall.cache._backend import BackendBusy
 from microcall.cache._codec import EntryCodec, UnreadableEntry
 from microcall.cache._entry import Entry
@@ -64,12 +65,7 @@ class RedisBackend:
         if (url is None) == (client is None):
             raise ConfigurationError("RedisBackend takes a url or a client (one of them)")
         seconds = to_seconds(timeout, name="timeout")
-        if (
-            isinstance(max_connections, bool)
-            or not isinstance(max_connections, int)
-            or max_connections < 1
-        ):
-            raise ConfigurationError(f"max_connections must be >= 1, got {max_connections!r}")
+        positive_int("max_connections", max_connections)
         try:
             from redis.asyncio import BlockingConnectionPool, Redis
             from redis.asyncio.retry import Retry

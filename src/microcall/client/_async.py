@@ -29,20 +29,20 @@ from microcall._durations import to_seconds
 from microcall._engine import (
     DEFAULT_DEADLINE_FLOOR,
     DEFAULT_MAX_CALLS,
-    PRIORITY_HEADER,
-    TIMEOUT_HEADER,
     Engine,
 )
 from microcall._limits import Limits
 from microcall._replicas import Discovery, Replicas
-from microcall._request import IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_METHODS, Request
-from microcall._response import Response
-from microcall._typed import jsonable, validate
+from microcall._request import IDEMPOTENT_METHODS, Request, endpoint_of
+from microcall._response import Response, validate
+from microcall._typed import jsonable
+from microcall._validate import positive_int
+from microcall._wire import IDEMPOTENCY_KEY_HEADER, PRIORITY_HEADER, TIMEOUT_HEADER
 from microcall.cache import CachePolicy, ResponseCache
 from microcall.client._in_flight import CallsInFlight
 from microcall.client._options import BaseURL, CallOptions, ClientOptions, Params
 from microcall.client._verbs import Verbs
-from microcall.context import current_deadline, current_priority
+from microcall.context import inherit_deadline, inherit_priority
 from microcall.deadline import Deadline
 from microcall.errors import ConfigurationError, MicrocallError, UsageError
 from microcall.policy.balancer import BalancerConfig
@@ -116,11 +116,9 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             options.get("deadline_floor", DEFAULT_DEADLINE_FLOOR), name="deadline_floor"
         )
         max_calls = options.get("max_calls", DEFAULT_MAX_CALLS)
-        if type(max_calls) is not int or max_calls < 1:
-            raise ConfigurationError(
-                f"max_calls (calls a client holds, in flight plus queued) must be an int >= 1, "
-                f"got {max_calls!r}"
-            )
+        positive_int(
+            "max_calls", max_calls, what="an int (calls a client holds, in flight plus queued)"
+        )
         given_transport = options.get("transport")
         limits = options.get("limits")
         transport = given_transport or default_transport(
@@ -247,12 +245,8 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
                 return self._in_flight.guard(send, request, expires_at, priority, strategy)
         else:  # the common call: nothing but a URL
             request = self._bare_request(method, url)
-            expires_at = self._now() + self._timeout
-            inherited = current_deadline()
-            if inherited is not None and inherited.expires_at < expires_at:
-                expires_at = inherited.expires_at
-            inherited_priority = current_priority()
-            priority = self._priority if inherited_priority is None else inherited_priority.value
+            expires_at = inherit_deadline(self._now() + self._timeout)
+            priority = inherit_priority(self._priority)
             strategy = self._strategy
         if self._cache is None:
             return self._in_flight.guard(self._engine.call, request, expires_at, priority, strategy)
@@ -297,7 +291,7 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             if known is not None:
                 return known
         target = self._resolve(url)
-        located = (target, self._path_of(url, target), _endpoint_of(target))
+        located = (target, self._path_of(url, target), endpoint_of(target))
         if isinstance(url, str) and located[1] is not None:
             if len(self._located) >= _LOCATED_MAX:
                 self._located.clear()
@@ -398,7 +392,7 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
         replayable = (method in IDEMPOTENT_METHODS or keyed) if idempotent is None else idempotent
         route = options.get("route") or method
         path = self._path_of(url, target)
-        return Request(method, target, headers, body, replayable, path, route, _endpoint_of(target))
+        return Request(method, target, headers, body, replayable, path, route, endpoint_of(target))
 
     def _path_of(self, given: str | URL, target: URL) -> str | None:
         """The part of ``target`` after the base, when ``given`` was relative to it."""
@@ -434,19 +428,13 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             expires_at = explicit.expires_at
         else:
             expires_at = self._now() + self._timeout
-        # The inherited deadline (from an incoming request, or microcall.deadline())
-        # always caps: nobody upstream will wait for an answer after it.
-        inherited = current_deadline()
-        if inherited is not None and inherited.expires_at < expires_at:
-            return inherited.expires_at
-        return expires_at
+        return inherit_deadline(expires_at)
 
     def _priority_of(self, options: CallOptions) -> str | None:
         chosen = options.get("priority")
         if chosen is not None:
             return Priority.parse(chosen).value
-        inherited = current_priority()
-        return self._priority if inherited is None else inherited.value
+        return inherit_priority(self._priority)
 
 
 def _base_urls(value: BaseURL | None) -> tuple[list[URL], Discovery | None]:
@@ -472,10 +460,6 @@ def _base_url(value: str | URL) -> URL:
         raise ConfigurationError(f"base_url must be an absolute http(s) URL, got {str(value)!r}")
     # A trailing slash makes "base + path" keep the base's own path prefix.
     return base if base.path.endswith("/") else base.with_path(base.path + "/")
-
-
-def _endpoint_of(url: URL) -> str:
-    return f"{url.host}:{url.port}"
 
 
 def _own_headers(

@@ -19,16 +19,14 @@ context, refuses expired calls and sheds load by priority::
 See docs/grpc.md for the whole story.
 """
 
+from microcall._wire import PRIORITY_METADATA
 from microcall.grpc._adapter import ObserverAdapter
 from microcall.grpc._aio import AsyncChannel
 from microcall.grpc._aio_streams import AsyncStreamCall, StreamingCallable
 from microcall.grpc._aio_unary import UnaryUnary, UnaryUnaryCall
-from microcall.grpc._core import PRIORITY_METADATA
 from microcall.grpc._errors import AttemptTimeout, CircuitOpen, DeadlineExceeded, GrpcStatusError
 from microcall.grpc._observe import RpcAttempt, RpcCallScope, RpcMethod, RpcObserver
 from microcall.grpc._options import ChannelOptions
-from microcall.grpc._server_aio import AsyncServerInterceptor
-from microcall.grpc._server_sync import ServerInterceptor
 from microcall.grpc._status import (
     DO_NOT_RETRY,
     PUSHBACK_METADATA,
@@ -39,6 +37,10 @@ from microcall.grpc._status import (
 from microcall.grpc._sync import BlockingUnaryUnary, Channel
 from microcall.grpc._sync_streams import BlockingStreamCall, BlockingStreaming, CallFuture
 from microcall.grpc._targets import Targets
+
+# The server side lives with the other server adapters; kept importable from here.
+from microcall.server.grpc_aio import AsyncServerInterceptor
+from microcall.server.grpc_blocking import ServerInterceptor
 
 __all__ = [
     "DO_NOT_RETRY",

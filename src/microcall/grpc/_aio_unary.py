@@ -18,8 +18,9 @@ import grpc
 import grpc.aio
 
 from microcall._attempt import AttemptKind
+from microcall._wire import PRIORITY_METADATA
 from microcall.errors import CallError
-from microcall.grpc._core import PRIORITY_METADATA, ChannelCore, MetadataPairs, status_error
+from microcall.grpc._core import ChannelCore, MetadataPairs, status_error
 from microcall.grpc._errors import CANCELLED_DETAILS, code_of
 from microcall.grpc._observe import RpcAttempt, RpcMethod, RpcWatch
 from microcall.grpc._unary import Answered, Failed, Outcome, Start, UnaryCall

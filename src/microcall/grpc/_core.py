@@ -18,35 +18,30 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
-from microcall._attempt import AttemptKind
+from microcall._attempt import AttemptKind, RefusalReason
+from microcall._call import CallPolicies, Learner
 from microcall._checks import checked_metadata
 from microcall._clock import MONOTONIC
 from microcall._durations import to_seconds
-from microcall.context import current_deadline, current_priority
+from microcall._wire import PRIORITY_METADATA
+from microcall.context import inherit_deadline, inherit_priority
 from microcall.errors import CallError
 from microcall.grpc._errors import AttemptTimeout, DeadlineExceeded, GrpcStatusError
 from microcall.grpc._observe import RpcAttempt, RpcMethod, RpcObserver
 from microcall.grpc._options import ChannelOptions
 from microcall.grpc._targets import Targets
-from microcall.policy.budget import RetryBudget, RetryBudgetConfig
-from microcall.policy.hedge_delay import LearnedDelay, LearnedDelayConfig
-from microcall.policy.strategy import Hedged, Plan, SingleAttempt, Strategy
+from microcall.policy.budget import RetryBudget
+from microcall.policy.strategy import Plan, Strategy
 from microcall.priority import Priority
 
-PRIORITY_METADATA = "x-request-priority"
-
 C = TypeVar("C")
-Learner = tuple[LearnedDelay, RetryBudget]
 MetadataPairs = tuple[tuple[str, str | bytes], ...]
-
-_SINGLE = SingleAttempt()
 
 
 class ChannelCore(Generic[C]):
     """Per-channel state and the decisions made once per call."""
 
     __slots__ = (
-        "_learners",
         "_own",
         "_priority",
         "budget",
@@ -55,6 +50,7 @@ class ChannelCore(Generic[C]):
         "now",
         "observers",
         "options",
+        "policies",
         "rng",
         "targets",
         "timeout",
@@ -82,7 +78,8 @@ class ChannelCore(Generic[C]):
         self._priority = (
             None if options.priority is None else Priority.parse(options.priority).value
         )
-        self._learners: dict[LearnedDelayConfig, Learner] = {}
+        # The decisions HTTP and gRPC calls share (plans, learned delays, budgets).
+        self.policies = CallPolicies(budget=self.budget, floor=self.floor, rng=self.rng)
         # The policies are plain objects told one thing at a time. A grpc.aio
         # channel tells them from its one event loop; a blocking channel's
         # calls come from many threads, which take turns through this lock
@@ -100,22 +97,16 @@ class ChannelCore(Generic[C]):
 
     def expires_at(self, timeout: float | None, now: float) -> float:
         """The call's deadline: its own ``timeout`` or the default, capped by the context's."""
-        expires_at = now + (self.timeout if timeout is None else timeout)
-        inherited = current_deadline()
-        if inherited is not None and inherited.expires_at < expires_at:
-            return inherited.expires_at
-        return expires_at
+        return inherit_deadline(now + (self.timeout if timeout is None else timeout))
 
     def priority(self, given: Priority | str | None) -> str | None:
         if given is not None:
             return Priority.parse(given).value
-        inherited = current_priority()
-        return self._priority if inherited is None else inherited.value
+        return inherit_priority(self._priority)
 
     def own_priority(self) -> str | None:
         """The priority of a call that was given none: the context's, or the channel's (if any)."""
-        inherited = current_priority()
-        return self._priority if inherited is None else inherited.value
+        return inherit_priority(self._priority)
 
     def own_metadata(self) -> MetadataPairs:
         """The metadata of a call that was given none."""
@@ -147,36 +138,17 @@ class ChannelCore(Generic[C]):
         self, method: RpcMethod, strategy: Strategy, start: float, expires_at: float
     ) -> tuple[Plan, Learner | None]:
         """The call's plan (a single attempt for a method that is not idempotent)."""
-        if not method.idempotent:
-            strategy = _SINGLE
-        if isinstance(strategy, Hedged) and strategy.learned is not None:
-            learner = self._learner(strategy.learned)
-            learner[1].deposit(start)
-            delay = learner[0].delay(method.full_name, start)
-            plan = strategy.plan(expires_at=expires_at, floor=self.floor, rng=self.rng, delay=delay)
-            return plan, learner
-        return strategy.plan(expires_at=expires_at, floor=self.floor, rng=self.rng), None
+        return self.policies.plan(
+            strategy,
+            replayable=method.idempotent,
+            route=method.full_name,
+            start=start,
+            expires_at=expires_at,
+        )
 
-    def _learner(self, config: LearnedDelayConfig) -> Learner:
-        learner = self._learners.get(config)
-        if learner is None:
-            # As for HTTP (Finagle's rule): hedges have a budget of their own,
-            # max_extra_load of the calls, on top of the retry budget.
-            hedge_budget = RetryBudget(
-                RetryBudgetConfig(percent_can_retry=config.max_extra_load, min_retries_per_second=0)
-            )
-            learner = self._learners[config] = (LearnedDelay(config), hedge_budget)
-        return learner
-
-    def admit(self, kind: AttemptKind, learner: Learner | None, now: float) -> str | None:
+    def admit(self, kind: AttemptKind, learner: Learner | None, now: float) -> RefusalReason | None:
         """None if an attempt of this kind may go; else why not (budgets refuse extras)."""
-        if kind is AttemptKind.FIRST:
-            return None
-        if kind is AttemptKind.HEDGE and learner is not None and not learner[1].try_withdraw(now):
-            return "hedge budget empty"
-        if self.budget is not None and not self.budget.try_withdraw(now):
-            return "retry budget empty"
-        return None
+        return self.policies.admit(kind, learner, now)
 
     def too_late(
         self, method: RpcMethod, remaining: float, attempts: Sequence[RpcAttempt]

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from microcall._attempt import Attempt, AttemptKind
-from microcall.observe._serverwatch import observer_failed
 from microcall.observe.hooks import AttemptScope
+from microcall.observe.logs import observer_failed
 
 Cardinality = Literal["unary_unary", "unary_stream", "stream_unary", "stream_stream"]
 Metadata = list[tuple[str, str | bytes]]

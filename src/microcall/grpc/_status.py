@@ -21,67 +21,36 @@ as gRFC A6 says. The trailer is read only on a retriable status.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Collection, Iterable
-from typing import Final, Literal
+from typing import Final
 
 import grpc
 
+from microcall._wire import (
+    DO_NOT_RETRY,
+    MAX_PUSHBACK,
+    PUSHBACK_METADATA,
+    Pushback,
+    parse_pushback,
+    pushback_of,
+)
 from microcall.policy.classify import Verdict
 
-PUSHBACK_METADATA: Final = "grpc-retry-pushback-ms"
+__all__ = [
+    "DO_NOT_RETRY",
+    "MAX_PUSHBACK",
+    "PUSHBACK_METADATA",
+    "RETRYABLE_CODES",
+    "Pushback",
+    "classify",
+    "parse_pushback",
+    "pushback_of",
+]
 
 RETRYABLE_CODES: Final = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
 )
 """The statuses another attempt may fix, by default."""
-
-# A pushback beyond an hour is as good as "never": no deadline we would set
-# is that long (the same cap as for Retry-After).
-MAX_PUSHBACK = 3600.0
-# Enough digits for an hour in milliseconds and then some; bounds the work a
-# hostile value can cause.
-_MAX_PUSHBACK_TEXT = 12
-
-
-class Pushback(enum.Enum):
-    """The marker for a pushback that says: do not retry."""
-
-    DO_NOT_RETRY = "do not retry"
-
-    def __repr__(self) -> str:
-        return "DO_NOT_RETRY"
-
-
-DO_NOT_RETRY: Final = Pushback.DO_NOT_RETRY
-
-Parsed = float | Literal[Pushback.DO_NOT_RETRY] | None
-
-
-def parse_pushback(values: Iterable[str | bytes]) -> Parsed:
-    """Seconds to wait from ``grpc-retry-pushback-ms`` values; None if absent; DO_NOT_RETRY.
-
-    >>> parse_pushback(["250"]), parse_pushback([]), parse_pushback(["-1"]) is DO_NOT_RETRY
-    (0.25, None, True)
-    """
-    found = list(values)
-    if not found:
-        return None
-    if len(found) != 1:
-        return DO_NOT_RETRY
-    value = found[0]
-    text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
-    text = text.strip()
-    if not text or len(text) > _MAX_PUSHBACK_TEXT or not (text.isascii() and text.isdigit()):
-        return DO_NOT_RETRY
-    return min(int(text) / 1000.0, MAX_PUSHBACK)
-
-
-def pushback_of(trailing_metadata: Iterable[tuple[str, str | bytes]] | None) -> Parsed:
-    """The pushback in a call's trailing metadata (see :func:`parse_pushback`)."""
-    if not trailing_metadata:
-        return None
-    return parse_pushback(value for key, value in trailing_metadata if key == PUSHBACK_METADATA)
 
 
 def classify(

@@ -31,8 +31,9 @@ from typing import Generic, TypeVar
 
 import grpc
 
-from microcall._attempt import AttemptKind
-from microcall.grpc._core import ChannelCore, Learner, MetadataPairs, status_error
+from microcall._attempt import AttemptKind, RefusalReason
+from microcall._call import Learner
+from microcall.grpc._core import ChannelCore, MetadataPairs, status_error
 from microcall.grpc._errors import CircuitOpen
 from microcall.grpc._observe import Metadata, RpcAttempt, RpcMethod, RpcWatch
 from microcall.grpc._status import classify
@@ -146,7 +147,7 @@ class UnaryCall(Generic[C]):
             if refused is None and not core.targets.single:
                 endpoint = self._pick(now)
                 if endpoint is None:
-                    refused = "CircuitOpen"
+                    refused = RefusalReason.CIRCUIT_OPEN
             if refused is not None:
                 # Never sent: the plan finishes with what it has; the record
                 # shows the refusal.

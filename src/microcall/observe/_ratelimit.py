@@ -23,7 +23,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 from microcall._durations import to_seconds
-from microcall.errors import ConfigurationError
+from microcall._validate import positive_int
 
 # A few lines at once tell the story of one endpoint or priority (a breaker
 # opening, probing, closing); then one per half minute while it lasts.
@@ -48,9 +48,7 @@ class LogLimitConfig:
 
     def __post_init__(self) -> None:
         for name in ("burst", "total_burst", "max_keys"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigurationError(f"{name} must be an integer >= 1, got {value!r}")
+            positive_int(name, getattr(self, name))
         object.__setattr__(self, "every", to_seconds(self.every, name="every"))
         object.__setattr__(self, "total_every", to_seconds(self.total_every, name="total_every"))
 

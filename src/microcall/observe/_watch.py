@@ -9,8 +9,8 @@ from yarl import URL
 from microcall._attempt import Attempt, AttemptKind
 from microcall._request import Request
 from microcall._response import Response
-from microcall.observe._serverwatch import observer_failed
 from microcall.observe.hooks import AttemptScope, CallScope, Observer
+from microcall.observe.logs import observer_failed
 
 
 class Watch:

@@ -69,6 +69,21 @@ def log_event(
     return True
 
 
+def observer_failed(observer: object, where: str) -> None:
+    """Log a failing observer (client or server side) with the exception being handled."""
+    # A broken observer fails on every call: say so, but not a thousand times a second.
+    log_event(
+        log,
+        logging.ERROR,
+        ("observer_failed", type(observer), where),
+        "observer %r failed at %s",
+        observer,
+        where,
+        extra={"microcall_event": "observer_failed"},
+        exc_info=True,
+    )
+
+
 class LogEvents:
     """An observer that logs budget exhaustion (client) and refused requests (server).
 

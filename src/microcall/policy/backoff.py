@@ -1,4 +1,4 @@
-"""Backoff between retries: capped exponential growth with full jitter, and Retry-After.
+"""Backoff between retries: capped exponential growth with full jitter.
 
 Full jitter (a uniform draw between zero and the exponential bound) spreads
 the retries of many clients that failed together, so they do not return as
@@ -11,15 +11,13 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 
 from microcall._durations import to_seconds
-from microcall.errors import ConfigurationError
 
-# A server asking for more than this is treated as asking for this: beyond it,
-# no deadline we would ever set is left anyway.
-MAX_RETRY_AFTER = 3600.0
+# Retry-After is read with the other wire names; kept importable from here.
+from microcall._wire import MAX_RETRY_AFTER as MAX_RETRY_AFTER
+from microcall._wire import parse_retry_after as parse_retry_after
+from microcall.errors import ConfigurationError
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,23 +50,3 @@ class Backoff:
             growth = math.inf
         bound = min(self.cap, self.base * growth)
         return rng.uniform(0.0, bound) if self.jitter else bound
-
-
-def parse_retry_after(value: str | None, *, now_epoch: float) -> float | None:
-    """Seconds to wait from a Retry-After value (delay-seconds or HTTP-date), or None.
-
-    Anything malformed, negative or non-finite is ignored (None) rather than
-    trusted: the header comes from the network.
-    """
-    if not value:
-        return None
-    text = value.strip()
-    if text.isdigit() and text.isascii():
-        return min(float(text), MAX_RETRY_AFTER)
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:  # asctime form: RFC 9110 says every HTTP date is GMT
-        when = when.replace(tzinfo=UTC)
-    return min(max(when.timestamp() - now_epoch, 0.0), MAX_RETRY_AFTER)

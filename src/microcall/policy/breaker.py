@@ -49,7 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from microcall._durations import to_seconds
-from microcall.errors import ConfigurationError
+from microcall._validate import number, positive_int
 from microcall.policy._window import SlidingCount
 
 # Defaults: half failing means the endpoint is broken, not flaky; ten outcomes
@@ -104,18 +104,12 @@ class CircuitBreakerConfig:
     half_open_probes: int = DEFAULT_HALF_OPEN_PROBES
 
     def __post_init__(self) -> None:
-        threshold = self.failure_threshold
-        if not (
-            isinstance(threshold, (int, float))
-            and not isinstance(threshold, bool)
-            and 0 < threshold <= 1
-        ):
-            raise ConfigurationError(
-                f"failure_threshold must be a ratio in (0, 1], got {threshold!r}"
-            )
-        object.__setattr__(self, "failure_threshold", float(threshold))
-        _require_count(self.minimum_throughput, "minimum_throughput")
-        _require_count(self.half_open_probes, "half_open_probes")
+        threshold = number(
+            "failure_threshold", self.failure_threshold, above=0, maximum=1, what="a ratio"
+        )
+        object.__setattr__(self, "failure_threshold", threshold)
+        positive_int("minimum_throughput", self.minimum_throughput)
+        positive_int("half_open_probes", self.half_open_probes)
         object.__setattr__(
             self,
             "sampling_duration",
@@ -124,11 +118,6 @@ class CircuitBreakerConfig:
         object.__setattr__(
             self, "break_duration", to_seconds(self.break_duration, name="break_duration")
         )
-
-
-def _require_count(value: object, name: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigurationError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 class CircuitBreaker:

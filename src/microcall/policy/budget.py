@@ -37,11 +37,10 @@ one already seen is treated as the latest one seen.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from microcall._durations import to_seconds
-from microcall.errors import ConfigurationError
+from microcall._validate import number
 from microcall.policy._window import SlidingCount
 
 # Finagle's and Linkerd's defaults (com.twitter.finagle.service.RetryBudget,
@@ -72,27 +71,14 @@ class RetryBudgetConfig:
     ttl: float = DEFAULT_TTL
 
     def __post_init__(self) -> None:
-        percent = self.percent_can_retry
-        if not (
-            isinstance(percent, (int, float))
-            and not isinstance(percent, bool)
-            and math.isfinite(percent)
-            and percent >= 0
-        ):
-            raise ConfigurationError(
-                f"percent_can_retry must be a finite fraction >= 0 (0.2 = 20%), got {percent!r}"
-            )
-        minimum = self.min_retries_per_second
-        if not (
-            isinstance(minimum, (int, float))
-            and not isinstance(minimum, bool)
-            and math.isfinite(minimum)
-            and minimum >= 0
-        ):
-            raise ConfigurationError(
-                f"min_retries_per_second must be a finite number >= 0, got {minimum!r}"
-            )
-        object.__setattr__(self, "percent_can_retry", float(percent))
+        percent = number(
+            "percent_can_retry",
+            self.percent_can_retry,
+            minimum=0,
+            what="a finite fraction (0.2 = 20%)",
+        )
+        minimum = number("min_retries_per_second", self.min_retries_per_second, minimum=0)
+        object.__setattr__(self, "percent_can_retry", percent)
         object.__setattr__(self, "min_retries_per_second", float(minimum))
         object.__setattr__(self, "ttl", to_seconds(self.ttl, name="retry budget ttl"))
 

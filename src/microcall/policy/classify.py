@@ -13,12 +13,12 @@ import enum
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from microcall._wire import DO_NOT_RETRY_HEADER, says_do_not_retry
 from microcall.errors import CallError, DeadlineExceeded
 
 if TYPE_CHECKING:
     from microcall._response import Response
 
-DO_NOT_RETRY_HEADER = "X-Do-Not-Retry"
 RETRIABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
@@ -33,8 +33,7 @@ Classifier = Callable[["Response | None", "CallError | None"], Verdict]
 
 
 def do_not_retry(response: Response) -> bool:
-    value = response.headers.get(DO_NOT_RETRY_HEADER)
-    return value is not None and value.strip().lower() in ("1", "true")
+    return says_do_not_retry(response.headers.get(DO_NOT_RETRY_HEADER))
 
 
 def default_classifier(response: Response | None, error: CallError | None) -> Verdict:

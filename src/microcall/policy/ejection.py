@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from microcall._durations import to_seconds
+from microcall._validate import number, positive_int
 from microcall.errors import ConfigurationError
 
 # Envoy's outlier detection defaults (consecutive_5xx, base_ejection_time,
@@ -63,21 +64,9 @@ class OutlierEjectionConfig:
     interval: float = DEFAULT_INTERVAL
 
     def __post_init__(self) -> None:
-        failures = self.consecutive_failures
-        if not isinstance(failures, int) or isinstance(failures, bool) or failures < 1:
-            raise ConfigurationError(
-                f"consecutive_failures must be an integer >= 1, got {failures!r}"
-            )
-        percent = self.max_ejection_percent
-        if not (
-            isinstance(percent, (int, float))
-            and not isinstance(percent, bool)
-            and 0 <= percent <= 100
-        ):
-            raise ConfigurationError(
-                f"max_ejection_percent must be between 0 and 100, got {percent!r}"
-            )
-        object.__setattr__(self, "max_ejection_percent", float(percent))
+        positive_int("consecutive_failures", self.consecutive_failures)
+        percent = number("max_ejection_percent", self.max_ejection_percent, minimum=0, maximum=100)
+        object.__setattr__(self, "max_ejection_percent", percent)
         object.__setattr__(
             self,
             "base_ejection_time",

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from ddsketch import LogCollapsingLowestDenseDDSketch
 
 from microcall._durations import to_seconds
+from microcall._validate import fraction, positive_int
 from microcall.errors import ConfigurationError
 
 # Finagle keeps a 30 s window of latencies for its backup requests; six
@@ -106,9 +107,7 @@ class LearnedDelayConfig:
                 f"hedge delay floor ({self.floor}) must not exceed its ceiling ({self.ceiling})"
             )
         for name in ("min_samples", "slices", "max_routes", "refresh_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigurationError(f"{name} must be an integer >= 1, got {value!r}")
+            positive_int(name, getattr(self, name))
 
     @property
     def quantile(self) -> float:
@@ -117,10 +116,7 @@ class LearnedDelayConfig:
 
 
 def _require_fraction(value: object, name: str) -> None:
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1):
-        raise ConfigurationError(
-            f"{name} must be a fraction strictly between 0 and 1, got {value!r}"
-        )
+    fraction(name, value)
 
 
 class _RouteWindow:

@@ -34,6 +34,7 @@ from typing import Protocol
 
 from microcall._attempt import AttemptKind
 from microcall._durations import Seconds, to_seconds
+from microcall._validate import whole
 from microcall.errors import ConfigurationError
 from microcall.policy.backoff import Backoff
 from microcall.policy.classify import Verdict
@@ -100,10 +101,6 @@ class Strategy(Protocol):
     def plan(self, *, expires_at: float, floor: float, rng: random.Random) -> Plan: ...
 
 
-def _is_count(value: object, most: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= most
-
-
 def _optional_seconds(value: Seconds | None, name: str) -> float | None:
     return None if value is None else to_seconds(value, name=name)
 
@@ -166,10 +163,7 @@ class Retry:
     attempt_timeout: float | None = None
 
     def __post_init__(self) -> None:
-        if not _is_count(self.attempts, MAX_RETRY_ATTEMPTS):
-            raise ConfigurationError(
-                f"retry attempts must be between 1 and {MAX_RETRY_ATTEMPTS}, got {self.attempts!r}"
-            )
+        whole("retry attempts", self.attempts, maximum=MAX_RETRY_ATTEMPTS)
         object.__setattr__(
             self, "attempt_timeout", _optional_seconds(self.attempt_timeout, "attempt_timeout")
         )
@@ -260,11 +254,7 @@ class Hedged:
     linger: float = DEFAULT_LINGER
 
     def __post_init__(self) -> None:
-        if not _is_count(self.attempts, MAX_HEDGED_ATTEMPTS):
-            raise ConfigurationError(
-                f"hedged attempts must be between 1 and {MAX_HEDGED_ATTEMPTS}, "
-                f"got {self.attempts!r}"
-            )
+        whole("hedged attempts", self.attempts, maximum=MAX_HEDGED_ATTEMPTS)
         object.__setattr__(self, "delay", to_seconds(self.delay, name="hedge delay"))
         object.__setattr__(
             self, "attempt_timeout", _optional_seconds(self.attempt_timeout, "attempt_timeout")

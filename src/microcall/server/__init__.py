@@ -10,12 +10,15 @@ is full.
 * :mod:`microcall.server.aiohttp`: ``AiohttpMiddleware``
 * :mod:`microcall.server.asgi`: ``ASGIMiddleware`` (FastAPI, Starlette, ...)
 * :mod:`microcall.server.wsgi`: ``WSGIMiddleware`` (Flask, Django, ...)
+* :mod:`microcall.server.grpc_aio`: ``AsyncServerInterceptor`` (grpc.aio servers)
+* :mod:`microcall.server.grpc_blocking`: ``ServerInterceptor`` (blocking grpc servers)
+  (both also importable from :mod:`microcall.grpc`)
 
 They share :class:`ServerOptions`. See docs/server.md for the whole story.
 """
 
+from microcall._wire import MALFORMED, parse_priority, parse_timeout
 from microcall.server._config import ServerOptions
-from microcall.server._headers import MALFORMED, parse_priority, parse_timeout
 from microcall.server._route import default_timeout
 from microcall.server._stats import ServerStats
 from microcall.server._trust import Caller, TrustPredicate, trust_all, trust_header, trust_networks

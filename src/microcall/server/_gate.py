@@ -39,19 +39,20 @@ from http import HTTPStatus
 from typing import Protocol
 
 from microcall._durations import to_seconds
+from microcall._wire import (
+    DO_NOT_RETRY_HEADER,
+    MALFORMED,
+    PRIORITY_HEADER,
+    RETRY_AFTER_HEADER,
+    TIMEOUT_HEADER,
+    parse_priority,
+    parse_timeout,
+)
 from microcall.deadline import Deadline
 from microcall.errors import DeadlineExceeded
 from microcall.priority import Priority
 from microcall.server._admission import Admission
 from microcall.server._config import ServerOptions
-from microcall.server._headers import (
-    DO_NOT_RETRY_HEADER,
-    MALFORMED,
-    PRIORITY_HEADER,
-    TIMEOUT_HEADER,
-    parse_priority,
-    parse_timeout,
-)
 from microcall.server._stats import ServerStats
 from microcall.server._trust import Caller
 from microcall.server.shedding import PriorityLimiter
@@ -165,7 +166,7 @@ class Gate:
         self._shed = Refusal(
             503,
             "Service Unavailable",
-            (("Retry-After", retry_after), _TEXT),
+            ((RETRY_AFTER_HEADER, retry_after), _TEXT),
             b"overloaded: try again later or elsewhere\n",
             "shed",
         )

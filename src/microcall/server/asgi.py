@@ -30,12 +30,13 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from functools import partial
 from typing import Any
 
-from microcall.observe._routes import asgi_route, routed_app
-from microcall.observe._serverwatch import ServerWatch
+from microcall._wire import PRIORITY_HEADER_BYTES, TIMEOUT_HEADER_BYTES
 from microcall.observe.hooks import InboundRequest
 from microcall.server._cancel import DeadlineCancelled, within_deadline
 from microcall.server._config import ServerOptions
 from microcall.server._gate import Gate, GateReadings, Refusal
+from microcall.server._route_labels import asgi_route, routed_app
+from microcall.server._serverwatch import ServerWatch
 from microcall.server._stats import ServerStats
 from microcall.server._trust import Caller
 
@@ -47,9 +48,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-# ASGI servers give header names in lower case (ASGI spec, "HTTP" scope).
-_TIMEOUT = b"x-request-timeout"
-_PRIORITY = b"x-request-priority"
+_TIMEOUT = TIMEOUT_HEADER_BYTES
+_PRIORITY = PRIORITY_HEADER_BYTES
 
 
 class ASGIMiddleware(GateReadings):

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from microcall._validate import positive_int
 from microcall.errors import ConfigurationError
 
 
@@ -80,9 +81,7 @@ class _Fixed:
 
 def check_count(value: object, name: str) -> int:
     """``value`` if it is an int >= 1, else ConfigurationError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
-    return value
+    return positive_int(name, value, what="an int")
 
 
 def check_bounds(initial: int, minimum: int, maximum: int) -> None:

@@ -51,6 +51,7 @@ import threading
 from dataclasses import dataclass, field
 
 from microcall._clock import MONOTONIC, Clock
+from microcall._validate import positive_int
 from microcall.errors import ConfigurationError, UsageError
 from microcall.priority import Priority
 from microcall.server.limits import ConcurrencyLimit, LimitEstimator
@@ -125,10 +126,7 @@ class Shedding:
             raise ConfigurationError(
                 f"limit must be a StaticLimit, AIMDLimit or GradientLimit, got {self.limit!r}"
             )
-        if isinstance(self.retry_after, bool) or not isinstance(self.retry_after, int):
-            raise ConfigurationError(f"retry_after must be whole seconds, got {self.retry_after!r}")
-        if self.retry_after < 1:
-            raise ConfigurationError(f"retry_after must be >= 1 second, got {self.retry_after}")
+        positive_int("retry_after", self.retry_after, what="whole seconds")
 
     def new_limiter(self, clock: Clock = MONOTONIC) -> PriorityLimiter:
         """A limiter with its own state: one per server."""

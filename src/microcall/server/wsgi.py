@@ -35,12 +35,12 @@ from functools import partial
 from typing import Any
 
 from microcall.errors import ConfigurationError
-from microcall.observe._routes import wsgi_route
-from microcall.observe._serverwatch import ServerWatch
 from microcall.observe.hooks import InboundRequest
 from microcall.server._admission import Admission, current_admission
 from microcall.server._config import ServerOptions
 from microcall.server._gate import Gate, GateReadings, Refusal
+from microcall.server._route_labels import wsgi_route
+from microcall.server._serverwatch import ServerWatch
 from microcall.server._stats import ServerStats
 from microcall.server._trust import Caller
 

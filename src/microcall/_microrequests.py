@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Unpack
 
 from microcall._limits import Limits
+from microcall._validate import positive_int, whole
 from microcall.client import Client, ClientOptions
-from microcall.errors import ConfigurationError
 from microcall.policy.strategy import SINGLE, Retry, Strategy
 
 
@@ -28,18 +28,9 @@ def init(
     ``pool_connections * pool_maxsize`` the total.
     """
     per_host = pool_size if pool_size is not None else pool_maxsize
-    for name, value in (
-        ("max_retries", max_retries),
-        ("pool_connections", pool_connections),
-        ("pool_maxsize", per_host),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigurationError(f"{name} must be an int, got {value!r}")
-    if max_retries < 0 or pool_connections < 1 or per_host < 1:
-        raise ConfigurationError(
-            "max_retries must be >= 0 and pool_connections, pool_maxsize >= 1; got "
-            f"{max_retries}, {pool_connections}, {per_host}"
-        )
+    whole("max_retries", max_retries, minimum=0, what="an int")
+    positive_int("pool_connections", pool_connections, what="an int")
+    positive_int("pool_maxsize", per_host, what="an int")
     strategy: Strategy = SINGLE if max_retries == 0 else Retry(attempts=max_retries + 1)
     options.setdefault("strategy", strategy)
     options.setdefault(

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 from microcall.observe.hooks import InboundRequest, ServerObserver, ServerResult, ServerScope
-from microcall.observe.logs import log_event
-
-log = logging.getLogger("microcall")
+from microcall.observe.logs import observer_failed
 
 
 class ServerWatch:
@@ -64,18 +61,3 @@ class ServerWatch:
                 scope.request_ended(result)
             except Exception:
                 observer_failed(scope, "request end")
-
-
-def observer_failed(observer: object, where: str) -> None:
-    """Log a failing observer (client or server side) with the exception being handled."""
-    # A broken observer fails on every call: say so, but not a thousand times a second.
-    log_event(
-        log,
-        logging.ERROR,
-        ("observer_failed", type(observer), where),
-        "observer %r failed at %s",
-        observer,
-        where,
-        extra={"microcall_event": "observer_failed"},
-        exc_info=True,
-    )

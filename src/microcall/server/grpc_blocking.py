@@ -23,20 +23,23 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import grpc
 
 from microcall.errors import ConfigurationError
-from microcall.grpc._server import (
+from microcall.server._config import ServerOptions
+from microcall.server._grpc_gate import (
     DEFAULT_EXEMPT,
     InterceptorBase,
     RpcRefusal,
     behavior_of,
     route_timeout,
 )
-from microcall.grpc._server_observe import finish, start_watch
-from microcall.observe._serverwatch import ServerWatch
-from microcall.server._config import ServerOptions
+from microcall.server._grpc_watch import finish, start_watch
+from microcall.server._serverwatch import ServerWatch
 from microcall.server._stats import ServerStats
 
 if TYPE_CHECKING:  # grpcio's classes are generic only in its typing stubs
     Continuation = Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None]
+
+
+__all__ = ["ServerInterceptor"]
 
 
 class ServerInterceptor(InterceptorBase, grpc.ServerInterceptor):

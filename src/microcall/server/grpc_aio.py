@@ -36,7 +36,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import grpc
 import grpc.aio
 
-from microcall.grpc._server import (
+from microcall.server._admission import Admission
+from microcall.server._cancel import DeadlineCancelled, within_deadline
+from microcall.server._config import ServerOptions
+from microcall.server._grpc_gate import (
     DEFAULT_EXEMPT,
     InterceptorBase,
     RpcGate,
@@ -44,12 +47,11 @@ from microcall.grpc._server import (
     behavior_of,
     route_timeout,
 )
-from microcall.grpc._server_observe import finish, start_watch
-from microcall.observe._serverwatch import ServerWatch
-from microcall.server._admission import Admission
-from microcall.server._cancel import DeadlineCancelled, within_deadline
-from microcall.server._config import ServerOptions
+from microcall.server._grpc_watch import finish, start_watch
+from microcall.server._serverwatch import ServerWatch
 from microcall.server._stats import ServerStats
+
+__all__ = ["AsyncServerInterceptor"]
 
 log = logging.getLogger("microcall")
 

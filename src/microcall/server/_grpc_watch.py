@@ -29,8 +29,8 @@ from typing import Any, Final
 import grpc
 import grpc.aio
 
-from microcall.observe._serverwatch import ServerWatch
 from microcall.observe.hooks import HeaderLookup, InboundRequest, ServerObserver
+from microcall.server._serverwatch import ServerWatch
 
 _OK: Final = 0
 _CANCELLED: Final = 1

@@ -26,14 +26,12 @@ from urllib.parse import unquote
 
 import grpc
 
-from microcall.grpc._core import PRIORITY_METADATA
-from microcall.grpc._server_observe import unknown_method
-from microcall.grpc._status import PUSHBACK_METADATA
+from microcall._wire import MAX_HEADER_TIMEOUT, PRIORITY_METADATA, PUSHBACK_METADATA, pushback_text
 from microcall.priority import Priority
 from microcall.server._admission import Admission
 from microcall.server._config import ServerOptions
 from microcall.server._gate import Gate, GateReadings, Refusal
-from microcall.server._headers import MAX_HEADER_TIMEOUT
+from microcall.server._grpc_watch import unknown_method
 from microcall.server._route import route_timeout_of
 from microcall.server._stats import ServerStats
 from microcall.server._trust import Caller
@@ -73,7 +71,7 @@ class RpcGate(GateReadings):
     def __init__(self, options: ServerOptions | None, stats: ServerStats | None) -> None:
         self._gate = gate = Gate(options, stats=stats)
         shedding = gate.options.shedding
-        pushback_ms = str((shedding.retry_after if shedding is not None else 1) * 1000)
+        pushback_ms = pushback_text(shedding.retry_after if shedding is not None else 1)
         self._expired = RpcRefusal(
             grpc.StatusCode.DEADLINE_EXCEEDED,
             "deadline expired: nobody is waiting for this answer",

@@ -1,0 +1,83 @@
+"""Checks of configuration values: a bad one raises ConfigurationError naming it, at construction.
+
+Counts, sizes and ratios are checked here; durations by :func:`to_seconds`
+(re-exported here as :func:`seconds`). A ``bool`` is never a number here,
+though Python lets it pass for one: ``max_calls=True`` is a mistake, not 1.
+
+>>> positive_int("burst", 3), fraction("max_extra_load", 0.05)
+(3, 0.05)
+"""
+
+from __future__ import annotations
+
+import math
+
+from microcall._durations import to_seconds
+from microcall.errors import ConfigurationError
+
+__all__ = ["fraction", "number", "positive_int", "seconds", "whole"]
+
+seconds = to_seconds
+
+
+def whole(
+    name: str,
+    value: object,
+    *,
+    minimum: int = 1,
+    maximum: int | None = None,
+    what: str = "an integer",
+) -> int:
+    """``value`` if it is an int (never a bool) from ``minimum`` to ``maximum`` (inclusive)."""
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        bound = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        raise ConfigurationError(f"{name} must be {what} {bound}, got {value!r}")
+    return value
+
+
+def positive_int(name: str, value: object, *, what: str = "an integer") -> int:
+    """``value`` if it is an int >= 1 (a count, a size, a limit)."""
+    return whole(name, value, minimum=1, what=what)
+
+
+def number(
+    name: str,
+    value: object,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
+    what: str = "a finite number",
+) -> float:
+    """``value`` as a float if it is a finite int or float (never a bool) within the bounds.
+
+    ``minimum`` / ``maximum`` are inclusive bounds, ``above`` / ``below`` exclusive.
+    """
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or (minimum is not None and value < minimum)
+        or (maximum is not None and value > maximum)
+        or (above is not None and value <= above)
+        or (below is not None and value >= below)
+    ):
+        bounds = [
+            f"{sign} {bound}"
+            for sign, bound in ((">=", minimum), ("<=", maximum), (">", above), ("<", below))
+            if bound is not None
+        ]
+        rule = " ".join([what, " and ".join(bounds)]).strip()
+        raise ConfigurationError(f"{name} must be {rule}, got {value!r}")
+    return float(value)
+
+
+def fraction(name: str, value: object) -> float:
+    """``value`` as a float if it lies strictly between 0 and 1."""
+    return number(name, value, above=0.0, below=1.0, what="a fraction")

@@ -1,0 +1,37 @@
+"""The configuration checks every module shares."""
+
+from __future__ import annotations
+
+import pytest
+
+from microcall._validate import fraction, number, positive_int, whole
+from microcall.errors import ConfigurationError
+
+
+def test_whole_numbers_in_range_pass_through() -> None:
+    assert positive_int("burst", 3) == 3
+    assert whole("port", 65535, minimum=1, maximum=65535) == 65535
+    assert whole("max_body", 0, minimum=0) == 0
+
+
+@pytest.mark.parametrize("value", [0, -1, True, 1.0, "2", None])
+def test_a_count_refuses_what_is_not_an_int_of_at_least_one(value: object) -> None:
+    with pytest.raises(ConfigurationError, match=r"burst must be an integer >= 1"):
+        positive_int("burst", value)
+
+
+def test_the_message_names_the_range_and_what_is_wanted() -> None:
+    with pytest.raises(ConfigurationError, match=r"port must be a port from 1 to 65535, got 0"):
+        whole("port", 0, minimum=1, maximum=65535, what="a port")
+
+
+def test_numbers_are_finite_and_within_their_bounds() -> None:
+    assert number("percent", 5, minimum=0, maximum=100) == 5.0
+    assert fraction("max_extra_load", 0.05) == 0.05
+    for bad in (float("nan"), float("inf"), 0.0, 1.0, False):
+        with pytest.raises(
+            ConfigurationError, match=r"max_extra_load must be a fraction > 0\.0 and < 1\.0"
+        ):
+            fraction("max_extra_load", bad)
+    with pytest.raises(ConfigurationError, match=r"ratio must be a finite number <= 1 and > 0"):
+        number("ratio", 1.5, above=0, maximum=1)
