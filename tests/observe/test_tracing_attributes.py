@@ -119,7 +119,11 @@ def test_the_route_names_the_call_span_only(spans: Spans) -> None:
 
 def test_an_unknown_method(spans: Spans) -> None:
     call, (first,) = spans.call(f"{BASE}/", [(attempt(), None)], method="PROPFIND")
-    other = {**ENDPOINT, "http.request.method": "_OTHER", "http.request.method_original": "PROPFIND"}
+    other = {
+        **ENDPOINT,
+        "http.request.method": "_OTHER",
+        "http.request.method_original": "PROPFIND",
+    }
     assert call.name == first.name == "HTTP"
     assert dict(call.attributes or {}) == {**other, "http.response.status_code": 200}
     assert dict(first.attributes or {}) == {
@@ -181,7 +185,9 @@ def test_retries_hedges_and_a_lost_hedge(spans: Spans) -> None:
 
 def test_failures_and_refusals(spans: Spans) -> None:
     refused = attempt(1, AttemptKind.RETRY, status=None, error="retry budget empty", sent=False)
-    call, (first,) = spans.call(f"{BASE}/", [(attempt(status=500), None), (refused, None)], status=500)
+    call, (first,) = spans.call(
+        f"{BASE}/", [(attempt(status=500), None), (refused, None)], status=500
+    )
     assert dict(call.attributes or {}) == {
         **GET,
         "http.response.status_code": 500,
@@ -250,3 +256,30 @@ def test_every_url_gets_its_own_full_url(spans: Spans) -> None:
     for _ in range(2):  # and as the same object
         _, (first,) = spans.call(same, [(attempt(), None)])
         assert (first.attributes or {})["url.full"] == f"{BASE}/same"
+
+
+def test_the_caches_stay_bounded_and_right(spans: Spans) -> None:
+    # Ever new paths on one server: the URL cache empties itself when full.
+    for number in range(tracing.MAX_URLS * 3):
+        _, (first,) = spans.call(f"{BASE}/books/{number}", [(attempt(), None)])
+        assert (first.attributes or {})["url.full"] == f"{BASE}/books/{number}"
+    (shape,) = spans.tracing._shapes.values()
+    assert 0 < len(shape.urls) <= tracing.MAX_URLS
+    # Ever new servers (calls by absolute URL): so does the cache of methods and servers.
+    for number in range(tracing.MAX_SHAPES * 3):
+        call, (first,) = spans.call(
+            f"http://10.0.{number // 250}.{number % 250}:80/", [(attempt(), None)]
+        )
+        assert (call.attributes or {})["server.address"] == f"10.0.{number // 250}.{number % 250}"
+        assert (first.attributes or {})["server.address"] == f"10.0.{number // 250}.{number % 250}"
+    assert 0 < len(spans.tracing._shapes) <= tracing.MAX_SHAPES
+
+
+def test_cached_attributes_are_read_only(spans: Spans) -> None:
+    request = Request("GET", URL(f"{BASE}/x"), {})
+    spans.tracing.call_started(request).call_ended(Answer(200), None, [])  # type: ignore[arg-type]
+    (shape,) = spans.tracing._shapes.values()
+    with pytest.raises(TypeError):
+        shape.attributes["server.port"] = 1  # type: ignore[index]
+    with pytest.raises(TypeError):
+        shape.attempt_attributes(URL(f"{BASE}/x"))["url.full"] = "elsewhere"  # type: ignore[index]

@@ -113,7 +113,7 @@ class ClientTracing:
     def call_started(self, request: Request) -> _CallSpan:
         url = request.url
         scheme = url.scheme
-        key = (request.method, scheme, url.raw_host, url.port)
+        key: tuple[object, ...] = (request.method, scheme, url.raw_host, url.port)
         if scheme in GRPC_SCHEMES:
             key = (*key, url.raw_path)
         shapes = self._shapes
