@@ -31,8 +31,9 @@ What a span never holds: header values, query strings, URL user-info
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextvars import Token
+from types import MappingProxyType
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -85,6 +86,16 @@ def _method_attributes(method: str, attributes: dict[str, AttributeValue]) -> st
     return "HTTP"  # the span name the conventions give an unknown method
 
 
+# Calls to one method and server share their span's attributes, and attempts
+# to one URL theirs: the dicts are built once, kept read-only, and handed to
+# the SDK as they are (it copies what it keeps). Each cache is emptied when
+# full, so ever new servers or paths cost a rebuild, never memory.
+MAX_SHAPES = 64
+MAX_URLS = 64  # per shape
+
+_STATUS = "http.response.status_code"
+
+
 class ClientTracing:
     """Client spans: pass it in a client's ``observers=`` (share it between clients).
 
@@ -93,56 +104,87 @@ class ClientTracing:
     the application set another).
     """
 
-    __slots__ = ("_tracer",)
+    __slots__ = ("_shapes", "_tracer")
 
     def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
         self._tracer = _tracer(tracer_provider)
+        self._shapes: dict[tuple[object, ...], _Shape] = {}
 
     def call_started(self, request: Request) -> _CallSpan:
+        url = request.url
+        scheme = url.scheme
+        key: tuple[object, ...] = (request.method, scheme, url.raw_host, url.port)
+        if scheme in GRPC_SCHEMES:
+            key = (*key, url.raw_path)
+        shapes = self._shapes
+        shape = shapes.get(key)
+        if shape is None:
+            shape = _Shape(request)
+            if len(shapes) >= MAX_SHAPES:
+                shapes.clear()
+            shapes[key] = shape
+        span = self._tracer.start_span(
+            request.route or shape.name,
+            kind=SpanKind.CLIENT,
+            attributes=shape.attributes,
+        )
+        return _CallSpan(self._tracer, span, shape)
+
+
+class _Shape:
+    """What the spans of every call of one method to one server share."""
+
+    __slots__ = ("attributes", "methods", "name", "rpc", "urls")
+
+    def __init__(self, request: Request) -> None:
         url = request.url
         attributes: dict[str, AttributeValue] = {
             "server.address": url.raw_host or "",
             "server.port": url.port or 0,
         }
-        if url.scheme in GRPC_SCHEMES:
+        self.rpc = url.scheme in GRPC_SCHEMES
+        if self.rpc:
             service, method = split_rpc_method(url.raw_path)
             attributes["rpc.system"] = "grpc"
             attributes["rpc.service"] = service
             attributes["rpc.method"] = method
-            name = f"{service}/{method}"
-            method_name = name
+            self.name = f"{service}/{method}"
         else:
-            method_name = _method_attributes(request.method, attributes)
-            name = request.route or method_name
-        span = self._tracer.start_span(
-            name,
-            kind=SpanKind.CLIENT,
-            attributes=attributes,
-        )
+            self.name = _method_attributes(request.method, attributes)
+        self.attributes: Mapping[str, AttributeValue] = MappingProxyType(attributes)
         # Each attempt is a physical HTTP request, on which the conventions
-        # require the method too; the call's own values are reused as they are.
-        methods = {
+        # require the method too: the call's own values, reused as they are.
+        self.methods = {
             key: value for key, value in attributes.items() if key.startswith("http.request.method")
         }
-        return _CallSpan(self._tracer, span, method_name, url.scheme in GRPC_SCHEMES, methods)
+        self.urls: dict[URL, Mapping[str, AttributeValue]] = {}
+
+    def attempt_attributes(self, url: URL) -> Mapping[str, AttributeValue]:
+        """What every attempt sent to ``url`` starts with (read-only: copy it to add more)."""
+        attributes = self.urls.get(url)
+        if attributes is None:
+            built: dict[str, AttributeValue] = {
+                "server.address": url.raw_host or "",
+                "server.port": url.port or 0,
+            }
+            if not self.rpc:
+                built.update(self.methods)
+                built["url.full"] = safe_url(url)
+            attributes = MappingProxyType(built)
+            urls = self.urls
+            if len(urls) >= MAX_URLS:
+                urls.clear()
+            urls[url] = attributes
+        return attributes
 
 
 class _CallSpan:
-    __slots__ = ("_context", "_method", "_methods", "_rpc", "_span", "_tracer")
+    __slots__ = ("_context", "_shape", "_span", "_tracer")
 
-    def __init__(
-        self,
-        tracer: Tracer,
-        span: Span,
-        method: str,
-        rpc: bool,
-        methods: dict[str, AttributeValue],
-    ) -> None:
+    def __init__(self, tracer: Tracer, span: Span, shape: _Shape) -> None:
         self._tracer = tracer
         self._span = span
-        self._method = method
-        self._rpc = rpc
-        self._methods = methods
+        self._shape = shape
         self._context: Context | None = None
 
     def attempt_started(
@@ -158,22 +200,19 @@ class _CallSpan:
             # is spared a span per attempt on most calls of a sampled service.
             propagate.get_global_textmap().inject(headers, context=parent)
             return None
-        attributes: dict[str, AttributeValue] = {
-            "server.address": url.raw_host or "",
-            "server.port": url.port or 0,
-        }
-        if not self._rpc:
-            attributes.update(self._methods)
-            attributes["url.full"] = safe_url(url)
+        attributes = self._shape.attempt_attributes(url)
         if index:
             # Every attribute costs the SDK a validation: the common first
             # attempt carries only what the conventions require.
-            attributes["http.request.resend_count"] = index
-            attributes["microcall.attempt.kind"] = str(kind)
+            attributes = {
+                **attributes,
+                "http.request.resend_count": index,
+                "microcall.attempt.kind": str(kind),
+            }
             if kind is AttemptKind.HEDGE:
                 attributes["microcall.hedge"] = True
         span = self._tracer.start_span(
-            self._method,
+            self._shape.name,
             context=parent,
             kind=SpanKind.CLIENT,
             attributes=attributes,
@@ -191,32 +230,50 @@ class _CallSpan:
     ) -> None:
         span = self._span
         if span.is_recording():
-            attributes: dict[str, AttributeValue] = {}
-            if self._rpc:
-                _rpc_status(
-                    span,
-                    response.status_code if response is not None else grpc_code_of(error),
-                    error,
-                    attributes,
-                )
-            elif response is not None:
-                _status(span, response.status_code, attributes)
-            elif error is not None:
-                attributes["error.type"] = type(error).__name__
-                span.set_status(StatusCode.ERROR, type(error).__name__)
-            if len(attempts) > 1:
-                attributes["microcall.attempts"] = len(attempts)
-            span.set_attributes(attributes)  # one lock and one pass, not one per attribute
-            for attempt in attempts:
-                if not attempt.sent:
-                    span.add_event(
-                        _REFUSAL_EVENT,
-                        {
-                            "microcall.attempt.kind": str(attempt.kind),
-                            "microcall.refused": attempt.error or "",
-                        },
-                    )
+            if (
+                response is not None
+                and response.status_code < 400
+                and len(attempts) == 1
+                and not self._shape.rpc
+            ):
+                # The common call: one attribute, set without a dict for the SDK to go through.
+                span.set_attribute(_STATUS, response.status_code)
+            else:
+                self._ended(span, response, error, attempts)
         span.end()
+
+    def _ended(
+        self,
+        span: Span,
+        response: Response | None,
+        error: BaseException | None,
+        attempts: Sequence[Attempt],
+    ) -> None:
+        attributes: dict[str, AttributeValue] = {}
+        if self._shape.rpc:
+            _rpc_status(
+                span,
+                response.status_code if response is not None else grpc_code_of(error),
+                error,
+                attributes,
+            )
+        elif response is not None:
+            _status(span, response.status_code, attributes)
+        elif error is not None:
+            attributes["error.type"] = type(error).__name__
+            span.set_status(StatusCode.ERROR, type(error).__name__)
+        if len(attempts) > 1:
+            attributes["microcall.attempts"] = len(attempts)
+        span.set_attributes(attributes)  # one lock and one pass, not one per attribute
+        for attempt in attempts:
+            if not attempt.sent:
+                span.add_event(
+                    _REFUSAL_EVENT,
+                    {
+                        "microcall.attempt.kind": str(attempt.kind),
+                        "microcall.refused": attempt.error or "",
+                    },
+                )
 
 
 class _AttemptSpan:
@@ -228,24 +285,39 @@ class _AttemptSpan:
     def attempt_ended(self, attempt: Attempt) -> None:
         span = self._span
         if span.is_recording():
-            attributes: dict[str, AttributeValue] = {}
-            code = getattr(attempt, "code", None)  # a gRPC attempt's status name
-            if attempt.cancelled:
-                # The same word the metrics use. The status stays unset: an
-                # attempt stopped because another answered is not a failure.
-                attributes["microcall.attempt.cancelled"] = True
-                attributes["error.type"] = "cancelled"
-            elif code is not None:
-                _rpc_status(span, GRPC_CODE_NUMBERS.get(code), None, attributes)
-            elif attempt.status is not None:
-                _status(span, attempt.status, attributes)
-            elif attempt.error is not None:
-                name = attempt.error.partition(":")[0]
-                name = name if name.isidentifier() else OTHER
-                attributes["error.type"] = name
-                span.set_status(StatusCode.ERROR, name)
-            span.set_attributes(attributes)
+            status = attempt.status
+            if (
+                status is not None
+                and status < 400
+                and attempt.error is None
+                and not attempt.cancelled
+                and type(attempt) is Attempt  # not a gRPC attempt, which has a code
+            ):
+                # The common attempt: one attribute, set without a dict.
+                span.set_attribute(_STATUS, status)
+            else:
+                _attempt_outcome(span, attempt)
         span.end()
+
+
+def _attempt_outcome(span: Span, attempt: Attempt) -> None:
+    attributes: dict[str, AttributeValue] = {}
+    code = getattr(attempt, "code", None)  # a gRPC attempt's status name
+    if attempt.cancelled:
+        # The same word the metrics use. The status stays unset: an
+        # attempt stopped because another answered is not a failure.
+        attributes["microcall.attempt.cancelled"] = True
+        attributes["error.type"] = "cancelled"
+    elif code is not None:
+        _rpc_status(span, GRPC_CODE_NUMBERS.get(code), None, attributes)
+    elif attempt.status is not None:
+        _status(span, attempt.status, attributes)
+    elif attempt.error is not None:
+        name = attempt.error.partition(":")[0]
+        name = name if name.isidentifier() else OTHER
+        attributes["error.type"] = name
+        span.set_status(StatusCode.ERROR, name)
+    span.set_attributes(attributes)
 
 
 def _rpc_status(
@@ -266,7 +338,7 @@ def _rpc_status(
 
 
 def _status(span: Span, status: int, attributes: dict[str, AttributeValue]) -> None:
-    attributes["http.response.status_code"] = status
+    attributes[_STATUS] = status
     if status >= 400:  # a client span fails on 4xx and 5xx alike
         attributes["error.type"] = str(status)
         span.set_status(StatusCode.ERROR)
