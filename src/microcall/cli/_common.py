@@ -16,7 +16,7 @@ script can tell a refusal from an outage)::
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 EXIT_OK = 0
 EXIT_BUG = 1
@@ -60,3 +60,21 @@ def _isatty(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def console(file: TextIO | None = None) -> Any:
+    """A rich Console on ``file`` (stdout) that lets a broken pipe reach :func:`main`.
+
+    rich's own answer to a closed pipe is ``SystemExit(1)``; the command's is a
+    quiet exit with its own status. Not a terminal (``--pretty`` into a pipe):
+    no colour codes, and lines as wide as the content needs up to 120 columns.
+    """
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError
+
+    stream = file if file is not None else sys.stdout
+    return _Console(file=stream, highlight=False, width=None if _isatty(stream) else 120)

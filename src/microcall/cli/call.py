@@ -169,12 +169,7 @@ def _print_json(document: dict[str, Any], out: TextIO | None = None) -> None:
 
 
 def _console() -> Any:
-    from rich.console import Console
-
-    # Not a terminal (--pretty into a pipe): no colour codes, and no wrapping at 80 columns.
-    return Console(
-        file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 120
-    )
+    return _common.console()
 
 
 def _print_human(

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from microcall.cli import _options
+from microcall.cli import _common, _options
 from microcall.cli._common import CliError
 
 
@@ -88,7 +88,7 @@ def run(arguments: argparse.Namespace) -> int:
             rows = asyncio.run(run_against(url, scenario, progress))
     took = time.perf_counter() - started
     if all(row.failed == row.calls for row in rows):
-        raise CliError(f"no call to {where} succeeded", status=6)
+        raise CliError(f"no call to {where} succeeded", _common.EXIT_NO_ANSWER)
     if arguments.json:
         document: dict[str, Any] = {
             "target": url or "demo backend",
@@ -116,7 +116,7 @@ def run(arguments: argparse.Namespace) -> int:
         sys.stdout.flush()
         return 0
     title = f"{scenario.requests} calls per strategy, measured in {took:.1f} s"
-    print_table(rows, title=title, out=sys.stdout)
+    print_table(rows, title=title, out=sys.stdout, console=_common.console())
     sys.stdout.flush()
     return 0
 

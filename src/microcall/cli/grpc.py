@@ -92,7 +92,9 @@ def run(arguments: argparse.Namespace) -> int:
     if not host or "/" in arguments.target:
         raise CliError(f"bad target {arguments.target!r}: expected host:port")
     plaintext = arguments.plaintext or host in _LOOPBACK
-    request_type, response_type = _resolve(arguments.target, plaintext, service, name)
+    request_type, response_type = _resolve(
+        arguments.target, plaintext, service, name, min(arguments.deadline, REFLECTION_TIMEOUT)
+    )
 
     from google.protobuf import json_format
 
@@ -170,7 +172,9 @@ def _message(error: Exception) -> str:
     return str(getattr(error, "message", error))
 
 
-def _resolve(target: str, plaintext: bool, service: str, name: str) -> tuple[Any, Any]:
+def _resolve(
+    target: str, plaintext: bool, service: str, name: str, timeout: float
+) -> tuple[Any, Any]:
     """The request and response message classes of ``service/name``, read by reflection."""
     import grpc
     from google.protobuf import descriptor_pool, message_factory
@@ -185,7 +189,7 @@ def _resolve(target: str, plaintext: bool, service: str, name: str) -> tuple[Any
     )
     with channel:
         try:
-            grpc.channel_ready_future(channel).result(timeout=REFLECTION_TIMEOUT)
+            grpc.channel_ready_future(channel).result(timeout=timeout)
         except grpc.FutureTimeoutError:
             raise CliError(f"no answer from {target}", _common.EXIT_NO_ANSWER) from None
         database = ProtoReflectionDescriptorDatabase(channel)

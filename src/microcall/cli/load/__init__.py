@@ -186,9 +186,7 @@ def run(arguments: argparse.Namespace) -> int:
         document = _report.document(runs, plan, arguments.workers, str(url))
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
-        from rich.console import Console
-
-        console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 140)
+        console = _common.console()
         console.print(_report.table(runs, plan, title))
         for run in runs:
             if run.stats.errors:

@@ -93,8 +93,10 @@ async def run(plan: Plan, stats: Stats, *, ready: Callable[[], None] | None = No
         if ready is not None:
             ready()
         start = time.monotonic()
+        stats.window = plan.duration
 
         async def one(sent: float) -> None:
+            stats.sent_until = max(stats.sent_until, time.monotonic() - start)
             outcome: microcall.Response | BaseException
             try:
                 outcome = await client.request(plan.method, plan.path, **call)
@@ -110,7 +112,6 @@ async def run(plan: Plan, stats: Stats, *, ready: Callable[[], None] | None = No
             await _open_loop(plan, plan.rate, start, one, stats)
         else:
             await _closed_loop(plan, plan.concurrency or 1, start, one)
-    stats.elapsed = max(stats.elapsed, plan.duration)
     return stats
 
 

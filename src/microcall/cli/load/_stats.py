@@ -46,7 +46,9 @@ class Stats:
     was to start calls (open loop only). ``attempts`` counts requests sent,
     retries and hedges included, so ``attempts / calls - 1`` is the extra
     load a strategy added. ``errors`` counts failed calls by kind
-    (``"HTTP 503"``, ``"ConnectError"``).
+    (``"HTTP 503"``, ``"ConnectError"``). ``elapsed`` runs to the last
+    outcome, ``window`` is the duration asked for, ``sent_until`` when the
+    last call was really sent (past ``window`` when the generator fell behind).
     """
 
     latency: DDSketch = field(default_factory=_sketch)
@@ -57,6 +59,8 @@ class Stats:
     errors: Counter[str] = field(default_factory=Counter)
     seconds: dict[int, Second] = field(default_factory=dict)
     elapsed: float = 0.0
+    window: float = 0.0
+    sent_until: float = 0.0
 
     def record(self, at: float, latency: float, error: str | None, attempts: int) -> None:
         """A call ended ``at`` seconds into the run after ``latency`` seconds."""
@@ -84,6 +88,8 @@ class Stats:
         for number, second in other.seconds.items():
             self.seconds.setdefault(number, Second()).merge(second)
         self.elapsed = max(self.elapsed, other.elapsed)
+        self.window = max(self.window, other.window)
+        self.sent_until = max(self.sent_until, other.sent_until)
 
     def quantile(self, q: float, *, of_lag: bool = False) -> float | None:
         """A percentile in seconds (None before any value)."""
@@ -103,8 +109,13 @@ class Stats:
         return self.attempts / self.calls - 1.0 if self.calls else 0.0
 
     def rate(self) -> float:
-        """Calls ended per second of the run so far."""
-        return self.calls / self.elapsed if self.elapsed > 0 else 0.0
+        """Calls sent per second: over the duration asked, or longer if sending ran late."""
+        span = max(self.window, self.sent_until)
+        return self.calls / span if span > 0 else 0.0
+
+    def throughput(self) -> float:
+        """Successful calls per second, up to the last outcome (vegeta's throughput)."""
+        return self.ok / self.elapsed if self.elapsed > 0 else 0.0
 
     def to_json(self) -> dict[str, Any]:
         """The figures as a JSON-ready dict (seconds throughout)."""
@@ -117,6 +128,7 @@ class Stats:
             "extra_load": self.extra_load,
             "seconds": self.elapsed,
             "achieved_rate": self.rate(),
+            "throughput": self.throughput(),
             "latency": {
                 **{f"p{q * 100:g}": self.quantile(q) for q in QUANTILES},
                 "max": _max(self.latency),
