@@ -16,7 +16,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import NoReturn, cast
 
 from microcall.cli import _common
 from microcall.cli._common import CliError
@@ -65,9 +65,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse's parser, reporting bad input in one line rather than usage and error."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(
-            _common.EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n"
-        )
+        self.exit(_common.EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,7 +78,10 @@ def _parser() -> argparse.ArgumentParser:
         "timeline of its attempts, a gRPC call, a load test, a demo.",
     )
     parser.add_argument("--version", action="version", version=f"microcall {__version__}")
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    commands = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(title="commands", metavar="COMMAND"),
+    )
     call.add_parsers(commands)
     grpc.add_parser(commands)
     load.add_parser(commands)

@@ -142,7 +142,9 @@ class Target:
         return cls(bases=tuple(bases), path=url.raw_path_qs)
 
 
-def client_options(arguments: argparse.Namespace, strategy: microcall.Strategy) -> dict[str, object]:
+def client_options(
+    arguments: argparse.Namespace, strategy: microcall.Strategy
+) -> dict[str, object]:
     """The AsyncClient options the call options ask for."""
     options: dict[str, object] = {"timeout": arguments.deadline, "strategy": strategy}
     if arguments.priority is not None:

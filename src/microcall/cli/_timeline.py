@@ -150,7 +150,9 @@ def render(steps: Sequence[Step], *, total: float, width: int = 24) -> Any:
     for step in steps:
         begin = min(round(step.started / span * width), width - 1)
         length = max(1, round(step.duration / span * width))
-        bar = Text(" " * begin + "━" * min(length, width - begin), style="green" if step.ok else "red")
+        bar = Text(
+            " " * begin + "━" * min(length, width - begin), style="green" if step.ok else "red"
+        )
         table.add_row(
             str(step.index),
             step.kind,

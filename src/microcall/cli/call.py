@@ -88,7 +88,9 @@ def run(arguments: argparse.Namespace) -> int:
         _print_json(_error_json(arguments.method, str(url), outcome, steps))
     elif steps:
         _console().print(render(steps, total=_span(steps)))
-    raise CliError(f"no answer: {type(outcome).__name__}: {outcome.message}", _common.EXIT_NO_ANSWER)
+    raise CliError(
+        f"no answer: {type(outcome).__name__}: {outcome.message}", _common.EXIT_NO_ANSWER
+    )
 
 
 async def _call(
@@ -151,9 +153,7 @@ def _response_json(
     }
 
 
-def _error_json(
-    method: str, url: str, error: CallError, steps: Sequence[Step]
-) -> dict[str, Any]:
+def _error_json(method: str, url: str, error: CallError, steps: Sequence[Step]) -> dict[str, Any]:
     return {
         "request": {"method": method, "url": url},
         "status": None,

@@ -71,9 +71,7 @@ def run(arguments: argparse.Namespace) -> int:
         requests=arguments.requests, concurrency=arguments.concurrency, seed=arguments.seed
     )
     url = None if arguments.url is None else str(_options.parse_url(arguments.url))
-    where = (
-        f"{url}" if url else f"a backend on 127.0.0.1 answering {scenario.profile.describe()}"
-    )
+    where = f"{url}" if url else f"a backend on 127.0.0.1 answering {scenario.profile.describe()}"
     print(
         f"Calling {where}; {scenario.requests} calls per strategy, "
         f"{scenario.concurrency} at a time...",

@@ -198,7 +198,9 @@ def _resolve(
             descriptor = pool.FindServiceByName(service)
         except KeyError:
             offered = ", ".join(sorted(database.get_services()))
-            raise CliError(f"{target} offers no service {service!r}; it offers: {offered}") from None
+            raise CliError(
+                f"{target} offers no service {service!r}; it offers: {offered}"
+            ) from None
         except grpc.RpcError as error:
             if error.code() == grpc.StatusCode.UNIMPLEMENTED:
                 raise CliError(f"{target} does not offer gRPC reflection") from None
@@ -241,7 +243,9 @@ def _print_human(document: dict[str, Any], steps: Sequence[Step], deadline: floa
 
     console = _console()
     ok = document["code"] == "OK"
-    console.print(Text(f"{document['method']} {document['code']}", style="bold " + ("green" if ok else "red")))
+    console.print(
+        Text(f"{document['method']} {document['code']}", style="bold " + ("green" if ok else "red"))
+    )
     if document["response"] is not None:
         console.print(JSON.from_data(document["response"]))
     elif document["error"] is not None:

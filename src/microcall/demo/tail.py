@@ -100,9 +100,7 @@ async def run_scenario(scenario: Scenario, progress: Progress | None = None) -> 
             def path_of(call: int, run: int = run) -> str:
                 return backend.call_path(run=run, call=call)
 
-            counts = await _measure(
-                backend.base_url, path_of, label, strategy, scenario, progress
-            )
+            counts = await _measure(backend.base_url, path_of, label, strategy, scenario, progress)
             # Read the backend's counts once the losers cancelled at the very end
             # (their connections closed with the client) have been torn down.
             stats = await backend.settled_stats(run=run)
@@ -110,9 +108,7 @@ async def run_scenario(scenario: Scenario, progress: Progress | None = None) -> 
         return rows
 
 
-async def run_against(
-    url: str, scenario: Scenario, progress: Progress | None = None
-) -> list[Row]:
+async def run_against(url: str, scenario: Scenario, progress: Progress | None = None) -> list[Row]:
     """Run every strategy of ``scenario`` in turn against ``url`` (someone's own service).
 
     Nothing reports what that server received, so the load is counted from

@@ -153,7 +153,8 @@ def run(arguments: argparse.Namespace) -> int:
         duration=arguments.duration,
         connections=arguments.connections,
     )
-    view = _report.LiveView(plan, enabled=not arguments.quiet and sys.stderr.isatty())
+    live = not arguments.quiet and sys.stderr.isatty()
+    view = _report.LiveView(plan, enabled=live)
     runs = []
     for spelling in spellings:
         strategy_plan = dataclasses.replace(plan, strategy=spelling)
@@ -163,7 +164,7 @@ def run(arguments: argparse.Namespace) -> int:
         finally:
             view.stop()
         runs.append(_report.Run(strategy=spelling, stats=stats))
-        if not arguments.quiet:
+        if live:  # the live view is gone: one line stays in its place
             print(
                 f"{spelling}: {stats.calls:,} calls, {stats.failed:,} failed",
                 file=sys.stderr,
@@ -174,9 +175,8 @@ def run(arguments: argparse.Namespace) -> int:
             sorted({kind for run in runs for kind in run.stats.errors}) or ["no calls"]
         )
         raise CliError(f"no call to {url} succeeded ({kinds})", _common.EXIT_NO_ANSWER)
-    title = (
-        f"{plan.method} {url}: {_report.asked(plan)} for {plan.duration:g} s"
-        + (f" over {arguments.workers} workers" if arguments.workers > 1 else "")
+    title = f"{plan.method} {url}: {_report.asked(plan)} for {plan.duration:g} s" + (
+        f" over {arguments.workers} workers" if arguments.workers > 1 else ""
     )
     if arguments.plot is not None:
         from microcall.cli.load import _plot
@@ -199,5 +199,3 @@ def run(arguments: argparse.Namespace) -> int:
             console.print(f"plot written to {arguments.plot}", highlight=False)
     sys.stdout.flush()
     return _common.EXIT_OK
-
-

@@ -92,12 +92,14 @@ class LiveView:
         table.add_column(style="bold")
         table.add_column()
         table.add_row("strategy", self._label)
-        table.add_row("time", f"{min(elapsed, self._plan.duration):.1f} / {self._plan.duration:g} s")
+        table.add_row(
+            "time", f"{min(elapsed, self._plan.duration):.1f} / {self._plan.duration:g} s"
+        )
         table.add_row("calls", f"{stats.calls:,} done, {stats.failed:,} failed")
         table.add_row("rate", f"{stats.calls / elapsed:,.0f}/s done ({asked(self._plan)})")
         table.add_row(
             "latency ms",
-            "  ".join(f"p{q * 100:g} {ms(stats.quantile(q))}" for q in QUANTILES[::2] + (0.999,)),
+            "  ".join(f"p{q * 100:g} {ms(stats.quantile(q))}" for q in (*QUANTILES[::2], 0.999)),
         )
         if stats.lag.count:
             table.add_row(
@@ -107,7 +109,8 @@ class LiveView:
             )
         if stats.errors:
             table.add_row(
-                "errors", ", ".join(f"{kind} {count:,}" for kind, count in stats.errors.most_common(5))
+                "errors",
+                ", ".join(f"{kind} {count:,}" for kind, count in stats.errors.most_common(5)),
             )
         warning = lag_warning(stats)
         return Group(table, Text(warning, style="bold red")) if warning else table

@@ -72,9 +72,12 @@ def _worker(plan: Plan, results: multiprocessing.Queue[Any], barrier: Barrier) -
                 await asyncio.sleep(WORKER_TICK)
                 results.put(("progress", plan.worker, stats))
 
+        def ready() -> None:
+            barrier.wait(START_TIMEOUT)
+
         ticker = asyncio.create_task(tick())
         try:
-            await run(plan, stats, ready=lambda: barrier.wait(START_TIMEOUT))
+            await run(plan, stats, ready=ready)
         finally:
             ticker.cancel()
 
