@@ -38,6 +38,7 @@ BENCHMARKS: tuple[str, ...] = (
     "shedding",
     "cache",
     "overload",
+    "cli_load",
 )
 
 DEFAULT_OUTPUT = ROOT / "docs" / "benchmarks.md"

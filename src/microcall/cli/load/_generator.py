@@ -95,8 +95,9 @@ async def run(plan: Plan, stats: Stats, *, ready: Callable[[], None] | None = No
         start = time.monotonic()
         stats.window = plan.duration
 
-        async def one(sent: float) -> None:
-            stats.sent_until = max(stats.sent_until, time.monotonic() - start)
+        async def one(due: float) -> None:
+            sent = time.monotonic()
+            stats.sent_until = max(stats.sent_until, sent - start)
             outcome: microcall.Response | BaseException
             try:
                 outcome = await client.request(plan.method, plan.path, **call)
@@ -105,7 +106,9 @@ async def run(plan: Plan, stats: Stats, *, ready: Callable[[], None] | None = No
                 outcome, attempts = error, error.attempts
             now = time.monotonic()
             sent_attempts = sum(1 for attempt in attempts if attempt.sent)
-            stats.record(now - start, now - sent, describe_outcome(outcome), sent_attempts)
+            stats.record(
+                now - start, now - due, describe_outcome(outcome), sent_attempts, now - sent
+            )
             stats.elapsed = now - start
 
         if plan.rate is not None:

@@ -43,7 +43,10 @@ class Stats:
 
     ``latency`` counts from when each call was due (open loop) or sent
     (closed loop) to its outcome. ``lag`` is how late the generator itself
-    was to start calls (open loop only). ``attempts`` counts requests sent,
+    was to start calls (open loop only), and ``from_send`` the latency
+    counted from when each call really started: what the server and the
+    network took, the generator's lag left out (the two agree in a closed
+    loop, and in an open loop whose generator kept up). ``attempts`` counts requests sent,
     retries and hedges included, so ``attempts / calls - 1`` is the extra
     load a strategy added. ``errors`` counts failed calls by kind
     (``"HTTP 503"``, ``"ConnectError"``). ``elapsed`` runs to the last
@@ -53,6 +56,7 @@ class Stats:
 
     latency: DDSketch = field(default_factory=_sketch)
     lag: DDSketch = field(default_factory=_sketch)
+    from_send: DDSketch = field(default_factory=_sketch)
     calls: int = 0
     ok: int = 0
     attempts: int = 0
@@ -62,11 +66,19 @@ class Stats:
     window: float = 0.0
     sent_until: float = 0.0
 
-    def record(self, at: float, latency: float, error: str | None, attempts: int) -> None:
-        """A call ended ``at`` seconds into the run after ``latency`` seconds."""
+    def record(
+        self,
+        at: float,
+        latency: float,
+        error: str | None,
+        attempts: int,
+        from_send: float | None = None,
+    ) -> None:
+        """A call ended ``at`` seconds into the run after ``latency`` seconds (``from_send`` since sent)."""
         self.calls += 1
         self.attempts += attempts
         self.latency.add(latency)
+        self.from_send.add(latency if from_send is None else from_send)
         second = self.seconds.get(int(at))
         if second is None:
             second = self.seconds[int(at)] = Second()
@@ -81,6 +93,7 @@ class Stats:
         """Add ``other``'s calls to these (exactly: sketches merge bin by bin)."""
         self.latency.merge(other.latency)
         self.lag.merge(other.lag)
+        self.from_send.merge(other.from_send)
         self.calls += other.calls
         self.ok += other.ok
         self.attempts += other.attempts
@@ -91,9 +104,12 @@ class Stats:
         self.window = max(self.window, other.window)
         self.sent_until = max(self.sent_until, other.sent_until)
 
-    def quantile(self, q: float, *, of_lag: bool = False) -> float | None:
-        """A percentile in seconds (None before any value)."""
-        sketch = self.lag if of_lag else self.latency
+    def quantile(
+        self, q: float, *, of_lag: bool = False, sketch: DDSketch | None = None
+    ) -> float | None:
+        """A percentile in seconds (None before any value) of the latency, the lag, or ``sketch``."""
+        if sketch is None:
+            sketch = self.lag if of_lag else self.latency
         if sketch.count == 0:
             return None
         value = sketch.get_quantile_value(q)
@@ -133,6 +149,9 @@ class Stats:
                 **{f"p{q * 100:g}": self.quantile(q) for q in QUANTILES},
                 "max": _max(self.latency),
                 "mean": self.latency.avg if self.latency.count else None,
+            },
+            "latency_from_send": {
+                f"p{q * 100:g}": self.quantile(q, sketch=self.from_send) for q in QUANTILES
             },
             "generator_lag": None
             if self.lag.count == 0
