@@ -140,13 +140,3 @@ class Target:
                 raise CliError(f"bad replica {replica!r}: give a base URL, without a path")
             bases.append(str(base.origin()))
         return cls(bases=tuple(bases), path=url.raw_path_qs)
-
-
-def client_options(
-    arguments: argparse.Namespace, strategy: microcall.Strategy
-) -> dict[str, object]:
-    """The AsyncClient options the call options ask for."""
-    options: dict[str, object] = {"timeout": arguments.deadline, "strategy": strategy}
-    if arguments.priority is not None:
-        options["priority"] = arguments.priority
-    return options

@@ -22,8 +22,9 @@ from microcall.cli import _common, _options
 from microcall.cli._common import CliError
 from microcall.cli._items import RequestItems, parse_items
 from microcall.cli._timeline import HeaderRecorder, Step, render, timeline
-from microcall.client import AsyncClient
+from microcall.client import AsyncClient, ClientOptions
 from microcall.errors import CallError
+from microcall.policy.strategy import Strategy
 
 METHODS = ("get", "post", "put", "patch", "delete", "head")
 BODYLESS = frozenset({"GET", "HEAD", "DELETE"})
@@ -97,10 +98,16 @@ async def _call(
     arguments: argparse.Namespace,
     target: _options.Target,
     items: RequestItems,
-    strategy: object,
+    strategy: Strategy,
     recorder: HeaderRecorder,
 ) -> Response | CallError:
-    options = _options.client_options(arguments, strategy)  # type: ignore[arg-type]
+    options: ClientOptions = {
+        "timeout": arguments.deadline,
+        "strategy": strategy,
+        "observers": [recorder],
+    }
+    if arguments.priority is not None:
+        options["priority"] = arguments.priority
     call: dict[str, Any] = {"headers": items.headers, "params": items.params}
     if items.json is not None:
         call["json"] = items.json
@@ -108,7 +115,7 @@ async def _call(
         call["content"] = arguments.raw.encode()
     if arguments.idempotent:
         call["idempotent"] = True
-    async with AsyncClient(list(target.bases), observers=[recorder], **options) as client:  # type: ignore[arg-type]
+    async with AsyncClient(list(target.bases), **options) as client:
         try:
             return await client.request(arguments.method, target.path, **call)
         except CallError as error:
