@@ -148,3 +148,18 @@ def test_no_command_prints_help(run: Run) -> None:
     assert "get" in ran.out
     assert "load" in ran.out
     assert "grpc" in ran.out
+
+
+def test_a_missing_optional_package_is_named(
+    run: Run, service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    for name in ["rich", *(name for name in sys.modules if name.startswith("rich."))]:
+        monkeypatch.setitem(sys.modules, name, None)
+    ran = run("get", f"{service}/echo", "--pretty")
+    assert ran.status == 2
+    assert one_line_error(ran)
+    assert "pip install 'microcall[cli]'" in ran.err
+    # JSON output needs no rich.
+    assert run("get", f"{service}/echo", "--json").status == 0

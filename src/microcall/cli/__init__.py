@@ -24,6 +24,14 @@ from microcall.errors import ConfigurationError, UsageError
 
 Command = Callable[[argparse.Namespace], int]
 
+# Optional packages a subcommand may need, and the extra that brings each.
+_EXTRAS = {
+    "rich": "cli",
+    "grpc": "grpc",
+    "grpc_reflection": "grpc",
+    "google": "grpc",
+}
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``microcall`` command with ``argv`` (default: the process's arguments)."""
@@ -39,6 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(error), error.status)
     except (ConfigurationError, UsageError) as error:
         return _fail(str(error), _common.EXIT_USAGE)
+    except ModuleNotFoundError as error:
+        extra = _EXTRAS.get((error.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        return _fail(f"this needs {error.name}: pip install 'microcall[{extra}]'", 2)
     except KeyboardInterrupt:
         return _common.EXIT_INTERRUPTED
     except BrokenPipeError:

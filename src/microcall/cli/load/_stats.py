@@ -9,6 +9,7 @@ never an average of each worker's percentiles. Counts add up.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,6 +104,10 @@ class Stats:
         self.elapsed = max(self.elapsed, other.elapsed)
         self.window = max(self.window, other.window)
         self.sent_until = max(self.sent_until, other.sent_until)
+
+    def without_seconds(self) -> Stats:
+        """These figures but not the per-second ones: a light progress report for the live view."""
+        return dataclasses.replace(self, seconds={})
 
     def quantile(
         self, q: float, *, of_lag: bool = False, sketch: DDSketch | None = None

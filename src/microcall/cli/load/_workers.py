@@ -70,7 +70,8 @@ def _worker(plan: Plan, results: multiprocessing.Queue[Any], barrier: Barrier) -
         async def tick() -> None:
             while True:
                 await asyncio.sleep(WORKER_TICK)
-                results.put(("progress", plan.worker, stats))
+                # Per-second sketches grow with the run; only the end result carries them.
+                results.put(("progress", plan.worker, stats.without_seconds()))
 
         def ready() -> None:
             barrier.wait(START_TIMEOUT)
