@@ -1,5 +1,6 @@
 # make test   - lint, type-check and run every test (sets everything up itself)
-# make demo   - run the demo
+# make demo   - run the bookstore's scripted fault scenario (docs/bookstore.md)
+# make bookstore - start the bookstore on 127.0.0.1 and keep it running
 # make bench  - run the benchmarks and write docs/benchmarks.md
 # make soak   - run the long fault runs (tests/faults/ at scale) and write docs/reliability.md
 SHELL := /bin/bash
@@ -9,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS := dev,bench,demo
 
-.PHONY: test demo bench soak lint typecheck pytest system-packages protos clean
+.PHONY: test demo bookstore bench soak lint typecheck pytest system-packages protos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +36,12 @@ pytest: $(STAMP) system-packages
 
 test: lint typecheck pytest
 
+# The whole bookstore as processes on 127.0.0.1, four phases of faults, a report; about 40 s.
 demo: $(STAMP)
-	$(BIN)/microcall demo
+	$(BIN)/python -m microcall.demo.bookstore scenario --report bookstore-report.html
+
+bookstore: $(STAMP)
+	$(BIN)/python -m microcall.demo.bookstore up
 
 bench: $(STAMP) system-packages
 	$(BIN)/python -m bench

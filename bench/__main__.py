@@ -38,6 +38,7 @@ BENCHMARKS: tuple[str, ...] = (
     "shedding",
     "cache",
     "overload",
+    "bookstore",
     "cli_load",
 )
 

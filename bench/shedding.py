@@ -81,12 +81,28 @@ def _configurations() -> dict[str, Any]:
         # Normal may fill 80% of the limit: 50 lets it keep all 40 workers
         # busy, and leaves high ten slots no one else can take.
         "static limit 50": protected(StaticLimit(limit=50)),
+        # Sized for high's demand at 2x (docs/server.md, the sizing rule): at
+        # saturation high holds its share of the throughput times the whole
+        # in-flight count, up to 2/3 of it in the 1/3-each mix; 100 keeps that
+        # three standard deviations of its bursts under the limit.
+        "static limit 100": protected(StaticLimit(limit=100)),
         "gradient (adaptive)": protected(GradientLimit()),
         "AIMD, 400 ms target": protected(AIMDLimit(latency_target=2 * SERVICE)),
     }
 
 
 CONFIGURATIONS = tuple(_configurations())  # names, in the order they run and are reported
+
+# Mixes of priorities (fractions of high, normal, low) offered at twice the
+# capacity to MIX_CONFIGURATION: the targets must hold for each of them.
+MIXES: dict[str, tuple[float, float, float]] = {
+    "all low": (0.0, 0.0, 1.0),
+    "all high": (1.0, 0.0, 0.0),
+    "30% high / 70% low": (0.3, 0.0, 0.7),
+    "1/3 each": (1 / 3, 1 / 3, 1 / 3),
+}
+EVEN = MIXES["1/3 each"]
+MIX_CONFIGURATION = "static limit 100"
 
 
 # ------------------------------------------------------------------ the server process
@@ -163,7 +179,9 @@ def _server(env: BenchEnv, name: str) -> Iterator[_Server]:
 # ------------------------------------------------------------------ the client process
 
 
-async def _load(url: str, warmup: float, duration: float, seed: int) -> dict[str, Any]:
+async def _load(
+    url: str, warmup: float, duration: float, seed: int, mix: tuple[float, float, float] = EVEN
+) -> dict[str, Any]:
     import microcall
 
     limits = microcall.Limits(max_connections=8192)
@@ -196,6 +214,9 @@ async def _load(url: str, warmup: float, duration: float, seed: int) -> dict[str
                 latencies.append(finished - sent_at)
 
     rng = random.Random(seed)
+    choose = random.Random(seed + 1)  # apart, so every mix sees the same arrival times
+    # The even mix takes turns, as it always has; the others draw by weight.
+    even = _mix_arg(mix) == _mix_arg(EVEN)
     running: set[asyncio.Task[None]] = set()
     async with microcall.AsyncClient(url, timeout=CLIENT_TIMEOUT, limits=limits) as client:
         arrival, sent = start, 0
@@ -205,7 +226,10 @@ async def _load(url: str, warmup: float, duration: float, seed: int) -> dict[str
                 await asyncio.sleep(arrival - now)
             # Fire every arrival that is due: a late wake-up must not lower the rate.
             while arrival <= loop.time() and arrival < closes:
-                priority = PRIORITIES[sent % len(PRIORITIES)]
+                if even:
+                    priority = PRIORITIES[sent % len(PRIORITIES)]
+                else:
+                    priority = choose.choices(PRIORITIES, weights=mix)[0]
                 task = loop.create_task(one(client, priority, loop.time()))
                 running.add(task)
                 task.add_done_callback(running.discard)
@@ -245,7 +269,63 @@ def run(env: BenchEnv) -> str:
                 f"[shedding] {repeat + 1}/{env.repeats} {name}: {_brief(result)}; {served}",
                 file=sys.stderr,
             )
-    return _section(env, warmup, results)
+    mixed: dict[str, list[dict[str, Any]]] = {name: [] for name in MIXES}
+    for repeat in range(env.repeats):
+        for name, mix in MIXES.items():
+            with _server(env, MIX_CONFIGURATION) as server:
+                args = ["load", server.url, "--warmup", f"{warmup}", "--duration"]
+                args += [f"{env.duration}", "--seed", f"{repeat}", "--mix", _mix_arg(mix)]
+                result = run_json(env, "bench.shedding", args, budget=budget)
+            result["server"] = server.counts
+            mixed[name].append(result)
+            print(
+                f"[shedding] {repeat + 1}/{env.repeats} {name}: {_brief(result)}", file=sys.stderr
+            )
+    return _section(env, warmup, results) + "\n" + _mix_section(mixed)
+
+
+def _mix_arg(mix: tuple[float, float, float]) -> str:
+    return ",".join(f"{share:.6f}" for share in mix)
+
+
+def _mix_section(results: dict[str, list[dict[str, Any]]]) -> str:
+    """The table of mixes, with a verdict per target."""
+    lines = [
+        f"### Mixes of priorities at twice the capacity ({MIX_CONFIGURATION})",
+        "",
+        f"The same server and load, behind a {MIX_CONFIGURATION}, offered each mix of "
+        "priorities. "
+        "High's target holds where high's own demand fits inside the limit (the sizing rule in "
+        f"docs/server.md); high alone offering {OFFERED:.0f} requests/s to a server that "
+        f"completes {CAPACITY:.0f} can at best see {CAPACITY / OFFERED:.0%} succeed.",
+        "",
+        "| mix (high/normal/low) | high ok | normal ok | low ok | goodput req/s | of capacity "
+        f"| high >= {HIGH_SUCCESS_TARGET:.0%} | goodput >= {GOODPUT_TARGET:.0%} |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for name, mix in MIXES.items():
+        runs = results[name]
+        high = _spread(runs, lambda r: _success(r, "high")).median if mix[0] else None
+        goodput = _spread(runs, _goodput).median / CAPACITY
+        if high is None:
+            high_verdict = "no high traffic"
+        elif mix[0] * OFFERED > CAPACITY:
+            high_verdict = f"n/a: high alone offers {mix[0] * OFFERED / CAPACITY:.1f}x capacity"
+        else:
+            high_verdict = _verdict(high >= HIGH_SUCCESS_TARGET)
+        row = [
+            name,
+            *(
+                _percent(_spread(runs, partial(_success, priority=p))) if share else "–"
+                for p, share in zip(PRIORITIES, mix, strict=True)
+            ),
+            _spread(runs, _goodput).cell(0),
+            _percent(_spread(runs, lambda r: _goodput(r) / CAPACITY)),
+            high_verdict,
+            _verdict(goodput >= GOODPUT_TARGET),
+        ]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join([*lines, ""]) + "\n"
 
 
 def _success(result: dict[str, Any], priority: str) -> float:
@@ -264,7 +344,9 @@ def _offered(result: dict[str, Any]) -> float:
 
 
 def _brief(result: dict[str, Any]) -> str:
-    rates = " ".join(f"{p} {_success(result, p):.1%}" for p in PRIORITIES)
+    rates = " ".join(
+        f"{p} {_success(result, p):.1%}" for p in PRIORITIES if result["counts"].get(p)
+    )
     return f"{rates}, goodput {_goodput(result):.0f}/s of {CAPACITY:.0f}"
 
 
@@ -363,11 +445,14 @@ def main(argv: list[str] | None = None) -> None:
     load.add_argument("--warmup", type=float, required=True)
     load.add_argument("--duration", type=float, required=True)
     load.add_argument("--seed", type=int, default=0)
+    load.add_argument("--mix", default=_mix_arg(EVEN), help="fractions of high,normal,low")
     args = parser.parse_args(argv)
     if args.command == "serve":
         _run_loop(_serve(args.name))
     elif args.command == "load":
-        result = _run_loop(_load(args.url, args.warmup, args.duration, args.seed))
+        high, normal, low = (float(share) for share in args.mix.split(","))
+        mix = (high, normal, low)
+        result = _run_loop(_load(args.url, args.warmup, args.duration, args.seed, mix))
         print(json.dumps(result))
     else:
         print(run(BenchEnv.create(quick=args.quick)))

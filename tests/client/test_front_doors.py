@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
@@ -358,7 +358,7 @@ async def test_a_hook_that_returns_a_response_replaces_it(serve: Serve) -> None:
     assert (replaced.status_code, replaced.content) == (299, b"replaced")
 
 
-async def test_with_cancels_calls_not_yet_started(serve: Serve) -> None:
+async def test_with_stops_calls_not_yet_started(serve: Serve) -> None:
     service = Service(delay=0.2)
     base = await start(serve, service)
     submitted = 20
@@ -371,13 +371,15 @@ async def test_with_cancels_calls_not_yet_started(serve: Serve) -> None:
         return futures
 
     futures = await in_thread(work)
-    assert all(future.done() for future in futures)
-    finished = [future for future in futures if not future.cancelled()]
-    # The running ones finished normally; every one still queued was cancelled.
+    assert all(future.done() and not future.cancelled() for future in futures)
+    finished = [future for future in futures if future.exception() is None]
+    # The running ones finished normally; every one still queued was stopped.
     assert all(future.result().status_code == 200 for future in finished)
     assert 1 <= len(finished) <= 4
     assert len(service.numbers) == len(finished)
-    assert sum(future.cancelled() for future in futures) == submitted - len(finished)
+    stopped = [future.exception() for future in futures if future.exception() is not None]
+    assert len(stopped) == submitted - len(finished)
+    assert all(isinstance(error, microcall.ClientClosed) for error in stopped)
 
 
 async def test_cancelling_a_queued_future_stops_its_call(serve: Serve) -> None:
@@ -474,3 +476,22 @@ async def test_map_returns_results_in_order(serve: Serve, faults: FaultServer) -
     assert isinstance(mixed[5], microcall.ConnectError)
     answers = [result for result in mixed if isinstance(result, Response)]
     assert [answer.json()["n"] for answer in answers] == list(range(count))
+
+
+@pytest.mark.parametrize(
+    ("front_door", "own"),
+    [
+        (microcall.AsyncClient, ()),
+        (microcall.Client, ()),
+        (microcall.FuturesClient, ("max_in_flight", "hooks", "hook_workers")),
+    ],
+)
+def test_an_unknown_option_is_named_against_the_front_door_given_it(
+    front_door: type[Any], own: tuple[str, ...]
+) -> None:
+    with pytest.raises(microcall.ConfigurationError) as refused:
+        front_door("http://127.0.0.1:9", max_workers=8)
+    message = str(refused.value)
+    assert message.startswith(f"{front_door.__name__} got unknown option(s) max_workers")
+    for name in own:
+        assert name in message

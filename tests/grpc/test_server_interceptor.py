@@ -111,21 +111,24 @@ class Holding(RecommendationsServicer):
 
 async def test_shedding_refuses_low_priority_first(serve_grpc: ServeGrpc) -> None:
     holding = Holding()
-    # A limit of 2: low may fill 1 slot, normal 1 (80% of 2, rounded down), high both.
+    # A limit of 2: normal is guaranteed 1 slot (80% of 2, rounded down) and
+    # borrows the other; high may overrun the borrowed one.
     options = ServerOptions(shedding=Shedding(limit=StaticLimit(limit=2)), trust=trust_all)
     protect = AsyncServerInterceptor(options)
     target = await serve_grpc(holding, interceptors=[protect])
     async with grpc.aio.insecure_channel(target) as channel:
         stub = RecommendationsStub(channel)
-        held = asyncio.ensure_future(stub.Recommend(REQUEST, metadata=priority("normal")))
-        await eventually(lambda: holding.entered == 1)
+        held = asyncio.gather(
+            *(stub.Recommend(REQUEST, metadata=priority("normal")) for _ in range(2))
+        )
+        await eventually(lambda: holding.entered == 2)
         refused = {}
         for level in ("low", "normal"):
             with pytest.raises(grpc.aio.AioRpcError) as raised:
                 await stub.Recommend(REQUEST, metadata=priority(level))
             refused[level] = raised.value
         high = asyncio.ensure_future(stub.Recommend(REQUEST, metadata=priority("high")))
-        await eventually(lambda: holding.entered == 2)
+        await eventually(lambda: holding.entered == 3)
         holding.release.set()
         await asyncio.gather(held, high)
     for error in refused.values():

@@ -116,6 +116,24 @@ async def test_asgi_routes_are_starlette_templates_mounts_included(
     assert value(registry, DURATIONS, **served("GET", "_OTHER", "404")) == 1
 
 
+async def test_asgi_routes_keep_mount_prefixes_when_the_middleware_wraps_the_app(
+    serve_asgi: ServeASGI, registry: CollectorRegistry
+) -> None:
+    # ASGIMiddleware(app) from outside: the request reaches the middleware
+    # before Starlette has put itself in the scope.
+    async def thing(request: Any) -> PlainTextResponse:
+        return PlainTextResponse(request.path_params["tid"])
+
+    things = Starlette(routes=[Route("/things/{tid}", thing)])
+    inner = Starlette(routes=[Mount("/sub", app=things)])
+    wrapped = ASGIMiddleware(inner, ServerOptions(observers=[ServerMetrics(registry)]))
+    base = await serve_asgi(wrapped)
+
+    assert await get(f"{base}/sub/things/9") == 200
+    assert value(registry, DURATIONS, **served("GET", "/sub/things/{tid}", "200")) == 1
+    assert value(registry, DURATIONS, **served("GET", "/things/{tid}", "200")) == 0
+
+
 def test_wsgi_routes_are_flask_rules(serve_wsgi: ServeWSGI, registry: CollectorRegistry) -> None:
     flask = Flask(__name__)
 

@@ -169,12 +169,14 @@ def test_trust_by_header() -> None:
 def test_shedding_refuses_with_503_and_retry_after() -> None:
     gate = Gate(ServerOptions(shedding=Shedding(limit=StaticLimit(limit=2), retry_after=3)))
     first = admitted(admit(gate, priority=["low"]))
+    second = admitted(admit(gate, priority=["low"]))  # borrowed: nobody else wants it
     refusal = admit(gate, priority=["low"])
     assert isinstance(refusal, Refusal)
     assert refusal.status == 503
     assert ("Retry-After", "3") in refusal.headers
     assert gate.stats.shed_low == 1
     first.finish()
+    second.finish()
     assert gate.limiter is not None
     assert gate.limiter.inflight == 0
 

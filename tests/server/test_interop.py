@@ -161,8 +161,14 @@ async def test_microcall_calls_an_aio_request_protected_service(serve: Serve) ->
         assert body["priority"] == "low"
         loop = asyncio.get_running_loop()
         began = loop.time()
-        with pytest.raises(microcall.DeadlineExceeded):
-            await client.get("/slow", timeout=0.3)
+        try:
+            answer = await client.get("/slow", timeout=0.3)
+        except microcall.DeadlineExceeded:
+            pass
+        else:
+            # The time sent is rounded down, so aio-request's own timer, set from it,
+            # may fire a moment before ours and answer for the handler it cancelled.
+            assert answer.status_code in (408, 504), answer
         assert loop.time() - began < 5
     await asyncio.wait_for(stopped.wait(), timeout=5)  # it stopped at our deadline too
 

@@ -1,9 +1,10 @@
 """Shedding order under an overload built step by step: limit 10, requests held open.
 
-With the default shares a low-priority request gets in while fewer than 5 are
-in flight, a normal one below 8, a high one below 10. Each step fills one
-priority's share with requests that wait on an event, then checks that the
-next request of that priority (and of every lower one) is refused at once.
+Low priority alone fills the whole limit (half of it inside its guarantee,
+half borrowed). Normal, then high, get in over the limit, up to their own
+guarantees (80% for normal with high), until twice the limit is in flight;
+then every newcomer is refused at once. Each step holds its requests open on
+an event.
 """
 
 from __future__ import annotations
@@ -65,22 +66,22 @@ async def overload(base: str, held: Held, stats: Callable[[], ServerStats]) -> N
             running.extend(asyncio.create_task(call(priority)) for _ in range(count))
             await held.until(total)
 
-        await hold("low", 5, 5)
+        await hold("low", 10, 10)  # no one else wants the capacity: low borrows it all
         assert await call("low") == (503, "1")
-        await hold("normal", 3, 8)
+        await hold("normal", 8, 18)  # over the limit: its guarantee ignores low
         assert await call("low") == (503, "1")
         assert await call("normal") == (503, "1")
-        await hold("high", 2, 10)
+        await hold("high", 2, 20)  # twice the limit: the bound on any overrun
         for priority in ("low", "normal", "high"):
             assert (await call(priority))[0] == 503
-        assert held.entered == 10
+        assert held.entered == 20
 
         held.gate.set()
         finished = await asyncio.gather(*running)
-        assert [status for status, _ in finished] == [200] * 10
+        assert [status for status, _ in finished] == [200] * 20
         counts = stats().snapshot()
         assert (counts["shed_low"], counts["shed_normal"], counts["shed_high"]) == (3, 2, 1)
-        assert counts["admitted"] == 10
+        assert counts["admitted"] == 20
         # Once the work drains, every priority gets in again. (A server may
         # free a slot just after its response left, hence a few tries.)
         for priority in ("low", "normal", "high"):

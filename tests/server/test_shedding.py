@@ -33,37 +33,72 @@ def fill(limiter: PriorityLimiter, priority: Priority) -> list[Permit]:
     return permits
 
 
-def test_each_priority_fills_only_its_share() -> None:
+def test_idle_capacity_is_lent_to_any_priority() -> None:
+    # Low alone keeps the whole limit busy: nobody else wants the rest.
     shed = limiter(10)
-    assert len(fill(shed, LOW)) == 5
-    assert len(fill(shed, NORMAL)) == 3  # up to 8 in flight
-    assert len(fill(shed, HIGH)) == 2  # up to 10
+    permits = fill(shed, LOW)
+    assert len(permits) == 10
+    assert [p.lent for p in permits] == [False] * 5 + [True] * 5  # beyond its half: borrowed
+    assert shed.lent == 5
+    normal = limiter(10)
+    assert len(fill(normal, NORMAL)) == 10
+
+
+def test_high_gets_in_over_borrowers_when_the_limit_is_full() -> None:
+    shed = limiter(10)
+    fill(shed, LOW)  # 5 inside low's guarantee, 5 borrowed
+    assert len(fill(shed, HIGH)) == 10  # high's guarantee: the whole limit, over the borrowers
+    assert shed.inflight == 20  # twice the limit: the bound on any overrun
+    assert shed.try_acquire(NORMAL) is None
+    assert shed.try_acquire(LOW) is None
+
+
+def test_normal_is_guaranteed_its_share_with_high_and_high_the_rest() -> None:
+    shed = limiter(10)
+    fill(shed, LOW)
+    assert len(fill(shed, NORMAL)) == 8  # normal and high together: 80%
+    assert len(fill(shed, HIGH)) == 2  # then the bound of twice the limit
+    only_high = limiter(10)
+    fill(only_high, HIGH)
+    assert only_high.try_acquire(NORMAL) is None  # high's own requests count for normal
+
+
+def test_nobody_borrows_while_the_limit_is_full_so_the_overrun_drains() -> None:
+    shed = limiter(10)
+    low = fill(shed, LOW)
+    fill(shed, HIGH)
+    for permit in low:  # low's requests finish...
+        permit.release()
+        assert shed.try_acquire(LOW) is None  # ...and nobody borrows: still full
     assert shed.inflight == 10
+    assert shed.lent == 0
 
 
-def test_low_is_refused_first_then_normal_then_high() -> None:
+def test_the_lowest_priority_is_refused_first_under_overload() -> None:
     shed = limiter(10)
     held = fill(shed, HIGH)
     assert len(held) == 10
-    for permit in held[:5]:  # five finish: 5 in flight
-        permit.release()
-    assert shed.try_acquire(LOW) is None  # 5 >= 50% of 10
-    assert shed.try_acquire(NORMAL) is not None  # 6
-    assert shed.try_acquire(NORMAL) is not None  # 7
-    assert shed.try_acquire(NORMAL) is not None  # 8
+    assert shed.try_acquire(LOW) is None
     assert shed.try_acquire(NORMAL) is None
-    assert shed.try_acquire(HIGH) is not None  # 9
-    assert shed.try_acquire(HIGH) is not None  # 10
-    assert shed.try_acquire(HIGH) is None
+    for permit in held[:5]:  # five finish: 5 in flight, room again
+        permit.release()
+    assert len(fill(shed, LOW)) == 5  # borrowed: nobody else asked
+    assert len(fill(shed, NORMAL)) == 3  # over the limit, up to 80% with high
+    assert len(fill(shed, HIGH)) == 5  # its whole guarantee
+    assert shed.inflight == 18
 
 
 def test_an_idle_server_admits_every_priority_even_with_a_tiny_limit() -> None:
     shed = limiter(1, low=0.1, normal=0.2)
     permit = shed.try_acquire(LOW)
     assert permit is not None
-    assert shed.try_acquire(HIGH) is None
+    assert not permit.lent  # one slot: the guarantee rounds up to it
+    normal = shed.try_acquire(NORMAL)  # over the limit: low does not count against it
+    assert normal is not None
+    assert shed.try_acquire(HIGH) is None  # twice the limit
     permit.release()
-    assert shed.try_acquire(NORMAL) is not None
+    normal.release()
+    assert shed.try_acquire(HIGH) is not None
 
 
 class Probing:
@@ -76,11 +111,13 @@ class Probing:
         pass
 
 
-def test_while_a_limit_probes_only_high_keeps_its_whole_share() -> None:
+def test_while_a_limit_probes_low_and_normal_do_not_borrow() -> None:
     shed = PriorityLimiter(Probing(), shares=PriorityShares())
     assert [shed.capacity(p) for p in (LOW, NORMAL, HIGH)] == [2, 4, 10]
-    assert len(fill(shed, NORMAL)) == 4
-    assert len(fill(shed, HIGH)) == 6
+    assert len(fill(shed, LOW)) == 2
+    assert len(fill(shed, NORMAL)) == 2  # 4 in flight in all
+    assert len(fill(shed, HIGH)) == 10  # high keeps its guarantee: the limit
+    assert shed.lent == 0
 
 
 def test_permits_report_round_trips_on_the_injected_clock() -> None:
@@ -117,28 +154,33 @@ def test_a_permit_is_released_once() -> None:
     assert shed.inflight == 0
 
 
-def test_concurrent_threads_never_exceed_the_limit() -> None:
+@pytest.mark.parametrize("mixed", [False, True])
+def test_concurrent_threads_never_exceed_the_limit_or_twice_it(mixed: bool) -> None:
     shed = limiter(8)
     peak = 0
     lock = threading.Lock()
 
-    def work() -> None:
+    def work(priority: Priority) -> None:
         nonlocal peak
         for _ in range(2000):
-            permit = shed.try_acquire(HIGH)
+            permit = shed.try_acquire(priority)
             if permit is None:
                 continue
             with lock:
                 peak = max(peak, shed.inflight)
             permit.release()
 
-    threads = [threading.Thread(target=work) for _ in range(8)]
+    priorities = [LOW, NORMAL, HIGH] if mixed else [HIGH]
+    threads = [
+        threading.Thread(target=work, args=(priorities[i % len(priorities)],)) for i in range(8)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert shed.inflight == 0
-    assert 1 <= peak <= 8
+    assert shed.inflight == shed.lent == 0
+    # One priority alone never overruns; a mix may, onto lent slots only.
+    assert 1 <= peak <= (16 if mixed else 8)
 
 
 @pytest.mark.parametrize(

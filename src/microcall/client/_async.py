@@ -13,6 +13,17 @@ from urllib.parse import urlencode
 from multidict import CIMultiDict
 from yarl import URL
 
+from microcall._checks import (
+    FRAMING_HEADERS,
+    check_body_text,
+    check_call,
+    check_framing,
+    check_headers,
+    check_query_name,
+    check_target,
+    query_text,
+    refuse_client_framing,
+)
 from microcall._clock import MONOTONIC
 from microcall._durations import to_seconds
 from microcall._engine import (
@@ -28,11 +39,12 @@ from microcall._request import IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_METHODS, Reque
 from microcall._response import Response
 from microcall._typed import jsonable, validate
 from microcall.cache import CachePolicy, ResponseCache
+from microcall.client._in_flight import CallsInFlight
 from microcall.client._options import BaseURL, CallOptions, ClientOptions, Params
 from microcall.client._verbs import Verbs
 from microcall.context import current_deadline, current_priority
 from microcall.deadline import Deadline
-from microcall.errors import ConfigurationError, UsageError
+from microcall.errors import ConfigurationError, MicrocallError, UsageError
 from microcall.policy.balancer import BalancerConfig
 from microcall.policy.budget import RetryBudget, RetryBudgetConfig
 from microcall.policy.classify import default_classifier
@@ -48,7 +60,9 @@ DEFAULT_TIMEOUT = 10.0
 # Relative paths whose parsed URL is kept (see AsyncClient._locate).
 _LOCATED_MAX = 1024
 _ENGINE_HEADERS = frozenset({TIMEOUT_HEADER.lower(), PRIORITY_HEADER.lower()})
-_CLIENT_OPTIONS = frozenset(ClientOptions.__annotations__)
+# Headers a caller gives that need more than the check every header gets.
+_SPECIAL_HEADERS = _ENGINE_HEADERS | FRAMING_HEADERS
+CLIENT_OPTIONS = frozenset(ClientOptions.__annotations__)
 _CALL_OPTIONS = frozenset(CallOptions.__annotations__)
 
 
@@ -75,7 +89,7 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
     """
 
     def __init__(self, base_url: BaseURL | None = None, **options: Unpack[ClientOptions]) -> None:
-        check_options(options, _CLIENT_OPTIONS, "AsyncClient")
+        check_options(options, CLIENT_OPTIONS, "AsyncClient")
         self._options = options
         bases, discovery = _base_urls(base_url)
         self._base = bases[0] if bases else None
@@ -179,6 +193,7 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
                 if callable(answered) and answered not in self._cache.events:
                     self._cache.events.append(answered)
         self._closed = False
+        self._in_flight = CallsInFlight()
 
     @property
     def base_url(self) -> URL | None:
@@ -216,6 +231,8 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
         """
         if self._closed:
             raise UsageError("this client is closed")
+        if type(method) is not str:  # the type alone: this runs on every call
+            raise UsageError(f"a method must be a str such as 'GET', got {method!r}")
         method = method.upper()
         if options:
             check_options(options, _CALL_OPTIONS, "request")
@@ -226,7 +243,8 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             model = options.get("response_model")
             chosen = options.get("cache", True)
             if model is not None or chosen is not True:
-                return self._call_with(request, expires_at, priority, strategy, chosen, model)
+                send = partial(self._call_with, chosen=chosen, model=model)
+                return self._in_flight.guard(send, request, expires_at, priority, strategy)
         else:  # the common call: nothing but a URL
             request = self._bare_request(method, url)
             expires_at = self._now() + self._timeout
@@ -236,11 +254,10 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             inherited_priority = current_priority()
             priority = self._priority if inherited_priority is None else inherited_priority.value
             strategy = self._strategy
-        if self._cache is not None:
-            return self._call_with(request, expires_at, priority, strategy, True, None)
-        return self._engine.call(
-            request, expires_at=expires_at, priority=priority, strategy=strategy
-        )
+        if self._cache is None:
+            return self._in_flight.guard(self._engine.call, request, expires_at, priority, strategy)
+        send = partial(self._call_with, chosen=True, model=None)
+        return self._in_flight.guard(send, request, expires_at, priority, strategy)
 
     def _bare_request(self, method: str, url: str | URL) -> Request:
         """The Request of a call given nothing but its URL: one per method and path, reused.
@@ -253,7 +270,14 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             known = self._bare.get(key)
             if known is not None:
                 return known
-        target, path, endpoint = self._locate(url)
+        # Checked here, once per method and URL: a known request was checked when built.
+        check_call(method, url)
+        try:
+            target, path, endpoint = self._locate(url)
+        except ValueError as exc:  # yarl refusing it (a port out of range, a broken IPv6 host)
+            raise UsageError(f"invalid URL {url!r}: {exc}") from None
+        if path is None:  # not a path under the (checked) base URL
+            check_target(target)
         replayable = method in IDEMPOTENT_METHODS or self._keyed
         request = Request(method, target, self._headers, None, replayable, path, method, endpoint)
         if key is not None and path is not None:
@@ -321,8 +345,13 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
         return response
 
     async def aclose(self) -> None:
-        """Close the connection pool (and the cache's connections); later calls raise UsageError."""
+        """Close the connection pool (and the cache's connections); later calls raise UsageError.
+
+        Calls still in flight are stopped first: each raises ClientClosed.
+        """
         self._closed = True
+        if len(self._in_flight):
+            await self._in_flight.stop()
         await self._engine.aclose()
         await self._engine.transport.aclose()
         # The cache is its creator's to close (ResponseCache.aclose): others may share it.
@@ -341,7 +370,15 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
     # ------------------------------------------------------------ building a call
 
     def _build(self, method: str, url: str | URL, options: CallOptions) -> Request:
-        target = self._resolve(url)
+        # Everything a request is made of is checked here, before anything is
+        # sent (microcall._checks says what HTTP can carry, and why).
+        check_call(method, url)
+        try:
+            target = self._resolve(url)
+        except ValueError as exc:  # yarl refusing it (a port out of range, a broken IPv6 host)
+            raise UsageError(f"invalid URL {url!r}: {exc}") from None
+        if self._base is None or not isinstance(url, str) or "://" in url:
+            check_target(target)  # a path under the base URL has the base's (checked) host
         params = options.get("params")
         if params:
             target = target.extend_query(_query_pairs(params))
@@ -354,7 +391,7 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             if content_type:
                 merged["Content-Type"] = content_type
             if extra:
-                merged.update(_own_headers(extra))
+                merged.update(_own_headers(extra, UsageError, body))
             keyed = IDEMPOTENCY_KEY_HEADER in merged
             headers = dict(merged)
         idempotent = options.get("idempotent")
@@ -441,22 +478,59 @@ def _endpoint_of(url: URL) -> str:
     return f"{url.host}:{url.port}"
 
 
-def _own_headers(given: Mapping[str, str] | None) -> dict[str, str]:
-    """The caller's headers without the ones the engine owns (it sets them per attempt)."""
+def _own_headers(
+    given: Mapping[str, str] | None,
+    error: type[MicrocallError] = ConfigurationError,
+    body: bytes | None = None,
+) -> dict[str, str]:
+    """The caller's headers, checked, without the ones the engine owns (it sets them per attempt).
+
+    A client's own headers (``error`` ConfigurationError: they are checked at
+    construction) may not frame a body; a call's (``error`` UsageError) may
+    only say what its ``body`` is.
+    """
     if not given:
         return {}
-    return {key: value for key, value in given.items() if key.lower() not in _ENGINE_HEADERS}
+    if type(given) is not dict and not isinstance(given, Mapping):  # the ABC check is slow
+        raise error(f"headers= takes a mapping of names to values, got {type(given).__name__}")
+    check_headers(given, error)
+    own = {key: value for key, value in given.items() if key.lower() not in _SPECIAL_HEADERS}
+    if len(own) < len(given):  # rare: an engine's header (dropped) or a framing one
+        for key, value in given.items():
+            lowered = key.lower()
+            if lowered in FRAMING_HEADERS:
+                if error is ConfigurationError:
+                    refuse_client_framing(key, error)
+                check_framing(lowered, value, body)
+                own[key] = value
+    return own
 
 
-def _query_pairs(params: Params) -> list[tuple[str, str]]:
-    items = params.items() if isinstance(params, Mapping) else params
+def _query_pairs(params: Params, what: str = "params") -> list[tuple[str, str]]:
+    """Query parameters (or form fields: ``what`` is "data") as checked text pairs."""
+    if isinstance(params, Mapping):
+        items: Any = params.items()
+    elif isinstance(params, (list, tuple)):
+        items = params
+    else:
+        raise UsageError(
+            f"{what}= takes a mapping or a list of (name, value) pairs, got {type(params).__name__}"
+        )
     pairs: list[tuple[str, str]] = []
-    for key, value in items:
-        for one in value if isinstance(value, list) else (value,):
-            if one is None:  # as in requests: a None value drops the parameter
+    for item in items:
+        if not (type(item) is tuple or isinstance(item, list)) or len(item) != 2:
+            raise UsageError(f"{what}= pairs are (name, value) tuples, got {item!r}")
+        key, value = item
+        # ASCII str (the usual) passes at once; anything else gets the full check.
+        if type(key) is not str or not key.isascii():
+            check_query_name(key, what)
+        for one in value if isinstance(value, (list, tuple)) else (value,):
+            if type(one) is str and one.isascii():
+                pairs.append((key, one))
                 continue
-            text = ("true" if one else "false") if isinstance(one, bool) else str(one)
-            pairs.append((key, text))
+            text = query_text(key, one, what)
+            if text is not None:  # as in requests: a None value drops the parameter
+                pairs.append((key, text))
     return pairs
 
 
@@ -468,16 +542,28 @@ def _encode_body(options: CallOptions) -> tuple[bytes | None, str | None]:
     if len(given) > 1:
         raise UsageError(f"pass only one of json, data and content, not {' and '.join(given)}")
     if "json" in options:
-        # default=jsonable: pydantic models anywhere in the value are sent as their JSON form.
-        encoded = _json.dumps(
-            options["json"], separators=(",", ":"), ensure_ascii=False, default=jsonable
-        )
-        return encoded.encode(), "application/json"
+        try:
+            # default=jsonable: pydantic models anywhere in the value are sent as
+            # their JSON form. allow_nan=False: NaN and Infinity are not JSON
+            # (RFC 8259 section 6), and most parsers refuse them.
+            encoded = _json.dumps(
+                options["json"],
+                separators=(",", ":"),
+                ensure_ascii=False,
+                allow_nan=False,
+                default=jsonable,
+            )
+        except (TypeError, ValueError, RecursionError) as exc:
+            hint = " (NaN and Infinity are not JSON)" if "float" in str(exc) else ""
+            raise UsageError(f"json= cannot be sent as JSON: {exc}{hint}") from exc
+        return check_body_text(encoded, "json="), "application/json"
+    name = given[0]
     value = options.get("data", options.get("content"))
     if isinstance(value, Mapping):
-        return urlencode(value, doseq=True).encode(), "application/x-www-form-urlencoded"
+        form = urlencode(_query_pairs(value, "data"))
+        return form.encode(), "application/x-www-form-urlencoded"
     if isinstance(value, str):
-        return value.encode(), None
+        return check_body_text(value, f"{name}="), None
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value), None
     raise UsageError(f"a body must be bytes, str or a form mapping, got {type(value).__name__}")

@@ -1,4 +1,19 @@
-"""What Client and FuturesClient share: an AsyncClient run on a background loop."""
+"""What Client and FuturesClient share: an AsyncClient run on a background loop.
+
+A front door's AsyncClient and loop live in an :class:`_Owned`, which holds no
+reference to the front door. That lets three things find and release them
+whatever became of the front door:
+
+* ``weakref.finalize``: a front door dropped without ``close()`` releases its
+  loop thread and sockets when it is collected. The finalizer never blocks
+  (it may run on the loop's own thread, or in the middle of another client's
+  call): it asks the loop to close the AsyncClient and stop, and the thread
+  ends by itself.
+* the exit handler closes, and joins, whatever is still open at exit, so no
+  "Unclosed client session" is printed;
+* after ``os.fork()`` the child abandons the parent's loop and AsyncClient
+  (never closing them: see ``_fork``) and starts afresh on first use.
+"""
 
 from __future__ import annotations
 
@@ -9,23 +24,74 @@ import weakref
 from types import TracebackType
 from typing import Any, Self
 
-from microcall.client._async import AsyncClient
-from microcall.client._loop import BackgroundLoop
+from microcall.client._async import CLIENT_OPTIONS, AsyncClient, check_options
+from microcall.client._fork import abandon, restart_libuv_pool_if_forked
+from microcall.client._loop import BackgroundLoop, join_winding_down
 from microcall.client._options import BaseURL, ClientOptions
 from microcall.errors import UsageError
 
+# How long the exit handler waits for a dropped client's loop to finish
+# closing its sockets: closing a pool takes milliseconds; this only bounds a
+# pathological case, so that exit never hangs on it.
+EXIT_JOIN_TIMEOUT = 5.0
+
+# Front doors alive now (for the exit handler and the fork hook).
 _live: weakref.WeakSet[BlockingFrontDoor] = weakref.WeakSet()
+# What front doors own and have not released yet, theirs alive or not.
+_owned: set[_Owned] = set()
+
+
+class _Owned:
+    """A front door's AsyncClient and the loop that runs it; no reference to the front door."""
+
+    __slots__ = ("base_url", "client", "loop", "options")
+
+    def __init__(self, owner: str, base_url: BaseURL | None, options: ClientOptions) -> None:
+        self.base_url = base_url
+        self.options = options
+        self.client = AsyncClient(base_url, **options)  # validates everything up front
+        self.loop = BackgroundLoop(owner)
+
+    def release_soon(self) -> None:
+        """The finalizer: close the AsyncClient on its loop and stop the loop, without waiting."""
+        _owned.discard(self)
+        self.loop.close_soon(self.client.aclose)
+
+    def release(self) -> None:
+        """Close the AsyncClient on its loop, stop the loop and join its thread."""
+        _owned.discard(self)
+        self.loop.close(self.client.aclose)
+
+    def after_fork_in_child(self) -> None:
+        # The parent's loop thread does not exist in the child, and its pooled
+        # sockets are the parent's: abandon both, start over on first use.
+        abandon(self.client)
+        self.loop.forget()
+        self.client = AsyncClient(self.base_url, **self.options)
 
 
 class BlockingFrontDoor:
     """Owns an AsyncClient and the loop thread that runs it; survives ``os.fork()``."""
 
-    def __init__(self, base_url: BaseURL | None, options: ClientOptions) -> None:
-        self._base_url = base_url
-        self._options = options
-        self._async = AsyncClient(base_url, **options)  # validates everything up front
-        self._loop = BackgroundLoop(f"microcall-{type(self).__name__}")
+    def __init__(
+        self,
+        base_url: BaseURL | None,
+        options: ClientOptions,
+        *,
+        own_options: frozenset[str] = frozenset(),
+    ) -> None:
+        # Checked here, so an unknown option is named against this front door
+        # and its own options, not the AsyncClient inside it.
+        check_options(options, CLIENT_OPTIONS | own_options, type(self).__name__)
+        owned = _Owned(type(self).__name__, base_url, options)
+        self._owned = owned
+        self._async = owned.client
+        self._loop = owned.loop
         self._closed = False
+        # A callback holding ``owned``, never ``self``: the front door stays collectable.
+        self._finalizer = weakref.finalize(self, owned.release_soon)
+        self._finalizer.atexit = False  # the exit handler closes (and joins) instead
+        _owned.add(owned)
         _live.add(self)
 
     def _check_open(self) -> None:
@@ -33,22 +99,23 @@ class BlockingFrontDoor:
             raise UsageError(f"this {type(self).__name__} is closed")
 
     def _after_fork_in_child(self) -> None:
-        # The parent's loop thread does not exist in the child, and its pooled
-        # sockets are the parent's: start over with a fresh loop and pool.
-        self._loop.forget()
-        self._async = AsyncClient(self._base_url, **self._options)
+        self._async = self._owned.client
 
     async def _shutdown(self) -> None:
         await self._async.aclose()
 
     def close(self) -> None:
-        """Close the pool and stop the loop thread; safe to call twice."""
+        """Stop the calls in flight (they raise ClientClosed), close the pool, stop the loop.
+
+        Safe to call twice; calls made afterwards raise UsageError.
+        """
         if self._closed:
             return
+        self._loop.refuse_own_thread()
         self._closed = True
-        if self._loop.started:
-            self._loop.run(self._shutdown())
-        self._loop.close()
+        self._finalizer.detach()
+        _owned.discard(self._owned)
+        self._loop.close(self._shutdown)
 
     def __enter__(self) -> Self:
         return self
@@ -66,6 +133,8 @@ class BlockingFrontDoor:
 
 
 def _reset_after_fork() -> None:
+    for owned in list(_owned):
+        owned.after_fork_in_child()
     for client in list(_live):
         client._after_fork_in_child()
 
@@ -76,6 +145,11 @@ def _close_at_exit() -> None:
     for client in list(_live):
         with contextlib.suppress(Exception):
             client.close()
+    for owned in _owned.copy():  # dropped, not yet collected
+        with contextlib.suppress(Exception):
+            owned.release()
+    join_winding_down(EXIT_JOIN_TIMEOUT)
+    restart_libuv_pool_if_forked()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)

@@ -14,7 +14,7 @@ from microcall._response import Response
 from microcall.client._blocking import BlockingFrontDoor
 from microcall.client._options import BaseURL, CallOptions, ClientOptions
 from microcall.client._verbs import Verbs
-from microcall.errors import CallError, ConfigurationError
+from microcall.errors import CallError, ClientClosed, ConfigurationError
 
 ResponseHook = Callable[[Response], Response | None]
 Hooks = Mapping[str, ResponseHook | Sequence[ResponseHook]]
@@ -22,6 +22,10 @@ Hooks = Mapping[str, ResponseHook | Sequence[ResponseHook]]
 # Threads that run response hooks; hooks parse or post-process, they are not
 # meant to block for long.
 DEFAULT_HOOK_WORKERS = 4
+
+
+# Options a FuturesClient takes besides every client's (named in its errors).
+_OWN_OPTIONS = frozenset({"max_in_flight", "hooks", "hook_workers"})
 
 
 class FuturesClient(BlockingFrontDoor, Verbs["cf.Future[Response]"]):
@@ -40,8 +44,8 @@ class FuturesClient(BlockingFrontDoor, Verbs["cf.Future[Response]"]):
     * ``hooks={"response": fn}`` (per client or per call) runs ``fn(response)``
       in a worker thread, never the caller's, before the future resolves; a
       hook that returns a Response replaces it (requests' hook convention).
-    * ``with`` / ``close()`` cancels calls that have not started and waits for
-      those that have.
+    * ``with`` / ``close()`` stops the calls that have not started (their
+      futures raise ClientClosed) and waits for those that have.
     """
 
     def __init__(
@@ -53,7 +57,7 @@ class FuturesClient(BlockingFrontDoor, Verbs["cf.Future[Response]"]):
         hook_workers: int = DEFAULT_HOOK_WORKERS,
         **options: Unpack[ClientOptions],
     ) -> None:
-        super().__init__(base_url, options)
+        super().__init__(base_url, options, own_options=_OWN_OPTIONS)
         limits = options.get("limits")
         bound = max_in_flight if max_in_flight is not None else _pool_size(limits)
         if bound < 1:
@@ -67,6 +71,7 @@ class FuturesClient(BlockingFrontDoor, Verbs["cf.Future[Response]"]):
         self._slots = asyncio.Semaphore(bound)
         self._queued: set[asyncio.Task[Response]] = set()
         self._tasks: set[asyncio.Task[Response]] = set()
+        self._closing = False
 
     def request(
         self,
@@ -121,6 +126,12 @@ class FuturesClient(BlockingFrontDoor, Verbs["cf.Future[Response]"]):
                 self._queued.add(task)
                 try:
                     await self._slots.acquire()
+                except asyncio.CancelledError:
+                    if not self._closing or task.uncancel() > 0:
+                        raise
+                    raise ClientClosed(
+                        f"the FuturesClient was closed before {method} {url} was sent"
+                    ) from None
                 finally:
                     self._queued.discard(task)
             else:
@@ -144,15 +155,15 @@ class FuturesClient(BlockingFrontDoor, Verbs["cf.Future[Response]"]):
         return self._hook_pool
 
     async def _shutdown(self) -> None:
+        self._closing = True
         for task in list(self._queued):
             task.cancel()
-        running = [task for task in self._tasks if task not in self._queued]
-        if running:
-            await asyncio.gather(*running, return_exceptions=True)
+        if self._tasks:  # the queued ones ending with ClientClosed, the running ones finishing
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         await super()._shutdown()
 
     def close(self) -> None:
-        """Cancel calls not yet started, wait for running ones, close the pool."""
+        """Stop calls not yet started (their futures raise ClientClosed), wait for running ones."""
         super().close()
         if self._hook_pool is not None:
             self._hook_pool.shutdown(wait=True)
@@ -162,6 +173,7 @@ class FuturesClient(BlockingFrontDoor, Verbs["cf.Future[Response]"]):
         self._slots = asyncio.Semaphore(self._max_in_flight)
         self._queued = set()
         self._tasks = set()
+        self._closing = False
         self._hook_pool = None
 
 

@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 import grpc
 
 from microcall._attempt import AttemptKind
+from microcall._checks import checked_metadata
 from microcall._clock import MONOTONIC
 from microcall._durations import to_seconds
 from microcall.context import current_deadline, current_priority
@@ -133,9 +134,13 @@ class ChannelCore(Generic[C]):
         ours = self._own[priority]
         if not given:
             return ours
+        # Checked here, before any attempt: grpc would report bad metadata as an
+        # INTERNAL status or a bare TypeError.
+        pairs = checked_metadata(given)
         if priority is None:
-            return tuple(given)
-        kept = tuple(pair for pair in given if pair[0] != PRIORITY_METADATA)
+            return pairs
+        # The caller's own priority entry would contradict ours: drop it.
+        kept = tuple(pair for pair in pairs if pair[0] != PRIORITY_METADATA)
         return kept + ours
 
     def plan(

@@ -65,6 +65,20 @@ def asgi_route(scope: Mapping[str, Any], app: object = None) -> str | None:
     return template
 
 
+# How far down a chain of wrapping middlewares (each keeping the next in
+# ``.app``, as Starlette's and most ASGI middlewares do) the routes are sought.
+_MAX_WRAPPERS = 16
+
+
+def routed_app(app: object) -> object | None:
+    """The first application with ``routes`` in ``app`` and the ones it wraps, or None."""
+    for _ in range(_MAX_WRAPPERS):
+        if app is None or getattr(app, "routes", None) is not None:
+            return app
+        app = getattr(app, "app", None)
+    return None
+
+
 def _find(routes: Iterable[object], target: object, prefix: str) -> str | None:
     for route in routes:
         path = getattr(route, "path", "")

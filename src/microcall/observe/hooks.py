@@ -126,7 +126,9 @@ class ServerResult:
     matched: never the raw path. ``error`` names the exception that escaped
     the handler (its class name), if any. ``refused`` says why the request
     was answered without running the handler (``"expired"``, ``"shed"`` or
-    ``"malformed"``), and ``priority`` is the priority it was refused at.
+    ``"malformed"``) or in its place (``"deadline"``: a call it made ran out
+    of the request's deadline), and ``priority`` is the priority it was
+    refused at.
     """
 
     status: int | None

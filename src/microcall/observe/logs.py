@@ -128,6 +128,9 @@ class LogEvents:
             level, text = logging.WARNING, "shed a %s priority request: over the concurrency limit"
         elif refused == "expired":
             level, text = logging.INFO, "refused a %s priority request: its deadline had passed"
+        elif refused == "deadline":
+            level = logging.INFO
+            text = "answered a %s priority request as expired: a call ran out of its deadline"
         else:
             return
         log_event(

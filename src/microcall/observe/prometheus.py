@@ -543,6 +543,11 @@ class ServerMetrics:
         self.shed = families.counter(
             "microcall_server_shed", "Requests refused by the concurrency limit.", ("priority",)
         )
+        self.deadline_exceeded = families.counter(
+            "microcall_server_deadline_exceeded",
+            "Requests answered as expired because a call of their handler ran out of their deadline.",
+            ("priority",),
+        )
         self.rpc_duration = families.histogram(
             "rpc_server_call_duration_seconds",
             "Duration of gRPC calls served, refused ones included.",
@@ -608,3 +613,5 @@ class _RequestMetrics:
             owner.expired.labels(result.priority or OTHER).inc()
         elif result.refused == "shed":
             owner.shed.labels(result.priority or OTHER).inc()
+        elif result.refused == "deadline":
+            owner.deadline_exceeded.labels(result.priority or OTHER).inc()

@@ -26,7 +26,9 @@ class Admission:
 
     ``from_header``: the deadline is the caller's (``X-Request-Timeout``), not
     a server default. ``reschedule``, while the middleware is ready to cancel
-    the handler, moves that cancellation to a new deadline.
+    the handler, moves that cancellation to a new deadline. ``ran_out``: the
+    handler let a call run out of this request's deadline, and the request
+    was answered as expired (see ``Gate.ran_out``).
     """
 
     __slots__ = (
@@ -36,6 +38,7 @@ class Admission:
         "from_header",
         "permit",
         "priority",
+        "ran_out",
         "reschedule",
         "route_applied",
         "stats",
@@ -60,6 +63,7 @@ class Admission:
         self.permit = permit
         self.stats = stats
         self.reschedule: Callable[[Deadline], None] | None = None
+        self.ran_out = False
         self._tokens: tuple[Token[Deadline | None], Token[Priority | None], Token[Admission | None]]
 
     def enter(self) -> None:
@@ -79,11 +83,13 @@ class Admission:
 
     def finish(self, *, cancelled: bool = False) -> None:
         """The handler is done (or was cancelled at its deadline): count it, free its slot."""
-        overran = not cancelled and self.deadline.expired()
+        # Running out of time is counted as such, not again as an overrun.
+        dropped = cancelled or self.ran_out
+        overran = not dropped and self.deadline.expired()
         if overran:
             self.stats.add("overran")
         if self.permit is not None:
-            self.permit.release(dropped=cancelled or overran)
+            self.permit.release(dropped=dropped or overran)
 
     def fail(self) -> None:
         """The handler raised: free its slot without telling the limit anything."""

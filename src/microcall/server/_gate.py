@@ -15,7 +15,18 @@ Theory of operation. For each request the gate decides, in this order:
    means a 503 with ``Retry-After``.
 
 Expired work is refused before the limit is consulted, so it never takes a
-slot that live work could use. Everything here is plain computation: the
+slot that live work could use.
+
+After admission, one failure of the handler is answered by the gate too
+(:meth:`Gate.ran_out`): a ``microcall.DeadlineExceeded`` that escapes the
+handler once the request's own deadline has run out (less than ``floor``
+left). The call that raised it inherited that deadline, so the request is
+just as expired as one that arrived too late: the same answer (408 by
+default, ``X-Do-Not-Retry: 1``), counted as ``deadline_exceeded`` and shown
+to observers as ``refused="deadline"``, with no traceback. A
+``DeadlineExceeded`` raised while the request still has more than ``floor``
+left came from a shorter timeout the handler chose itself; that is the
+handler's business, and it propagates like any other exception. Everything here is plain computation: the
 framework adapters read headers in, and turn the answer into their own
 response or run the handler.
 """
@@ -29,6 +40,7 @@ from typing import Protocol
 
 from microcall._durations import to_seconds
 from microcall.deadline import Deadline
+from microcall.errors import DeadlineExceeded
 from microcall.priority import Priority
 from microcall.server._admission import Admission
 from microcall.server._config import ServerOptions
@@ -52,7 +64,8 @@ _TEXT = ("Content-Type", "text/plain; charset=utf-8")
 class Refusal:
     """An answer given instead of running the handler.
 
-    ``kind`` says why (``"expired"``, ``"malformed"``, ``"shed"``) and
+    ``kind`` says why (``"expired"``, ``"malformed"``, ``"shed"``, or
+    ``"deadline"``: a handler's call ran out of the request's deadline) and
     ``priority`` at which priority, for observers to count.
     """
 
@@ -95,6 +108,7 @@ class Gate:
     __slots__ = (
         "_ceiling",
         "_clock",
+        "_deadline_at",
         "_default_priority",
         "_default_timeout",
         "_expired",
@@ -159,11 +173,30 @@ class Gate:
         # priority, and a refusal under overload must cost nothing extra.
         self._expired_at = {level: replace(self._expired, priority=level) for level in Priority}
         self._shed_at = {level: replace(self._shed, priority=level) for level in Priority}
+        # The request ran out of time inside the handler: answered as if it
+        # had arrived expired, since that is what it now is.
+        self._deadline_at = {
+            level: replace(self._expired, kind="deadline", priority=level) for level in Priority
+        }
 
     @property
     def expired_refusal(self) -> Refusal:
         """The answer for a request whose deadline has passed (also after cancellation)."""
         return self._expired
+
+    def ran_out(self, admission: Admission, error: BaseException) -> Refusal | None:
+        """The answer for ``error`` escaping the handler, if it is the request's deadline running out.
+
+        None: the error is not a ``DeadlineExceeded``, or the request still
+        has more than ``floor`` left (a shorter timeout of the handler's own
+        ran out, not the request's); let it propagate. Otherwise the request
+        is marked, counted, and answered as expired.
+        """
+        if not isinstance(error, DeadlineExceeded) or admission.deadline.remaining() > self._floor:
+            return None
+        admission.ran_out = True
+        self.stats.add("deadline_exceeded")
+        return self._deadline_at[admission.priority]
 
     def admit(
         self,

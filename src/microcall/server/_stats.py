@@ -24,6 +24,8 @@ class ServerStats:
                         refused by the concurrency limit, per priority
     cancelled           handlers cancelled because their deadline passed
     overran             handlers that finished after their deadline (wasted work)
+    deadline_exceeded   handlers whose call ran out of the request's own deadline
+                        (``microcall.DeadlineExceeded``), answered as expired
     """
 
     FIELDS: ClassVar[tuple[str, ...]] = (
@@ -38,6 +40,7 @@ class ServerStats:
         "shed_low",
         "cancelled",
         "overran",
+        "deadline_exceeded",
     )
 
     __slots__ = (*FIELDS, "_lock")
@@ -53,6 +56,7 @@ class ServerStats:
     shed_low: int
     cancelled: int
     overran: int
+    deadline_exceeded: int
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

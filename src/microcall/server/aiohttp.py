@@ -13,7 +13,9 @@
 
 Inside a handler, ``microcall.current_deadline()`` and
 ``microcall.current_priority()`` are the request's, and every microcall
-client call made there inherits them. A route's ``@default_timeout`` is read
+client call made there inherits them. A ``microcall.DeadlineExceeded`` that
+escapes the handler once the request's deadline has run out is answered as
+an expired request (408, ``X-Do-Not-Retry: 1``), not aiohttp's 504. A route's ``@default_timeout`` is read
 from the matched handler (for a class-based view, from the method) before
 the handler runs.
 """
@@ -117,9 +119,15 @@ class AiohttpMiddleware(GateReadings):
         except web.HTTPException:
             outcome.finish()  # a raised 404 or redirect is an answer like any other
             raise
-        except BaseException:
-            outcome.fail()
-            raise
+        except BaseException as exc:
+            refusal = self._gate.ran_out(outcome, exc)
+            if refusal is None:
+                outcome.fail()
+                raise
+            outcome.finish()
+            if watch is not None:
+                watch.refused(refusal.kind, refusal.priority)
+            return _respond(refusal)
         finally:
             outcome.leave()
         outcome.finish()

@@ -17,7 +17,11 @@ arrives, so to read the counters pass your own: ``stats = ServerStats()`` and
 Only ``http`` scopes are gated; ``lifespan`` and ``websocket`` pass through.
 Everything the handler runs (async endpoints, and plain ones FastAPI runs in
 its thread pool with a copy of the context) sees the request's deadline and
-priority.
+priority. A ``microcall.DeadlineExceeded`` that escapes the application once
+the request's deadline has run out is answered as an expired request (408,
+``X-Do-Not-Retry: 1``) with no traceback. Starlette answers an unhandled
+error with a 500 in its outermost layer before re-raising it, so install the
+middleware inside it (``add_middleware``) for that answer to be the 408.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from functools import partial
 from typing import Any
 
-from microcall.observe._routes import asgi_route
+from microcall.observe._routes import asgi_route, routed_app
 from microcall.observe._serverwatch import ServerWatch
 from microcall.observe.hooks import InboundRequest
 from microcall.server._cancel import DeadlineCancelled, within_deadline
@@ -51,7 +55,7 @@ _PRIORITY = b"x-request-priority"
 class ASGIMiddleware(GateReadings):
     """Wraps an ASGI application: ``ASGIMiddleware(app, options)``."""
 
-    __slots__ = ("_cancel", "_gate", "_observers", "app")
+    __slots__ = ("_cancel", "_gate", "_observers", "_routed", "app")
     _gate: Gate
 
     def __init__(
@@ -62,6 +66,10 @@ class ASGIMiddleware(GateReadings):
         stats: ServerStats | None = None,
     ) -> None:
         self.app = app
+        # Wrapped from outside (``ASGIMiddleware(app)``), the middleware sees a
+        # request before the application has put itself in the scope; the
+        # routes it mounts are then found from the application given here.
+        self._routed = routed_app(app)
         self._gate = Gate(options, stats=stats)
         self._cancel = self._gate.options.cancel_on_deadline
         self._observers = self._gate.options.observers
@@ -87,7 +95,8 @@ class ASGIMiddleware(GateReadings):
             ),
         )
         status = _Status(send)
-        app = scope.get("app")  # the outermost application: mounted ones replace it
+        # The outermost application: mounted ones replace it in the scope.
+        app = scope.get("app") or self._routed
         try:
             await self._serve(scope, receive, status, watch)
         except BaseException as exc:
@@ -113,24 +122,36 @@ class ASGIMiddleware(GateReadings):
                 watch.refused(outcome.kind, outcome.priority)
             await _respond(send, outcome)
             return
-        started = _Started(send) if self._cancel else None
+        started = _Started(send)
         outcome.enter()
         try:
-            if started is not None:
+            if self._cancel:
                 await within_deadline(outcome, self.app(scope, receive, started))
             else:
-                await self.app(scope, receive, send)
+                await self.app(scope, receive, started)
         except DeadlineCancelled:
             self._gate.stats.add("cancelled")
             outcome.finish(cancelled=True)
-            if started is not None and not started.started:
+            if not started.started:
                 await _respond(send, self._gate.expired_refusal)
             # Otherwise the response is half sent: returning without its end
             # makes the server close the connection, the only honest ending.
             return
-        except BaseException:
-            outcome.fail()
-            raise
+        except BaseException as exc:
+            refusal = self._gate.ran_out(outcome, exc)
+            if refusal is None:
+                outcome.fail()
+                raise
+            outcome.finish()
+            if watch is not None:
+                watch.refused(refusal.kind, refusal.priority)
+            # An application that answers errors itself before re-raising
+            # (Starlette's outermost ServerErrorMiddleware sends a 500) has
+            # already started its response; the error is still counted and
+            # not re-raised, so the server logs no traceback for it.
+            if not started.started:
+                await _respond(send, refusal)
+            return
         finally:
             outcome.leave()
         outcome.finish()

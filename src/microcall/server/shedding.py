@@ -1,23 +1,47 @@
-"""Priority load shedding: a concurrency limit that refuses low priority first.
+"""Priority load shedding: a concurrency limit that lends idle capacity and refuses low priority first.
 
-Theory of operation. A server works on at most ``limit`` requests at once
-(the limit is static or adaptive, see :mod:`microcall.server.limits`). Each
-priority may fill only a share of it: with the default shares, a low-priority
-request is admitted only while fewer than half of the limit are in flight, a
-normal one while fewer than 80%, a high one up to the whole limit. As load
-rises, low priority is refused first, then normal; high priority keeps the top
-of the limit to itself, so it is refused last and only when the server is full
-of work that is at least as important.
+Theory of operation. A server works on about ``limit`` requests at once (the
+limit is static or adaptive, see :mod:`microcall.server.limits`). Each
+priority is guaranteed a share of it, counting only requests at least as
+important as itself: with the default shares, high is guaranteed the whole
+limit whatever the others hold, normal and high together 80%, and low half.
+A request of priority *p* is admitted when either holds:
+
+1. *Borrowing*: fewer than ``limit`` requests are in flight. Capacity nobody
+   is using goes to whoever asks, whatever its priority, so low-only traffic
+   keeps the whole limit busy. A request admitted so while its priority was
+   at or over its guarantee holds a *lent* slot (``limiter.lent`` counts them).
+2. *Guarantee*: the requests in flight of priority *p* or higher are under
+   *p*'s share, and fewer than ``MAX_OVERRUN x limit`` are in flight in all.
+   What lower priorities hold does not count against *p*: they are borrowers.
+
+So when the limit is full, a newcomer over its guarantee is refused, and a
+more important one under its own gets in at once, above the limit if it
+must. Nothing is revoked: the server runs over its limit only while lower
+priorities still hold what they borrowed, and since nobody borrows while the
+limit is full, that lasts one request's latency. In a steady mix the excess
+is the swing of the important priorities' own demand; it is never more than
+the limit again (``MAX_OVERRUN``). Netflix's concurrency-limits partitions a
+limit the same way (a guaranteed percentage per partition, admitted beyond
+the limit while under it, idle capacity lent to all); priorities nest the
+partitions, so that a more important request never waits on a lesser one.
+
+The sizing rule that follows: high priority is refused only once high alone
+holds the whole limit (or the server holds twice it). Size the limit above
+high's own offered concurrency (its rate times its latency at the server),
+with margin for its bursts, and high priority is not shed (docs/server.md
+gives the numbers).
 
 An adaptive limit may ask to *probe*: re-measure how fast the server is
 without a queue (see :mod:`microcall.server.gradient`). While it does, low
-and normal priority may fill only half their share; high keeps its own.
+and normal priority may not borrow, and fill at most half their share of the
+whole in-flight count; high keeps its own guarantee.
 
-The reserve works without queues or timers: admission is a comparison and a
-counter under a lock, so a refusal costs next to nothing and no handler runs
-for it. When a request finishes, its round-trip time (and whether it missed
-its deadline) is a sample for an adaptive limit; the clock that times it is
-injected, so tests drive the whole thing with a FakeClock.
+The limiter works without queues or timers: admission is a few comparisons
+and counters under a lock, so a refusal costs next to nothing and no handler
+runs for it. When a request finishes, its round-trip time (and whether it
+missed its deadline) is a sample for an adaptive limit; the clock that times
+it is injected, so tests drive the whole thing with a FakeClock.
 """
 
 from __future__ import annotations
@@ -31,15 +55,23 @@ from microcall.errors import ConfigurationError, UsageError
 from microcall.priority import Priority
 from microcall.server.limits import ConcurrencyLimit, LimitEstimator
 
-# A low-priority request may use half of the limit and a normal one 80%: the
-# top 20% is always kept for high priority, and normal traffic keeps 30% of
-# the limit that low priority can never take from it.
+# Guaranteed shares, counting a priority with those above it: normal and high
+# together are guaranteed 80% of the limit whatever low has borrowed, and low
+# half of it while it competes with nobody but itself (it can always borrow
+# the rest when idle). Netflix's concurrency-limits partitions a limit the
+# same way: each part a guaranteed percentage, idle capacity lent to all.
 DEFAULT_LOW_SHARE = 0.5
 DEFAULT_NORMAL_SHARE = 0.8
 
 # While an adaptive limit probes (re-measures the server's unloaded latency),
-# low and normal priority may fill half their usual share, so the queue drains.
+# low and normal priority may not borrow and fill half their usual share, so
+# the queue drains.
 PROBE_SHARE = 0.5
+
+# A request admitted by its guarantee may take the server over its limit
+# while lower priorities hold borrowed slots, but never past twice it: a bound
+# on the queue an overrun can build, whatever the shares.
+MAX_OVERRUN = 2
 
 # Retry-After on a refusal, in whole seconds (the header's delay-seconds form):
 # long enough for a burst to pass, short enough to fit a typical deadline.
@@ -48,7 +80,11 @@ DEFAULT_RETRY_AFTER = 1
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PriorityShares:
-    """The fraction of the limit each priority may fill; high may always fill all of it."""
+    """The fraction of the limit guaranteed to each priority together with those above it.
+
+    High is guaranteed the whole limit. Any priority may also borrow what
+    nobody is using (see the module's theory of operation).
+    """
 
     low: float = DEFAULT_LOW_SHARE
     normal: float = DEFAULT_NORMAL_SHARE
@@ -107,7 +143,16 @@ class PriorityLimiter:
     ``permit.discard()`` if it failed in a way that says nothing about load).
     """
 
-    __slots__ = ("_clock", "_estimator", "_inflight", "_lock", "_shares")
+    __slots__ = (
+        "_clock",
+        "_estimator",
+        "_high",
+        "_inflight",
+        "_lent",
+        "_lock",
+        "_normal",
+        "_shares",
+    )
 
     def __init__(
         self, estimator: LimitEstimator, *, shares: PriorityShares, clock: Clock = MONOTONIC
@@ -116,7 +161,10 @@ class PriorityLimiter:
         self._shares = shares
         self._clock = clock
         self._lock = threading.Lock()
-        self._inflight = 0
+        self._inflight = 0  # every priority
+        self._high = 0
+        self._normal = 0
+        self._lent = 0  # admitted by borrowing beyond their priority's guarantee
 
     @property
     def limit(self) -> int:
@@ -128,8 +176,21 @@ class PriorityLimiter:
         """Requests admitted and not yet finished."""
         return self._inflight
 
+    @property
+    def lent(self) -> int:
+        """Requests in flight on borrowed capacity, beyond their priority's guarantee."""
+        return self._lent
+
+    def inflight_at_least(self, priority: Priority) -> int:
+        """Requests in flight of ``priority`` or higher."""
+        if priority is Priority.HIGH:
+            return self._high
+        if priority is Priority.NORMAL:
+            return self._high + self._normal
+        return self._inflight
+
     def capacity(self, priority: Priority) -> int:
-        """How many requests may be in flight when one of ``priority`` is admitted."""
+        """The guarantee: requests of ``priority`` or higher that may be in flight, borrowing aside."""
         estimator = self._estimator
         share = self._shares.of(priority)
         if estimator.probing and priority is not Priority.HIGH:
@@ -144,16 +205,44 @@ class PriorityLimiter:
         ``now`` saves a clock read when the caller has just made one.
         """
         with self._lock:
-            if self._inflight >= self.capacity(priority):
+            lent = self._admits(priority)
+            if lent is None:
                 return None
+            if lent:
+                self._lent += 1
             self._inflight += 1
+            if priority is Priority.HIGH:
+                self._high += 1
+            elif priority is Priority.NORMAL:
+                self._normal += 1
             inflight = self._inflight
-        return Permit(self, self._clock.now() if now is None else now, inflight)
+        return Permit(self, self._clock.now() if now is None else now, inflight, priority, lent)
+
+    def _admits(self, priority: Priority) -> bool | None:
+        """None: refuse; otherwise whether the slot is lent (see the theory). Under the lock."""
+        estimator = self._estimator
+        inflight = self._inflight
+        if estimator.probing and priority is not Priority.HIGH:
+            # No borrowing while the limit re-measures: the queue must drain.
+            return False if inflight < self.capacity(priority) else None
+        guaranteed = self.inflight_at_least(priority) < self.capacity(priority)
+        if guaranteed and inflight < MAX_OVERRUN * estimator.limit:
+            return False
+        if inflight < estimator.limit:
+            return True  # idle capacity, lent to a priority over its guarantee
+        return None
 
     def _finish(self, permit: Permit, sample: bool, dropped: bool) -> None:
         now = self._clock.now()
+        priority = permit.priority
         with self._lock:
             self._inflight -= 1
+            if permit.lent:
+                self._lent -= 1
+            if priority is Priority.HIGH:
+                self._high -= 1
+            elif priority is Priority.NORMAL:
+                self._normal -= 1
             if sample:
                 self._estimator.on_sample(
                     now=now, rtt=now - permit.started, inflight=permit.inflight, dropped=dropped
@@ -163,12 +252,21 @@ class PriorityLimiter:
 class Permit:
     """One admitted request's hold on the limit; release it exactly once."""
 
-    __slots__ = ("_limiter", "inflight", "released", "started")
+    __slots__ = ("_limiter", "inflight", "lent", "priority", "released", "started")
 
-    def __init__(self, limiter: PriorityLimiter, started: float, inflight: int) -> None:
+    def __init__(
+        self,
+        limiter: PriorityLimiter,
+        started: float,
+        inflight: int,
+        priority: Priority,
+        lent: bool = False,
+    ) -> None:
         self._limiter = limiter
         self.started = started
         self.inflight = inflight
+        self.priority = priority
+        self.lent = lent  # borrowed capacity, beyond its priority's guarantee
         self.released = False
 
     def release(self, *, dropped: bool = False) -> None:

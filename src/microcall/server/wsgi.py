@@ -19,10 +19,17 @@ closes the response, since the thread is busy until then.
 
 A thread cannot be cancelled, so ``cancel_on_deadline`` is refused here:
 check ``microcall.current_deadline()`` in long loops instead.
+
+A ``microcall.DeadlineExceeded`` that escapes the application once the
+request's deadline has run out is answered as an expired request (408,
+``X-Do-Not-Retry: 1``). Flask, like most frameworks, catches a view's
+exception itself and answers 500; register
+:meth:`WSGIMiddleware.deadline_exceeded` as its error handler for it.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from typing import Any
@@ -31,7 +38,7 @@ from microcall.errors import ConfigurationError
 from microcall.observe._routes import wsgi_route
 from microcall.observe._serverwatch import ServerWatch
 from microcall.observe.hooks import InboundRequest
-from microcall.server._admission import Admission
+from microcall.server._admission import Admission, current_admission
 from microcall.server._config import ServerOptions
 from microcall.server._gate import Gate, GateReadings, Refusal
 from microcall.server._stats import ServerStats
@@ -115,12 +122,40 @@ class WSGIMiddleware(GateReadings):
         outcome.enter()
         try:
             body = self.app(environ, start_response)
-        except BaseException:
-            outcome.fail()
-            raise
+        except BaseException as exc:
+            refusal = self._gate.ran_out(outcome, exc)
+            if refusal is None:
+                outcome.fail()
+                raise
+            # exc_info: the application may have started its own response.
+            _answer(refusal, environ, start_response, sys.exc_info())
+            body = [refusal.body]
         finally:
             outcome.leave()
+        if outcome.ran_out and watch is not None:
+            watch.refused("deadline", outcome.priority)
         return _Body(body, outcome)
+
+    def deadline_exceeded(self, error: BaseException) -> WSGIApp:
+        """A framework's error handler for ``microcall.DeadlineExceeded``.
+
+        Frameworks such as Flask turn an exception from a view into their own
+        500 (and log it) before it reaches the middleware. Register this to
+        answer a call that ran out of the request's deadline as an expired
+        request instead (408, ``X-Do-Not-Retry: 1``, counted)::
+
+            app.register_error_handler(microcall.DeadlineExceeded, protect.deadline_exceeded)
+
+        It returns a WSGI application for the framework to run as the
+        response. An error that is not the request's deadline running out
+        (the view's own shorter timeout) is re-raised, for the framework to
+        treat as it would have.
+        """
+        admission = current_admission()
+        refusal = None if admission is None else self._gate.ran_out(admission, error)
+        if refusal is None:
+            raise error
+        return partial(_answer, refusal)
 
 
 class _Body:
@@ -188,6 +223,13 @@ class _ObservedBody:
             watch, self._watch = self._watch, None
             if watch is not None:
                 watch.ended(self._started.status, self._started.route)
+
+
+def _answer(
+    refusal: Refusal, environ: Environ, start_response: StartResponse, exc_info: Any = None
+) -> Iterable[bytes]:
+    start_response(f"{refusal.status} {refusal.reason}", list(refusal.headers), exc_info)
+    return [refusal.body]
 
 
 def _header(environ: Environ, name: str) -> str | None:
