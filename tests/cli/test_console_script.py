@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,3 +53,20 @@ def test_python_dash_m_and_version() -> None:
     )
     assert done.returncode == 0
     assert done.stdout.startswith("microcall ")
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_ends_a_load_run_with_what_it_measured(service: str, workers: str) -> None:
+    command = [str(SCRIPT), "load", f"{service}/echo", "--rate", "100", "-d", "120"]
+    command += ["--json", "--workers", workers]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)  # started (workers spawned) and measuring, even on a busy machine
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "Traceback" not in err
+    document = json.loads(out)
+    assert document["interrupted"] is True
+    (result,) = document["runs"]
+    assert result["calls"] > 0
+    assert result["ok"] == result["calls"]

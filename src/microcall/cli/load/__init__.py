@@ -114,7 +114,7 @@ def run(arguments: argparse.Namespace) -> int:
     """Run the load (each strategy in turn with --compare) and report."""
     from microcall.cli.load import _report
     from microcall.cli.load._generator import Plan
-    from microcall.cli.load._workers import run_load
+    from microcall.cli.load._workers import Interrupted, run_load
 
     url = _options.parse_url(arguments.url)
     items = parse_items(arguments.items)
@@ -156,11 +156,14 @@ def run(arguments: argparse.Namespace) -> int:
     live = not arguments.quiet and sys.stderr.isatty()
     view = _report.LiveView(plan, enabled=live)
     runs = []
+    interrupted = False
     for spelling in spellings:
         strategy_plan = dataclasses.replace(plan, strategy=spelling)
         view.start(spelling)
         try:
             stats = run_load(strategy_plan, arguments.workers, view.update)
+        except Interrupted as stop:
+            stats, interrupted = stop.stats, True
         finally:
             view.stop()
         runs.append(_report.Run(strategy=spelling, stats=stats))
@@ -170,7 +173,9 @@ def run(arguments: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-    if all(run.stats.ok == 0 for run in runs):
+        if interrupted:
+            break
+    if not interrupted and all(run.stats.ok == 0 for run in runs):
         kinds = ", ".join(
             sorted({kind for run in runs for kind in run.stats.errors}) or ["no calls"]
         )
@@ -184,6 +189,7 @@ def run(arguments: argparse.Namespace) -> int:
         _plot.write(arguments.plot, runs, title=title)
     if _common.wants_json(arguments.json, arguments.pretty):
         document = _report.document(runs, plan, arguments.workers, str(url))
+        document["interrupted"] = interrupted
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
         console = _common.console()
@@ -197,5 +203,9 @@ def run(arguments: argparse.Namespace) -> int:
                 console.print(f"{run.strategy}: {warning}", style="bold red", highlight=False)
         if arguments.plot is not None:
             console.print(f"plot written to {arguments.plot}", highlight=False)
+        if interrupted:
+            console.print(
+                "interrupted: the figures cover the calls that ended before", highlight=False
+            )
     sys.stdout.flush()
-    return _common.EXIT_OK
+    return _common.EXIT_INTERRUPTED if interrupted else _common.EXIT_OK
