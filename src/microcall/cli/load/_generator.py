@@ -28,7 +28,7 @@ from typing import Any
 import microcall
 from microcall.cli._options import parse_strategy
 from microcall.cli.load._stats import Stats
-from microcall.errors import CallError
+from microcall.errors import CallError, ClientClosed
 
 # Calls a load client may hold: far more than its connections, so an open
 # loop's backlog shows as latency (and deadline failures) rather than as
@@ -102,6 +102,8 @@ async def run(plan: Plan, stats: Stats, *, ready: Callable[[], None] | None = No
             try:
                 outcome = await client.request(plan.method, plan.path, **call)
                 attempts = outcome.attempts
+            except ClientClosed:
+                return  # cut short by the run's own end (Ctrl-C): not the server's failure
             except CallError as error:
                 outcome, attempts = error, error.attempts
             now = time.monotonic()
