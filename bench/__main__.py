@@ -39,6 +39,7 @@ BENCHMARKS: tuple[str, ...] = (
     "cache",
     "overload",
     "bookstore",
+    "cli_load",
 )
 
 DEFAULT_OUTPUT = ROOT / "docs" / "benchmarks.md"

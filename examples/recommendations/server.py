@@ -10,7 +10,12 @@ it makes downstream inherits them), an expired call is refused with
 DEADLINE_EXCEEDED, and with ``--limit`` calls over the concurrency limit are
 shed by priority with RESOURCE_EXHAUSTED. The standard health service
 (``grpc.health.v1.Health``) answers SERVING for the whole server and for
-``bookstore.Recommendations`` until shutdown.
+``bookstore.Recommendations`` until shutdown. The server offers gRPC
+reflection (grpcio-reflection), so tools that read the schema from the
+server, such as ``microcall grpc`` and grpcurl, call it with no .proto at hand::
+
+    microcall grpc 127.0.0.1:50051 bookstore.Recommendations/Recommend \
+        '{"user_id": 1, "category": "MYSTERY", "max_results": 2}'
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ from dataclasses import dataclass
 import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 import microcall
+from microcall.examples_pb import recommendations_pb2
 from microcall.examples_pb.recommendations_pb2 import (
     MYSTERY,
     SCIENCE_FICTION,
@@ -126,6 +133,14 @@ async def start(
     add_RecommendationsServicer_to_server(service or RecommendationService(), server)
     checks = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checks, server)
+    reflection.enable_server_reflection(
+        (
+            recommendations_pb2.DESCRIPTOR.services_by_name["Recommendations"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
     port = server.add_insecure_port(address)
     await server.start()
     for name in ("", SERVICE_NAME):

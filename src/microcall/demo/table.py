@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from microcall.demo.tail import Row
 
@@ -47,8 +47,10 @@ def render_plain(rows: Sequence[Row]) -> str:
     )
 
 
-def print_table(rows: Sequence[Row], *, title: str, out: TextIO) -> None:
-    """Print ``rows`` under ``title``, then the explanation."""
+def print_table(
+    rows: Sequence[Row], *, title: str, out: TextIO, console: Any | None = None
+) -> None:
+    """Print ``rows`` under ``title``, then the explanation (on ``console``, a rich Console, if given)."""
     try:
         from rich import box
         from rich.console import Console
@@ -62,6 +64,8 @@ def print_table(rows: Sequence[Row], *, title: str, out: TextIO) -> None:
             table.add_column(header, justify="left" if column == 0 else "right")
         for row in rows:
             table.add_row(*cells(row))
-        Console(file=out, width=None if out.isatty() else PIPE_WIDTH).print(table)
+        if console is None:
+            console = Console(file=out, width=None if out.isatty() else PIPE_WIDTH)
+        console.print(table)
     for line in EXPLANATION:
         print(line, file=out)

@@ -6,7 +6,9 @@ in turn, a fresh :class:`~microcall.AsyncClient` makes the same calls (call
 ``n`` meets the same backend latencies under every strategy) at a fixed
 concurrency. Each call's latency is what its caller waited, from ``get()``
 to the response; the extra load is what the backend received beyond one
-request per call. :func:`run_scenario` returns one :class:`Row` per strategy
+request per call. :func:`run_against` makes the same calls to any URL
+(one's own service), counting the load from the attempts sent.
+:func:`run_scenario` returns one :class:`Row` per strategy
 and prints nothing, so it can be tested; :mod:`microcall.demo.table` prints.
 """
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import microcall
@@ -85,57 +87,100 @@ class Row:
         return self.server_requests / self.calls - 1.0
 
 
-async def run_scenario(scenario: Scenario) -> list[Row]:
-    """Run every strategy of ``scenario`` in turn; one row each, in order."""
+Progress = Callable[[str, int, int], None]
+"""``progress(strategy, calls_done, calls_in_all)``, told as each call of a strategy ends."""
+
+
+async def run_scenario(scenario: Scenario, progress: Progress | None = None) -> list[Row]:
+    """Run every strategy of ``scenario`` in turn against the demo backend; one row each."""
     async with BackendProcess(scenario.profile, seed=scenario.seed) as backend:
-        return [
-            await _measure(backend, run, label, strategy, scenario)
-            for run, (label, strategy) in enumerate(scenario.strategies)
-        ]
+        rows = []
+        for run, (label, strategy) in enumerate(scenario.strategies):
+
+            def path_of(call: int, run: int = run) -> str:
+                return backend.call_path(run=run, call=call)
+
+            counts = await _measure(backend.base_url, path_of, label, strategy, scenario, progress)
+            # Read the backend's counts once the losers cancelled at the very end
+            # (their connections closed with the client) have been torn down.
+            stats = await backend.settled_stats(run=run)
+            rows.append(counts.row(stats.received, stats.cancelled))
+        return rows
+
+
+async def run_against(url: str, scenario: Scenario, progress: Progress | None = None) -> list[Row]:
+    """Run every strategy of ``scenario`` in turn against ``url`` (someone's own service).
+
+    Nothing reports what that server received, so the load is counted from
+    the attempts the client sent, and the cancelled ones are hedges the
+    client stopped.
+    """
+    rows = []
+    for label, strategy in scenario.strategies:
+        counts = await _measure(None, lambda _call: url, label, strategy, scenario, progress)
+        rows.append(counts.row(counts.sent, counts.cancelled))
+    return rows
+
+
+@dataclass(slots=True)
+class _Counts:
+    strategy: str
+    calls: int
+    latencies: list[float]
+    failed: int = 0
+    sent: int = 0
+    cancelled: int = 0
+
+    def row(self, server_requests: int, server_cancelled: int) -> Row:
+        self.latencies.sort()
+        return Row(
+            strategy=self.strategy,
+            calls=self.calls,
+            p50=percentile(self.latencies, 0.50),
+            p99=percentile(self.latencies, 0.99),
+            p999=percentile(self.latencies, 0.999),
+            failed=self.failed,
+            server_requests=server_requests,
+            server_cancelled=server_cancelled,
+        )
 
 
 async def _measure(
-    backend: BackendProcess, run: int, label: str, strategy: Strategy, scenario: Scenario
-) -> Row:
-    latencies: list[float] = []
-    failures = 0
-    async with microcall.AsyncClient(
-        backend.base_url, strategy=strategy, timeout=CALL_TIMEOUT
-    ) as client:
+    base_url: str | None,
+    path_of: Callable[[int], str],
+    label: str,
+    strategy: Strategy,
+    scenario: Scenario,
+    progress: Progress | None,
+) -> _Counts:
+    counts = _Counts(strategy=label, calls=scenario.requests, latencies=[])
+    async with microcall.AsyncClient(base_url, strategy=strategy, timeout=CALL_TIMEOUT) as client:
         # One iterator shared by the workers: whoever is free takes the next
         # call, so exactly `concurrency` calls are in flight until the end.
         calls = iter(range(scenario.requests))
 
         async def worker(calls: Iterator[int]) -> None:
-            nonlocal failures
             for call in calls:
-                path = backend.call_path(run=run, call=call)
                 started = time.perf_counter()
+                attempts: tuple[microcall.Attempt, ...]
                 try:
-                    response = await client.get(path)
-                except microcall.CallError:
-                    failures += 1
+                    response = await client.get(path_of(call))
+                except microcall.CallError as error:
+                    counts.failed += 1
+                    attempts = error.attempts
                 else:
-                    failures += not response.ok
-                latencies.append(time.perf_counter() - started)
+                    counts.failed += not response.ok
+                    attempts = response.attempts
+                counts.latencies.append(time.perf_counter() - started)
+                counts.sent += sum(attempt.sent for attempt in attempts)
+                counts.cancelled += sum(attempt.cancelled for attempt in attempts)
+                if progress is not None:
+                    progress(label, len(counts.latencies), scenario.requests)
 
         async with asyncio.TaskGroup() as group:
             for _ in range(scenario.concurrency):
                 group.create_task(worker(calls))
-    # Read the backend's counts once the losers cancelled at the very end
-    # (their connections closed with the client) have been torn down.
-    stats = await backend.settled_stats(run=run)
-    latencies.sort()
-    return Row(
-        strategy=label,
-        calls=scenario.requests,
-        p50=percentile(latencies, 0.50),
-        p99=percentile(latencies, 0.99),
-        p999=percentile(latencies, 0.999),
-        failed=failures,
-        server_requests=stats.received,
-        server_cancelled=stats.cancelled,
-    )
+    return counts
 
 
 def percentile(ordered: Sequence[float], fraction: float) -> float:
