@@ -83,7 +83,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     from microcall import __version__
-    from microcall.cli import call, demo, grpc, load
+    from microcall.cli import bookstore, call, demo, grpc, load
 
     parser = _Parser(
         prog="microcall",
@@ -99,4 +99,5 @@ def _parser() -> argparse.ArgumentParser:
     grpc.add_parser(commands)
     load.add_parser(commands)
     demo.add_parser(commands)
+    bookstore.add_parser(commands)
     return parser
