@@ -7,7 +7,9 @@ import pytest
 from microcall.cli import main
 
 
-def test_its_subcommands_and_options_are_the_bookstore_s(capsys: pytest.CaptureFixture[str]) -> None:
+def test_its_subcommands_and_options_are_the_bookstore_s(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert main(["bookstore", "up", "--help"]) == 0
     assert "--replicas" in capsys.readouterr().out
 
