@@ -19,6 +19,7 @@ import grpc.aio
 import pytest
 
 import microcall
+from microcall.demo.bookstore._calls import channel_targets, resolve_targets
 from microcall.examples_pb.recommendations_pb2 import RecommendationRequest
 from microcall.examples_pb.recommendations_pb2_grpc import (
     RecommendationsStub,
@@ -28,7 +29,7 @@ from microcall.grpc import AsyncChannel, Channel, ChannelOptions, TargetDiscover
 from microcall.grpc._discovery import TargetRefresher, authority_options
 from microcall.policy.balancer import BalancerConfig
 from microcall.policy.breaker import CircuitBreakerConfig
-from tests.grpc.conftest import Backend
+from tests.grpc.conftest import Backend, Step
 from tests.server._waiting import eventually
 
 REQUEST = RecommendationRequest(user_id=1, max_results=3)
@@ -310,3 +311,50 @@ def test_an_address_channel_keeps_the_name_as_authority_and_tls_name() -> None:
     assert authority_options(discovery, False, (("grpc.default_authority", "mine"),)) == (
         ("grpc.default_authority", "mine"),
     )
+
+
+async def test_a_call_in_flight_on_a_replica_that_leaves_finishes_before_its_channel_closes(
+    replicas: Replicas,
+) -> None:
+    await replicas.start("127.0.0.1")
+    second = await replicas.start("127.0.0.2")
+    second.script.append(Step(delay=0.5))
+    hosts = Hosts()
+    hosts.table[NAME] = ["127.0.0.1", "127.0.0.2"]
+    port = replicas.port
+    async with _channel(hosts, port) as channel:
+        stub = RecommendationsStub(channel)
+        await _calls(stub, 1)  # round robin: the next call goes to 127.0.0.2
+        slow = asyncio.ensure_future(stub.Recommend(REQUEST))
+        await eventually(lambda: len(second.calls) == 1)
+        hosts.table[NAME] = ["127.0.0.1"]
+        await eventually(lambda: _targets(channel) == {f"127.0.0.1:{port}"})
+        assert len(channel.targets.channels) == 2  # still carrying the slow call
+        reply = await slow
+        assert reply.recommendations
+        await eventually(lambda: len(channel.targets.channels) == 1)
+
+
+async def test_streams_go_to_the_discovered_addresses(replicas: Replicas) -> None:
+    first = await replicas.start("127.0.0.1")
+    second = await replicas.start("127.0.0.2")
+    hosts = Hosts()
+    hosts.table[NAME] = ["127.0.0.1", "127.0.0.2"]
+    async with _channel(hosts, replicas.port) as channel:
+        await channel.channel_ready()  # looks the name up first
+        stub = RecommendationsStub(channel)
+        for _ in range(4):
+            books = [book async for book in stub.RecommendStream(REQUEST)]
+            assert len(books) == 3
+    assert len(first.calls) == len(second.calls) == 2
+
+
+def test_the_bookstore_discovers_a_single_name_and_keeps_a_list() -> None:
+    assert channel_targets(resolve_targets("recommendations:50051")) == TargetDiscovery(
+        target="recommendations:50051"
+    )
+    assert channel_targets(resolve_targets("10.0.0.7:50051, 10.0.0.8:50051")) == [
+        "10.0.0.7:50051",
+        "10.0.0.8:50051",
+    ]
+    assert channel_targets(resolve_targets("127.0.0.1:50051")) == ["127.0.0.1:50051"]
