@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
+import trustme
 
 import microcall
 from microcall.demo.bookstore._calls import channel_targets, resolve_targets
@@ -358,3 +359,30 @@ def test_the_bookstore_discovers_a_single_name_and_keeps_a_list() -> None:
         "10.0.0.8:50051",
     ]
     assert channel_targets(resolve_targets("127.0.0.1:50051")) == ["127.0.0.1:50051"]
+
+
+async def test_tls_to_an_address_verifies_the_certificate_of_the_name() -> None:
+    # The certificate names only the service, not any address: each address's
+    # channel must check it against the name.
+    authority = trustme.CA()
+    issued = authority.issue_cert(NAME)
+    backend = Backend()
+    server = grpc.aio.server()
+    add_RecommendationsServicer_to_server(backend, server)
+    credentials = grpc.ssl_server_credentials(
+        [(issued.private_key_pem.bytes(), issued.cert_chain_pems[0].bytes())]
+    )
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    await server.start()
+    hosts = Hosts()
+    hosts.table[NAME] = ["127.0.0.1"]
+    discovery = TargetDiscovery(target=f"{NAME}:{port}", every=EVERY, resolver=hosts.resolve)
+    trust = grpc.ssl_channel_credentials(authority.cert_pem.bytes())
+    try:
+        async with AsyncChannel(discovery, ChannelOptions(credentials=trust)) as channel:
+            reply = await RecommendationsStub(channel).Recommend(REQUEST, timeout=5.0)
+            assert _targets(channel) == {f"127.0.0.1:{port}"}
+    finally:
+        await server.stop(None)
+    assert reply.recommendations
+    assert len(backend.calls) == 1

@@ -171,7 +171,12 @@ class TargetRefresher:
             _log_failure(discovery, len(self.targets.endpoints), error)
             addresses = []
         targets = [address_target(address, discovery.port) for address in addresses]
-        await _close(self.targets.update(targets, self._now()))
+        try:
+            idle = self.targets.update(targets, self._now())
+        except Exception as error:  # a channel_factory that failed: the next lookup tries again
+            _log_failure(discovery, len(self.targets.endpoints), error)
+            return
+        await _close(idle)
 
     async def aclose(self) -> None:
         """Stop looking up (the channel is closing)."""
