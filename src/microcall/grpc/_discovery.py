@@ -112,7 +112,7 @@ class TargetRefresher:
     loop's ended with that loop.
     """
 
-    __slots__ = ("_first", "_now", "_task", "discovery", "targets")
+    __slots__ = ("_failing", "_first", "_now", "_task", "discovery", "targets")
 
     def __init__(
         self,
@@ -125,6 +125,7 @@ class TargetRefresher:
         self._now = now
         self._task: asyncio.Task[None] | None = None
         self._first: asyncio.Future[None] | None = None
+        self._failing = False  # the lookups fail: said once, until one succeeds
 
     def kick(self) -> None:
         """Start the lookups on the running loop, unless they already run there."""
@@ -168,15 +169,24 @@ class TargetRefresher:
         try:
             addresses = list(await resolver(discovery.host, discovery.port))
         except Exception as error:  # any failure of the lookup: keep serving the targets known
-            _log_failure(discovery, len(self.targets.endpoints), error)
+            self._failed(error)
             addresses = []
         targets = [address_target(address, discovery.port) for address in addresses]
         try:
             idle = self.targets.update(targets, self._now())
         except Exception as error:  # a channel_factory that failed: the next lookup tries again
-            _log_failure(discovery, len(self.targets.endpoints), error)
+            self._failed(error)
             return
+        if addresses:
+            self._failing = False
         await _close(idle)
+
+    def _failed(self, error: Exception) -> None:
+        # One line per outage, not one per lookup (and rate-limited per name
+        # across outages): a DNS server down for an hour is one event.
+        if not self._failing:
+            self._failing = True
+            _log_failure(self.discovery, len(self.targets.endpoints), error)
 
     async def aclose(self) -> None:
         """Stop looking up (the channel is closing)."""
