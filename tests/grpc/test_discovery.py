@@ -28,8 +28,7 @@ from microcall.examples_pb.recommendations_pb2_grpc import (
 )
 from microcall.grpc import AsyncChannel, Channel, ChannelOptions, TargetDiscovery, Targets
 from microcall.grpc._discovery import TargetRefresher, address_target, authority_options
-from microcall.observe import logs
-from microcall.observe._ratelimit import LogLimiter
+from microcall.observe import LogLimiter, logs
 from microcall.policy.balancer import BalancerConfig
 from microcall.policy.breaker import CircuitBreakerConfig
 from tests.grpc.conftest import Backend, Step
