@@ -151,13 +151,20 @@ async def resolve_bases(url: str) -> list[URL]:
     parsed = URL(url)
     assert parsed.host is not None
     port = parsed.port
-    infos = await asyncio.get_running_loop().getaddrinfo(
-        parsed.host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-    )
     seen: dict[str, URL] = {}
-    for family, _, _, _, sockaddr in infos:
-        address = str(sockaddr[0])
-        host = f"[{address}]" if family == socket.AF_INET6 else address
-        base = parsed.with_host(host.strip("[]")).with_port(port)
+    for address in await resolve_addresses(parsed.host, port):
+        base = parsed.with_host(address).with_port(port)
         seen.setdefault(str(base), base)
     return sorted(seen.values(), key=str)
+
+
+async def resolve_addresses(host: str, port: int | None) -> list[str]:
+    """The addresses ``host`` resolves to for a TCP connection, each once, sorted.
+
+    Bare addresses (``10.0.0.7``, ``fd00::7``): the caller adds the port and
+    the brackets its own syntax needs. Raises OSError when the lookup fails.
+    """
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+    )
+    return sorted({str(sockaddr[0]) for _, _, _, _, sockaddr in infos})

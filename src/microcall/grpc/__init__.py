@@ -10,7 +10,9 @@ Client side, a channel wrapper the generated stub takes unchanged::
     stub = RecommendationsStub(channel)
     reply = await stub.Recommend(request)    # timeout = the deadline left in this context
 
-:class:`Channel` is the same for the blocking API. Server side, an
+:class:`Channel` is the same for the blocking API. ``AsyncChannel(TargetDiscovery(
+target="recommendations:50051"))`` balances over the addresses of a DNS name,
+re-resolved periodically (a Kubernetes headless Service). Server side, an
 interceptor restores the caller's deadline and priority into microcall's
 context, refuses expired calls and sheds load by priority::
 
@@ -24,6 +26,7 @@ from microcall.grpc._adapter import ObserverAdapter
 from microcall.grpc._aio import AsyncChannel
 from microcall.grpc._aio_streams import AsyncStreamCall, StreamingCallable
 from microcall.grpc._aio_unary import UnaryUnary, UnaryUnaryCall
+from microcall.grpc._discovery import TargetDiscovery
 from microcall.grpc._errors import AttemptTimeout, CircuitOpen, DeadlineExceeded, GrpcStatusError
 from microcall.grpc._observe import RpcAttempt, RpcCallScope, RpcMethod, RpcObserver
 from microcall.grpc._options import ChannelOptions
@@ -67,6 +70,7 @@ __all__ = [
     "RpcObserver",
     "ServerInterceptor",
     "StreamingCallable",
+    "TargetDiscovery",
     "Targets",
     "UnaryUnary",
     "UnaryUnaryCall",

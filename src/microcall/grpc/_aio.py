@@ -9,6 +9,9 @@
 
 It wraps one grpc.aio channel per target and hands the generated stub
 multi-callables of its own (:mod:`._aio_unary`, :mod:`._aio_streams`).
+Given a :class:`~microcall.grpc.TargetDiscovery` instead of targets, its
+targets are the addresses of a DNS name, looked up again periodically
+(:mod:`._discovery`).
 
 A call starts when it is awaited (grpc.aio starts it at once); its
 ``code()``, ``details()`` and metadata are the winning attempt's.
@@ -28,6 +31,7 @@ import grpc.aio
 from microcall.grpc._aio_streams import StreamingCallable
 from microcall.grpc._aio_unary import UnaryUnary
 from microcall.grpc._channel import ChannelBase, Deserializer, Serializer
+from microcall.grpc._discovery import TargetDiscovery, TargetRefresher, authority_options
 from microcall.grpc._observe import Cardinality, RpcObserver
 from microcall.grpc._options import ChannelOptions
 from microcall.grpc._security import channel_credentials
@@ -36,24 +40,33 @@ from microcall.grpc._security import channel_credentials
 class AsyncChannel(ChannelBase[grpc.aio.Channel, StreamingCallable], grpc.aio.Channel):  # type: ignore[misc]  # our stream callables stand in for grpc's
     """A grpc.aio channel to one or more targets, for generated stubs: see the module doc.
 
+    ``targets``: ``"host:port"``, a list of them, or a
+    :class:`~microcall.grpc.TargetDiscovery` (one target per address of a
+    name, re-resolved every ``every`` seconds on the loop of the calls).
     ``channel_factory(target)`` makes the grpc.aio channel of each target
-    (default: an insecure or secure channel with ``options``' grpc settings).
-    ``observers`` follow every call and attempt (:class:`RpcObserver`).
+    (default: an insecure or secure channel with ``options``' grpc settings;
+    under discovery, one that keeps the name as authority and TLS server
+    name; a factory of your own is given the address target and sets those
+    itself). ``observers`` follow every call and attempt (:class:`RpcObserver`).
     """
 
     def __init__(
         self,
-        targets: str | Sequence[str],
+        targets: str | Sequence[str] | TargetDiscovery,
         options: ChannelOptions | None = None,
         *,
         observers: Sequence[RpcObserver] = (),
         channel_factory: Callable[[str], grpc.aio.Channel] | None = None,
     ) -> None:
         chosen = options or ChannelOptions()
-        super().__init__(
-            targets, chosen, observers, channel_factory or partial(_new_channel, chosen)
-        )
+        discovery = targets if isinstance(targets, TargetDiscovery) else None
+        factory = channel_factory or partial(_new_channel, chosen, discovery)
+        super().__init__(targets, chosen, observers, factory)
         self._own_channels = channel_factory is None
+        self._refresher: TargetRefresher | None = None
+        if discovery is not None:
+            self._refresher = TargetRefresher(discovery, self._core.targets, self._core.now)
+            self._core.targets.refresher = self._refresher
 
     def unary_unary(
         self,
@@ -88,19 +101,21 @@ class AsyncChannel(ChannelBase[grpc.aio.Channel, StreamingCallable], grpc.aio.Ch
     async def close(self, grace: float | None = None) -> None:
         """Close every target's channel (calls in flight get ``grace`` seconds)."""
         targets = self._core.targets
+        if self._refresher is not None:
+            await self._refresher.aclose()
         await asyncio.gather(*(channel.close(grace) for channel in targets.channels))
         targets.stop_watching()
 
     def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
         """The best state among the targets' channels (READY if any is ready)."""
-        states = [channel.get_state(try_to_connect) for channel in self._core.targets.channels]
+        states = [channel.get_state(try_to_connect) for channel in self._core.targets.current]
         return min(states, key=_STATE_RANK.__getitem__)
 
     async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
         """Return when any target's channel leaves ``last_observed_state``."""
         waits = [
             asyncio.ensure_future(channel.wait_for_state_change(last_observed_state))
-            for channel in self._core.targets.channels
+            for channel in self._core.targets.current
         ]
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -109,10 +124,11 @@ class AsyncChannel(ChannelBase[grpc.aio.Channel, StreamingCallable], grpc.aio.Ch
                 wait.cancel()
 
     async def channel_ready(self) -> None:
-        """Return once some target's channel is ready for calls."""
+        """Return once some target's channel is ready for calls (after the first lookup)."""
+        if self._refresher is not None:
+            await self._refresher.ready()
         waits = [
-            asyncio.ensure_future(channel.channel_ready())
-            for channel in self._core.targets.channels
+            asyncio.ensure_future(channel.channel_ready()) for channel in self._core.targets.current
         ]
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -141,12 +157,19 @@ _STATE_RANK = {
 }
 
 
-def _new_channel(options: ChannelOptions, target: str) -> grpc.aio.Channel:
-    credentials = channel_credentials(target, options.credentials, options.insecure)
+def _new_channel(
+    options: ChannelOptions, discovery: TargetDiscovery | None, target: str
+) -> grpc.aio.Channel:
+    grpc_options: Sequence[tuple[str, Any]] = options.grpc_options
+    # Under discovery, TLS or not is decided on the name, as for a fixed target.
+    named = target if discovery is None else discovery.target
+    credentials = channel_credentials(named, options.credentials, options.insecure)
+    if discovery is not None and target != discovery.target:
+        grpc_options = authority_options(discovery, credentials is not None, grpc_options)
     if credentials is None:
         return grpc.aio.insecure_channel(
-            target, options=options.grpc_options, compression=options.compression
+            target, options=grpc_options, compression=options.compression
         )
     return grpc.aio.secure_channel(
-        target, credentials, options=options.grpc_options, compression=options.compression
+        target, credentials, options=grpc_options, compression=options.compression
     )

@@ -182,6 +182,10 @@ class UnaryUnary(grpc.aio.UnaryUnaryMultiCallable[Req, Resp]):
         self, call: UnaryUnaryCall[Req, Resp], request: Req, args: _CallArgs, now: float
     ) -> Resp:
         core = self._core
+        refresher = core.targets.refresher
+        if refresher is not None:
+            # A discovered channel's first call on a loop waits for the first lookup.
+            await refresher.ready()
         expires_at = core.expires_at(args.timeout, now)
         metadata = core.metadata(core.priority(args.priority), args.metadata)
         method = self.method

@@ -12,7 +12,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from microcall._clock import MONOTONIC
+from microcall.errors import ConfigurationError
 from microcall.grpc._core import ChannelCore
+from microcall.grpc._discovery import TargetDiscovery
 from microcall.grpc._observe import Cardinality, RpcMethod, RpcObserver
 from microcall.grpc._options import ChannelOptions
 from microcall.grpc._targets import Targets
@@ -30,7 +32,7 @@ class ChannelBase(Generic[C, S]):
 
     def __init__(
         self,
-        targets: str | Sequence[str],
+        targets: str | Sequence[str] | TargetDiscovery,
         options: ChannelOptions | None,
         observers: Sequence[RpcObserver],
         factory: Callable[[str], C],
@@ -38,8 +40,21 @@ class ChannelBase(Generic[C, S]):
         threaded: bool = False,
     ) -> None:
         self.options = options = options or ChannelOptions()
+        discovery = targets if isinstance(targets, TargetDiscovery) else None
+        if discovery is not None and threaded:
+            raise ConfigurationError(
+                "the blocking Channel takes fixed targets; TargetDiscovery needs an AsyncChannel, "
+                "whose event loop runs the lookups"
+            )
+        if discovery is not None:
+            # Until the first lookup, the name itself (grpc's resolver behind it).
+            initial = [discovery.target]
+        elif isinstance(targets, str):
+            initial = [targets]
+        else:
+            initial = list(targets)  # type: ignore[arg-type]  # narrowed above
         group = Targets(
-            [targets] if isinstance(targets, str) else list(targets),
+            initial,
             factory,
             balancer=options.balancer,
             breaker=options.breaker,
@@ -47,6 +62,7 @@ class ChannelBase(Generic[C, S]):
             # grpc.aio's attempts run on one event loop; the blocking API's
             # on its callers' threads, with no loop to watch.
             watch_loop=not threaded and options.clock is MONOTONIC,
+            changing=discovery is not None,
         )
         self._core: ChannelCore[C] = ChannelCore(options, group, observers, threaded=threaded)
 
@@ -65,7 +81,7 @@ class ChannelBase(Generic[C, S]):
             name,
             cardinality,
             idempotent=self.options.is_idempotent(name),
-            authority=self._core.targets.endpoints[0].address,
+            authority=self._core.targets.authority,
         )
 
     def _callables(
@@ -77,14 +93,15 @@ class ChannelBase(Generic[C, S]):
         registered: bool | None,
     ) -> list[Any]:
         """Each target's grpc multi-callable for ``method``."""
+
         # _registered_method lets grpc skip a method-name lookup per call; the
         # typing stubs do not know it yet.
-        return [
-            getattr(channel, cardinality)(
+        def make(channel: C) -> Any:
+            return getattr(channel, cardinality)(
                 method, request_serializer, response_deserializer, _registered_method=registered
             )
-            for channel in self._core.targets.channels
-        ]
+
+        return self._core.targets.callables(make)
 
     def unary_stream(
         self,

@@ -82,7 +82,7 @@ class StreamAttempt:
                 return None
             self._endpoint = endpoint
             slot = targets.slot_of(endpoint)
-        self.target = targets.endpoints[slot].address
+        self.target = targets.address_at(slot)
         if core.observers:
             self.watch = RpcWatch(core.observers, self.method)
             extended: Metadata = list(pairs)

@@ -164,7 +164,7 @@ class UnaryCall(Generic[C]):
                 timeout, by_deadline = limit, False
             targets = core.targets
             slot = 0 if endpoint is None else targets.slot_of(endpoint)
-            target = targets.endpoints[slot].address
+            target = targets.address_at(slot)
             metadata = self._metadata
             scopes = None
             if self.watch is not None:

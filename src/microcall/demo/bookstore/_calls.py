@@ -12,7 +12,7 @@ Both run under the deadline of the browser's request.
 from __future__ import annotations
 
 import asyncio
-import socket
+import ipaddress
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -23,7 +23,7 @@ import microcall
 from microcall.cache import CachePolicy, MemoryBackend, RedisBackend, ResponseCache
 from microcall.examples_pb.recommendations_pb2 import BookCategory, RecommendationRequest
 from microcall.examples_pb.recommendations_pb2_grpc import RecommendationsStub
-from microcall.grpc import AsyncChannel, ChannelOptions, ObserverAdapter
+from microcall.grpc import AsyncChannel, ChannelOptions, ObserverAdapter, TargetDiscovery
 from microcall.observe.prometheus import ClientMetrics
 from microcall.observe.tracing import ClientTracing
 from microcall.testing.services import SEEN_DEADLINE_HEADER, SEEN_DEADLINE_METADATA
@@ -47,24 +47,34 @@ class Book(BaseModel):
 
 
 def resolve_targets(spec: str) -> list[str]:
-    """``RECOMMENDATIONS_TARGETS``: a comma-separated ``host:port`` list, or one name to resolve.
+    """``RECOMMENDATIONS_TARGETS``: a comma-separated ``host:port`` list, or one ``name:port``.
 
-    A single ``name:port`` whose name resolves to several addresses (a
-    Kubernetes headless Service) becomes one target per address, so the
-    channel balances over the replicas itself.
+    The entries as given: a single name is looked up by the channel itself
+    (see :func:`channel_targets`), again and again, not once here.
     """
-    targets = [part.strip() for part in spec.split(",") if part.strip()]
-    if len(targets) != 1:
-        return targets
-    host, _, port = targets[0].rpartition(":")
+    return [part.strip() for part in spec.split(",") if part.strip()]
+
+
+def channel_targets(targets: list[str]) -> list[str] | TargetDiscovery:
+    """What the Recommendations channel is given for ``targets``.
+
+    One ``name:port`` (a Kubernetes headless Service, compose's service
+    name) becomes DNS discovery: one target per address, looked up every 10
+    seconds, so replicas added or replaced later are balanced over too. A
+    list, or a single address, is used as it is.
+    """
+    if len(targets) == 1 and _is_name(targets[0]):
+        return TargetDiscovery(target=targets[0])
+    return targets
+
+
+def _is_name(target: str) -> bool:
+    host = target.rpartition(":")[0].strip("[]")
     try:
-        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
-    except (OSError, ValueError):
-        return targets
-    addresses = sorted({str(info[4][0]) for info in infos})
-    if len(addresses) <= 1:
-        return targets
-    return [f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in addresses]
+        ipaddress.ip_address(host)
+    except ValueError:
+        return bool(host)
+    return False
 
 
 @dataclass(slots=True)
@@ -186,7 +196,7 @@ class Calls:
                 observers=[self.metrics, tracing],
             )
         self.channel = AsyncChannel(
-            recommendation_targets,
+            channel_targets(recommendation_targets),
             channel_options,
             observers=[ObserverAdapter(self.metrics), ObserverAdapter(tracing)],
         )
