@@ -10,6 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+
+from tests.cli.conftest import Start
 
 SCRIPT = Path(sys.executable).with_name("microcall")
 
@@ -56,11 +59,25 @@ def test_python_dash_m_and_version() -> None:
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_ctrl_c_ends_a_load_run_with_what_it_measured(service: str, workers: str) -> None:
-    command = [str(SCRIPT), "load", f"{service}/echo", "--rate", "100", "-d", "120"]
+def test_ctrl_c_ends_a_load_run_with_what_it_measured(start_app: Start, workers: str) -> None:
+    served = 0
+
+    async def count(request: web.Request) -> web.Response:
+        nonlocal served
+        served += 1
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/count", count)
+    service = start_app(app)
+    command = [str(SCRIPT), "load", f"{service}/count", "--rate", "100", "-d", "120"]
     command += ["--json", "--workers", workers]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(4)  # started (workers spawned) and measuring, even on a busy machine
+    # Interrupted once it measures (its workers spawned and calling), however
+    # long a busy machine takes to start them.
+    give_up = time.monotonic() + 60
+    while served < 20 and time.monotonic() < give_up and process.poll() is None:
+        time.sleep(0.1)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130
