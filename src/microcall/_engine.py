@@ -138,13 +138,8 @@ class Engine:
             return self._single(request, expires_at, priority, watch)
         return self._planned_call(request, expires_at, priority, strategy, routed, watch)
 
-    async def _single(
-        self,
-        request: Request,
-        expires_at: float,
-        priority: str | None,
-        watch: Watch | None,
-    ) -> Response:
+    def _started(self, request: Request, expires_at: float, watch: Watch | None) -> float:
+        """The call begins now: its deposit into the budget; refused if too little time is left."""
         start = self._now()
         if self.budget is not None:
             self.budget.deposit(start)
@@ -154,6 +149,17 @@ class Engine:
             if watch is not None:
                 watch.call_ended(None, error, ())
             raise error
+        return start
+
+    async def _single(
+        self,
+        request: Request,
+        expires_at: float,
+        priority: str | None,
+        watch: Watch | None,
+    ) -> Response:
+        start = self._started(request, expires_at, watch)
+        remaining = expires_at - start
         admission = self.admission
         if admission.busy < admission.slots:
             admission.busy += 1
@@ -242,15 +248,7 @@ class Engine:
         watch: Watch | None,
     ) -> Response:
         replicas = self.replicas
-        start = self._now()
-        if self.budget is not None:
-            self.budget.deposit(start)
-        remaining = expires_at - start
-        if remaining < self._floor:
-            error = self._too_late(request, remaining, ())
-            if watch is not None:
-                watch.call_ended(None, error, ())
-            raise error
+        start = self._started(request, expires_at, watch)
         admission = self.admission
         if admission.busy < admission.slots:
             admission.busy += 1
