@@ -54,12 +54,15 @@ class _ReplyPipe:
         self.read_fd, self.write_fd = os.pipe()
         self.pid = os.getpid()
 
-    def __del__(self) -> None:
+    def __del__(self, _close: Callable[[int], None] = os.close) -> None:
         # Closed only once nothing holds it (the loop drops it with the call's
         # Waiter), so the loop never writes to a descriptor number reused since.
+        # (``os.close`` bound early: this may run as the interpreter tears down.)
         for fd in (self.read_fd, self.write_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+            try:  # noqa: SIM105 - no contextlib: it may be torn down already
+                _close(fd)
+            except OSError:
+                pass
 
 
 _threads = threading.local()

@@ -98,8 +98,7 @@ class BackgroundLoop:
     def submit(self, coro: Coroutine[Any, Any, T]) -> cf.Future[T]:
         """Run ``coro`` on the loop, in a copy of the caller's context."""
         inbox = self._inbox or self._start(coro)
-        future: cf.Future[T] = cf.Future()
-        future.add_done_callback(_notify_waiters_if_cancelled)
+        future: _CallFuture[T] = _CallFuture()
         if not inbox.put(self._begin_future, coro, future):
             coro.close()  # closed by another thread since this call began
             raise self._closed_error()
@@ -146,14 +145,16 @@ class BackgroundLoop:
         return ClientClosed(f"the {self._owner} was closed before the call started")
 
     def _begin_future(
-        self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], future: cf.Future[T]
+        self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], future: _CallFuture[T]
     ) -> None:
         if future.cancelled():
             coro.close()
             return
         task = loop.create_task(coro)
+        future.task = task
         task.add_done_callback(partial(self._settle_future, future))
-        future.add_done_callback(partial(_propagate_cancel, loop, task))
+        if future.cancelled():  # cancelled just now, before cancel() could see the task
+            task.cancel()
 
     def _begin_waiter(
         self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], waiter: Waiter[T]
@@ -300,17 +301,19 @@ def _stop_waited_call(waiter: Waiter[Any]) -> None:
         waiter.task.cancel()
 
 
-def _propagate_cancel(
-    loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any], future: cf.Future[Any]
-) -> None:
-    if future.cancelled() and not task.done():
-        with contextlib.suppress(RuntimeError):  # the loop is already closed
-            loop.call_soon_threadsafe(task.cancel)
+class _CallFuture(cf.Future[T]):
+    """The future of one submitted call: ``cancel()`` also stops the call on the loop."""
 
+    task: asyncio.Task[T] | None = None  # set by the loop once the call starts
 
-def _notify_waiters_if_cancelled(future: cf.Future[Any]) -> None:
-    # A cancelled Future only wakes ``wait()`` / ``as_completed()`` once
-    # set_running_or_notify_cancel() is called; an executor does it when it
-    # dequeues the item, here it is done the moment the cancel happens.
-    if future.cancelled():
-        future.set_running_or_notify_cancel()
+    def cancel(self) -> bool:
+        if not super().cancel():
+            return False
+        # A cancelled Future only wakes ``wait()`` / ``as_completed()`` once
+        # set_running_or_notify_cancel() is called; an executor does it when it
+        # dequeues the item, here it is done the moment the cancel happens.
+        self.set_running_or_notify_cancel()
+        if (task := self.task) is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                task.get_loop().call_soon_threadsafe(task.cancel)
+        return True
