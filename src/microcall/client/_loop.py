@@ -8,7 +8,9 @@ AsyncClient, and every thread shares one set of connections.
 
 Each submission carries a copy of the caller's contextvars, so a deadline or
 priority set in a WSGI worker thread (or an OpenTelemetry span) is what the
-call sees inside the loop.
+call sees inside the loop. Submissions cross to the loop through an inbox
+drained once per wake-up, and blocking callers wait on a plain lock: see
+``_handoff`` for why.
 
 The loop's thread closes the loop itself once it stops, so a loop can be shut
 down without anyone waiting for it (:meth:`BackgroundLoop.close_soon`, which a
@@ -20,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import contextlib
-import contextvars
 import os
 import threading
 from collections.abc import Callable, Coroutine
@@ -28,6 +29,7 @@ from functools import partial
 from typing import Any, Literal, TypeVar
 
 from microcall.client._fork import abandon, note_uvloop_ran
+from microcall.client._handoff import Inbox, Waiter
 from microcall.errors import ClientClosed, ConfigurationError, UsageError
 
 T = TypeVar("T")
@@ -83,6 +85,7 @@ class BackgroundLoop:
         self.kind: LoopKind = kind or chosen_loop()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._inbox: Inbox | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
         # Set while closing: a call task cancelled now was stopped by the close.
@@ -94,41 +97,104 @@ class BackgroundLoop:
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> cf.Future[T]:
         """Run ``coro`` on the loop, in a copy of the caller's context."""
-        loop = self._loop or self._start(coro)
-        future: cf.Future[T] = cf.Future()
-        future.add_done_callback(_notify_waiters_if_cancelled)
-        try:
-            loop.call_soon_threadsafe(
-                _begin, self, loop, coro, future, context=contextvars.copy_context()
-            )
-        except RuntimeError:  # closed by another thread since this call began
-            coro.close()
-            raise self._closed_error() from None
+        inbox = self._inbox or self._start(coro)
+        future: _CallFuture[T] = _CallFuture()
+        if not inbox.put(self._begin_future, coro, future):
+            coro.close()  # closed by another thread since this call began
+            raise self._closed_error()
         return future
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the loop and wait for its result in this thread."""
-        future = self.submit(coro)
+        inbox = self._inbox or self._start(coro)
+        waiter: Waiter[T] = Waiter()
+        if not inbox.put(self._begin_waiter, coro, waiter):
+            coro.close()
+            raise self._closed_error()
         try:
-            return future.result()
+            return waiter.wait()
         except BaseException:
-            future.cancel()  # interrupted (Ctrl-C): do not leave the call running
+            if not waiter.abandoned:  # the call's own error
+                raise
+            # Interrupted (Ctrl-C): do not leave the call running.
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                inbox.loop.call_soon_threadsafe(_stop_waited_call, waiter)
             raise
 
-    def _start(self, coro: Coroutine[Any, Any, Any]) -> asyncio.AbstractEventLoop:
+    def _start(self, coro: Coroutine[Any, Any, Any]) -> Inbox:
         with self._lock:
             if self._closed:
                 coro.close()
                 raise self._closed_error()
-            if self._loop is None:
+            if self._inbox is None:
                 loop = _new_loop(self.kind)
+                inbox = Inbox(loop, self._never_started)
                 thread = threading.Thread(
-                    target=_run_forever, args=(loop,), name=f"microcall-{self._owner}", daemon=True
+                    target=_run_forever,
+                    args=(loop, inbox),
+                    name=f"microcall-{self._owner}",
+                    daemon=True,
                 )
                 thread.start()
                 self._thread = thread
                 self._loop = loop
-            return self._loop
+                self._inbox = inbox
+            return self._inbox
+
+    def _never_started(self) -> ClientClosed:
+        return ClientClosed(f"the {self._owner} was closed before the call started")
+
+    def _begin_future(
+        self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], future: _CallFuture[T]
+    ) -> None:
+        if future.cancelled():
+            coro.close()
+            return
+        task = loop.create_task(coro)
+        future.task = task
+        task.add_done_callback(partial(self._settle_future, future))
+        if future.cancelled():  # cancelled just now, before cancel() could see the task
+            task.cancel()
+
+    def _begin_waiter(
+        self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], waiter: Waiter[T]
+    ) -> None:
+        if waiter.abandoned:
+            coro.close()
+            return
+        task = loop.create_task(coro)
+        waiter.task = task
+        task.add_done_callback(partial(self._settle_waiter, waiter))
+
+    def _settle_future(self, future: cf.Future[T], task: asyncio.Task[T]) -> None:
+        if future.done():
+            return
+        try:
+            if not task.cancelled():
+                if (error := task.exception()) is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(task.result())
+            elif self._closing:  # stopped by close(), not by its caller
+                future.set_exception(self._closed_in_flight())
+            else:
+                future.cancel()
+        except cf.InvalidStateError:  # the caller cancelled it at the same instant
+            pass
+
+    def _settle_waiter(self, waiter: Waiter[T], task: asyncio.Task[T]) -> None:
+        if not task.cancelled():
+            if (error := task.exception()) is not None:
+                waiter.set_exception(error)
+            else:
+                waiter.set_result(task.result())
+        elif self._closing and not waiter.abandoned:
+            waiter.set_exception(self._closed_in_flight())
+        else:
+            waiter.set_exception(cf.CancelledError())
+
+    def _closed_in_flight(self) -> ClientClosed:
+        return ClientClosed(f"the {self._owner} was closed while the call was in flight")
 
     def _closed_error(self) -> UsageError:
         return UsageError(f"this {self._owner} is closed")
@@ -147,7 +213,7 @@ class BackgroundLoop:
         with self._lock:
             self.refuse_own_thread()
             loop, thread = self._loop, self._thread
-            self._loop = self._thread = None
+            self._loop = self._thread = self._inbox = None
             self._closed = True
         if loop is None or thread is None:
             return
@@ -170,7 +236,7 @@ class BackgroundLoop:
         ends; until then it is in ``_winding_down`` for the exit handler.
         """
         loop, thread = self._loop, self._thread
-        self._loop = self._thread = None
+        self._loop = self._thread = self._inbox = None
         self._closed = self._closing = True
         if loop is None or thread is None:
             return
@@ -187,6 +253,7 @@ class BackgroundLoop:
             abandon(self._loop, self._thread)
         self._lock = threading.Lock()
         self._loop = None
+        self._inbox = None
         self._thread = None
 
 
@@ -196,7 +263,7 @@ def join_winding_down(timeout: float) -> None:
         thread.join(timeout)
 
 
-def _run_forever(loop: asyncio.AbstractEventLoop) -> None:
+def _run_forever(loop: asyncio.AbstractEventLoop, inbox: Inbox) -> None:
     asyncio.set_event_loop(loop)
     try:
         loop.run_forever()
@@ -208,6 +275,7 @@ def _run_forever(loop: asyncio.AbstractEventLoop) -> None:
             for task in pending:
                 task.cancel()
             loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        inbox.shut()  # before the loop closes: a submission then is refused, not lost
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
         _winding_down.discard(threading.current_thread())
@@ -228,50 +296,24 @@ def _stop_after(loop: asyncio.AbstractEventLoop, last: asyncio.Task[Any]) -> Non
     loop.stop()
 
 
-def _begin(
-    owner: BackgroundLoop,
-    loop: asyncio.AbstractEventLoop,
-    coro: Coroutine[Any, Any, T],
-    future: cf.Future[T],
-) -> None:
-    if future.cancelled():
-        coro.close()
-        return
-    task = loop.create_task(coro)
-    task.add_done_callback(partial(_settle, owner, future))
-    future.add_done_callback(partial(_propagate_cancel, loop, task))
+def _stop_waited_call(waiter: Waiter[Any]) -> None:
+    if waiter.task is not None:
+        waiter.task.cancel()
 
 
-def _settle(owner: BackgroundLoop, future: cf.Future[T], task: asyncio.Task[T]) -> None:
-    if future.done():
-        return
-    try:
-        if not task.cancelled():
-            if (error := task.exception()) is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(task.result())
-        elif owner._closing:  # stopped by close(), not by its caller
-            future.set_exception(
-                ClientClosed(f"the {owner._owner} was closed while the call was in flight")
-            )
-        else:
-            future.cancel()
-    except cf.InvalidStateError:  # the caller cancelled it at the same instant
-        pass
+class _CallFuture(cf.Future[T]):
+    """The future of one submitted call: ``cancel()`` also stops the call on the loop."""
 
+    task: asyncio.Task[T] | None = None  # set by the loop once the call starts
 
-def _propagate_cancel(
-    loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any], future: cf.Future[Any]
-) -> None:
-    if future.cancelled() and not task.done():
-        with contextlib.suppress(RuntimeError):  # the loop is already closed
-            loop.call_soon_threadsafe(task.cancel)
-
-
-def _notify_waiters_if_cancelled(future: cf.Future[Any]) -> None:
-    # A cancelled Future only wakes ``wait()`` / ``as_completed()`` once
-    # set_running_or_notify_cancel() is called; an executor does it when it
-    # dequeues the item, here it is done the moment the cancel happens.
-    if future.cancelled():
-        future.set_running_or_notify_cancel()
+    def cancel(self) -> bool:
+        if not super().cancel():
+            return False
+        # A cancelled Future only wakes ``wait()`` / ``as_completed()`` once
+        # set_running_or_notify_cancel() is called; an executor does it when it
+        # dequeues the item, here it is done the moment the cancel happens.
+        self.set_running_or_notify_cancel()
+        if (task := self.task) is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                task.get_loop().call_soon_threadsafe(task.cancel)
+        return True
