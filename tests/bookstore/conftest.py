@@ -36,5 +36,8 @@ def stack(graph: ServiceGraph, collector: OtlpCollector) -> Stack:
         "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "CATALOG_MAX_AGE": CATALOG_MAX_AGE,
+        # A page's own deadline when the browser sends none: generous, so a
+        # loaded machine's slowness is not counted as the faults' doing.
+        "PAGE_TIMEOUT": "5",
     }
     return start_stack(graph, replicas=2, plain=True, env=env)
