@@ -63,7 +63,7 @@ class Replicas(EndpointGroup):
     :mod:`microcall._group`).
     """
 
-    __slots__ = ("_bases", "_refresher", "discovery")
+    __slots__ = ("_bases", "_first", "_refresher", "discovery")
 
     def __init__(
         self,
@@ -87,6 +87,8 @@ class Replicas(EndpointGroup):
             watch_loop=watch_loop,
         )
         self._refresher: asyncio.Task[None] | None = None
+        # The first lookup on the current loop: every call waits for it.
+        self._first: asyncio.Task[None] | None = None
 
     @property
     def single(self) -> bool:
@@ -103,15 +105,21 @@ class Replicas(EndpointGroup):
     # ------------------------------------------------------------ discovery
 
     async def discover(self, now: Callable[[], float]) -> None:
-        """Resolve the name on first use, then keep re-resolving in the background."""
-        refresher = self._refresher
+        """Resolve the name on first use, then keep re-resolving in the background.
+
+        Calls that arrive while the first lookup runs wait for it too, so
+        none goes out to the unresolved name.
+        """
+        first = self._first
         loop = asyncio.get_running_loop()
-        if refresher is not None and refresher.get_loop() is loop:
-            return
-        # First use, or a new loop (a second asyncio.run): the old loop's
-        # refresher was cancelled as that loop ended.
-        self._refresher = loop.create_task(self._rediscover(now))
-        await self.resolve(now())
+        if first is None or first.get_loop() is not loop:
+            # First use, or a new loop (a second asyncio.run): the old loop's
+            # refresher was cancelled as that loop ended.
+            first = self._first = loop.create_task(self.resolve(now()))
+            self._refresher = loop.create_task(self._rediscover(now))
+        if not first.done():
+            # Shielded: one caller giving up does not stop the lookup the others wait for.
+            await asyncio.shield(first)
 
     async def _rediscover(self, now: Callable[[], float]) -> None:
         assert self.discovery is not None
@@ -139,6 +147,11 @@ class Replicas(EndpointGroup):
 
     async def aclose(self) -> None:
         self.stop_watching()
+        if self._first is not None and not self._first.done():
+            self._first.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._first
+        self._first = None
         if self._refresher is not None:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

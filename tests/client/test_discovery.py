@@ -109,6 +109,29 @@ async def test_the_name_is_resolved_and_kept_in_the_host_header(serve: Serve) ->
     }
 
 
+async def test_calls_that_arrive_during_the_first_lookup_wait_for_it(
+    serve: Serve, spy: Spy
+) -> None:
+    seen = Seen()
+    port = port_of(await serve(seen.app()))
+    real = spy.real
+
+    async def slow(url: str) -> list[URL]:
+        await asyncio.sleep(0.2)  # a name server taking its time
+        return await real(url)
+
+    spy.real = slow
+    discovery = Discovery(url=f"http://localhost:{port}", every=60)
+    async with microcall.AsyncClient(discovery, timeout=5.0, strategy=QUICK_RETRY) as client:
+        responses = await asyncio.gather(*(client.get(f"/item/{n}") for n in range(10)))
+
+    assert [response.status_code for response in responses] == [200] * 10
+    assert spy.lookups == 1
+    # None went out to the name itself before it was resolved.
+    endpoints = {attempt.endpoint for r in responses for attempt in r.attempts}
+    assert not any(endpoint.startswith("localhost") for endpoint in endpoints), endpoints
+
+
 async def test_the_name_is_resolved_again_periodically(serve: Serve, spy: Spy) -> None:
     seen = Seen()
     port = port_of(await serve(seen.app()))
