@@ -44,6 +44,14 @@ def test_the_page_lists_books_and_the_path_of_its_calls(stack: Stack) -> None:
     assert re.search(r"first &rarr; 127\.0\.0\.1:\d+: OK", text)
 
 
+@pytest.mark.parametrize(
+    "query", ["user=abc", "user=-1", f"user={2**64}", "category=POETRY", "user=1&category=%00"]
+)
+def test_a_bad_query_is_a_400_not_a_failed_page(stack: Stack, query: str) -> None:
+    status, body = http_get(f"{stack.marketplace}/api/page?{query}")
+    assert status == 400, body
+
+
 def test_the_deadline_shrinks_hop_by_hop(stack: Stack) -> None:
     # SELF_HELP is asked for here first, so the Catalog is called, not the cache.
     loaded = page(stack.marketplace, "SELF_HELP", headers={"X-Request-Timeout": "1.5"})

@@ -128,7 +128,10 @@ async def _load(request: web.Request) -> Any:
     try:
         user = int(request.query.get("user", "1"))
     except ValueError:
-        raise web.HTTPBadRequest(text="user must be an integer") from None
+        user = -1
+    # The id travels as a protobuf int64: refuse here what it cannot carry.
+    if not 0 <= user < 2**63:
+        raise web.HTTPBadRequest(text="user must be a whole number from 0 to 2**63 - 1")
     category = request.query.get("category", books.MYSTERY)
     if category not in books.CATEGORIES:
         raise web.HTTPBadRequest(text=f"category must be one of {', '.join(books.CATEGORIES)}")
