@@ -161,7 +161,8 @@ def slow_app(cancelled: list[str], started: list[str] | None = None) -> web.Appl
 
 async def test_attempt_timeouts_and_the_deadline_against_a_slow_handler(serve: Serve) -> None:
     cancelled: list[str] = []
-    base = await serve(slow_app(cancelled))
+    started: list[str] = []
+    base = await serve(slow_app(cancelled, started))
     strategy = microcall.retry(2, attempt_timeout=0.15, backoff=QUICK_BACKOFF)
     async with httpx_client(base, timeout=3.0) as client:
         with pytest.raises(microcall.AttemptTimeout) as timed_out:
@@ -176,8 +177,11 @@ async def test_attempt_timeouts_and_the_deadline_against_a_slow_handler(serve: S
     assert all(0.15 - 0.02 <= attempt.duration <= 0.15 + MARGIN for attempt in attempts)
     assert len(exceeded.value.attempts) == 1
     assert 0.2 - 0.02 <= elapsed <= 0.2 + MARGIN
-    # Each timed-out attempt closed its connection, so the server stopped its work.
-    await eventually(lambda: len(cancelled) == 3)
+    # Each timed-out attempt closed its connection, so the server stopped the
+    # work it had started (on a loaded machine an attempt can be cut before
+    # its request reaches a handler at all).
+    await eventually(lambda: len(cancelled) == len(started))
+    assert started
 
 
 async def test_a_cancelled_call_stays_cancelled_and_lets_go(serve: Serve) -> None:
