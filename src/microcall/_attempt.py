@@ -23,6 +23,9 @@ class RefusalReason(enum.StrEnum):
     RETRY_BUDGET = "retry budget empty"
     HEDGE_BUDGET = "hedge budget empty"
     CIRCUIT_OPEN = "CircuitOpen"
+    # A body read once (an iterator, a stream) cannot go out a second time;
+    # also a body whose source failed (a closed file).
+    BODY_NOT_REPLAYABLE = "body cannot be replayed"
 
 
 REFUSED_RETRY_BUDGET = RefusalReason.RETRY_BUDGET
@@ -58,7 +61,8 @@ class Attempt:
     ``status`` is the HTTP status when a response arrived; ``error`` names the
     failure otherwise (``"ConnectError: ..."``). ``cancelled`` marks a hedge
     that lost the race and was stopped; ``sent`` False marks one the retry
-    budget or an open breaker refused, so it never reached the network.
+    budget, an open breaker or a body that cannot be replayed refused, so it
+    never reached the network (``error`` is the RefusalReason).
     ``started`` is seconds after the call began. ``resent`` marks an attempt
     whose request went out a second time on a fresh connection because the
     reused one it was first sent on failed before any response byte arrived

@@ -19,9 +19,11 @@ The rules, and where they come from:
   like every other control character. Nothing is converted: an ``int``, a
   ``float`` or ``bytes`` is refused rather than guessed at (``1.0`` or ``1``?
   which charset?).
-* Every body is sent whole with a ``Content-Length`` (bodies are buffered so
-  that every attempt can replay them): a caller's ``Transfer-Encoding`` would
-  contradict that framing, and a caller's ``Content-Length`` must be the body's.
+* A body's framing is the transport's: bytes, and a file whose size is
+  known, go with their ``Content-Length``; a body read from an iterator goes
+  chunked unless the caller gives its ``Content-Length``. A caller's
+  ``Transfer-Encoding`` would contradict that framing, and a caller's
+  ``Content-Length`` must be the body's length where it is known.
 * A URL is an absolute ``http``/``https`` URL with a host; a URL, a query
   parameter or a form field given as text holds no control character and no
   lone surrogate (neither can be written as UTF-8).
@@ -45,6 +47,7 @@ from typing import Any
 
 from yarl import URL
 
+from microcall._body import Body
 from microcall.errors import MicrocallError, UsageError
 
 # RFC 9110 section 5.6.2: token = 1*tchar.
@@ -171,23 +174,34 @@ def _refuse_value(name: str, value: Any, error: type[MicrocallError]) -> None:
     )
 
 
-def check_framing(name: str, value: str, body: bytes | None) -> None:
+def check_framing(name: str, value: str, body: bytes | Body | None) -> int | None:
     """Refuse a call's Transfer-Encoding, or a Content-Length that is not its body's length.
 
-    ``name`` is one of FRAMING_HEADERS, lower-case.
+    ``name`` is one of FRAMING_HEADERS, lower-case. A streamed body of unknown
+    length takes the caller's Content-Length: it is returned, to become the
+    body's (None otherwise).
     """
     if name == "transfer-encoding":
         raise UsageError(
-            f"Transfer-Encoding: {value} contradicts how the body is sent: microcall buffers "
-            "every body (so attempts can replay it) and sends it with Content-Length; "
+            f"Transfer-Encoding: {value} contradicts how the body is sent: microcall frames "
+            "every body itself (Content-Length when its length is known, chunked otherwise); "
             "leave the header out"
         )
-    length = len(body) if body is not None else 0
-    if not (value.isascii() and value.isdigit() and int(value) == length):
+    if not (value.isascii() and value.isdigit()):
+        raise UsageError(f"Content-Length: {value} is not a length in bytes")
+    declared = int(value)
+    if isinstance(body, Body):
+        if body.length is None:
+            return declared
+        length = body.length
+    else:
+        length = len(body) if body is not None else 0
+    if declared != length:
         raise UsageError(
             f"Content-Length: {value} contradicts the body's {length} bytes; "
             "leave the header out, it is computed"
         )
+    return None
 
 
 def refuse_client_framing(name: str, error: type[MicrocallError]) -> None:
@@ -224,6 +238,15 @@ def query_text(name: str, value: Any, what: str) -> str | None:
         f"{what}[{name!r}] is a {type(value).__name__}; values are str, int, float, bool or "
         "None, or a list of those"
     )
+
+
+def check_part_text(text: object, what: str) -> None:
+    """Refuse a multipart name or filename that is not text a part's header can carry."""
+    if not isinstance(text, str):
+        raise UsageError(f"a {what} is a str, got {type(text).__name__} {text!r}")
+    found = _NOT_TEXT.search(text)
+    if found is not None:
+        raise UsageError(f"{what} {text!r} holds {_describe(found.group())}")
 
 
 def check_body_text(text: str, what: str) -> bytes:

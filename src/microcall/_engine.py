@@ -34,6 +34,7 @@ from yarl import URL
 
 from microcall._admission import Admission
 from microcall._attempt import Attempt, AttemptKind, RefusalReason, was_resent
+from microcall._body import replay_refusal
 from microcall._call import CallPolicies, Learner
 from microcall._replicas import Replicas
 from microcall._request import Request, endpoint_of
@@ -303,7 +304,10 @@ class Engine:
                 action = plan.decide(moment)
                 if isinstance(action, Send):
                     index = len(outcomes)
-                    refused = self._policies.admit(action.kind, learner, moment)
+                    # A body read once refuses every extra attempt (microcall._body).
+                    refused = replay_refusal(request, action.kind) or self._policies.admit(
+                        action.kind, learner, moment
+                    )
                     endpoint = None
                     if refused is None and routed:
                         endpoint, circuit_open = self._pick(request, running, failed, moment)

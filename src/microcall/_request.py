@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from yarl import URL
+
+if TYPE_CHECKING:
+    from microcall._body import Body
 
 # RFC 9110 section 9.2.2: sending these twice has the same effect as once.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -13,14 +17,19 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRAC
 
 @dataclass(slots=True)
 class Request:
-    """A request as the engine sees it: the body is already encoded, so it can be replayed.
+    """A request as the engine sees it: its body is encoded bytes, or a Body read as it is sent.
 
     Treat it as immutable: every attempt of a call sends this same object.
     (Not ``frozen``: a frozen dataclass pays a ``object.__setattr__`` per field
     on construction, and one is built for every call.)
 
+    ``body`` is bytes (held, so every attempt sends them again), a
+    ``microcall._body.Body`` (a file, an iterator or a multipart form, read
+    while it is sent; ``Body.replayable`` says whether it can be read again),
+    or None.
     ``replayable`` says whether sending it more than once is safe: idempotent
     methods are, a POST only when the caller opted in or gave an idempotency key.
+    (A body read once still goes once: the engine refuses its retries and hedges.)
     ``path`` is the encoded path and query relative to the client's base URL
     when the call may go to any of its replicas (None for an absolute URL).
     ``route`` names the route for learned hedge delays (a template, never a
@@ -30,7 +39,7 @@ class Request:
     method: str
     url: URL
     headers: Mapping[str, str]
-    body: bytes | None = None
+    body: bytes | Body | None = None
     replayable: bool = True
     path: str | None = None
     route: str = ""

@@ -19,6 +19,7 @@ so a failure always says what was tried and why it did not work::
         ├── ClientOverloaded      the client holds all the calls it may: not sent
         ├── ClientClosed          the client was closed while the call was in flight
         ├── RedirectError         a redirect that cannot be followed (bad Location, a loop)
+        ├── RequestBodyError      the request body failed while it was sent (a generator raised...)
         ├── ResponseTooLarge      the body is larger than the client buffers
         ├── HTTPStatusError       raised by Response.raise_for_status() only
         ├── ResponseValidationError  the body does not fit the model it was read into
@@ -56,6 +57,7 @@ __all__ = [
     "ProtocolError",
     "ReadError",
     "RedirectError",
+    "RequestBodyError",
     "ResponseTooLarge",
     "ResponseValidationError",
     "TransportError",
@@ -143,6 +145,16 @@ class ClientClosed(CallError):
 
 class RedirectError(CallError):
     """A redirect that cannot be followed: a Location that is not an http(s) URL, or a loop."""
+
+
+class RequestBodyError(CallError):
+    """The request body could not be read while it was being sent; the cause is chained.
+
+    A generator or an async iterator raised, a file was closed or came up
+    shorter than its length, or a body gave more or fewer bytes than its
+    ``Content-Length``. The server saw an incomplete request (the connection
+    is closed). No retry or hedge follows: the body is what failed.
+    """
 
 
 class ResponseTooLarge(CallError):

@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 from multidict import CIMultiDict
 from yarl import URL
 
+from microcall._body import Body, describe, source_of
 from microcall._checks import (
     FRAMING_HEADERS,
     check_body_text,
@@ -32,6 +33,7 @@ from microcall._engine import (
     Engine,
 )
 from microcall._limits import Limits
+from microcall._multipart import multipart_body
 from microcall._replicas import Discovery, Replicas
 from microcall._request import IDEMPOTENT_METHODS, Request, endpoint_of
 from microcall._response import Response, validate
@@ -465,7 +467,7 @@ def _base_url(value: str | URL) -> URL:
 def _own_headers(
     given: Mapping[str, str] | None,
     error: type[MicrocallError] = ConfigurationError,
-    body: bytes | None = None,
+    body: bytes | Body | None = None,
 ) -> dict[str, str]:
     """The caller's headers, checked, without the ones the engine owns (it sets them per attempt).
 
@@ -485,8 +487,12 @@ def _own_headers(
             if lowered in FRAMING_HEADERS:
                 if error is ConfigurationError:
                     refuse_client_framing(key, error)
-                check_framing(lowered, value, body)
-                own[key] = value
+                declared = check_framing(lowered, value, body)
+                if isinstance(body, Body):
+                    # A streamed body's length is the transport's to write.
+                    body.length = declared if declared is not None else body.length
+                else:
+                    own[key] = value
     return own
 
 
@@ -518,9 +524,12 @@ def _query_pairs(params: Params, what: str = "params") -> list[tuple[str, str]]:
     return pairs
 
 
-def _encode_body(options: CallOptions) -> tuple[bytes | None, str | None]:
+def _encode_body(options: CallOptions) -> tuple[bytes | Body | None, str | None]:
     # As in requests, json=None means "no JSON body", not the body "null".
     given = [name for name in ("json", "data", "content") if options.get(name) is not None]
+    files = options.get("files")
+    if files is not None:
+        return _form_with_files(files, given, options)
     if not given:
         return None, None
     if len(given) > 1:
@@ -550,4 +559,32 @@ def _encode_body(options: CallOptions) -> tuple[bytes | None, str | None]:
         return check_body_text(value, f"{name}="), None
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value), None
-    raise UsageError(f"a body must be bytes, str or a form mapping, got {type(value).__name__}")
+    return _streamed(value, name), None
+
+
+def _streamed(value: object, name: str) -> Body:
+    """A body read from a file or an iterator while it is sent (microcall._body)."""
+    what = f"{name}= ({describe(value)})"
+    found = source_of(value, what)
+    if found is None:
+        raise UsageError(
+            f"a body must be bytes, str, a form mapping, a file opened 'rb', an object with "
+            f"async read(), or an iterator or async iterator of bytes; got {type(value).__name__}"
+        )
+    source, length = found
+    return Body(source, length, what)
+
+
+def _form_with_files(files: Any, given: list[str], options: CallOptions) -> tuple[Body, str]:
+    """A multipart/form-data body: ``files=``, with ``data=`` fields alongside."""
+    others = [name for name in given if name != "data"]
+    if others:
+        raise UsageError(f"files= goes with data= (form fields), not {' and '.join(others)}")
+    data = options.get("data")
+    if data is not None and not isinstance(data, (Mapping, list, tuple)):
+        raise UsageError(
+            f"with files=, data= holds form fields (a mapping or (name, value) pairs), "
+            f"got {type(data).__name__}"
+        )
+    fields = _query_pairs(data, "data") if data else []
+    return multipart_body(fields, files)

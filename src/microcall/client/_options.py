@@ -8,9 +8,11 @@ from typing import Any, TypedDict
 
 from yarl import URL
 
+from microcall._body import Content
 from microcall._clock import Clock
 from microcall._durations import Seconds
 from microcall._limits import Limits
+from microcall._multipart import Files
 from microcall._replicas import Discovery
 from microcall.cache import CachePolicy, ResponseCache
 from microcall.deadline import Deadline
@@ -84,8 +86,19 @@ class CallOptions(TypedDict, total=False):
     params:     query parameters, added to those already in the URL
     headers:    extra headers for this call
     json:       a value sent as a JSON body
-    data:       a form (dict, url-encoded) or raw bytes / str
-    content:    raw bytes / str body
+    data:       a form (dict, url-encoded; with ``files=``, the form's fields), or a
+                body as ``content=`` takes it
+    content:    the body: bytes or str (held, replayed by every attempt), or read
+                while it is sent: a file opened 'rb' (a seekable one is replayed from
+                where it stood), an object with ``async read(n)``, an iterator or
+                async iterator of bytes (read once: the call makes one attempt, and
+                its retries and hedges are refused with "body cannot be replayed").
+                Sent with its Content-Length when known (a file's size, or a
+                ``Content-Length`` header given), chunked otherwise
+    files:      a multipart/form-data body: ``{"name": content}`` or
+                ``{"name": (filename, content, content_type)}`` (or a list of
+                ``(name, ...)`` pairs), content as for ``content=``; file parts
+                stream. docs/uploads.md has examples
     timeout:    this call's total deadline in seconds (instead of the client's default)
     deadline:   an explicit Deadline (shared with other calls, say)
     priority:   this call's priority
@@ -103,8 +116,9 @@ class CallOptions(TypedDict, total=False):
     params: Params
     headers: Mapping[str, str]
     json: Any
-    data: Mapping[str, Any] | bytes | str
-    content: bytes | str
+    data: Mapping[str, Any] | Content
+    content: Content
+    files: Files
     timeout: Seconds
     deadline: Deadline
     priority: Priority | str

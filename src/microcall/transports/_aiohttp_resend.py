@@ -33,6 +33,10 @@ How each condition is known, from aiohttp's public surface:
   connection, and only replayable requests are resent after one.
 - no request byte written: ``ClientConnectionResetError`` is what aiohttp's
   writer raises when the transport was already closing at the first write.
+- a streamed body read once (``microcall._body``) goes again only while no
+  chunk of it was taken: its payload says ``spent`` once one was (aiohttp
+  holds the head back to send it with the first chunk, so even a reset at
+  the first write may come after one).
 """
 
 from __future__ import annotations
@@ -144,10 +148,10 @@ def resending(
         try:
             return await handler(req)
         except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as error:
-            if not (req in reused and worth_resending(error, replayable)):
+            if not (req in reused and worth_resending(error, replayable)) or _spent(req):
                 raise ConnectionDropped(error, resent=False) from error
         except aiohttp.ClientConnectionResetError:
-            if req not in reused:
+            if req not in reused or _spent(req):
                 raise
         finally:
             reused.discard(req)
@@ -163,6 +167,11 @@ def resending(
         return response
 
     return middleware
+
+
+def _spent(req: ClientRequest) -> bool:
+    """Whether the request's body was read once already and cannot go again."""
+    return bool(getattr(req.body, "spent", False))
 
 
 class Resender:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import NamedTuple
 
+from microcall._body import BodySend
 from microcall.transports._h1_wire import ResponseReader, TooLarge, WireError
 
 
@@ -42,13 +43,27 @@ class ConnectionLost(Exception):
 class H1Connection(asyncio.Protocol):
     """A keep-alive HTTP/1.1 connection; ``exchange`` sends a request and waits for its answer."""
 
-    __slots__ = ("_reader", "_transport", "_waiter", "idle_since", "key", "lost", "used")
+    __slots__ = (
+        "_paused",
+        "_reader",
+        "_transport",
+        "_waiter",
+        "_writable",
+        "idle_since",
+        "key",
+        "lost",
+        "used",
+    )
 
     def __init__(self, key: Origin) -> None:
         self.key = key
         self._transport: asyncio.Transport | None = None
         self._reader: ResponseReader | None = None
         self._waiter: asyncio.Future[None] | None = None
+        # Flow control of a streamed request body: asyncio pauses writing
+        # when the socket's buffer is full; the sender waits on _writable.
+        self._paused = False
+        self._writable: asyncio.Future[None] | None = None
         self.lost = False
         self.used = False  # it has carried a request already
         self.idle_since = 0.0
@@ -74,8 +89,16 @@ class H1Connection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         return None  # let asyncio close the transport; connection_lost follows
 
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._release_writer()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        self._release_writer()
         reader = self._reader
         if reader is None:
             return
@@ -85,6 +108,7 @@ class H1Connection(asyncio.Protocol):
             self._wake(ConnectionLost(exc, received=reader.received, written=True))
 
     def _wake(self, error: BaseException | None) -> None:
+        self._release_writer()  # a body still being sent stops: the answer (or the end) came
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
@@ -101,12 +125,15 @@ class H1Connection(asyncio.Protocol):
         transport = self._transport
         return not self.lost and transport is not None and not transport.is_closing()
 
-    async def exchange(self, head: bytes, body: bytes | None, reader: ResponseReader) -> None:
+    async def exchange(
+        self, head: bytes, body: bytes | BodySend | None, reader: ResponseReader
+    ) -> None:
         """Write the request and wait until ``reader`` holds its whole response.
 
-        Raises ``ConnectionLost``, ``WireError`` or ``TooLarge``. A
-        cancellation (a timeout, a losing hedge) propagates; the caller then
-        closes the connection, so the server sees the request abandoned.
+        Raises ``ConnectionLost``, ``WireError`` or ``TooLarge``, and
+        ``BodyFailed`` when a streamed body's source fails. A cancellation
+        (a timeout, a losing hedge) propagates; the caller then closes the
+        connection, so the server sees the request abandoned.
         """
         transport = self._transport
         if transport is None or self.lost or transport.is_closing():
@@ -115,14 +142,59 @@ class H1Connection(asyncio.Protocol):
         self._reader = reader
         waiter = self._waiter = asyncio.get_running_loop().create_future()
         try:
-            if body:
-                transport.writelines((head, body))
+            if body is None or type(body) is bytes:
+                if body:
+                    transport.writelines((head, body))
+                else:
+                    transport.write(head)
             else:
                 transport.write(head)
+                if not await self._send_body(transport, body, waiter):  # type: ignore[arg-type]
+                    # The answer (or the end of the connection) came before the
+                    # whole body went: the request's framing is cut, so the
+                    # connection cannot carry another one.
+                    self.close()
             await waiter
         finally:
+            if waiter.done() and not waiter.cancelled():
+                waiter.exception()  # retrieved, if the body's failure left it unawaited
             self._reader = None
             self._waiter = None
+
+    async def _send_body(
+        self, transport: asyncio.Transport, body: BodySend, waiter: asyncio.Future[None]
+    ) -> bool:
+        """Write ``body`` as its source gives it, no faster than the socket takes it.
+
+        A body of unknown length goes in chunked framing. Returns False if
+        the response ended, or the connection did, before all of it was written.
+        """
+        chunked = body.length is None
+        chunks = aiter(body)
+        while not waiter.done():
+            chunk = await anext(chunks, None)
+            if waiter.done() or transport.is_closing():
+                return False
+            if chunk is None:
+                if chunked:
+                    transport.write(b"0\r\n\r\n")
+                return True
+            if chunked:
+                transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+            else:
+                transport.write(chunk)
+            if self._paused:
+                writable = self._writable = asyncio.get_running_loop().create_future()
+                try:
+                    await writable
+                finally:
+                    self._writable = None
+        return False
+
+    def _release_writer(self) -> None:
+        writable = self._writable
+        if writable is not None and not writable.done():
+            writable.set_result(None)
 
     def close(self) -> None:
         """Close the connection (a request in flight on it fails)."""

@@ -30,6 +30,8 @@ from collections.abc import Mapping
 
 import httptools
 
+from microcall._body import Body
+
 # The longest response head read (status line and headers together).
 MAX_HEAD = 64 * 1024
 
@@ -50,13 +52,14 @@ class TooLarge(Exception):
 
 
 def request_head(
-    method: str, target: str, host: str, headers: Mapping[str, str], body: bytes | None
+    method: str, target: str, host: str, headers: Mapping[str, str], body: bytes | Body | None
 ) -> bytes:
     """The request line and headers, ending with the blank line.
 
     ``Host`` is ``host`` unless ``headers`` name one; a body, or a method
-    that expects one, gets its ``Content-Length``. Header names and values
-    were checked when the request was built (no CR, LF or NUL).
+    that expects one, gets its ``Content-Length``, except a streamed body of
+    unknown length, which goes ``Transfer-Encoding: chunked``. Header names
+    and values were checked when the request was built (no CR, LF or NUL).
     """
     lines = [f"{method} {target} HTTP/1.1"]
     has_host = False
@@ -69,7 +72,12 @@ def request_head(
         lines.append(f"{name}: {value}")
     if not has_host:
         lines.insert(1, f"Host: {host}")
-    if body is not None:
+    if isinstance(body, Body):
+        if body.length is None:
+            lines.append("Transfer-Encoding: chunked")
+        else:
+            lines.append(f"Content-Length: {body.length}")
+    elif body is not None:
         lines.append(f"Content-Length: {len(body)}")
     elif method in ("POST", "PUT", "PATCH"):
         lines.append("Content-Length: 0")

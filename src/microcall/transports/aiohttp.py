@@ -10,6 +10,7 @@ import aiohttp
 from yarl import URL
 
 from microcall._attempt import mark_resent
+from microcall._body import body_error
 from microcall._limits import Limits
 from microcall._request import Request
 from microcall._response import Response
@@ -24,6 +25,7 @@ from microcall.errors import (
     UsageError,
 )
 from microcall.transports._aiohttp_resend import ConnectionDropped, FreshConnector, Resender
+from microcall.transports._aiohttp_upload import BodyPayload
 from microcall.transports._loops import refuse_if_running, start_guard, stop_guard
 from microcall.transports._settings import checked_settings, redirect_chain, too_large
 
@@ -175,6 +177,9 @@ class AiohttpTransport:
             headers = {**headers, "Host": request.url.host_port_subcomponent or ""}
             if url.scheme == "https":
                 server_hostname = request.url.host
+        body: bytes | BodyPayload | None = request.body  # type: ignore[assignment]
+        if not (body is None or type(body) is bytes):
+            body = BodyPayload(request.body)  # type: ignore[arg-type]
         # try/except rather than a context manager: it costs nothing unless
         # something fails, and this runs on every attempt.
         try:
@@ -183,13 +188,15 @@ class AiohttpTransport:
                     request.method,
                     url,
                     headers=headers,
-                    data=request.body,
+                    data=body,
                     allow_redirects=self._follow_redirects,
                     server_hostname=server_hostname,
                     middlewares=resender.replayable if request.replayable else resender.once,
                 ) as raw:
                     content = await read_capped(raw, self._limits.max_response_size, request)
         except Exception as exc:
+            if isinstance(body, BodyPayload) and body.failure is not None:
+                raise body_error(body.failure, request) from body.failure  # aiohttp wraps it
             mapped = map_error(exc, request)
             if mapped is None:
                 raise

@@ -9,13 +9,18 @@ This transport is that client, made whole:
 - ``_h1_wire``: the bytes, without I/O: the request head, and a response
   state machine over llhttp (framing, 1xx, HEAD/204/304, read to the close,
   bytes past the message, the head and body caps);
-- ``_h1_conn``: one connection as an asyncio protocol, one request at a time;
+- ``_h1_conn``: one connection as an asyncio protocol, one request at a time,
+  writing a streamed body (``microcall._body``) as its source gives it and
+  the socket takes it, chunked when its length is unknown;
 - ``_h1_pool``: idle connections per origin, ``Limits``, expiry;
 - here: the attempt, under the coalesced timer of ``microcall._timeouts``;
   redirects; the resend on a fresh connection of a request whose reused
   connection was already dead (the rule of ``_aiohttp_resend``, with the
   same record: ``Response.resent`` and the error's flag); TLS through the
   loop; and the one place errors become microcall's.
+
+A streamed body read once is never sent twice: not by the resend (unless no
+chunk of it was taken) and not after a 307/308 redirect (a RedirectError).
 
 A cancelled attempt (a losing hedge, its timeout) closes its connection:
 the server sees the close and stops. The pool belongs to the loop that
@@ -34,6 +39,14 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from microcall._attempt import mark_resent
+from microcall._body import (
+    Body,
+    BodyFailed,
+    BodySend,
+    body_error,
+    cannot_redirect,
+    may_resend,
+)
 from microcall._limits import Limits
 from microcall._request import Request
 from microcall._response import Response
@@ -87,6 +100,8 @@ def map_error(exc: BaseException, request: Request) -> Exception | None:
             mark_resent(mapped)
         return mapped
     where = request.endpoint
+    if isinstance(exc, BodyFailed):
+        return body_error(exc, request)
     error: TransportError
     if isinstance(exc, TimeoutError):  # the attempt's own guard
         error = AttemptTimeout(f"no response from {where} in time", request=request)
@@ -219,6 +234,8 @@ class H1Transport:
                 raise Redirected(redirect_chain(request.endpoint, [*visited, url]))
             if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
                 method, body = "GET", None
+            elif not may_resend(body):
+                raise Redirected(cannot_redirect(request))
             if name is not None or url.origin() != visited[-1].origin():
                 # A new origin: the name a replica stood for and the caller's
                 # credentials stay with the old one.
@@ -268,7 +285,7 @@ class H1Transport:
         method: str,
         url: URL,
         headers: Mapping[str, str],
-        body: bytes | None,
+        body: bytes | Body | None,
         name: URL | None,
     ) -> tuple[ResponseReader, bool]:
         """One request on the wire, resent once on a fresh connection if the reused one was dead."""
@@ -283,10 +300,10 @@ class H1Transport:
         reused = conn.used
         reader = ResponseReader(head_only, cap)
         try:
-            await conn.exchange(head, body, reader)
+            await conn.exchange(head, _sent(body), reader)
         except ConnectionLost as lost:
             pool.release(conn, False)
-            if not (reused and _worth_resending(lost, request)):
+            if not (reused and _worth_resending(lost, request, body)):
                 raise
         except BaseException:
             pool.release(conn, False)  # a cancelled exchange closes: the server sees it
@@ -298,7 +315,7 @@ class H1Transport:
         conn = await pool.acquire(key, self._connect, fresh=True)
         reader = ResponseReader(head_only, cap)
         try:
-            await conn.exchange(head, body, reader)
+            await conn.exchange(head, _sent(body), reader)
         except BaseException as error:
             pool.release(conn, False)
             if isinstance(error, Exception):
@@ -330,11 +347,21 @@ class H1Transport:
         await stop_guard(guard, loop)
 
 
-def _worth_resending(lost: ConnectionLost, request: Request) -> bool:
-    """Whether a request that met a dead reused connection may go again (see the module)."""
+def _worth_resending(lost: ConnectionLost, request: Request, body: bytes | Body | None) -> bool:
+    """Whether a request that met a dead reused connection may go again (see the module).
+
+    A body read once goes again only if no chunk of it was taken.
+    """
+    if not may_resend(body):
+        return False
     if not lost.written:
         return True  # not a byte of it left: the server never saw it
     return request.replayable and not lost.received
+
+
+def _sent(body: bytes | Body | None) -> bytes | BodySend | None:
+    """What one exchange writes: the bytes, or a new pass over a streamed body."""
+    return body.send() if isinstance(body, Body) else body
 
 
 def _decoded(reader: ResponseReader, cap: int | None) -> bytes:

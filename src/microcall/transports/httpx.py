@@ -29,6 +29,7 @@ from http.cookiejar import CookieJar, DefaultCookiePolicy
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from microcall._body import Body, BodySend, body_error
 from microcall._limits import Limits
 from microcall._request import Request
 from microcall._response import Response
@@ -159,6 +160,17 @@ async def read_capped(raw: httpx.Response, cap: int | None, request: Request) ->
     return b"".join(chunks)
 
 
+def _streamed(body: Body, headers: Mapping[str, str]) -> tuple[BodySend, Mapping[str, str]]:
+    """A streamed body as httpx content: an async iterable (each iteration starts over).
+
+    With a known length it goes with its Content-Length (httpx then leaves
+    out its own ``Transfer-Encoding: chunked``); HTTP/2 frames it either way.
+    """
+    if body.length is not None:
+        headers = {**headers, "Content-Length": str(body.length)}
+    return body.send(), headers
+
+
 class HttpxTransport:
     """HTTP/2 (and HTTP/1.1) over httpx, with a keep-alive pool shared by every call of a client.
 
@@ -254,12 +266,15 @@ class HttpxTransport:
             headers = {**headers, "Host": request.url.host_port_subcomponent or ""}
             if url.scheme == "https" and request.url.host:
                 extensions = {"sni_hostname": request.url.host}
+        content: bytes | BodySend | None = request.body  # type: ignore[assignment]
+        if not (content is None or type(content) is bytes):
+            content, headers = _streamed(request.body, headers)  # type: ignore[arg-type]
         try:
             sending = client.build_request(
                 request.method,
                 str(url),
                 headers=headers,
-                content=request.body,
+                content=content,
                 extensions=extensions,
             )
         except (httpx.InvalidURL, httpx.LocalProtocolError) as exc:
@@ -272,6 +287,8 @@ class HttpxTransport:
                 finally:
                     await raw.aclose()
         except Exception as exc:
+            if isinstance(content, BodySend) and content.failure is not None:
+                raise body_error(content.failure, request) from content.failure
             mapped = map_error(exc, request)
             if mapped is None:
                 raise
