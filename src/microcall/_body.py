@@ -93,7 +93,16 @@ Content = (
 
 
 class BodyFailed(Exception):
-    """The body's source failed while it was read, or gave a wrong number of bytes (cause chained)."""
+    """The body's source failed while it was read, or gave a wrong number of bytes.
+
+    ``cause`` is the source's own exception, if it raised one. (Kept apart from
+    ``__cause__``, which a library the body passes through may reset: httpcore
+    re-raises what its request stream raised ``from None``.)
+    """
+
+    def __init__(self, message: str, cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 class BodyReplayed(BodyFailed):
@@ -184,9 +193,9 @@ class _Pass:
                 # object: user code gives it, whatever the annotations say.
                 given: object = await reader.read()
             except BodyFailed as failed:
-                raise self._fail(failed) from failed.__cause__
+                raise self._fail(failed) from failed.cause
             except Exception as exc:
-                raise self._fail(BodyFailed(f"{body.what} raised {exc!r}")) from exc
+                raise self._fail(BodyFailed(f"{body.what} raised {exc!r}", exc)) from exc
             length = send.length
             if given is None:
                 if length is not None and send.sent != length:
@@ -334,7 +343,7 @@ class _FileReader:
                 chunk = await loop.run_in_executor(None, reading, source.file, self._offset, size)
         except (OSError, ValueError) as exc:
             if getattr(source.file, "closed", False):
-                raise BodyFailed(f"{source.what} was closed while it was sent") from exc
+                raise BodyFailed(f"{source.what} was closed while it was sent", exc) from exc
             raise
         if not isinstance(chunk, (bytes, bytearray, memoryview)):
             raise BodyFailed(f"{source.what}.read() gave a {type(chunk).__name__}, not bytes")
@@ -465,6 +474,7 @@ def body_error(failed: BodyFailed, request: Request) -> RequestBodyError | Redir
             f"the request body failed while it was sent to {request.endpoint}: {failed}",
             request=request,
         )
+    failed.__cause__ = failed.cause
     error.__cause__ = failed
     return error
 

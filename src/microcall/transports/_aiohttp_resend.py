@@ -49,7 +49,7 @@ import aiohttp
 
 if TYPE_CHECKING:
     from aiohttp.client_proto import ResponseHandler
-    from aiohttp.client_reqrep import ClientRequest, ClientResponse
+    from aiohttp.client_reqrep import ClientRequest, ClientResponse, ConnectionKey
     from aiohttp.connector import Connection
     from aiohttp.tracing import Trace
 
@@ -88,7 +88,9 @@ class FreshConnector(aiohttp.TCPConnector):
 
     ``reused`` holds the requests in flight that were given a reused
     connection (the middleware takes them out); ``connect`` for a request in
-    ``fresh_for`` closes pooled connections until it has a new one.
+    ``fresh_for`` closes pooled connections until it has a new one. A
+    connection closed with request bytes still unsent (an upload cut short)
+    is aborted rather than left to flush to a server that may never read.
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -120,6 +122,20 @@ class FreshConnector(aiohttp.TCPConnector):
         else:
             self.reused.add(req)
         return conn
+
+    def _release(
+        self, key: ConnectionKey, protocol: ResponseHandler, *, should_close: bool = False
+    ) -> None:
+        transport = protocol.transport
+        if (
+            transport is not None
+            and transport.get_write_buffer_size()
+            and (should_close or protocol.should_close or self.force_close)
+        ):
+            # Bytes of a cut upload the server never read: the close() aiohttp
+            # makes would wait for them for ever if it never reads again.
+            protocol.abort()
+        super()._release(key, protocol, should_close=should_close)
 
     def _remember(self, conn: Connection) -> None:
         handed_out = self._handed_out

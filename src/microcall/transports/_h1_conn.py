@@ -199,5 +199,11 @@ class H1Connection(asyncio.Protocol):
     def close(self) -> None:
         """Close the connection (a request in flight on it fails)."""
         self.lost = True
-        if self._transport is not None:
-            self._transport.close()
+        transport = self._transport
+        if transport is not None:
+            if transport.get_write_buffer_size():
+                # Bytes of a cut upload the peer has not taken: close() would
+                # wait for them for ever if it never reads again.
+                transport.abort()
+            else:
+                transport.close()
