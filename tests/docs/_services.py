@@ -17,6 +17,7 @@ event loop) as well as ``AsyncClient``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ssl
 import threading
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from typing import Any
 
 import grpc.aio
 import trustme
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from examples.recommendations.server import RecommendationService
 
 from microcall.examples_pb.recommendations_pb2_grpc import add_RecommendationsServicer_to_server
@@ -59,6 +60,45 @@ def _catalog() -> web.Application:
     app.router.add_get("/books", books)
     app.router.add_get("/books/{id:\\d+}", book)
     app.router.add_route("*", "/{tail:.*}", anything)
+    return app
+
+
+def _files() -> web.Application:
+    """Where docs/uploads.md sends its uploads: it says what arrived, streaming it as it comes."""
+
+    async def store(request: web.Request) -> web.Response:
+        digest = hashlib.sha256()
+        size = 0
+        async for chunk in request.content.iter_any():
+            digest.update(chunk)
+            size += len(chunk)
+        framing = "chunked" if request.headers.get("Transfer-Encoding") else "length"
+        return web.json_response({"size": size, "sha256": digest.hexdigest(), "framing": framing})
+
+    async def forms(request: web.Request) -> web.Response:
+        fields: dict[str, list[str]] = {}
+        files: dict[str, dict[str, Any]] = {}
+        async for part in await request.multipart():
+            assert isinstance(part, BodyPartReader)
+            data = await part.read()
+            if part.filename is None:
+                fields.setdefault(part.name or "", []).append(data.decode())
+            else:
+                files[part.name or ""] = {
+                    "filename": part.filename,
+                    "content_type": part.headers.get("Content-Type"),
+                    "size": len(data),
+                }
+        return web.json_response({"fields": fields, "files": files})
+
+    async def unavailable(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({"error": "try later"}, status=503)
+
+    app = web.Application(client_max_size=2**40)
+    app.router.add_route("*", "/objects/{name}", store)
+    app.router.add_post("/forms", forms)
+    app.router.add_route("*", "/unavailable", unavailable)
     return app
 
 
@@ -104,6 +144,9 @@ async def _start(services: Services, redis_port: int, workdir: Path) -> None:
     hosts["http://prices"] = f"http://127.0.0.1:{port}"
     # Discovery resolves its name through DNS: localhost is a real name here.
     hosts["http://catalog.shop.svc:8080"] = f"http://localhost:{port}"
+    port, runner = await _http(_files())
+    services._closers.append(runner.cleanup)
+    hosts["http://files:8080"] = f"http://127.0.0.1:{port}"
     for replica in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
         port, runner = await _http(_catalog())
         services._closers.append(runner.cleanup)
