@@ -32,8 +32,12 @@ Where each kind is read, and why:
 - any other seekable file-like: ``seek`` then ``read`` in the executor.
   Those two steps are one, under a lock, so concurrent passes interleave
   whole reads only.
-- a stream (a non-seekable file) and a sync iterator: ``read``/``next`` in the
-  executor, since user code may block; an async file or iterator is awaited.
+- a stream (a non-seekable file): ``read`` in the executor.
+- a sync iterator: on a thread of its own that reads a bounded way ahead,
+  since user code may block and may yield small pieces (``_pump`` says why
+  an executor hop per item is too slow); the pieces that gathered go out
+  together, up to a chunk.
+- an async file or iterator is awaited on the loop.
 
 A body read once is never read twice: the engine refuses a retry or hedge of
 it (``replay_refusal``), and a transport resends it on a fresh connection
@@ -55,6 +59,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from microcall._attempt import AttemptKind, RefusalReason
+from microcall._pump import Pump
 from microcall.errors import RedirectError, RequestBodyError, UsageError
 
 if TYPE_CHECKING:
@@ -110,8 +115,8 @@ class BodyReplayed(BodyFailed):
 
 
 class _Reader(Protocol):
-    async def read(self) -> bytes | None:
-        """The next chunk (maybe empty), or None at the end."""
+    async def read(self) -> object:
+        """The next chunk (maybe empty), or None at the end (what user code gives is checked)."""
         ...
 
 
@@ -151,18 +156,30 @@ class Body:
 
 
 class BodySend:
-    """One attempt's sending of a Body; ``failure`` is what went wrong with its source, if anything."""
+    """One attempt's sending of a Body; ``failure`` is what went wrong with its source, if anything.
 
-    __slots__ = ("body", "failure", "length", "sent")
+    The transport ``close()``s it when the attempt ends, however it ends: a
+    source read ahead on a thread (``_pump``) stops there.
+    """
+
+    __slots__ = ("_passes", "body", "failure", "length", "sent")
 
     def __init__(self, body: Body) -> None:
         self.body = body
         self.length = body.length
         self.failure: BodyFailed | None = None
         self.sent = 0  # bytes taken from the source by the last pass
+        self._passes: list[_Pass] = []
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return _Pass(self)
+        one = _Pass(self)
+        self._passes.append(one)
+        return one
+
+    def close(self) -> None:
+        """Release what the passes hold (a reading thread); the body's bytes are not read further."""
+        for one in self._passes:
+            one.close()
 
 
 class _Pass:
@@ -225,6 +242,11 @@ class _Pass:
                 )
             return chunk
 
+    def close(self) -> None:
+        close = getattr(self._reader, "close", None)
+        if close is not None:
+            close()
+
     def _fail(self, failed: BodyFailed) -> BodyFailed:
         self._send.failure = failed
         self._send.body.failed = True
@@ -258,7 +280,7 @@ class _BytesReader:
 
 
 class _IteratorSource:
-    """A sync iterator of bytes, read once, each ``next`` in the executor (it may block)."""
+    """A sync iterator of bytes, read once, on a thread of its own (``microcall._pump``)."""
 
     replayable = False
 
@@ -266,13 +288,7 @@ class _IteratorSource:
         self._iterator = iterator
 
     def open(self) -> _Reader:
-        return self
-
-    async def read(self) -> bytes | None:
-        loop = asyncio.get_running_loop()
-        # next() with a default: a StopIteration cannot cross into a Future.
-        chunk = await loop.run_in_executor(None, next, self._iterator, None)
-        return chunk
+        return Pump(self._iterator, CHUNK_SIZE)
 
 
 class _AsyncIteratorSource:

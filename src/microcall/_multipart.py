@@ -220,7 +220,12 @@ class _MultipartReader:
         self._index = 0
         self._part: _Reader | None = None
 
-    async def read(self) -> bytes | None:
+    def close(self) -> None:
+        close = getattr(self._part, "close", None)
+        if close is not None:
+            close()
+
+    async def read(self) -> object:
         segments = self._segments
         if segments is None:
             segments = self._segments = await self._source.segments()

@@ -23,18 +23,47 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from aiohttp import BodyPartReader, web
 from werkzeug.formparser import parse_form_data
 
+import microcall
+from microcall.transports.aiohttp import AiohttpTransport
+from microcall.transports.h1 import H1Transport
+from microcall.transports.httpx import HttpxTransport
 from tests.conftest import Serve
 
 # The aiohttp server's own cap on a request body (1 MiB by default) is lifted:
 # the large uploads are what is tested.
 NO_LIMIT = 2**40
+
+TransportName = Literal["h1", "aiohttp", "httpx"]
+TRANSPORTS: tuple[TransportName, ...] = ("h1", "aiohttp", "httpx")
+# How long past its deadline a call may end: generous, the machine is shared.
+MARGIN = 2.0
+# Retries that do not wait: the tests are about bodies, not backoff.
+QUICK_BACKOFF = microcall.Backoff(base=0.001, cap=0.005)
+
+
+def make_client(transport: TransportName, base_url: str, **options: Any) -> microcall.AsyncClient:
+    """An AsyncClient on the named transport (as tests/faults/scenarios.py makes them)."""
+    kinds = {"h1": H1Transport, "aiohttp": AiohttpTransport, "httpx": HttpxTransport}
+    return microcall.AsyncClient(base_url, transport=kinds[transport](), **options)
+
+
+async def wait_until(condition: Callable[[], bool], *, within: float = 5.0) -> bool:
+    """Poll ``condition()`` until it is true or ``within`` seconds pass."""
+    give_up = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > give_up:
+            return False
+        await asyncio.sleep(0.01)
+    return True
 
 
 def sha256(data: bytes) -> str:

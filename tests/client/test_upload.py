@@ -27,8 +27,15 @@ import pytest
 import microcall
 from microcall import RequestBodyError, UsageError
 from microcall._attempt import RefusalReason
-from tests.client._uploads import Uploads, sha256, uploads_fixture  # noqa: F401
-from tests.faults.scenarios import QUICK_BACKOFF, TRANSPORTS, TransportName, make_client
+from tests.client._uploads import (
+    QUICK_BACKOFF,
+    TRANSPORTS,
+    TransportName,
+    Uploads,
+    make_client,
+    sha256,
+    uploads_fixture,  # noqa: F401
+)
 
 CHUNK = 64 * 1024
 DATA = random.Random(7).randbytes(300_000)  # several chunks, and a ragged last one

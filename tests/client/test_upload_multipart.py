@@ -20,8 +20,15 @@ from typing import Any
 import pytest
 
 import microcall
-from tests.client._uploads import Uploads, sha256, uploads_fixture  # noqa: F401
-from tests.faults.scenarios import QUICK_BACKOFF, TRANSPORTS, TransportName, make_client
+from tests.client._uploads import (
+    QUICK_BACKOFF,
+    TRANSPORTS,
+    TransportName,
+    Uploads,
+    make_client,
+    sha256,
+    uploads_fixture,  # noqa: F401
+)
 
 PHOTO = random.Random(3).randbytes(200_000)
 NOTES = "naïve notes\n".encode() * 1000

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,8 +22,16 @@ import psutil
 import pytest
 
 import microcall
-from tests.client._uploads import Uploads, sha256, uploads_fixture  # noqa: F401
-from tests.faults.scenarios import MARGIN, TRANSPORTS, TransportName, make_client, wait_until
+from tests.client._uploads import (
+    MARGIN,
+    TRANSPORTS,
+    TransportName,
+    Uploads,
+    make_client,
+    sha256,
+    uploads_fixture,  # noqa: F401
+    wait_until,
+)
 from tests.faultserver import Fault, FaultServer, fault_server
 from tests.transports._keepalive_servers import Behaviour, ThreadedServer
 
@@ -71,6 +80,7 @@ async def test_a_server_that_stops_reading_ends_the_upload_typed_and_in_time(
         assert await wait_until(lambda: faults.open_connections == 0)
     if kind == "generator":
         assert source.taken < BIG  # it stopped when the server did
+        assert await wait_until(lambda: not body_threads())
     assert await wait_until(lambda: process.num_fds() <= fds_before), (
         f"{process.num_fds() - fds_before} descriptors left open"
     )
@@ -111,8 +121,14 @@ async def test_a_server_that_never_reads_ends_the_upload_at_the_deadline(
                 pass
             conn.close()
         listener.close()
-    # Flow control held it back: only what the socket buffers took was read.
+    # Flow control held it back: only what the socket buffers took was read,
+    # and the thread reading the generator ahead was let go.
     assert source.taken < 256 * 1024 * 1024
+    assert await wait_until(lambda: not body_threads())
+
+
+def body_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "microcall-body"]
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -39,6 +39,10 @@ class BodyPayload(Payload):
         """What went wrong with the body's source during this attempt, if anything."""
         return self._send.failure
 
+    def close_send(self) -> None:
+        """The attempt ended: release what its passes hold (a thread reading a generator)."""
+        self._send.close()
+
     @property
     def spent(self) -> bool:
         """Whether the body was read once already and cannot go again."""

@@ -158,6 +158,8 @@ class H1Connection(asyncio.Protocol):
         finally:
             if waiter.done() and not waiter.cancelled():
                 waiter.exception()  # retrieved, if the body's failure left it unawaited
+            if body is not None and type(body) is not bytes:
+                body.close()  # type: ignore[union-attr]
             self._reader = None
             self._waiter = None
 

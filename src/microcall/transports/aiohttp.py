@@ -201,6 +201,9 @@ class AiohttpTransport:
             if mapped is None:
                 raise
             raise mapped from exc
+        finally:
+            if isinstance(body, BodyPayload):
+                body.close_send()
         response = Response(
             status_code=raw.status,
             headers=raw.headers,

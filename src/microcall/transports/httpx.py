@@ -293,6 +293,9 @@ class HttpxTransport:
             if mapped is None:
                 raise
             raise mapped from exc
+        finally:
+            if isinstance(content, BodySend):
+                content.close()
         return Response(
             status_code=raw.status_code,
             headers=CIMultiDictProxy(CIMultiDict(raw.headers.multi_items())),
