@@ -167,13 +167,13 @@ async def test_one_trace_across_http_and_grpc(
     assert chain_up(catalog_span) == [
         "SERVER:GET /books/{id}",
         "CLIENT:GET",  # attempt
-        "CLIENT:GET",  # call, from the gRPC handler
+        "INTERNAL:GET",  # call, from the gRPC handler
         "SERVER:bookstore.Recommendations/Recommend",
         "CLIENT:bookstore.Recommendations/Recommend",  # attempt: its traceparent went as metadata
         "CLIENT:bookstore.Recommendations/Recommend",  # call, from the ASGI endpoint
         "SERVER:GET /",
-        "CLIENT:GET",
-        "CLIENT:GET",
+        "CLIENT:GET",  # attempt
+        "INTERNAL:GET",  # call
         "INTERNAL:user action",
     ]
     rpc = [s for s in spans if s.name == "bookstore.Recommendations/Recommend"]
