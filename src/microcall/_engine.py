@@ -35,6 +35,7 @@ from yarl import URL
 from microcall._admission import Admission
 from microcall._attempt import Attempt, AttemptKind, RefusalReason, was_resent
 from microcall._call import CallPolicies, Learner
+from microcall._call_watch import Watch
 from microcall._replicas import Replicas
 from microcall._request import Request, endpoint_of
 from microcall._response import Response
@@ -46,7 +47,6 @@ from microcall.errors import (
     DeadlineExceeded,
     TransportError,
 )
-from microcall.observe._watch import Watch
 from microcall.observe.hooks import AttemptScope, Observer
 from microcall.policy.balancer import Endpoint
 from microcall.policy.budget import RetryBudget

@@ -44,7 +44,7 @@ from microcall.grpc import (
     ObserverAdapter,
     ServerInterceptor,
 )
-from microcall.observe import ServerObserver, prometheus
+from microcall.observe import ServerObserver, _grpc_metrics
 from microcall.observe.prometheus import ClientMetrics, ServerMetrics
 from microcall.observe.tracing import ClientTracing, ServerTracing
 from microcall.server import ServerOptions
@@ -270,7 +270,7 @@ async def test_unknown_methods_grow_no_series(
     serve_grpc: ServeGrpc, registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A scanner's made-up methods, on the server and through a forwarding client."""
-    monkeypatch.setattr(prometheus, "MAX_RPC_METHODS", 2)
+    monkeypatch.setattr(_grpc_metrics, "MAX_RPC_METHODS", 2)
     options = ServerOptions(observers=[ServerMetrics(registry)])
     target = await serve_grpc(Backend(), interceptors=[AsyncServerInterceptor(options)])
     async with AsyncChannel(target, observers=[ObserverAdapter(ClientMetrics(registry))]) as ch:

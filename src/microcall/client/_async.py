@@ -51,7 +51,7 @@ from microcall.policy.classify import default_classifier
 from microcall.policy.ejection import OutlierEjectionConfig
 from microcall.policy.strategy import SINGLE, Strategy
 from microcall.priority import Priority
-from microcall.transports._default import default_transport
+from microcall.transports import default_transport
 
 # Long enough for any ordinary call between services, short enough that a
 # forgotten hung call is noticed; a client never waits forever by default.

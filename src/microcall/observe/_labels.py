@@ -13,6 +13,9 @@ from typing import Final
 
 OTHER: Final = "_OTHER"
 
+# The labels naming how an HTTP call or request ended, client and server alike.
+RESULT_LABELS: Final = ("http_response_status_code", "error_type")
+
 # A request to one of these schemes is a gRPC call (``grpc://host:port/package.Service/Method``).
 GRPC_SCHEMES: Final = frozenset({"grpc", "grpcs"})
 

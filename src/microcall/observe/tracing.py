@@ -51,6 +51,7 @@ from yarl import URL
 
 from microcall import __version__
 from microcall._attempt import Attempt, AttemptKind
+from microcall._redact import safe_path, safe_url
 from microcall._request import Request
 from microcall._response import Response
 from microcall.observe._labels import (
@@ -61,7 +62,6 @@ from microcall.observe._labels import (
     grpc_code_of,
     split_rpc_method,
 )
-from microcall.observe._redact import safe_path, safe_url
 from microcall.observe.hooks import HeaderLookup, InboundRequest, ServerResult
 
 __all__ = ["ClientTracing", "ServerTracing"]
