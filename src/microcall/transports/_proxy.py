@@ -161,7 +161,11 @@ class ProxySettings:
 
     def proxy_for(self, url: URL) -> Proxy | None:
         """The proxy a request to ``url`` goes through, or None to go direct."""
-        key = (url.scheme, url.host or "", url.port or 0)
+        return self.proxy_for_origin(url.scheme, url.host or "", url.port or 0)
+
+    def proxy_for_origin(self, scheme: str, host: str, port: int) -> Proxy | None:
+        """``proxy_for`` of a target given by parts (``port`` explicit, never None)."""
+        key = (scheme, host, port)
         routes = self._routes
         try:
             return routes[key]

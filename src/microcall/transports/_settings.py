@@ -74,5 +74,7 @@ def proxy_error(request: Request, failure: ProxyFailed) -> ProxyError:
         elif proxy.authorization:
             what = f"{answer}: it rejected the credentials in the proxy URL"
         else:
-            what = f"{answer}: give its credentials in the proxy URL (http://user:password@host:port)"
+            what = (
+                f"{answer}: give its credentials in the proxy URL (http://user:password@host:port)"
+            )
     return ProxyError(f"proxy {proxy.address} {what} (calling {request.endpoint})", request=request)
