@@ -61,7 +61,9 @@ class ForwardProxy:
         if self.auth is None:
             return f"http://127.0.0.1:{self.port}"
         user, password = self.auth
-        return str(URL.build(scheme="http", host="127.0.0.1", port=self.port, user=user, password=password))
+        return str(
+            URL.build(scheme="http", host="127.0.0.1", port=self.port, user=user, password=password)
+        )
 
     @property
     def address(self) -> str:
