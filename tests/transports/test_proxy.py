@@ -15,12 +15,14 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import grpc.aio
 import pytest
 import trustme
 from aiohttp import web
 from yarl import URL
 
 import microcall
+from microcall.grpc import AsyncChannel, ChannelOptions
 from microcall.transports._base import Transport
 from microcall.transports.aiohttp import AiohttpTransport
 from microcall.transports.h1 import H1Transport
@@ -386,3 +388,51 @@ async def test_client_with_trust_env_and_no_proxy(
 
     assert await asyncio.to_thread(work) == 200
     assert proxy.seen == []
+
+
+# ------------------------------------------------------------------ gRPC channels
+
+
+@pytest.fixture
+async def recommendations() -> AsyncIterator[str]:
+    from examples.recommendations.server import RecommendationService
+
+    from microcall.examples_pb.recommendations_pb2_grpc import (
+        add_RecommendationsServicer_to_server,
+    )
+
+    server = grpc.aio.server()
+    add_RecommendationsServicer_to_server(RecommendationService(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield f"127.0.0.1:{port}"
+    await server.stop(None)
+
+
+async def recommend(target: str, options: ChannelOptions) -> int:
+    from microcall.examples_pb.recommendations_pb2 import SCIENCE_FICTION, RecommendationRequest
+    from microcall.examples_pb.recommendations_pb2_grpc import RecommendationsStub
+
+    async with AsyncChannel(target, options) as channel:
+        reply = await RecommendationsStub(channel).Recommend(
+            RecommendationRequest(category=SCIENCE_FICTION, max_results=2), timeout=TIMEOUT
+        )
+    return len(reply.recommendations)
+
+
+async def test_grpc_channels_follow_grpcs_own_proxy_settings(
+    recommendations: str, proxy: ForwardProxy, clean_env: pytest.MonkeyPatch
+) -> None:
+    # What docs/proxies.md says of gRPC: grpc core reads grpc_proxy itself,
+    # and channel arguments set a proxy or turn the environment's off.
+    clean_env.delenv("grpc_proxy", raising=False)
+    clean_env.delenv("no_grpc_proxy", raising=False)
+    given = ChannelOptions(grpc_options=[("grpc.http_proxy", proxy.url)])
+    assert await recommend(recommendations, given) == 2
+    assert [seen.method for seen in proxy.seen] == ["CONNECT"]
+    clean_env.setenv("grpc_proxy", proxy.url)
+    assert await recommend(recommendations, ChannelOptions()) == 2
+    assert [seen.method for seen in proxy.seen] == ["CONNECT", "CONNECT"]
+    off = ChannelOptions(grpc_options=[("grpc.enable_http_proxy", 0)])
+    assert await recommend(recommendations, off) == 2
+    assert len(proxy.seen) == 2
