@@ -10,7 +10,10 @@ It does what a real forward proxy does, no more:
   are copied both ways until either side closes;
 - ``auth=("user", "password")``: a request without that Basic
   ``Proxy-Authorization`` is answered ``407`` with ``Proxy-Authenticate``;
-- ``refuse_connect=True``: CONNECT is answered ``403``.
+- ``refuse_connect=True``: CONNECT is answered ``403``;
+- ``close_after_answer=True``: a client connection carrying forwarded
+  requests is closed after its first answer, without a word (what a proxy
+  with a short idle timeout does to a keep-alive connection).
 
 Every request head it received is kept in ``seen`` (method, target,
 headers), for tests to assert what went to the proxy. ``closed_port()``
@@ -45,6 +48,7 @@ class ForwardProxy:
 
     auth: tuple[str, str] | None = None
     refuse_connect: bool = False
+    close_after_answer: bool = False
     seen: list[Seen] = field(default_factory=list)
     _server: asyncio.Server | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -116,6 +120,8 @@ class ForwardProxy:
                     await self._tunnel(target, reader, writer)
                     return
                 if not await self._forward(method, target, headers, reader, writer):
+                    return
+                if self.close_after_answer:
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
             return

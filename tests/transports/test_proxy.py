@@ -10,6 +10,7 @@ the tunnel has verified the target's certificate end to end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
@@ -28,6 +29,7 @@ from microcall.transports.aiohttp import AiohttpTransport
 from microcall.transports.h1 import H1Transport
 from microcall.transports.httpx import HttpxTransport
 from tests.proxyserver import ForwardProxy, closed_port
+from tests.server._waiting import eventually
 
 TRANSPORTS: dict[str, Callable[..., Transport]] = {
     "h1": H1Transport,
@@ -233,16 +235,24 @@ async def test_a_proxy_that_refuses_connections_is_a_proxy_error(
 
 
 class SilentProxy:
-    """Accepts connections and reads, never answers: a proxy that hangs."""
+    """Accepts connections and reads, never answers: a proxy that hangs.
+
+    ``accepted`` and ``closed`` count the connections opened, and those the client closed.
+    """
 
     def __init__(self) -> None:
         self.server: asyncio.Server | None = None
         self.writers: list[asyncio.StreamWriter] = []
+        self.accepted = 0
+        self.closed = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writers.append(writer)
-        while await reader.read(65536):
-            pass
+        self.accepted += 1
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(65536):
+                pass
+        self.closed += 1
 
     async def __aenter__(self) -> str:
         self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
@@ -261,13 +271,32 @@ async def test_a_proxy_that_hangs_ends_the_call_at_its_deadline(
     kind: str, scheme: str, targets: Targets
 ) -> None:
     target = targets.http if scheme == "http" else targets.https
-    async with SilentProxy() as silent:
-        transport = TRANSPORTS[kind](verify=targets.trusting, proxy=silent)
+    silent = SilentProxy()
+    async with silent as url:
+        transport = TRANSPORTS[kind](verify=targets.trusting, proxy=url)
         async with microcall.AsyncClient(transport=transport, timeout=0.3) as through:
             started = time.monotonic()
             with pytest.raises(microcall.DeadlineExceeded):
                 await through.get(f"{target}/books")
             assert time.monotonic() - started < 0.3 + MARGIN
+            # The abandoned attempt closed its connection: the proxy sees it go.
+            await eventually(lambda: silent.accepted >= 1 and silent.closed == silent.accepted)
+
+
+@pytest.mark.parametrize("kind", ["h1", "aiohttp"])  # httpx does not resend (docs/transports.md)
+async def test_a_proxy_connection_closed_while_idle_is_resent_on_a_fresh_one(
+    kind: str, targets: Targets
+) -> None:
+    # The proxy closes each connection after one answer, saying nothing: the
+    # next call either sees the close first or meets the dead connection and
+    # is resent on a fresh one. Either way it is answered.
+    async with (
+        ForwardProxy(close_after_answer=True) as closing,
+        client(kind, targets, proxy=closing.url) as through,
+    ):
+        statuses = [(await through.get(f"{targets.http}/n/{n}")).status_code for n in range(20)]
+    assert statuses == [200] * 20
+    assert len(closing.seen) >= 20
 
 
 # ------------------------------------------------------------------ the environment
