@@ -82,6 +82,12 @@ def ca() -> trustme.CA:
 
 @pytest.fixture
 async def targets(ca: trustme.CA) -> AsyncIterator[Targets]:
+    async with targets_of(ca) as found:
+        yield found
+
+
+@contextlib.asynccontextmanager
+async def targets_of(ca: trustme.CA) -> AsyncIterator[Targets]:
     runner = web.AppRunner(target_app(), access_log=None)
     await runner.setup()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -96,8 +102,10 @@ async def targets(ca: trustme.CA) -> AsyncIterator[Targets]:
     found.https = f"https://127.0.0.1:{https_port}"
     found.trusting = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     ca.configure_trust(found.trusting)
-    yield found
-    await runner.cleanup()
+    try:
+        yield found
+    finally:
+        await runner.cleanup()
 
 
 @pytest.fixture
@@ -465,3 +473,18 @@ async def test_grpc_channels_follow_grpcs_own_proxy_settings(
     off = ChannelOptions(grpc_options=[("grpc.enable_http_proxy", 0)])
     assert await recommend(recommendations, off) == 2
     assert len(proxy.seen) == 2
+
+
+def test_the_default_transport_tunnels_on_uvloop_too(ca: trustme.CA) -> None:
+    # loop.start_tls over the tunnel is the loop's own: uvloop has its own implementation.
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> list[str]:
+        async with targets_of(ca) as found, ForwardProxy() as running:
+            transport = H1Transport(verify=found.trusting, proxy=running.url)
+            async with microcall.AsyncClient(transport=transport, timeout=TIMEOUT) as through:
+                response = await through.get(f"{found.https}/books")
+            assert response.json()["path"] == "/books"
+            return [seen.method for seen in running.seen]
+
+    assert uvloop.run(main()) == ["CONNECT"]
