@@ -11,6 +11,7 @@ so a failure always says what was tried and why it did not work::
     └── CallError                 a call that did not produce an answer
         ├── TransportError        the bytes did not make it there and back
         │   ├── ConnectError      no connection (refused, unreachable, DNS, TLS)
+        │   │   └── ProxyError    the proxy refused, asked for credentials, or failed CONNECT
         │   ├── ReadError         the connection broke while the response was read
         │   ├── ProtocolError     the peer answered with something that is not HTTP
         │   └── AttemptTimeout    one attempt ran out of its own time (retriable; also TimeoutError)
@@ -54,6 +55,7 @@ __all__ = [
     "HTTPStatusError",
     "MicrocallError",
     "ProtocolError",
+    "ProxyError",
     "ReadError",
     "RedirectError",
     "ResponseTooLarge",
@@ -107,6 +109,13 @@ class TransportError(CallError):
 
 class ConnectError(TransportError):
     """No connection could be made: refused, unreachable, name not resolved, TLS failed."""
+
+
+class ProxyError(ConnectError):
+    """The forward proxy failed the request: unreachable, 407, or a CONNECT it would not open.
+
+    The message names the proxy by ``host:port``, never with its credentials.
+    """
 
 
 class ReadError(TransportError):

@@ -32,6 +32,7 @@ from aiohttp import web
 from examples.recommendations.server import RecommendationService
 
 from microcall.examples_pb.recommendations_pb2_grpc import add_RecommendationsServicer_to_server
+from tests.proxyserver import ForwardProxy, closed_port
 
 BOOKS = [
     {"id": 1, "title": "Dune", "author": "Frank Herbert"},
@@ -125,6 +126,17 @@ async def _start(services: Services, redis_port: int, workdir: Path) -> None:
         services._closers.append(lambda server=server: server.stop(None))
         hosts[target] = f"127.0.0.1:{port}"
     hosts["redis://cache:6379"] = f"redis://127.0.0.1:{redis_port}"
+
+    # Forward proxies (docs/proxies.md): an open one, one that wants the
+    # credentials the page gives, and an address where nothing listens.
+    for name, proxy in (
+        ("proxy.internal:3128", ForwardProxy()),
+        ("proxy.corp:8080", ForwardProxy(auth=("books-svc", "s3cret"))),
+    ):
+        await proxy.start()
+        services._closers.append(proxy.close)
+        hosts[name] = proxy.address
+    hosts["proxy.down:3128"] = f"127.0.0.1:{closed_port()}"
 
 
 @contextmanager

@@ -121,10 +121,18 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
         )
         given_transport = options.get("transport")
         limits = options.get("limits")
+        if given_transport is not None and ("proxy" in options or "trust_env" in options):
+            # Silently going direct would be worse than refusing.
+            raise ConfigurationError(
+                "proxy= and trust_env= configure the default transport; a transport "
+                "given ready-made takes them itself (H1Transport(proxy=...), ...)"
+            )
         transport = given_transport or default_transport(
             limits=limits,
             verify=options.get("verify", True),
             follow_redirects=options.get("follow_redirects", True),
+            proxy=options.get("proxy"),
+            trust_env=options.get("trust_env", False),
         )
         # With its own pool, calls past its size would wait for a connection
         # anyway: they wait in the client's queue instead, where the time

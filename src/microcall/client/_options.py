@@ -41,9 +41,16 @@ class ClientOptions(TypedDict, total=False):
                       sent, so the server's own default applies)
     limits:           connection pool limits (total, per host, keep-alive)
     classifier:       ``classifier(response, error) -> Verdict``
-    transport:        a Transport; default aiohttp with ``limits`` and ``verify``
+    transport:        a Transport; default microcall's own (docs/transports.md), built with
+                      ``limits``, ``verify``, ``follow_redirects``, ``proxy`` and ``trust_env``
     verify:           TLS verification: True (default), False, or an SSLContext
     follow_redirects: follow 3xx redirects (default True)
+    proxy:            a forward proxy for every call, ``http://[user:password@]host:port``
+                      (default None: calls go direct); HTTPS targets go through it with
+                      CONNECT (docs/proxies.md)
+    trust_env:        True: the environment's HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and
+                      NO_PROXY decide, read when the client is built (default False:
+                      the environment is ignored)
     deadline_floor:   no attempt starts with less than this left (default 5 ms)
     clock:            the clock policies read (tests pass a FakeClock)
     budget:           retry budget (RetryBudgetConfig() by default; a RetryBudget to
@@ -67,6 +74,8 @@ class ClientOptions(TypedDict, total=False):
     transport: Transport
     verify: bool | ssl.SSLContext
     follow_redirects: bool
+    proxy: str | URL | None
+    trust_env: bool
     deadline_floor: Seconds
     clock: Clock
     budget: RetryBudgetConfig | RetryBudget | None

@@ -14,15 +14,20 @@ import asyncio
 from typing import NamedTuple
 
 from microcall.transports._h1_wire import ResponseReader, TooLarge, WireError
+from microcall.transports._proxy import Proxy
 
 
 class Origin(NamedTuple):
-    """Where a connection goes: the pool's key. ``name`` is the TLS server name, if not ``host``."""
+    """Where a connection goes: the pool's key. ``name`` is the TLS server name, if not ``host``.
+
+    ``proxy`` is the forward proxy the connection goes through (None: direct).
+    """
 
     scheme: str
     host: str
     port: int
     name: str | None
+    proxy: Proxy | None = None
 
 
 class ConnectionLost(Exception):

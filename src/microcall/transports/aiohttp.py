@@ -23,9 +23,22 @@ from microcall.errors import (
     TransportError,
     UsageError,
 )
-from microcall.transports._aiohttp_resend import ConnectionDropped, FreshConnector, Resender
+from microcall.transports._aiohttp_proxy import routing
+from microcall.transports._aiohttp_resend import (
+    ConnectionDropped,
+    FreshConnector,
+    Middleware,
+    Resender,
+)
 from microcall.transports._loops import refuse_if_running, start_guard, stop_guard
-from microcall.transports._settings import checked_settings, redirect_chain, too_large
+from microcall.transports._proxy import ProxyFailed
+from microcall.transports._settings import (
+    checked_proxy,
+    checked_settings,
+    proxy_error,
+    redirect_chain,
+    too_large,
+)
 
 # Answers that have no body, whatever their Content-Length says.
 _NO_BODY_STATUSES = frozenset({204, 304})
@@ -41,6 +54,8 @@ def map_error(exc: Exception, request: Request) -> Exception | None:
         if exc.resent and mapped is not None:
             mark_resent(mapped)
         return mapped
+    if isinstance(exc, ProxyFailed):
+        return proxy_error(request, exc)
     where = request.endpoint
     error: TransportError
     if isinstance(exc, TimeoutError):  # also aiohttp's ServerTimeoutError
@@ -113,6 +128,11 @@ class AiohttpTransport:
     whose reused keep-alive connection turns out dead before any response
     byte arrived is sent again once on a fresh connection (see
     ``_aiohttp_resend``; the attempt's record says ``resent``).
+
+    ``proxy`` (an ``http://`` forward proxy, user-info for its credentials)
+    and ``trust_env`` (the environment's ``HTTP_PROXY``, ``HTTPS_PROXY``,
+    ``ALL_PROXY``, ``NO_PROXY``) route calls through a proxy, chosen per
+    redirect hop (see ``_aiohttp_proxy``; docs/proxies.md).
     """
 
     def __init__(
@@ -121,13 +141,18 @@ class AiohttpTransport:
         limits: Limits | None = None,
         verify: bool | ssl.SSLContext = True,
         follow_redirects: bool = True,
+        proxy: str | URL | None = None,
+        trust_env: bool = False,
     ) -> None:
         self._limits = checked_settings(limits, verify, follow_redirects)
+        self._proxies = checked_proxy(proxy, trust_env)
         self._verify = verify
         self._follow_redirects = follow_redirects
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: Timeouts | None = None
         self._resender: Resender | None = None
+        # The middlewares per request: (replayable, once), with the proxy router first.
+        self._middlewares: tuple[tuple[Middleware, ...], tuple[Middleware, ...]] = ((), ())
         self._loop: asyncio.AbstractEventLoop | None = None
         self._guard: AsyncGenerator[None, None] | None = None
 
@@ -152,7 +177,9 @@ class AiohttpTransport:
             trust_env=False,
             timeout=aiohttp.ClientTimeout(total=None),
         )
-        self._resender = Resender(connector)
+        self._resender = resender = Resender(connector)
+        router = () if self._proxies is None else (routing(self._proxies),)
+        self._middlewares = (router + resender.replayable, router + resender.once)
         self._timeouts = Timeouts(loop)
         self._guard = await start_guard(session.close)
         self._session = session
@@ -186,7 +213,7 @@ class AiohttpTransport:
                     data=request.body,
                     allow_redirects=self._follow_redirects,
                     server_hostname=server_hostname,
-                    middlewares=resender.replayable if request.replayable else resender.once,
+                    middlewares=self._middlewares[0 if request.replayable else 1],
                 ) as raw:
                     content = await read_capped(raw, self._limits.max_response_size, request)
         except Exception as exc:

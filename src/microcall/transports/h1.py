@@ -15,7 +15,9 @@ This transport is that client, made whole:
   redirects; the resend on a fresh connection of a request whose reused
   connection was already dead (the rule of ``_aiohttp_resend``, with the
   same record: ``Response.resent`` and the error's flag); TLS through the
-  loop; and the one place errors become microcall's.
+  loop; and the one place errors become microcall's;
+- ``_h1_proxy``: the way through a forward proxy (``proxy=``,
+  ``trust_env=``): absolute-form requests, CONNECT tunnels.
 
 A cancelled attempt (a losing hedge, its timeout) closes its connection:
 the server sees the close and stops. The pool belongs to the loop that
@@ -49,9 +51,17 @@ from microcall.errors import (
 )
 from microcall.transports._h1_conn import ConnectionLost, H1Connection, Origin
 from microcall.transports._h1_pool import Pool
+from microcall.transports._h1_proxy import absolute_target, connect_plain, open_tunnel
 from microcall.transports._h1_wire import ResponseReader, TooLarge, WireError, request_head
 from microcall.transports._loops import refuse_if_running, start_guard, stop_guard
-from microcall.transports._settings import checked_settings, redirect_chain, too_large
+from microcall.transports._proxy import Proxy, ProxyFailed
+from microcall.transports._settings import (
+    checked_proxy,
+    checked_settings,
+    proxy_error,
+    redirect_chain,
+    too_large,
+)
 
 # aiohttp's limit, which the other transports' users know.
 MAX_REDIRECTS = 10
@@ -90,6 +100,8 @@ def map_error(exc: BaseException, request: Request) -> Exception | None:
     error: TransportError
     if isinstance(exc, TimeoutError):  # the attempt's own guard
         error = AttemptTimeout(f"no response from {where} in time", request=request)
+    elif isinstance(exc, ProxyFailed):
+        return proxy_error(request, exc)
     elif isinstance(exc, ConnectFailed):
         cause = exc.__cause__
         error = ConnectError(f"cannot connect to {where}: {cause or exc}", request=request)
@@ -127,7 +139,10 @@ class H1Transport:
 
     The options are those of ``AiohttpTransport``: ``limits`` (every field
     applies), ``verify`` (True: the system's CAs; False; or an
-    ``ssl.SSLContext`` used as given) and ``follow_redirects``.
+    ``ssl.SSLContext`` used as given), ``follow_redirects``, and ``proxy``
+    (an ``http://`` forward proxy, user-info for its credentials) and
+    ``trust_env`` (the environment's ``HTTP_PROXY``, ``HTTPS_PROXY``,
+    ``ALL_PROXY``, ``NO_PROXY``): docs/proxies.md.
     """
 
     def __init__(
@@ -136,8 +151,11 @@ class H1Transport:
         limits: Limits | None = None,
         verify: bool | ssl.SSLContext = True,
         follow_redirects: bool = True,
+        proxy: str | URL | None = None,
+        trust_env: bool = False,
     ) -> None:
         self._limits = checked_settings(limits, verify, follow_redirects)
+        self._proxies = checked_proxy(proxy, trust_env)
         self._verify = verify
         self._ssl: ssl.SSLContext | None = verify if isinstance(verify, ssl.SSLContext) else None
         self._follow_redirects = follow_redirects
@@ -205,9 +223,16 @@ class H1Transport:
         """The exchange, and the redirects after it when they are followed."""
         method, body = request.method, request.body
         visited: list[URL] = []
+        proxies = self._proxies
         while True:
-            reader, resent = await self._exchange(pool, request, method, url, headers, body, name)
+            # Each hop is routed on its own: a redirect may leave NO_PROXY's hosts.
+            proxy = None if proxies is None else proxies.proxy_for(url)
+            reader, resent = await self._exchange(
+                pool, request, method, url, headers, body, name, proxy
+            )
             status = reader.status
+            if status == 407 and proxy is not None and url.scheme == "http":
+                raise ProxyFailed(proxy, status=status, reason=reader.reason)
             if not (self._follow_redirects and status in REDIRECT_STATUSES):
                 break
             location = next((v for k, v in reader.headers if k.lower() == "location"), None)
@@ -270,12 +295,22 @@ class H1Transport:
         headers: Mapping[str, str],
         body: bytes | None,
         name: URL | None,
+        proxy: Proxy | None = None,
     ) -> tuple[ResponseReader, bool]:
         """One request on the wire, resent once on a fresh connection if the reused one was dead."""
         host = (name or url).host_port_subcomponent or ""
-        head = request_head(method, url.raw_path_qs, host, headers, body)
+        target = url.raw_path_qs
+        if proxy is not None and url.scheme == "http":  # forwarded: the proxy reads the URL
+            target = absolute_target("http", url.host_port_subcomponent or "", target)
+            if proxy.authorization:
+                headers = {**headers, "Proxy-Authorization": proxy.authorization}
+        head = request_head(method, target, host, headers, body)
         key = Origin(
-            url.scheme, url.host or "", url.port or 0, name.host if name is not None else None
+            url.scheme,
+            url.host or "",
+            url.port or 0,
+            name.host if name is not None else None,
+            proxy,
         )
         cap = self._limits.max_response_size
         head_only = method == "HEAD"
@@ -308,6 +343,8 @@ class H1Transport:
         return reader, True
 
     async def _connect(self, key: Origin) -> H1Connection:
+        if key.proxy is not None:
+            return await self._connect_through(key, key.proxy)
         loop = asyncio.get_running_loop()
         tls = key.scheme == "https"
         try:
@@ -320,6 +357,24 @@ class H1Transport:
             )
         except (OSError, ssl.SSLError) as error:  # refused, DNS, TLS handshake or certificate
             raise ConnectFailed(str(error)) from error
+        return conn
+
+    async def _connect_through(self, key: Origin, proxy: Proxy) -> H1Connection:
+        """A connection to ``key``'s target through ``proxy`` (see ``_h1_proxy``)."""
+        if key.scheme != "https":
+            return await connect_plain(key, proxy)
+        raw = await open_tunnel(key, proxy)
+        conn = H1Connection(key)
+        try:
+            secure = await asyncio.get_running_loop().start_tls(
+                raw, conn, self._context(), server_hostname=key.name or key.host
+            )
+        except (OSError, ssl.SSLError) as error:  # the target's TLS: handshake or certificate
+            raise ConnectFailed(str(error)) from error
+        if secure is None:  # typeshed allows it; asyncio and uvloop return the transport
+            raw.close()
+            raise ConnectFailed("TLS did not start over the proxy's tunnel")
+        conn.connection_made(secure)
         return conn
 
     async def aclose(self) -> None:

@@ -44,7 +44,8 @@ from microcall.errors import (
     UsageError,
 )
 from microcall.transports._loops import refuse_if_running, start_guard, stop_guard
-from microcall.transports._settings import checked_settings, too_large
+from microcall.transports._proxy import ProxyFailed
+from microcall.transports._settings import checked_proxy, checked_settings, proxy_error, too_large
 
 try:
     import httpx
@@ -71,6 +72,8 @@ def map_error(exc: Exception, request: Request) -> Exception | None:
     None means "not ours to translate" (a bug, say): the caller re-raises it as is.
     Messages name the endpoint, never the URL: it may carry credentials.
     """
+    if isinstance(exc, ProxyFailed):
+        return proxy_error(request, exc)
     where = request.endpoint
     detail = str(exc) or type(exc).__name__
     error: TransportError
@@ -175,6 +178,10 @@ class HttpxTransport:
     ``max_connections_per_host`` set is refused rather than half applied.
     ``verify`` is True (the CA bundle httpx ships, via certifi), False, or an
     ``ssl.SSLContext`` used as given. ``http2=False`` speaks HTTP/1.1 only.
+    ``proxy`` (an ``http://`` forward proxy, user-info for its credentials)
+    and ``trust_env`` (the environment's ``HTTP_PROXY``, ``HTTPS_PROXY``,
+    ``ALL_PROXY``, ``NO_PROXY``) route calls through a proxy (see
+    ``_httpx_proxy``; docs/proxies.md).
     """
 
     def __init__(
@@ -184,8 +191,11 @@ class HttpxTransport:
         verify: bool | ssl.SSLContext = True,
         follow_redirects: bool = True,
         http2: bool = True,
+        proxy: str | URL | None = None,
+        trust_env: bool = False,
     ) -> None:
         self._limits = checked_settings(limits, verify, follow_redirects)
+        self._proxies = checked_proxy(proxy, trust_env)
         if self._limits.max_connections_per_host is not None:
             raise ConfigurationError(
                 "HttpxTransport cannot bound connections per host (httpx has no such limit); "
@@ -214,23 +224,37 @@ class HttpxTransport:
             raise UsageError("this transport is closed")
         refuse_if_running(self._loop)
         limits = self._limits
+        pool = httpx.Limits(
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+        )
+        routed = None
+        if self._proxies is not None:
+            from microcall.transports._httpx_proxy import ProxyRouter  # needs httpx: here
+
+            # A pool per route, each with the settings the client would have applied.
+            def make(proxy: httpx.Proxy | None) -> httpx.AsyncHTTPTransport:
+                return httpx.AsyncHTTPTransport(
+                    verify=self._verify, http2=self._http2, limits=pool, proxy=proxy
+                )
+
+            routed = ProxyRouter(self._proxies, make)
         client = httpx.AsyncClient(
             http2=self._http2,
             verify=self._verify,
             follow_redirects=self._follow_redirects,
             max_redirects=MAX_REDIRECTS,
-            limits=httpx.Limits(
-                max_connections=limits.max_connections,
-                max_keepalive_connections=limits.max_connections,
-                keepalive_expiry=limits.keepalive_expiry,
-            ),
+            limits=pool,
+            transport=routed,
             # The attempt's guard is the only timer: httpx's per-phase ones
             # would fire on their own schedule and cost a timer each.
             timeout=httpx.Timeout(None),
             # Services do not share cookies between calls: a policy that
             # allows no domain keeps the jar empty.
             cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
-            # Proxies and .netrc from the environment are not a service's business.
+            # The environment's proxies are read by microcall's own settings
+            # (trust_env=), and .netrc is not a service's business.
             trust_env=False,
         )
         self._timeouts = Timeouts(loop)
