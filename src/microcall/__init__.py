@@ -11,8 +11,11 @@ from microcall._microrequests import init
 from microcall._replicas import Discovery
 from microcall._request import Request
 from microcall._response import CacheStatus, Response
+from microcall._sse import ServerSentEvent
+from microcall._stream import AsyncStreamResponse
 from microcall.cache import CachePolicy, ResponseCache
 from microcall.client import AsyncClient, CallOptions, Client, ClientOptions, FuturesClient
+from microcall.client._stream import StreamResponse
 from microcall.context import (
     current_deadline,
     current_priority,
@@ -35,6 +38,7 @@ from microcall.errors import (
     DeadlineExceeded,
     GrpcStatusError,
     HTTPStatusError,
+    IdleTimeout,
     MicrocallError,
     ProtocolError,
     ReadError,
@@ -58,6 +62,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncClient",
+    "AsyncStreamResponse",
     "Attempt",
     "AttemptKind",
     "AttemptTimeout",
@@ -86,6 +91,7 @@ __all__ = [
     "GrpcStatusError",
     "HTTPStatusError",
     "Hedged",
+    "IdleTimeout",
     "LearnedDelayConfig",
     "Limits",
     "MicrocallError",
@@ -102,7 +108,9 @@ __all__ = [
     "Retry",
     "RetryBudget",
     "RetryBudgetConfig",
+    "ServerSentEvent",
     "SingleAttempt",
+    "StreamResponse",
     "Strategy",
     "TransportError",
     "UsageError",
