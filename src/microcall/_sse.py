@@ -73,9 +73,12 @@ class EventDecoder:
         return self._decode(self._lines.feed(piece))
 
     def flush(self) -> list[ServerSentEvent]:
-        """At the end of the body: an event without its blank line is dropped, as the standard says."""
-        self._decode(self._lines.flush())
-        return []
+        """At the end of the body: the event its last line break completed, if any.
+
+        An event without its blank line is dropped, as the standard says: a
+        last line without a break is read as a field, and nothing dispatches it.
+        """
+        return self._decode(self._lines.flush())
 
     def _decode(self, lines: list[str]) -> list[ServerSentEvent]:
         events: list[ServerSentEvent] = []

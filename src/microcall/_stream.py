@@ -185,8 +185,8 @@ class AsyncStreamResponse(Response):
         content = self._content
         if content is None:
             raise UsageError(
-                "the body of a streamed response is read with aread() (or iterated); "
-                "content, text and json() need aread() first"
+                "content, text and json() of a streamed response need its body read first: "
+                "aread() (read() on a blocking one)"
             )
         return content
 

@@ -122,9 +122,10 @@ class StreamServer:
             self.peers.append(peer[:2])
 
     async def _length(self, request: web.Request) -> web.Response:
-        """``body_of(size)`` with a Content-Length."""
+        """``body_of(size)`` with a Content-Length (``?fresh=1``: fresh for a minute)."""
         self._seen(request)
-        return web.Response(body=body_of(int(request.match_info["size"])))
+        headers = {"Cache-Control": "max-age=60"} if request.query.get("fresh") else {}
+        return web.Response(body=body_of(int(request.match_info["size"])), headers=headers)
 
     async def _gated(self, request: web.Request) -> web.StreamResponse:
         """``first``, then ``rest`` only once the test opened ``gate``: proof of streaming."""
@@ -192,12 +193,19 @@ class StreamServer:
         return await self._chunks_of(request, 10, 10_000)
 
     async def _slow_head(self, request: web.Request) -> web.StreamResponse:
-        """First call: the head after ``delay`` seconds (query), then endless; others: endless now."""
+        """First call: the head after ``delay`` seconds (query), then endless; others: endless now.
+
+        A client that leaves before the head or mid-body counts in ``streams_cut``.
+        """
         self._seen(request)
         key = f"slow-head/{request.match_info['key']}"
         self.hits[key] += 1
         if self.hits[key] == 1:
-            await asyncio.sleep(float(request.query.get("delay", PATIENCE * 3)))
+            try:
+                await asyncio.sleep(float(request.query.get("delay", PATIENCE * 3)))
+            except asyncio.CancelledError:
+                self.streams_cut += 1
+                raise
         return await self._endless_body(request)
 
     async def _chunks(self, request: web.Request) -> web.StreamResponse:

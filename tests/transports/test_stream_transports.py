@@ -114,7 +114,7 @@ async def test_aread_holds_the_body_and_the_iterators_replay_it(
     make: Callable[..., Any], server: StreamServer
 ) -> None:
     async with client(server, make()) as c, c.stream("GET", "/chunks/3/1000") as response:
-        with pytest.raises(UsageError, match="aread"):
+        with pytest.raises(UsageError, match="read first"):
             response.content  # noqa: B018 - the property is what is tested
         body = await response.aread()
         assert body == response.content == body_of(3000)
