@@ -4,16 +4,20 @@ nginx serves a 256 MiB file from a temporary directory (sendfile, on the
 server core), so the server is never what is measured. Each measurement is
 a fresh client process on the client core (``python -m bench.streaming
 --client PEER URL``): it opens its client, fetches a small file once to open
-the keep-alive connection, then fetches the big one once and prints what it
-saw as JSON:
+the keep-alive connection, then fetches the big one ``DOWNLOADS`` times and
+prints what it saw as JSON:
 
 - ``ttfb_ms``: from the call to the first byte of the body in the caller's
-  hand (for a buffered call, the whole body: the response is its first byte);
-- ``total_ms``: from the call to the last byte;
-- ``rss_growth_mib``: the process's peak RSS after the download less its
-  peak before it (``ru_maxrss``): what holding the body cost;
+  hand (for a buffered call, the whole body: the response is its first
+  byte), the median of the downloads;
+- ``total_ms``: from the call to the last byte, the median;
+- ``rss_growth_mib``: the process's peak RSS after the first download less
+  its peak before it (``ru_maxrss``): what holding the body cost (later
+  downloads are left out: the allocator keeps freed memory for reuse, so
+  the peak creeps up however little each download holds);
 - ``cpu_ms_per_mib``: the process's CPU time (user + system) over the
-  download ÷ 256.
+  downloads ÷ the MiB downloaded (a single download's CPU is a tenth of a
+  second, too little to read steadily on a shared machine).
 
 Rows are measured in rounds, every other round in reverse order, and each
 ratio is the median of its per-round ratios (the two rows of a ratio ran in
@@ -29,6 +33,7 @@ import asyncio
 import contextlib
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,6 +50,7 @@ from bench._stats import Spread
 
 BODY_MIB = 256
 BODY_SIZE = BODY_MIB * 1024 * 1024
+DOWNLOADS = 4  # per client process
 MIB = 1024 * 1024
 # Long enough for the slowest row (the buffered one) on a loaded machine.
 BUDGET = 120.0
@@ -165,14 +171,16 @@ def _section(env: BenchEnv, results: Results) -> str:
         "nginx serves a 256 MiB file over keep-alive HTTP/1.1 on 127.0.0.1 (sendfile, on the "
         "server core). Each row is a fresh client process on the client core, on asyncio's "
         "loop (the blocking `Client`'s background loop is uvloop where installed): a small "
-        f"request opens the connection, then the big one is fetched once; {repeats}, in "
-        "rounds, every other round in reverse order.",
+        f"request opens the connection, then the big one is fetched {DOWNLOADS} times; "
+        f"{repeats}, in rounds, every other round in reverse order.",
         "",
         "- **first byte**: from the call to the first byte of the body in the caller's hand "
-        "(a buffered call hands over the whole body at once).",
-        "- **total**: from the call to the last byte.",
-        "- **RSS growth**: the process's peak RSS after the download less its peak before.",
-        "- **CPU ms/MiB**: the process's CPU time (user + system) over the download ÷ 256.",
+        "(a buffered call hands over the whole body at once); the median of the downloads.",
+        "- **total**: from the call to the last byte; the median of the downloads.",
+        "- **RSS growth**: the process's peak RSS after the first download less its peak "
+        "before it.",
+        "- **CPU ms/MiB**: the process's CPU time (user + system) over the downloads ÷ the "
+        "MiB downloaded.",
         "",
         "Each cell: median over the runs (min–max in brackets).",
         "",
@@ -219,30 +227,41 @@ def _peak_rss_mib() -> float:
 
 
 class Stopwatch:
-    """The timings of one download: started, first byte, last byte, and the CPU and RSS around it."""
+    """The timings of a client's downloads, and the CPU and peak RSS around them all."""
 
     def __init__(self) -> None:
-        self.received = 0
-        self.first = 0.0
         self.rss_before = _peak_rss_mib()
         self.cpu_before = _cpu()
-        self.started = time.perf_counter()
+        self.ttfb: list[float] = []
+        self.totals: list[float] = []
+        self._received = 0
+        self._started = 0.0
+        self._rss_first = 0.0
+
+    def start(self) -> None:
+        """A download begins (just before the call)."""
+        self._received = 0
+        self._started = time.perf_counter()
 
     def got(self, size: int) -> None:
-        if not self.received:
-            self.first = time.perf_counter()
-        self.received += size
+        if not self._received:
+            self.ttfb.append(time.perf_counter() - self._started)
+        self._received += size
+
+    def done(self) -> None:
+        self.totals.append(time.perf_counter() - self._started)
+        if len(self.totals) == 1:
+            self._rss_first = _peak_rss_mib()
+        if self._received != BODY_SIZE:
+            raise RuntimeError(f"received {self._received} bytes, not {BODY_SIZE}")
 
     def result(self) -> dict[str, Any]:
-        ended = time.perf_counter()
         cpu = _cpu() - self.cpu_before
-        if self.received != BODY_SIZE:
-            raise RuntimeError(f"received {self.received} bytes, not {BODY_SIZE}")
         return {
-            "ttfb_ms": (self.first - self.started) * 1000,
-            "total_ms": (ended - self.started) * 1000,
-            "rss_growth_mib": _peak_rss_mib() - self.rss_before,
-            "cpu_ms_per_mib": cpu * 1000 / BODY_MIB,
+            "ttfb_ms": statistics.median(self.ttfb) * 1000,
+            "total_ms": statistics.median(self.totals) * 1000,
+            "rss_growth_mib": self._rss_first - self.rss_before,
+            "cpu_ms_per_mib": cpu * 1000 / (BODY_MIB * len(self.totals)),
         }
 
 
@@ -253,9 +272,12 @@ async def _aiohttp_stream(base: str) -> dict[str, Any]:
         async with session.get(f"{base}/small.bin") as warm:
             await warm.read()
         watch = Stopwatch()
-        async with session.get(f"{base}/big.bin") as response:
-            async for chunk in response.content.iter_any():
-                watch.got(len(chunk))
+        for _ in range(DOWNLOADS):
+            watch.start()
+            async with session.get(f"{base}/big.bin") as response:
+                async for chunk in response.content.iter_any():
+                    watch.got(len(chunk))
+            watch.done()
         return watch.result()
 
 
@@ -268,9 +290,12 @@ async def _microcall_stream(base: str, transport: Any = None) -> dict[str, Any]:
     async with microcall.AsyncClient(base, **options) as client:
         (await client.get("/small.bin")).raise_for_status()
         watch = Stopwatch()
-        async with client.stream("GET", "/big.bin") as response:
-            async for chunk in response.aiter_bytes():
-                watch.got(len(chunk))
+        for _ in range(DOWNLOADS):
+            watch.start()
+            async with client.stream("GET", "/big.bin") as response:
+                async for chunk in response.aiter_bytes():
+                    watch.got(len(chunk))
+            watch.done()
         return watch.result()
 
 
@@ -287,8 +312,12 @@ async def _microcall_buffered(base: str) -> dict[str, Any]:
     async with microcall.AsyncClient(base, timeout=BUDGET, limits=limits) as client:
         (await client.get("/small.bin")).raise_for_status()
         watch = Stopwatch()
-        response = await client.get("/big.bin")
-        watch.got(len(response.content))
+        for _ in range(DOWNLOADS):
+            watch.start()
+            response = await client.get("/big.bin")
+            watch.got(len(response.content))
+            watch.done()
+            del response
         return watch.result()
 
 
@@ -298,9 +327,12 @@ def _blocking_stream(base: str) -> dict[str, Any]:
     with microcall.Client(base, timeout=BUDGET) as client:
         client.get("/small.bin").raise_for_status()
         watch = Stopwatch()
-        with client.stream("GET", "/big.bin") as response:
-            for chunk in response.iter_bytes():
-                watch.got(len(chunk))
+        for _ in range(DOWNLOADS):
+            watch.start()
+            with client.stream("GET", "/big.bin") as response:
+                for chunk in response.iter_bytes():
+                    watch.got(len(chunk))
+            watch.done()
         return watch.result()
 
 

@@ -6,6 +6,8 @@ the same body at every kind of point and the result must not change.
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -16,7 +18,7 @@ from microcall._sse import EventDecoder, ServerSentEvent
 def cut(data: bytes, points: list[int]) -> list[bytes]:
     """``data`` cut at ``points`` (any order, duplicates and out-of-range points allowed)."""
     edges = sorted({min(max(point, 0), len(data)) for point in points} | {0, len(data)})
-    return [data[start:end] for start, end in zip(edges, edges[1:], strict=False)]
+    return [data[start:end] for start, end in itertools.pairwise(edges)]
 
 
 def lines_of(pieces: list[bytes], encoding: str = "utf-8") -> list[str]:
@@ -104,9 +106,7 @@ def test_the_whatwg_rules() -> None:
 
 @given(st.lists(st.integers(0, 300)), st.sampled_from([b"\n", b"\r\n", b"\r"]))
 def test_events_do_not_depend_on_where_the_body_was_cut(points: list[int], end: bytes) -> None:
-    body = end.join(
-        [b"event: a", b"data: x", b"data: y", b"id: 1", b"", b"data: {}", b"", b""]
-    )
+    body = end.join([b"event: a", b"data: x", b"data: y", b"id: 1", b"", b"data: {}", b"", b""])
     expected = [
         ServerSentEvent(event="a", data="x\ny", id="1"),
         ServerSentEvent(data="{}", id="1"),

@@ -380,7 +380,10 @@ class Engine:
                     outcomes[attempt.index] = outcome
                     plan.finished(attempt.index, verdict, finished, retry_after)
         finally:
-            discard_all(outcomes, getattr(action, "winner", None) if concluded else None)
+            # Streamed answers the call will not return let go of their connections.
+            discard_all(
+                outcomes, action.winner if concluded and isinstance(action, Finish) else None
+            )
             moment = now()
             # Losers of a finished race may linger; if the call itself was
             # cancelled (or failed), everything stops at once.

@@ -41,10 +41,13 @@ the response.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Protocol
+
+from yarl import URL
 
 from microcall._lines import LineSplitter, Rechunker
+from microcall._request import Request
 from microcall._response import Response
 from microcall._sse import EventDecoder, ServerSentEvent
 from microcall.errors import CallError, DeadlineExceeded, IdleTimeout, UsageError
@@ -133,9 +136,9 @@ class AsyncStreamResponse(Response):
         self,
         *,
         status_code: int,
-        headers: Any,
-        url: Any,
-        request: Any,
+        headers: Mapping[str, str],
+        url: URL,
+        request: Request,
         source: BodySource,
         reason: str = "",
     ) -> None:
@@ -403,7 +406,7 @@ def discard(outcome: object) -> None:
         outcome.discard()
 
 
-def discard_all(outcomes: Sequence[object] | Iterable[object], keep: int | None = None) -> None:
+def discard_all(outcomes: Iterable[object], keep: int | None = None) -> None:
     """:func:`discard` every outcome but the one at index ``keep``."""
     for index, outcome in enumerate(outcomes):
         if index != keep and type(outcome) is AsyncStreamResponse:

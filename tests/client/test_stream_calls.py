@@ -189,13 +189,15 @@ async def test_observers_hear_a_stream_that_failed_or_was_cancelled(
     make: Callable[..., Any], server: StreamServer
 ) -> None:
     recorder = Recorder()
-    async with fault_server() as faults:
-        async with microcall.AsyncClient(
+    async with (
+        fault_server() as faults,
+        microcall.AsyncClient(
             faults.url(Fault.HALF_BODY), transport=make(), observers=[recorder]
-        ) as c:
-            with pytest.raises(ReadError):
-                async with c.stream("GET", "/") as response:
-                    await response.aread()
+        ) as c,
+    ):
+        with pytest.raises(ReadError):
+            async with c.stream("GET", "/") as response:
+                await response.aread()
     assert recorder.ended[0][0] is None
     assert isinstance(recorder.ended[0][1], ReadError)
 
@@ -218,25 +220,26 @@ async def test_observers_hear_a_stream_that_failed_or_was_cancelled(
 async def test_a_streamed_response_is_never_cached(
     make: Callable[..., Any], server: StreamServer
 ) -> None:
-    async with ResponseCache() as cache:
-        async with client(server, make(), cache=cache) as c:
-            path = "/length/100?fresh=1"
-            assert (await c.get(path)).cache_status is CacheStatus.MISS  # stored
-            for _ in range(2):
-                async with c.stream("GET", path) as response:
-                    assert response.cache_status is None
-                    assert await response.aread() == body_of(100)
-            assert server.hits["/length/100"] == 3  # every stream went to the server
-            assert (await c.get(path)).cache_status is CacheStatus.HIT  # as stored before
-            with pytest.raises(UsageError, match="never cached"):
-                c.stream("GET", path, cache=microcall.CachePolicy())
+    async with ResponseCache() as cache, client(server, make(), cache=cache) as c:
+        path = "/length/100?fresh=1"
+        assert (await c.get(path)).cache_status is CacheStatus.MISS  # stored
+        for _ in range(2):
+            async with c.stream("GET", path) as response:
+                assert response.cache_status is None
+                assert await response.aread() == body_of(100)
+        assert server.hits["/length/100"] == 3  # every stream went to the server
+        assert (await c.get(path)).cache_status is CacheStatus.HIT  # as stored before
+        with pytest.raises(UsageError, match="never cached"):
+            c.stream("GET", path, cache=microcall.CachePolicy())
 
 
 async def test_a_transport_that_does_not_stream_still_serves_stream_calls() -> None:
     transport = MockTransport([Reply(status=200, content=b"line one\nline two\n")])
-    async with microcall.AsyncClient("http://svc", transport=transport, timeout=3) as c:
-        async with c.stream("GET", "/feed") as response:
-            assert [line async for line in response.aiter_lines()] == ["line one", "line two"]
+    async with (
+        microcall.AsyncClient("http://svc", transport=transport, timeout=3) as c,
+        c.stream("GET", "/feed") as response,
+    ):
+        assert [line async for line in response.aiter_lines()] == ["line one", "line two"]
     # The deadline travels downstream as for any call.
     assert float(transport.sent[0].headers["X-Request-Timeout"]) <= 3
 

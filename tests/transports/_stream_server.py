@@ -15,8 +15,9 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import microcall
 from aiohttp import web
+
+import microcall
 from microcall.transports.aiohttp import AiohttpTransport
 from microcall.transports.h1 import H1Transport
 
@@ -89,7 +90,8 @@ class StreamServer:
 
     @property
     def open_connections(self) -> int:
-        assert self._runner is not None and self._runner.server is not None
+        assert self._runner is not None
+        assert self._runner.server is not None
         return len(self._runner.server.connections)
 
     async def __aenter__(self) -> StreamServer:

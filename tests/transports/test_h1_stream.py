@@ -24,7 +24,8 @@ LARGEST_READ = 256 * 1024
 def test_a_streaming_reader_hands_the_head_over_then_the_body_piece_by_piece() -> None:
     reader = ResponseReader(False, None, stream=True)
     reader.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-    assert reader.ready and not reader.complete
+    assert reader.ready
+    assert not reader.complete
     assert reader.take() == b""
     reader.feed(b"5\r\nhello\r\n")
     reader.feed(b"6\r\n world\r\n")
@@ -32,7 +33,8 @@ def test_a_streaming_reader_hands_the_head_over_then_the_body_piece_by_piece() -
     assert reader.take() == b"hello world"
     assert reader.pending == 0
     reader.feed(b"0\r\n\r\n")
-    assert reader.complete and reader.reusable
+    assert reader.complete
+    assert reader.reusable
     assert reader.take() == b""
 
 
@@ -41,7 +43,8 @@ def test_a_reader_that_does_not_stream_is_ready_only_when_complete() -> None:
     reader.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel")
     assert not reader.ready
     reader.feed(b"lo")
-    assert reader.ready and reader.body() == b"hello"
+    assert reader.ready
+    assert reader.body() == b"hello"
 
 
 async def test_a_slow_reader_holds_about_a_megabyte_not_the_body() -> None:

@@ -80,7 +80,7 @@ async def test_the_head_and_the_first_bytes_come_before_the_server_has_sent_the_
 
 
 @pytest.mark.parametrize(
-    "path, size",
+    ("path", "size"),
     [("/length/300000", 300_000), ("/chunks/30/10000", 300_000), ("/length/0", 0)],
     ids=["content-length", "chunked", "empty"],
 )
@@ -232,10 +232,14 @@ async def test_an_exception_in_the_block_closes_the_connection(
 ) -> None:
     transport = make()
     async with client(server, transport) as c:
-        with pytest.raises(RuntimeError, match="the caller's own"):
+
+        async def fail_inside() -> None:
             async with c.stream("GET", "/endless") as response:
                 await _first_piece(response)
                 raise RuntimeError("the caller's own")
+
+        with pytest.raises(RuntimeError, match="the caller's own"):
+            await fail_inside()
         assert in_use(transport) == 0
         await eventually(lambda: server.open_connections == 0, "the connection closed")
 

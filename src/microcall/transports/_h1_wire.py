@@ -101,16 +101,16 @@ class ResponseReader:
         "_keep_alive",
         "_parser",
         "_size",
-        "pending",
-        "streaming",
         "_until_close",
         "complete",
         "extra",
         "head_done",
         "headers",
+        "pending",
         "reason",
         "received",
         "status",
+        "streaming",
     )
 
     def __init__(self, head_only: bool, cap: int | None, *, stream: bool = False) -> None:
