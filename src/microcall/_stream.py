@@ -25,7 +25,7 @@ the whole body had already arrived (a small 503's usually has: the
 transports then release it even before the engine sees it).
 
 The body's time. The front door sets the body's deadline and idle limit
-(``limit_body``); every read runs under the nearer of the two, and past
+(``_limit_body``); every read runs under the nearer of the two, and past
 either the connection is closed and the read raises ``DeadlineExceeded`` or
 ``IdleTimeout``. A connection cut mid-body raises ``ReadError``. Each such
 error carries the call's request and attempts.
@@ -211,7 +211,7 @@ class AsyncStreamResponse(Response):
         if self._iterated:
             raise UsageError("part of this body was already iterated; aread() needs all of it")
         pieces: list[bytes] = []
-        while piece := await self.next_piece():
+        while piece := await self._next_piece():
             pieces.append(piece)
         content = self._content = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         return content
@@ -222,7 +222,7 @@ class AsyncStreamResponse(Response):
         ``None`` hands each piece over as it came off the network (its size
         is the network's); the last chunk of a sized iteration may be shorter.
         """
-        chunker = _chunker(chunk_size)
+        chunker = chunker_for(chunk_size)
         async for piece in self._pieces():
             if chunker is None:
                 yield piece
@@ -256,11 +256,11 @@ class AsyncStreamResponse(Response):
             if content:
                 yield content
             return
-        self.start_iterating()
-        while piece := await self.next_piece():
+        self._start_iterating()
+        while piece := await self._next_piece():
             yield piece
 
-    def start_iterating(self) -> None:
+    def _start_iterating(self) -> None:
         """Mark the body as handed out piece by piece (once only)."""
         if self._iterated:
             raise UsageError(
@@ -269,7 +269,7 @@ class AsyncStreamResponse(Response):
             )
         self._iterated = True
 
-    async def next_piece(self) -> bytes:
+    async def _next_piece(self) -> bytes:
         """The next piece of the body, under the body's deadline and idle limit; ``b""`` at its end."""
         source = self._source
         if source is None:
@@ -332,9 +332,9 @@ class AsyncStreamResponse(Response):
 
     async def aclose(self) -> None:
         """Stop reading: the connection goes back to the pool if the body had ended, else it is closed."""
-        await self.close_for(None)
+        await self._close_for(None)
 
-    async def close_for(self, block_error: BaseException | None) -> None:
+    async def _close_for(self, block_error: BaseException | None) -> None:
         """Close as the ``async with`` block ends, with the exception it ended with (if any)."""
         source = self._source
         if source is None:
@@ -349,14 +349,14 @@ class AsyncStreamResponse(Response):
             cancelled = isinstance(block_error, asyncio.CancelledError)
             self._ended(block_error if cancelled else None)
 
-    def discard(self) -> None:
+    def _discard(self) -> None:
         """The engine's: this answer is not the call's; let its connection go now (no observer hears)."""
         source = self._source
         if source is not None:
             self._source = None
             source.close()
 
-    def limit_body(self, deadline: float | None, idle: float | None, label: str) -> None:
+    def _limit_body(self, deadline: float | None, idle: float | None, label: str) -> None:
         """The front door's: the body's deadline (loop time; None: none) and idle limit (seconds)."""
         self._deadline = deadline
         self._idle = idle
@@ -381,7 +381,7 @@ class AsyncStreamResponse(Response):
         return f"<AsyncStreamResponse [{self.status_code}]>"
 
 
-def _chunker(chunk_size: int | None) -> Rechunker | None:
+def chunker_for(chunk_size: int | None) -> Rechunker | None:
     if chunk_size is None:
         return None
     if type(chunk_size) is not int or chunk_size <= 0:
@@ -403,11 +403,11 @@ def end_call(watch: Watch, response: Response) -> None:
 def discard(outcome: object) -> None:
     """Let go of an answer the engine will not return (a no-op for anything but a stream)."""
     if type(outcome) is AsyncStreamResponse:
-        outcome.discard()
+        outcome._discard()
 
 
 def discard_all(outcomes: Iterable[object], keep: int | None = None) -> None:
     """:func:`discard` every outcome but the one at index ``keep``."""
     for index, outcome in enumerate(outcomes):
         if index != keep and type(outcome) is AsyncStreamResponse:
-            outcome.discard()
+            outcome._discard()

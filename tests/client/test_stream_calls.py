@@ -272,11 +272,11 @@ async def test_a_stream_call_is_entered_once(server: StreamServer) -> None:
 
 async def test_two_tasks_cannot_read_one_stream_at_once(server: StreamServer) -> None:
     async with client(server, TRANSPORTS["h1"]()) as c, c.stream("GET", "/gated") as response:
-        await response.next_piece()
-        waiting = asyncio.create_task(response.next_piece())
+        await response._next_piece()
+        waiting = asyncio.create_task(response._next_piece())
         await asyncio.sleep(0.05)
         with pytest.raises(UsageError, match="another task"):
-            await response.next_piece()
+            await response._next_piece()
         server.gate.set()
         assert await waiting == b"rest"
 

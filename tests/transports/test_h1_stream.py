@@ -54,7 +54,7 @@ async def test_a_slow_reader_holds_about_a_megabyte_not_the_body() -> None:
             microcall.AsyncClient(server.url, transport=transport) as client,
             client.stream("GET", "/endless") as response,
         ):
-            assert await response.next_piece()
+            assert await response._next_piece()
             source = response._source
             assert isinstance(source, H1Body)
             reader = source._reader
@@ -65,7 +65,7 @@ async def test_a_slow_reader_holds_about_a_megabyte_not_the_body() -> None:
             # Reading resumes the socket.
             taken = 0
             while taken < 4 * PAUSE_AT:
-                taken += len(await response.next_piece())
+                taken += len(await response._next_piece())
         assert in_use(transport) == 0
 
 

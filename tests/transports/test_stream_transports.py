@@ -12,6 +12,8 @@ mid-body) come from the raw-socket server of tests/faultserver.py.
 from __future__ import annotations
 
 import asyncio
+import gc
+import warnings
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -381,3 +383,27 @@ async def test_bad_chunking_is_a_transport_error_where_it_is_met(
             async with c.stream("GET", "/", timeout=5) as response:
                 await response.aread()
     await eventually(lambda: faults.open_connections == 0, "the connection closed")
+
+
+async def test_streams_ended_every_way_leave_no_warning_behind(
+    make: Callable[..., Any], server: StreamServer
+) -> None:
+    async def fail_inside(c: microcall.AsyncClient) -> None:
+        async with c.stream("GET", "/endless") as response:
+            await _first_piece(response)
+            raise RuntimeError("the caller's own")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async with client(server, make()) as c:
+            async with c.stream("GET", "/chunks/10/10000") as response:
+                await response.aread()  # to the end
+            async with c.stream("GET", "/endless") as response:
+                await _first_piece(response)  # early exit
+            async with c.stream("GET", "/length/3000000"):
+                pass  # never read
+            with pytest.raises(RuntimeError):
+                await fail_inside(c)
+        await eventually(lambda: server.open_connections == 0, "every connection closed")
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []

@@ -45,7 +45,7 @@ from microcall._durations import Seconds, to_seconds
 from microcall._lines import LineSplitter
 from microcall._request import Request
 from microcall._sse import EventDecoder, ServerSentEvent
-from microcall._stream import AsyncStreamResponse, _chunker
+from microcall._stream import AsyncStreamResponse, chunker_for
 from microcall.cache import CachePolicy
 from microcall.client._in_flight import CallsInFlight, Send
 from microcall.client._loop import BackgroundLoop
@@ -113,7 +113,7 @@ async def open_stream(
         deadline, label = None, ""
     else:
         deadline, label = loop_now + body_timeout, f"body_timeout ({body_timeout:g} s)"
-    response.limit_body(deadline, limits.idle_timeout, label)
+    response._limit_body(deadline, limits.idle_timeout, label)
     return response
 
 
@@ -150,7 +150,7 @@ class AsyncStreamCall:
     ) -> None:
         response, self._response = self._response, None
         if response is not None:
-            await response.close_for(exc)
+            await response._close_for(exc)
 
 
 # ------------------------------------------------------------ the blocking side
@@ -297,7 +297,7 @@ class StreamResponse:
 
     def iter_bytes(self, chunk_size: int | None = None) -> Iterator[bytes]:
         """The body's bytes as they arrive; with ``chunk_size``, in chunks of exactly that size."""
-        chunker = _chunker(chunk_size)
+        chunker = chunker_for(chunk_size)
         for piece in self._pieces():
             if chunker is None:
                 yield piece
@@ -327,9 +327,9 @@ class StreamResponse:
             if content:
                 yield content
             return
-        inner.start_iterating()
+        inner._start_iterating()
         run = self._loop.run
-        while piece := run(inner.next_piece()):
+        while piece := run(inner._next_piece()):
             yield piece
 
     def close(self) -> None:
