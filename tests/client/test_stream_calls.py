@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 import microcall
 from microcall import (
@@ -27,6 +28,7 @@ from microcall import (
     hedged,
     retry,
 )
+from microcall.observe.prometheus import ClientMetrics
 from microcall.testing import MockTransport, Reply
 from tests.faultserver import Fault, FaultServer, fault_server
 from tests.transports._stream_server import (
@@ -290,3 +292,27 @@ async def test_faults_leave_no_connection_behind(make: Callable[..., Any]) -> No
                     async with c.stream("GET", "/") as response:
                         await response.aread()
         await eventually(lambda: faults.open_connections == 0, "every connection closed")
+
+
+async def test_the_call_duration_metric_covers_the_body(server: StreamServer) -> None:
+    registry = CollectorRegistry()
+    metrics = ClientMetrics(registry)
+
+    def calls() -> float:
+        return sum(
+            sample.value
+            for family in registry.collect()
+            if family.name == "http_client_request_duration_seconds"
+            for sample in family.samples
+            if sample.name.endswith("_sum")
+        )
+
+    async with client(server, TRANSPORTS["h1"](), observers=[metrics]) as c:
+        async with c.stream("GET", "/gated") as response:
+            assert await response._next_piece()
+            await asyncio.sleep(0.3)  # the body is still coming: the call goes on
+            assert calls() == 0
+            server.gate.set()
+            rest = b"".join([piece async for piece in response.aiter_bytes()])
+        assert rest == b"rest"
+    assert calls() >= 0.3
