@@ -40,6 +40,7 @@ BENCHMARKS: tuple[str, ...] = (
     "overload",
     "bookstore",
     "cli_load",
+    "streaming",
 )
 
 DEFAULT_OUTPUT = ROOT / "docs" / "benchmarks.md"

@@ -11,8 +11,17 @@ from microcall._microrequests import init
 from microcall._replicas import Discovery
 from microcall._request import Request
 from microcall._response import CacheStatus, Response
+from microcall._sse import ServerSentEvent
+from microcall._stream import AsyncStreamResponse
 from microcall.cache import CachePolicy, ResponseCache
-from microcall.client import AsyncClient, CallOptions, Client, ClientOptions, FuturesClient
+from microcall.client import (
+    AsyncClient,
+    CallOptions,
+    Client,
+    ClientOptions,
+    FuturesClient,
+    StreamResponse,
+)
 from microcall.context import (
     current_deadline,
     current_priority,
@@ -35,6 +44,7 @@ from microcall.errors import (
     DeadlineExceeded,
     GrpcStatusError,
     HTTPStatusError,
+    IdleTimeout,
     MicrocallError,
     ProtocolError,
     ProxyError,
@@ -59,6 +69,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncClient",
+    "AsyncStreamResponse",
     "Attempt",
     "AttemptKind",
     "AttemptTimeout",
@@ -87,6 +98,7 @@ __all__ = [
     "GrpcStatusError",
     "HTTPStatusError",
     "Hedged",
+    "IdleTimeout",
     "LearnedDelayConfig",
     "Limits",
     "MicrocallError",
@@ -104,8 +116,10 @@ __all__ = [
     "Retry",
     "RetryBudget",
     "RetryBudgetConfig",
+    "ServerSentEvent",
     "SingleAttempt",
     "Strategy",
+    "StreamResponse",
     "TransportError",
     "UsageError",
     "Verdict",

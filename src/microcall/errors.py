@@ -14,7 +14,8 @@ so a failure always says what was tried and why it did not work::
         │   │   └── ProxyError    the proxy refused, asked for credentials, or failed CONNECT
         │   ├── ReadError         the connection broke while the response was read
         │   ├── ProtocolError     the peer answered with something that is not HTTP
-        │   └── AttemptTimeout    one attempt ran out of its own time (retriable; also TimeoutError)
+        │   ├── AttemptTimeout    one attempt ran out of its own time (retriable; also TimeoutError)
+        │   └── IdleTimeout       a streamed body went quiet past its idle_timeout (also TimeoutError)
         ├── DeadlineExceeded      the call's total deadline passed (also TimeoutError)
         ├── CircuitOpen           the endpoint's breaker is open: not sent
         ├── ClientOverloaded      the client holds all the calls it may: not sent
@@ -53,6 +54,7 @@ __all__ = [
     "DeadlineExceeded",
     "GrpcStatusError",
     "HTTPStatusError",
+    "IdleTimeout",
     "MicrocallError",
     "ProtocolError",
     "ProxyError",
@@ -128,6 +130,14 @@ class ProtocolError(TransportError):
 
 class AttemptTimeout(TransportError, TimeoutError):
     """One attempt used up its own time limit; the call's deadline may still allow another."""
+
+
+class IdleTimeout(TransportError, TimeoutError):
+    """No byte of a streamed body arrived for ``idle_timeout`` seconds (``client.stream(...)``).
+
+    Raised where the body is read; the connection is closed. A stream is never
+    retried once its head was handed over, so this ends the call.
+    """
 
 
 class DeadlineExceeded(CallError, TimeoutError):

@@ -63,6 +63,36 @@ def _catalog() -> web.Application:
     return app
 
 
+def _streams() -> web.Application:
+    """docs/streaming.md's services: a CSV export sent in pieces, and a few server-sent events."""
+
+    async def export(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8"})
+        await response.prepare(request)
+        await response.write(b"id,title\n")
+        for start in range(0, 10_000, 500):
+            rows = "".join(f"{n},Book {n}\n" for n in range(start, start + 500))
+            await response.write(rows.encode())
+        await response.write_eof()
+        return response
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b": prices follow\n\nretry: 2000\n\n")
+        for number, price in enumerate((7, 8, 6), start=1):
+            block = f'id: {number}\nevent: price\ndata: {{"book": 1, "price": {price}}}\n\n'
+            await response.write(block.encode())
+            await asyncio.sleep(0.01)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/export.csv", export)
+    app.router.add_get("/events", events)
+    return app
+
+
 @dataclass
 class Services:
     """Running servers and the table from the docs' names to their real addresses."""
@@ -137,6 +167,11 @@ async def _start(services: Services, redis_port: int, workdir: Path) -> None:
         services._closers.append(proxy.close)
         hosts[name] = proxy.address
     hosts["proxy.down:3128"] = f"127.0.0.1:{closed_port()}"
+
+    port, runner = await _http(_streams())
+    services._closers.append(runner.cleanup)
+    hosts["http://exports:8080"] = f"http://127.0.0.1:{port}"
+    hosts["http://events:8080"] = f"http://127.0.0.1:{port}"
 
 
 @contextmanager

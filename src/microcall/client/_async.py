@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json as _json
 import time
 from collections.abc import Coroutine, Mapping
@@ -25,7 +26,7 @@ from microcall._checks import (
     refuse_client_framing,
 )
 from microcall._clock import MONOTONIC
-from microcall._durations import to_seconds
+from microcall._durations import Seconds, to_seconds
 from microcall._engine import (
     DEFAULT_DEADLINE_FLOOR,
     DEFAULT_MAX_CALLS,
@@ -41,6 +42,7 @@ from microcall._wire import IDEMPOTENCY_KEY_HEADER, PRIORITY_HEADER, TIMEOUT_HEA
 from microcall.cache import CachePolicy, ResponseCache
 from microcall.client._in_flight import CallsInFlight
 from microcall.client._options import BaseURL, CallOptions, ClientOptions, Params
+from microcall.client._stream import AsyncStreamCall, BodyLimits, open_stream, refuse_unstreamable
 from microcall.client._verbs import Verbs
 from microcall.context import inherit_deadline, inherit_priority
 from microcall.deadline import Deadline
@@ -260,6 +262,59 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             return self._in_flight.guard(self._engine.call, request, expires_at, priority, strategy)
         send = partial(self._call_with, chosen=True, model=None)
         return self._in_flight.guard(send, request, expires_at, priority, strategy)
+
+    def stream(
+        self,
+        method: str,
+        url: str | URL,
+        *,
+        idle_timeout: Seconds | None = None,
+        body_timeout: Seconds | None = None,
+        **options: Unpack[CallOptions],
+    ) -> AsyncStreamCall:
+        """A call whose body is read as it arrives: ``async with client.stream(...) as response``.
+
+        ::
+
+            async with client.stream("GET", "/events", idle_timeout=30) as response:
+                async for event in response.aiter_sse():
+                    print(event.event, event.data)
+
+        The call is built and checked now, and sent when the block is
+        entered; the block gets an :class:`~microcall.AsyncStreamResponse`
+        as soon as the head has arrived. Retries and hedges happen only
+        before that, on the status and headers; never once the body is the
+        caller's. Leaving the block closes the stream: the connection goes
+        back to the pool if the body was read to its end, else it is closed.
+        A streamed response is never cached.
+
+        Time: the call's deadline covers the head and the whole body, unless
+        ``body_timeout`` gives the body its own seconds from the head's
+        arrival (the deadline then covers the head only; ``math.inf`` with an
+        ``idle_timeout``: no body deadline). ``idle_timeout`` bounds each
+        wait for the body's next bytes. docs/streaming.md has the details.
+        """
+        if self._closed:
+            raise UsageError("this client is closed")
+        if type(method) is not str:
+            raise UsageError(f"a method must be a str such as 'GET', got {method!r}")
+        check_options(options, _CALL_OPTIONS, "stream")
+        refuse_unstreamable(options)
+        limits = BodyLimits.of(body_timeout, idle_timeout)
+        request = dataclasses.replace(self._build(method.upper(), url, options), stream=True)
+        return AsyncStreamCall(
+            partial(
+                open_stream,
+                self._in_flight,
+                self._engine.call,  # never the cache: a stream is not stored
+                self._now,
+                request,
+                self._expires_at(options),
+                self._priority_of(options),
+                options.get("strategy", self._strategy),
+                limits,
+            )
+        )
 
     def _bare_request(self, method: str, url: str | URL) -> Request:
         """The Request of a call given nothing but its URL: one per method and path, reused.

@@ -6,6 +6,15 @@ has a whole message, an error, or the connection ended. A connection is
 busy with at most one request; bytes that arrive while it is idle (a
 server that answered twice, or closes with a word) make it unusable, and
 it is closed.
+
+A streamed response keeps its reader on the connection after the head was
+handed over: ``exchange`` returns at the head, and the body's reader
+(``_h1_stream.H1Body``) waits for each further piece with ``wait_body``.
+Reading from the socket pauses while more than ``PAUSE_AT`` bytes wait
+to be taken, and resumes once they are (``resume``): a slow reader holds
+that much of a body, never all of it. A failure that comes while nobody
+waits (the server cut the body while the caller was busy) is kept for the
+next ``wait_body``.
 """
 
 from __future__ import annotations
@@ -15,6 +24,11 @@ from typing import NamedTuple
 
 from microcall.transports._h1_wire import ResponseReader, TooLarge, WireError
 from microcall.transports._proxy import Proxy
+
+# Body bytes a streamed response holds before the socket stops being read:
+# four of asyncio's largest reads (256 KiB), so a reader that keeps up never
+# pauses it, and a slow one holds a megabyte, not the body.
+PAUSE_AT = 1024 * 1024
 
 
 class Origin(NamedTuple):
@@ -47,7 +61,17 @@ class ConnectionLost(Exception):
 class H1Connection(asyncio.Protocol):
     """A keep-alive HTTP/1.1 connection; ``exchange`` sends a request and waits for its answer."""
 
-    __slots__ = ("_reader", "_transport", "_waiter", "idle_since", "key", "lost", "used")
+    __slots__ = (
+        "_failure",
+        "_paused",
+        "_reader",
+        "_transport",
+        "_waiter",
+        "idle_since",
+        "key",
+        "lost",
+        "used",
+    )
 
     def __init__(self, key: Origin) -> None:
         self.key = key
@@ -57,6 +81,8 @@ class H1Connection(asyncio.Protocol):
         self.lost = False
         self.used = False  # it has carried a request already
         self.idle_since = 0.0
+        self._failure: BaseException | None = None  # a streamed body's, until it is waited for
+        self._paused = False
 
     # asyncio's callbacks
 
@@ -73,8 +99,11 @@ class H1Connection(asyncio.Protocol):
         except (WireError, TooLarge) as error:
             self._wake(error)
             return
-        if reader.complete:
+        if reader.ready:
             self._wake(None)
+            if reader.pending >= PAUSE_AT and not reader.complete and not self._paused:
+                self._paused = True
+                self._transport.pause_reading()  # type: ignore[union-attr]
 
     def eof_received(self) -> bool | None:
         return None  # let asyncio close the transport; connection_lost follows
@@ -92,6 +121,8 @@ class H1Connection(asyncio.Protocol):
     def _wake(self, error: BaseException | None) -> None:
         waiter = self._waiter
         if waiter is None or waiter.done():
+            if error is not None and self._failure is None and self._reader is not None:
+                self._failure = error  # a streamed body's: its reader picks it up
             return
         if error is None:
             waiter.set_result(None)
@@ -125,9 +156,46 @@ class H1Connection(asyncio.Protocol):
             else:
                 transport.write(head)
             await waiter
-        finally:
+        except BaseException:
             self._reader = None
+            raise
+        finally:
             self._waiter = None
+        if reader.complete:
+            self._reader = None
+        # else: a streamed head; the reader stays for the body (``wait_body``)
+
+    # a streamed body
+
+    async def wait_body(self) -> None:
+        """Wait until the streamed body has more bytes, has ended, or failed (raised here)."""
+        reader = self._reader
+        failure = self._failure
+        if failure is not None:
+            self._failure = None
+            raise failure
+        if reader is None or reader.pending or reader.complete:
+            return
+        if self.lost:  # ended while nobody waited, and not as the message's end
+            raise ConnectionLost(None, received=True, written=True)
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    def resume(self) -> None:
+        """The streamed body's bytes were taken: read the socket again if it was paused."""
+        if self._paused:
+            self._paused = False
+            if self._transport is not None and not self.lost:
+                self._transport.resume_reading()
+
+    def detach(self) -> None:
+        """The streamed body is done with the connection (it goes back to the pool, or closes)."""
+        self._reader = None
+        self._failure = None
+        self.resume()
 
     def close(self) -> None:
         """Close the connection (a request in flight on it fails)."""

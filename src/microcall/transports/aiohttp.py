@@ -13,6 +13,7 @@ from microcall._attempt import mark_resent
 from microcall._limits import Limits
 from microcall._request import Request
 from microcall._response import Response
+from microcall._stream import AsyncStreamResponse, BufferedBody
 from microcall._timeouts import Timeouts
 from microcall.errors import (
     AttemptTimeout,
@@ -30,6 +31,7 @@ from microcall.transports._aiohttp_resend import (
     Middleware,
     Resender,
 )
+from microcall.transports._aiohttp_stream import AiohttpBody
 from microcall.transports._loops import refuse_if_running, start_guard, stop_guard
 from microcall.transports._proxy import ProxyFailed
 from microcall.transports._settings import (
@@ -133,6 +135,10 @@ class AiohttpTransport:
     and ``trust_env`` (the environment's ``HTTP_PROXY``, ``HTTPS_PROXY``,
     ``ALL_PROXY``, ``NO_PROXY``) route calls through a proxy, chosen per
     redirect hop (see ``_aiohttp_proxy``; docs/proxies.md).
+
+    A streamed request (``Request.stream``) returns at the response's head,
+    its body left in aiohttp's reader (``_aiohttp_stream``); a body that
+    arrived whole with the head is read at once, and its connection released.
     """
 
     def __init__(
@@ -204,9 +210,10 @@ class AiohttpTransport:
                 server_hostname = request.url.host
         # try/except rather than a context manager: it costs nothing unless
         # something fails, and this runs on every attempt.
+        response: Response
         try:
             with self._timeouts.guard(timeout):
-                async with session.request(
+                opening = session.request(
                     request.method,
                     url,
                     headers=headers,
@@ -214,24 +221,49 @@ class AiohttpTransport:
                     allow_redirects=self._follow_redirects,
                     server_hostname=server_hostname,
                     middlewares=self._middlewares[0 if request.replayable else 1],
-                ) as raw:
-                    content = await read_capped(raw, self._limits.max_response_size, request)
+                )
+                if request.stream:
+                    raw = await opening
+                    response = await self._streamed(raw, request)
+                else:
+                    async with opening as raw:
+                        content = await read_capped(raw, self._limits.max_response_size, request)
+                    response = Response(
+                        status_code=raw.status,
+                        headers=raw.headers,
+                        content=content,
+                        url=raw.url,
+                        request=request,
+                        reason=raw.reason or "",
+                    )
         except Exception as exc:
             mapped = map_error(exc, request)
             if mapped is None:
                 raise
             raise mapped from exc
-        response = Response(
-            status_code=raw.status,
-            headers=raw.headers,
-            content=content,
-            url=raw.url,
-            request=request,
-            reason=raw.reason or "",
-        )
         if resender.took_resend(raw):
             mark_resent(response)
         return response
+
+    @staticmethod
+    async def _streamed(raw: aiohttp.ClientResponse, request: Request) -> AsyncStreamResponse:
+        """A streamed response at its head; released now if its body came whole with the head."""
+        try:
+            if raw.content.is_eof():
+                source: AiohttpBody | BufferedBody = BufferedBody(await raw.read())
+            else:
+                source = AiohttpBody(raw, lambda error: map_error(error, request))
+        except BaseException:
+            raw.close()
+            raise
+        return AsyncStreamResponse(
+            status_code=raw.status,
+            headers=raw.headers,
+            url=raw.url,
+            request=request,
+            source=source,
+            reason=raw.reason or "",
+        )
 
     async def aclose(self) -> None:
         guard, loop = self._guard, self._loop

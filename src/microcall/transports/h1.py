@@ -11,6 +11,7 @@ This transport is that client, made whole:
   bytes past the message, the head and body caps);
 - ``_h1_conn``: one connection as an asyncio protocol, one request at a time;
 - ``_h1_pool``: idle connections per origin, ``Limits``, expiry;
+- ``_h1_stream``: a streamed response's body, read as it arrives;
 - here: the attempt, under the coalesced timer of ``microcall._timeouts``;
   redirects; the resend on a fresh connection of a request whose reused
   connection was already dead (the rule of ``_aiohttp_resend``, with the
@@ -18,6 +19,13 @@ This transport is that client, made whole:
   loop; and the one place errors become microcall's;
 - ``_h1_proxy``: the way through a forward proxy (``proxy=``,
   ``trust_env=``): absolute-form requests, CONNECT tunnels.
+
+A streamed request (``Request.stream``) returns at the response's head: the
+attempt's timer covers the head, and the body, with its connection, is
+handed on as an ``H1Body`` (a body that had arrived whole with its head is
+handed on in memory, and its connection released at once). A redirect's
+body is never read: its connection is released if the body came with the
+head, else closed.
 
 A cancelled attempt (a losing hedge, its timeout) closes its connection:
 the server sees the close and stops. The pool belongs to the loop that
@@ -39,6 +47,7 @@ from microcall._attempt import mark_resent
 from microcall._limits import Limits
 from microcall._request import Request
 from microcall._response import Response
+from microcall._stream import AsyncStreamResponse, BufferedBody
 from microcall._timeouts import Timeouts
 from microcall.errors import (
     AttemptTimeout,
@@ -52,6 +61,7 @@ from microcall.errors import (
 from microcall.transports._h1_conn import ConnectionLost, H1Connection, Origin
 from microcall.transports._h1_pool import Pool
 from microcall.transports._h1_proxy import absolute_target, connect_plain, open_tunnel
+from microcall.transports._h1_stream import H1Body
 from microcall.transports._h1_wire import ResponseReader, TooLarge, WireError, request_head
 from microcall.transports._loops import refuse_if_running, start_guard, stop_guard
 from microcall.transports._proxy import Proxy, ProxyFailed
@@ -193,7 +203,7 @@ class H1Transport:
     async def send(
         self, request: Request, url: URL, headers: Mapping[str, str], timeout: float
     ) -> Response:
-        """Send one attempt to ``url`` and return its response, read in full."""
+        """Send one attempt to ``url`` and return its response, read in full (or, streamed, its head)."""
         loop = asyncio.get_running_loop()
         pool = self._pool if self._loop is loop else None
         if pool is None:
@@ -227,17 +237,23 @@ class H1Transport:
         while True:
             # Each hop is routed on its own: a redirect may leave NO_PROXY's hosts.
             proxy = None if proxies is None else proxies.proxy_for(url)
-            reader, resent = await self._exchange(
+            reader, resent, held = await self._exchange(
                 pool, request, method, url, headers, body, name, proxy
             )
             status = reader.status
             if status == 407 and proxy is not None and url.scheme == "http":
+                if held is not None:  # a streamed 407's body is never read
+                    held.detach()
+                    pool.release(held, False)
                 raise ProxyFailed(proxy, status=status, reason=reader.reason)
             if not (self._follow_redirects and status in REDIRECT_STATUSES):
                 break
             location = next((v for k, v in reader.headers if k.lower() == "location"), None)
             if location is None:
                 break
+            if held is not None:  # a streamed redirect's body is never read
+                held.detach()
+                pool.release(held, False)
             visited.append(url)
             url = self._redirect_target(request, url, location)
             if len(visited) >= MAX_REDIRECTS:
@@ -253,15 +269,29 @@ class H1Transport:
                     if key.lower() not in ("host", "authorization", "cookie")
                 }
                 name = None
-        content = _decoded(reader, self._limits.max_response_size)
-        response = Response(
-            status_code=status,
-            headers=CIMultiDictProxy(CIMultiDict(reader.headers)),
-            content=content,
-            url=url,
-            request=request,
-            reason=reader.reason,
-        )
+        response: Response
+        if request.stream:
+            if held is None:  # it all came with the head: nothing left on the connection
+                source: H1Body | BufferedBody = BufferedBody(_decoded(reader, None))
+            else:
+                source = H1Body(pool, held, reader, lambda error: map_error(error, request))
+            response = AsyncStreamResponse(
+                status_code=status,
+                headers=CIMultiDictProxy(CIMultiDict(reader.headers)),
+                url=url,
+                request=request,
+                source=source,
+                reason=reader.reason,
+            )
+        else:
+            response = Response(
+                status_code=status,
+                headers=CIMultiDictProxy(CIMultiDict(reader.headers)),
+                content=_decoded(reader, self._limits.max_response_size),
+                url=url,
+                request=request,
+                reason=reader.reason,
+            )
         if resent:
             mark_resent(response)
         return response
@@ -296,8 +326,12 @@ class H1Transport:
         body: bytes | None,
         name: URL | None,
         proxy: Proxy | None = None,
-    ) -> tuple[ResponseReader, bool]:
-        """One request on the wire, resent once on a fresh connection if the reused one was dead."""
+    ) -> tuple[ResponseReader, bool, H1Connection | None]:
+        """One request on the wire, resent once on a fresh connection if the reused one was dead.
+
+        Returns the response's reader, whether it took the resend, and, for
+        a streamed response whose body is still coming, its connection.
+        """
         host = (name or url).host_port_subcomponent or ""
         target = url.raw_path_qs
         if proxy is not None and url.scheme == "http":  # forwarded: the proxy reads the URL
@@ -312,11 +346,12 @@ class H1Transport:
             name.host if name is not None else None,
             proxy,
         )
-        cap = self._limits.max_response_size
+        streaming = request.stream
+        cap = None if streaming else self._limits.max_response_size
         head_only = method == "HEAD"
         conn = await pool.acquire(key, self._connect, fresh=False)
         reused = conn.used
-        reader = ResponseReader(head_only, cap)
+        reader = ResponseReader(head_only, cap, stream=streaming)
         try:
             await conn.exchange(head, body, reader)
         except ConnectionLost as lost:
@@ -327,11 +362,10 @@ class H1Transport:
             pool.release(conn, False)  # a cancelled exchange closes: the server sees it
             raise
         else:
-            pool.release(conn, reader.reusable)
-            return reader, False
+            return reader, False, _held(pool, conn, reader)
         # The resend: a fresh connection, inside the same attempt.
         conn = await pool.acquire(key, self._connect, fresh=True)
-        reader = ResponseReader(head_only, cap)
+        reader = ResponseReader(head_only, cap, stream=streaming)
         try:
             await conn.exchange(head, body, reader)
         except BaseException as error:
@@ -339,8 +373,7 @@ class H1Transport:
             if isinstance(error, Exception):
                 raise Resent(error) from error
             raise
-        pool.release(conn, reader.reusable)
-        return reader, True
+        return reader, True, _held(pool, conn, reader)
 
     async def _connect(self, key: Origin) -> H1Connection:
         if key.proxy is not None:
@@ -383,6 +416,14 @@ class H1Transport:
         guard, loop = self._guard, self._loop
         self._pool = self._guard = self._loop = None
         await stop_guard(guard, loop)
+
+
+def _held(pool: Pool, conn: H1Connection, reader: ResponseReader) -> H1Connection | None:
+    """``conn`` if a streamed body is still coming on it; else it goes back to the pool (None)."""
+    if reader.complete:
+        pool.release(conn, reader.reusable)
+        return None
+    return conn
 
 
 def _worth_resending(lost: ConnectionLost, request: Request) -> bool:

@@ -15,6 +15,10 @@ the caller (a losing hedge) passes through as a cancellation. httpx releases
 the stream on the way out: an HTTP/1.1 connection caught mid-response is
 closed, an HTTP/2 stream is dropped and its connection stays in use.
 
+A streamed request (``Request.stream``) returns at the response's head: the
+timer covers the head, and the body is handed on as httpx's own iterator
+(``_httpx_stream``).
+
 httpx's exceptions become microcall's in one place, ``map_error``.
 """
 
@@ -32,6 +36,7 @@ from yarl import URL
 from microcall._limits import Limits
 from microcall._request import Request
 from microcall._response import Response
+from microcall._stream import AsyncStreamResponse
 from microcall._timeouts import Timeouts
 from microcall.errors import (
     AttemptTimeout,
@@ -43,6 +48,7 @@ from microcall.errors import (
     TransportError,
     UsageError,
 )
+from microcall.transports._httpx_stream import HttpxBody
 from microcall.transports._loops import refuse_if_running, start_guard, stop_guard
 from microcall.transports._proxy import ProxyFailed
 from microcall.transports._settings import checked_proxy, checked_settings, proxy_error, too_large
@@ -291,21 +297,33 @@ class HttpxTransport:
         try:
             with self._timeouts.guard(timeout):
                 raw = await client.send(sending, stream=True)
-                try:
-                    content = await read_capped(raw, self._limits.max_response_size, request)
-                finally:
-                    await raw.aclose()
+                if not request.stream:
+                    try:
+                        content = await read_capped(raw, self._limits.max_response_size, request)
+                    finally:
+                        await raw.aclose()
         except Exception as exc:
             mapped = map_error(exc, request)
             if mapped is None:
                 raise
             raise mapped from exc
+        headers_in = CIMultiDictProxy(CIMultiDict(raw.headers.multi_items()))
+        # The URL it was sent to, unless a redirect moved it.
+        url_in = URL(str(raw.url), encoded=True) if raw.history else url
+        if request.stream:
+            return AsyncStreamResponse(
+                status_code=raw.status_code,
+                headers=headers_in,
+                url=url_in,
+                request=request,
+                source=HttpxBody(raw, lambda error: map_error(error, request)),
+                reason=raw.reason_phrase,
+            )
         return Response(
             status_code=raw.status_code,
-            headers=CIMultiDictProxy(CIMultiDict(raw.headers.multi_items())),
+            headers=headers_in,
             content=content,
-            # The URL it was sent to, unless a redirect moved it.
-            url=URL(str(raw.url), encoded=True) if raw.history else url,
+            url=url_in,
             request=request,
             reason=raw.reason_phrase,
         )
