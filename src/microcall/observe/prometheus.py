@@ -81,9 +81,9 @@ from microcall.errors import ConfigurationError, UsageError
 from microcall.observe._buckets import DURATION_BUCKETS
 from microcall.observe._labels import (
     GRPC_CODE_NUMBERS,
-    GRPC_SCHEMES,
     KNOWN_METHODS,
     OTHER,
+    RPC_SYSTEMS,
     client_error_type,
     grpc_code_of,
     grpc_status_label,
@@ -214,7 +214,8 @@ class ClientMetrics:
         )
         self.rpc_duration = families.histogram(
             "rpc_client_call_duration_seconds",
-            "Duration of logical gRPC calls: every attempt, backoff and hedge included.",
+            "Duration of logical gRPC calls (and resilient callables' calls): every attempt, "
+            "backoff and hedge included.",
             (*_RPC_LABELS, *_ENDPOINT_LABELS, "error_type"),
             buckets=buckets,
         )
@@ -255,7 +256,7 @@ class ClientMetrics:
         else:
             key = (method, scheme)
         rpc_path = None
-        if scheme in GRPC_SCHEMES:
+        if scheme in RPC_SYSTEMS:
             rpc_path = self._rpc_path(url.raw_path)
             key = (*key, rpc_path)
         target = self._targets.get(key)
@@ -283,7 +284,7 @@ class ClientMetrics:
             address, port = url.raw_host or "", "" if url.port is None else str(url.port)
         else:
             address, port = OTHER, ""
-        rpc = None if rpc_path is None else split_rpc_method(rpc_path)
+        rpc = None if rpc_path is None else (RPC_SYSTEMS[url.scheme], *split_rpc_method(rpc_path))
         target = _Target(
             self, (method_label(request.method), address, port), request.path is not None, rpc
         )
@@ -357,7 +358,7 @@ class _Target:
         owner: ClientMetrics,
         labels: tuple[str, str, str],
         relative: bool,
-        rpc: tuple[str, str] | None,
+        rpc: tuple[str, str, str] | None,
     ) -> None:
         self._owner = owner
         self.labels = labels
@@ -381,7 +382,6 @@ class _Target:
             )
         else:
             series = owner.rpc_duration.labels(
-                "grpc",
                 *self.rpc,
                 grpc_status_label(_grpc_code(error, status)),
                 *self.labels[1:],

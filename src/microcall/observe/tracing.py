@@ -49,9 +49,9 @@ from microcall._request import Request
 from microcall._response import Response
 from microcall.observe._labels import (
     GRPC_CODE_NUMBERS,
-    GRPC_SCHEMES,
     KNOWN_METHODS,
     OTHER,
+    RPC_SYSTEMS,
     grpc_code_of,
     split_rpc_method,
 )
@@ -114,7 +114,7 @@ class ClientTracing:
         url = request.url
         scheme = url.scheme
         key: tuple[object, ...] = (request.method, scheme, url.raw_host, url.port)
-        if scheme in GRPC_SCHEMES:
+        if scheme in RPC_SYSTEMS:
             key = (*key, url.raw_path)
         shapes = self._shapes
         shape = shapes.get(key)
@@ -142,10 +142,10 @@ class _Shape:
             "server.address": url.raw_host or "",
             "server.port": url.port or 0,
         }
-        self.rpc = url.scheme in GRPC_SCHEMES
+        self.rpc = url.scheme in RPC_SYSTEMS
         if self.rpc:
             service, method = split_rpc_method(url.raw_path)
-            attributes["rpc.system"] = "grpc"
+            attributes["rpc.system"] = RPC_SYSTEMS[url.scheme]
             attributes["rpc.service"] = service
             attributes["rpc.method"] = method
             self.name = f"{service}/{method}"
