@@ -17,8 +17,10 @@ the timer fires, and moves on when the test advances the clock.
 Losers. When a hedge wins, the attempts still running are given the
 strategy's ``linger`` to finish (a database driver may have to discard a
 connection whose query is cancelled mid-way, as HTTP/1.1 must), then
-cancelled; the caller never waits for them. An attempt that outruns its own
-time, or a call that is itself cancelled, cancels its attempts at once.
+cancelled. An attempt that outruns its own time or the deadline, or whose
+call is itself cancelled, is cancelled at once. Either way the caller never
+waits for a cancelled attempt to wind down: one that ignores cancellation
+cannot hold its caller past the deadline.
 """
 
 from __future__ import annotations
