@@ -95,6 +95,30 @@ def test_prometheus_counts_callables_as_rpcs_of_their_own_system() -> None:
     assert label_values(registry, "rpc_client_call_duration_seconds", "rpc_system") == {"callable"}
 
 
+def test_prometheus_counts_a_retry_the_budget_refused() -> None:
+    registry = CollectorRegistry()
+    empty = microcall.RetryBudget(
+        microcall.RetryBudgetConfig(percent_can_retry=0.0, min_retries_per_second=0)
+    )
+    resilience = Resilience(
+        strategy=microcall.retry(2, backoff=NO_WAIT),
+        on=ConnectionError,
+        name="orders-db",
+        budget=empty,
+        observers=[ClientMetrics(registry)],
+    )
+    with pytest.raises(AttemptsExhausted):
+        resilience.call(Flaky(ConnectionError("reset")))
+    refused = {
+        "http_request_method": "_OTHER",
+        "server_address": "orders-db",
+        "server_port": "",
+        "attempt_kind": "retry",
+        "reason": "retry_budget",
+    }
+    assert value(registry, "microcall_client_attempts_refused_total", **refused) == 1
+
+
 class _Traces:
     def __init__(self) -> None:
         self.exporter = InMemorySpanExporter()
