@@ -95,7 +95,7 @@ class Resilience:
     One object serves any number of concurrent calls, from any thread.
     """
 
-    __slots__ = ("_names", "_shared", "name", "timeout")
+    __slots__ = ("_name", "_names", "_shared")
 
     def __init__(
         self,
@@ -138,12 +138,11 @@ class Resilience:
                     f"{observer!r} is not a client observer (it has no call_started)"
                 )
         floor = to_seconds(deadline_floor, name="deadline_floor", allow_zero=True)
-        self.name = name
-        self.timeout = to_seconds(timeout, name="timeout")
+        self._name = name
         self._shared = Shared(
             strategy=strategy,
             classify=classifier_of(on, classifier),
-            timeout=self.timeout,
+            timeout=to_seconds(timeout, name="timeout"),
             floor=floor,
             clock=clock,
             policies=CallPolicies(
@@ -161,6 +160,16 @@ class Resilience:
     def __repr__(self) -> str:
         name = "" if self.name is None else f"name={self.name!r}, "
         return f"Resilience({name}strategy={self.strategy!r}, timeout={self.timeout})"
+
+    @property
+    def name(self) -> str | None:
+        """The name every call through this object carries (None: each function's own)."""
+        return self._name
+
+    @property
+    def timeout(self) -> float:
+        """The calls' total deadline, in seconds (an inherited deadline may shorten it)."""
+        return self._shared.timeout
 
     @property
     def strategy(self) -> Strategy:
