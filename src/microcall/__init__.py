@@ -2,7 +2,8 @@
 
 Three front doors over one engine (``AsyncClient``, ``Client``,
 ``FuturesClient``); deadlines and priority that travel downstream; single,
-retrying and hedged strategies chosen per client or per call.
+retrying and hedged strategies chosen per client or per call, and for any
+callable (``Resilience``, ``@resilient``).
 """
 
 from microcall._attempt import Attempt, AttemptKind
@@ -34,6 +35,7 @@ from microcall.context import (
 )
 from microcall.deadline import Deadline
 from microcall.errors import (
+    AttemptsExhausted,
     AttemptTimeout,
     CallError,
     CircuitOpen,
@@ -64,6 +66,7 @@ from microcall.policy.ejection import Ejection, OutlierEjectionConfig
 from microcall.policy.hedge_delay import LearnedDelayConfig
 from microcall.policy.strategy import Hedged, Retry, SingleAttempt, Strategy, hedged, retry, single
 from microcall.priority import Priority
+from microcall.resilience import Resilience, resilient
 
 __version__ = "0.1.0"
 
@@ -73,6 +76,7 @@ __all__ = [
     "Attempt",
     "AttemptKind",
     "AttemptTimeout",
+    "AttemptsExhausted",
     "Backoff",
     "BalancerConfig",
     "BreakerState",
@@ -109,6 +113,7 @@ __all__ = [
     "ReadError",
     "RedirectError",
     "Request",
+    "Resilience",
     "Response",
     "ResponseCache",
     "ResponseTooLarge",
@@ -132,6 +137,7 @@ __all__ = [
     "priority",
     "reset_deadline",
     "reset_priority",
+    "resilient",
     "retry",
     "set_deadline",
     "set_priority",

@@ -17,6 +17,7 @@ so a failure always says what was tried and why it did not work::
         │   ├── AttemptTimeout    one attempt ran out of its own time (retriable; also TimeoutError)
         │   └── IdleTimeout       a streamed body went quiet past its idle_timeout (also TimeoutError)
         ├── DeadlineExceeded      the call's total deadline passed (also TimeoutError)
+        ├── AttemptsExhausted     a resilient callable failed on every attempt it was allowed
         ├── CircuitOpen           the endpoint's breaker is open: not sent
         ├── ClientOverloaded      the client holds all the calls it may: not sent
         ├── ClientClosed          the client was closed while the call was in flight
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AttemptTimeout",
+    "AttemptsExhausted",
     "CallError",
     "CircuitOpen",
     "ClientClosed",
@@ -142,6 +144,18 @@ class IdleTimeout(TransportError, TimeoutError):
 
 class DeadlineExceeded(CallError, TimeoutError):
     """The call's total deadline passed before an answer arrived, or too little was left to try."""
+
+
+class AttemptsExhausted(CallError):
+    """A callable run by :class:`microcall.Resilience` failed with a retriable error on every attempt.
+
+    The strategy's attempts ran out, or the retry budget refused the next one
+    (``attempts`` shows it, ``sent=False``). The last attempt's exception is
+    ``__cause__``; each attempt's record names its exception's class only
+    (messages may carry credentials). When the deadline is what stopped the
+    attempts, :class:`DeadlineExceeded` is raised instead, with the same
+    record and cause.
+    """
 
 
 class CircuitOpen(CallError):

@@ -30,10 +30,10 @@ from microcall.observe._grpc_metrics import (
     client_call_labels,
 )
 from microcall.observe._labels import (
-    GRPC_SCHEMES,
     KNOWN_METHODS,
     OTHER,
     RESULT_LABELS,
+    RPC_SYSTEMS,
     client_error_type,
     method_label,
     split_rpc_method,
@@ -176,7 +176,7 @@ class ClientMetrics:
         else:
             key = (method, scheme)
         rpc_path = None
-        if scheme in GRPC_SCHEMES:
+        if scheme in RPC_SYSTEMS:
             rpc_path = self._rpc_paths.bounded(url.raw_path)
             key = (*key, rpc_path)
         target = self._targets.get(key)
@@ -193,7 +193,7 @@ class ClientMetrics:
             address, port = url.raw_host or "", "" if url.port is None else str(url.port)
         else:
             address, port = OTHER, ""
-        rpc = None if rpc_path is None else split_rpc_method(rpc_path)
+        rpc = None if rpc_path is None else (RPC_SYSTEMS[url.scheme], *split_rpc_method(rpc_path))
         target = _Target(
             self, (method_label(request.method), address, port), request.path is not None, rpc
         )
@@ -267,7 +267,7 @@ class _Target:
         owner: ClientMetrics,
         labels: tuple[str, str, str],
         relative: bool,
-        rpc: tuple[str, str] | None,
+        rpc: tuple[str, str, str] | None,
     ) -> None:
         self._owner = owner
         self.labels = labels

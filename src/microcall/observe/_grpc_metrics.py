@@ -41,7 +41,8 @@ def client_call_duration(families: SeriesCollector, buckets: Sequence[float]) ->
     """``rpc_client_call_duration_seconds``: a logical gRPC call, by method, status and server."""
     return families.histogram(
         "rpc_client_call_duration_seconds",
-        "Duration of logical gRPC calls: every attempt, backoff and hedge included.",
+        "Duration of logical gRPC calls (and resilient callables' calls): every attempt, "
+        "backoff and hedge included.",
         (*RPC_LABELS, "server_address", "server_port", "error_type"),
         buckets=buckets,
     )
@@ -84,15 +85,14 @@ class MethodPaths:
 
 
 def client_call_labels(
-    rpc: tuple[str, str],
+    rpc: tuple[str, str, str],
     endpoint: Sequence[str],
     status: int | None,
     error: BaseException | None,
 ) -> tuple[str, ...]:
-    """The label values of a client call that ended so (``rpc``: its service and method)."""
+    """The label values of a client call that ended so (``rpc``: its system, service and method)."""
     code = status if error is None else grpc_code_of(error)
     return (
-        "grpc",
         *rpc,
         grpc_status_label(code),
         *endpoint,

@@ -56,9 +56,9 @@ from microcall._request import Request
 from microcall._response import Response
 from microcall.observe._labels import (
     GRPC_CODE_NUMBERS,
-    GRPC_SCHEMES,
     KNOWN_METHODS,
     OTHER,
+    RPC_SYSTEMS,
     grpc_code_of,
     split_rpc_method,
 )
@@ -120,7 +120,7 @@ class ClientTracing:
         url = request.url
         scheme = url.scheme
         key: tuple[object, ...] = (request.method, scheme, url.raw_host, url.port)
-        if scheme in GRPC_SCHEMES:
+        if scheme in RPC_SYSTEMS:
             key = (*key, url.raw_path)
         shapes = self._shapes
         shape = shapes.get(key)
@@ -144,13 +144,13 @@ class _Shape:
 
     def __init__(self, request: Request) -> None:
         url = request.url
-        self.rpc = url.scheme in GRPC_SCHEMES
+        self.rpc = url.scheme in RPC_SYSTEMS
         attributes: dict[str, AttributeValue] = {}
         if self.rpc:
             service, method = split_rpc_method(url.raw_path)
             attributes["server.address"] = url.raw_host or ""
             attributes["server.port"] = url.port or 0
-            attributes["rpc.system"] = "grpc"
+            attributes["rpc.system"] = RPC_SYSTEMS[url.scheme]
             attributes["rpc.service"] = service
             attributes["rpc.method"] = method
             self.name = f"{service}/{method}"
