@@ -12,7 +12,20 @@ from microcall._replicas import Discovery
 from microcall._request import Request
 from microcall._response import CacheStatus, Response
 from microcall.cache import CachePolicy, ResponseCache
-from microcall.client import AsyncClient, CallOptions, Client, ClientOptions, FuturesClient
+from microcall.client import (
+    AsyncClient,
+    Auth,
+    BasicAuth,
+    BearerAuth,
+    CallOptions,
+    Client,
+    ClientOptions,
+    EventHooks,
+    FuturesClient,
+    OutgoingRequest,
+    RequestHook,
+    ResponseHook,
+)
 from microcall.context import (
     current_deadline,
     current_priority,
@@ -26,6 +39,7 @@ from microcall.context import (
 from microcall.deadline import Deadline
 from microcall.errors import (
     AttemptTimeout,
+    AuthError,
     CallError,
     CircuitOpen,
     ClientClosed,
@@ -61,8 +75,12 @@ __all__ = [
     "Attempt",
     "AttemptKind",
     "AttemptTimeout",
+    "Auth",
+    "AuthError",
     "Backoff",
     "BalancerConfig",
+    "BasicAuth",
+    "BearerAuth",
     "BreakerState",
     "BreakerStateChange",
     "CachePolicy",
@@ -82,6 +100,7 @@ __all__ = [
     "DeadlineExceeded",
     "Discovery",
     "Ejection",
+    "EventHooks",
     "FuturesClient",
     "GrpcStatusError",
     "HTTPStatusError",
@@ -89,14 +108,17 @@ __all__ = [
     "LearnedDelayConfig",
     "Limits",
     "MicrocallError",
+    "OutgoingRequest",
     "OutlierEjectionConfig",
     "Priority",
     "ProtocolError",
     "ReadError",
     "RedirectError",
     "Request",
+    "RequestHook",
     "Response",
     "ResponseCache",
+    "ResponseHook",
     "ResponseTooLarge",
     "ResponseValidationError",
     "Retry",

@@ -9,6 +9,7 @@ from yarl import URL
 
 from microcall._response import Response
 from microcall.client._blocking import BlockingFrontDoor
+from microcall.client._event_hooks import apply_response_hooks
 from microcall.client._options import BaseURL, CallOptions, ClientOptions
 from microcall.client._verbs import Verbs
 from microcall.errors import UsageError
@@ -40,7 +41,11 @@ class Client(BlockingFrontDoor, Verbs[Response]):
                 "Client blocks its thread and cannot be called from inside a running event "
                 "loop; use microcall.AsyncClient there (response = await client.get(...))"
             )
-        return self._loop.run(self._in_loop(method, url, options))
+        response_hooks = self._response_hooks_of(options)
+        response = self._loop.run(self._in_loop(method, url, options))
+        if response_hooks:  # in the caller's thread: a slow hook holds up no other call
+            response = apply_response_hooks(response_hooks, response)
+        return response
 
     async def _in_loop(self, method: str, url: str | URL, options: CallOptions) -> Response:
         # Built inside the loop thread: the engine's shared state (retry budget,
