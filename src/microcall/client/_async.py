@@ -90,7 +90,9 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             books = response.raise_for_status().json()
 
     One client holds one connection pool; share it across the whole
-    application rather than making one per call.
+    application rather than making one per call. ``cookies=``, ``auth=`` and
+    ``hooks=`` work around every call whatever the transport (see
+    docs/http-features.md).
     """
 
     def __init__(self, base_url: BaseURL | None = None, **options: Unpack[ClientOptions]) -> None:

@@ -27,7 +27,8 @@ class Client(BlockingFrontDoor, Verbs[Response]):
     Unlike ``requests.Session`` a Client is safe to share between threads, and
     they all reuse one pool of keep-alive connections. The calls run on an
     event loop in a background thread; a deadline or priority set in the
-    calling thread goes with them.
+    calling thread goes with them. Hooks (``hooks=``) are plain functions:
+    response hooks run in the calling thread, request hooks on the loop's.
     """
 
     def __init__(self, base_url: BaseURL | None = None, **options: Unpack[ClientOptions]) -> None:
