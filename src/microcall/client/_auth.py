@@ -37,6 +37,7 @@ import base64
 import inspect
 import re
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from microcall._request import Request
@@ -213,7 +214,7 @@ async def renew(
         # Bounded by the deadline of the call that starts it: a refresh that
         # hangs must not hold every later 401 of the client.
         task = loop.create_task(_refresh(auth, refused, expires_at - now()))
-        task.add_done_callback(_retrieve)
+        task.add_done_callback(partial(_finished, auth))
         auth._refreshing = task
     timeout = asyncio.timeout(expires_at - now())
     try:
@@ -252,9 +253,11 @@ def _is_async(method: Any) -> bool:
     return inspect.iscoroutinefunction(method)
 
 
-def _retrieve(task: asyncio.Task[None]) -> None:
-    # Every waiter may have given up (their deadlines passed) before the
-    # refresh failed: its exception is read here, so none is reported as
-    # never retrieved.
+def _finished(auth: Auth, task: asyncio.Task[None]) -> None:
+    # The task (and the 401 it holds) is let go once done. Every waiter may
+    # have given up (their deadlines passed) before a refresh failed: its
+    # exception is read here, so none is reported as never retrieved.
+    if auth._refreshing is task:
+        auth._refreshing = None
     if not task.cancelled():
         task.exception()
