@@ -34,7 +34,6 @@ from microcall._response import Response
 from microcall.client._auth import Auth, apply_auth, renew, to_auth
 from microcall.client._cookies import checked_pairs, cookie_header, store
 from microcall.client._event_hooks import (
-    NO_HOOKS,
     HookLists,
     OutgoingRequest,
     parse_hooks,
@@ -45,9 +44,6 @@ from microcall.client._in_flight import Send
 from microcall.client._options import CallOptions
 from microcall.errors import AuthError, CallError, UsageError
 from microcall.policy.strategy import Strategy
-
-# The call options this layer reads.
-SESSION_OPTIONS = frozenset({"auth", "cookies", "hooks"})
 
 FinishHeaders = Callable[[dict[str, str], bytes | None], dict[str, str]]
 
@@ -219,15 +215,3 @@ def _without_values(refused: UsageError, headers: dict[str, str]) -> str:
                 "5.5); the value is not shown, it may be a credential"
             )
     return str(refused)
-
-
-def no_session(now: Callable[[], float], finish_headers: FinishHeaders) -> Session:
-    """A session with nothing of its own (calls may still bring auth, cookies or hooks)."""
-    return Session(
-        jar=None,
-        auth=None,
-        hooks=NO_HOOKS,
-        now=now,
-        finish_headers=finish_headers,
-        replica_bases=tuple,
-    )
