@@ -38,6 +38,7 @@ BENCHMARKS: tuple[str, ...] = (
     "shedding",
     "cache",
     "overload",
+    "hook_executor",
     "bookstore",
     "cli_load",
     "streaming",

@@ -21,6 +21,7 @@ so a failure always says what was tried and why it did not work::
         ├── CircuitOpen           the endpoint's breaker is open: not sent
         ├── ClientOverloaded      the client holds all the calls it may: not sent
         ├── ClientClosed          the client was closed while the call was in flight
+        ├── AuthError             an auth flow could not set or renew the call's credentials
         ├── RedirectError         a redirect that cannot be followed (bad Location, a loop)
         ├── ResponseTooLarge      the body is larger than the client buffers
         ├── HTTPStatusError       raised by Response.raise_for_status() only
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AttemptTimeout",
     "AttemptsExhausted",
+    "AuthError",
     "CallError",
     "CircuitOpen",
     "ClientClosed",
@@ -172,6 +174,27 @@ class ClientOverloaded(CallError):
 
 class ClientClosed(CallError):
     """The client was closed while this call was in flight; its attempts were stopped."""
+
+
+class AuthError(CallError):
+    """An auth flow failed: its ``apply`` or ``refresh`` raised, so the call ended there.
+
+    The flow's own exception is ``__cause__``; the message names its type,
+    never its text (which may hold a credential). ``response`` is the
+    response that asked for new credentials (a 401), or None when ``apply``
+    failed before anything was sent.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        request: Request | None = None,
+        attempts: Sequence[Attempt] = (),
+        response: Response | None = None,
+    ) -> None:
+        super().__init__(message, request=request, attempts=attempts)
+        self.response = response
 
 
 class RedirectError(CallError):

@@ -17,6 +17,7 @@ event loop) as well as ``AsyncClient``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 import threading
 from collections.abc import Iterator
@@ -90,6 +91,51 @@ def _streams() -> web.Application:
     app = web.Application()
     app.router.add_get("/export.csv", export)
     app.router.add_get("/events", events)
+def _accounts() -> web.Application:
+    """Sessions by cookie, Basic and Bearer credentials, and a token that can be renewed."""
+    tokens = {"current": "token-1"}
+
+    async def login(request: web.Request) -> web.Response:
+        response = web.json_response({"welcome": request.query.get("user", "guest")})
+        response.set_cookie("session", f"session-of-{request.query.get('user', 'guest')}")
+        return response
+
+    async def me(request: web.Request) -> web.Response:
+        session = request.cookies.get("session")
+        if session is None:
+            return web.json_response({"error": "log in first"}, status=401)
+        return web.json_response({"session": session})
+
+    async def basic(request: web.Request) -> web.Response:
+        expected = "Basic " + base64.b64encode(b"alice:wonderland").decode()
+        if request.headers.get("Authorization") != expected:
+            return web.json_response({"error": "who are you?"}, status=401)
+        return web.json_response({"user": "alice"})
+
+    async def token(request: web.Request) -> web.Response:
+        # Each request renews it: the previous token stops working.
+        tokens["current"] = f"token-{int(tokens['current'].rsplit('-', 1)[1]) + 1}"
+        return web.json_response({"access_token": tokens["current"]})
+
+    async def orders(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {tokens['current']}":
+            return web.json_response(
+                {"error": "invalid_token"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        return web.json_response([{"order": 1, "book": "Dune"}])
+
+    async def headers(request: web.Request) -> web.Response:
+        return web.json_response(dict(request.headers))
+
+    app = web.Application()
+    app.router.add_get("/login", login)
+    app.router.add_get("/me", me)
+    app.router.add_get("/basic", basic)
+    app.router.add_post("/token", token)
+    app.router.add_get("/orders", orders)
+    app.router.add_get("/headers", headers)
     return app
 
 
@@ -133,6 +179,9 @@ async def _start(services: Services, redis_port: int, workdir: Path) -> None:
     hosts["http://catalog:8080"] = f"http://127.0.0.1:{port}"
     hosts["http://catalog"] = f"http://127.0.0.1:{port}"
     hosts["http://prices"] = f"http://127.0.0.1:{port}"
+    port, runner = await _http(_accounts())
+    services._closers.append(runner.cleanup)
+    hosts["http://accounts:8080"] = f"http://127.0.0.1:{port}"
     # Discovery resolves its name through DNS: localhost is a real name here.
     hosts["http://catalog.shop.svc:8080"] = f"http://localhost:{port}"
     for replica in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):

@@ -7,6 +7,7 @@ import json as _json
 import time
 from collections.abc import Coroutine, Mapping
 from functools import partial
+from http.cookiejar import CookieJar
 from types import TracebackType
 from typing import Any, Unpack
 from urllib.parse import urlencode
@@ -40,8 +41,12 @@ from microcall._typed import jsonable
 from microcall._validate import positive_int
 from microcall._wire import IDEMPOTENCY_KEY_HEADER, PRIORITY_HEADER, TIMEOUT_HEADER
 from microcall.cache import CachePolicy, ResponseCache
-from microcall.client._in_flight import CallsInFlight
+from microcall.client._auth import to_auth
+from microcall.client._cookies import make_jar
+from microcall.client._event_hooks import parse_hooks
+from microcall.client._in_flight import CallsInFlight, Send
 from microcall.client._options import BaseURL, CallOptions, ClientOptions, Params
+from microcall.client._session import Session
 from microcall.client._stream import AsyncStreamCall, BodyLimits, open_stream, refuse_unstreamable
 from microcall.client._verbs import Verbs
 from microcall.context import inherit_deadline, inherit_priority
@@ -87,7 +92,9 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             books = response.raise_for_status().json()
 
     One client holds one connection pool; share it across the whole
-    application rather than making one per call.
+    application rather than making one per call. ``cookies=``, ``auth=`` and
+    ``hooks=`` work around every call whatever the transport (see
+    docs/http-features.md).
     """
 
     def __init__(self, base_url: BaseURL | None = None, **options: Unpack[ClientOptions]) -> None:
@@ -200,6 +207,15 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
                 answered = getattr(observer, "cache_answered", None)
                 if callable(answered) and answered not in self._cache.events:
                     self._cache.events.append(answered)
+        # Cookies, credentials and hooks: around the engine, whatever the transport.
+        self._session = Session(
+            jar=make_jar(options.get("cookies"), self._base),
+            auth=to_auth(options.get("auth")),
+            hooks=parse_hooks(options.get("hooks")),
+            now=self._now,
+            finish_headers=_call_headers,
+            replica_bases=partial(_replica_bases, replicas),
+        )
         self._closed = False
         self._in_flight = CallsInFlight()
 
@@ -217,6 +233,11 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
     def cache(self) -> ResponseCache | None:
         """The response cache (None: calls are not cached)."""
         return self._cache
+
+    @property
+    def cookies(self) -> CookieJar | None:
+        """The client's cookie jar (None: made without ``cookies=``, no cookie is kept)."""
+        return self._session.jar
 
     @property
     def held(self) -> int:
@@ -250,17 +271,23 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             strategy = options.get("strategy", self._strategy)
             model = options.get("response_model")
             chosen = options.get("cache", True)
-            if model is not None or chosen is not True:
+            send: Send = self._engine.call
+            if model is not None or chosen is not True or self._cache is not None:
                 send = partial(self._call_with, chosen=chosen, model=model)
-                return self._in_flight.guard(send, request, expires_at, priority, strategy)
+            # Cookies, auth and hooks: the client's, or the call's own.
+            send = self._session.around(send, options)
+            return self._in_flight.guard(send, request, expires_at, priority, strategy)
         else:  # the common call: nothing but a URL
             request = self._bare_request(method, url)
             expires_at = inherit_deadline(self._now() + self._timeout)
             priority = inherit_priority(self._priority)
             strategy = self._strategy
-        if self._cache is None:
+        if self._cache is None and not self._session.active:
             return self._in_flight.guard(self._engine.call, request, expires_at, priority, strategy)
-        send = partial(self._call_with, chosen=True, model=None)
+        send = self._engine.call
+        if self._cache is not None:
+            send = partial(self._call_with, chosen=True, model=None)
+        send = self._session.around(send, None)
         return self._in_flight.guard(send, request, expires_at, priority, strategy)
 
     def stream(
@@ -306,7 +333,8 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             partial(
                 open_stream,
                 self._in_flight,
-                self._engine.call,  # never the cache: a stream is not stored
+                # Never the cache (a stream is not stored); cookies, auth and hooks as any call.
+                self._session.around(self._engine.call, options),
                 self._now,
                 request,
                 self._expires_at(options),
@@ -523,6 +551,16 @@ def _base_url(value: str | URL) -> URL:
         raise ConfigurationError(f"base_url must be an absolute http(s) URL, got {str(value)!r}")
     # A trailing slash makes "base + path" keep the base's own path prefix.
     return base if base.path.endswith("/") else base.with_path(base.path + "/")
+
+
+def _replica_bases(replicas: Replicas | None) -> list[str]:
+    """The base URLs of the replicas calls are balanced over now (a Discovery's change)."""
+    return [] if replicas is None else [endpoint.address for endpoint in replicas.endpoints]
+
+
+def _call_headers(headers: dict[str, str], body: bytes | None) -> dict[str, str]:
+    """Headers as the cookie jar, an auth flow and request hooks left them, checked as a call's."""
+    return _own_headers(headers, UsageError, body)
 
 
 def _own_headers(

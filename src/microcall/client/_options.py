@@ -13,6 +13,9 @@ from microcall._durations import Seconds
 from microcall._limits import Limits
 from microcall._replicas import Discovery
 from microcall.cache import CachePolicy, ResponseCache
+from microcall.client._auth import AuthOption
+from microcall.client._cookies import CookiesOption
+from microcall.client._event_hooks import EventHooks
 from microcall.deadline import Deadline
 from microcall.observe.hooks import Observer
 from microcall.policy.balancer import BalancerConfig
@@ -63,6 +66,14 @@ class ClientOptions(TypedDict, total=False):
                       None: no caching); closed (its connections) with the client
     max_calls:        calls the client holds at once, in flight plus queued (default
                       1,000); past it a call fails at once with ClientOverloaded
+    cookies:          a cookie jar (default none: no cookie is kept): True for an empty
+                      one, ``{name: value}`` for one holding these for the base URL's
+                      host, or an ``http.cookiejar.CookieJar`` used as given
+    auth:             credentials for every call: BasicAuth, BearerAuth, a flow of your
+                      own (an Auth subclass) or a ``(user, password)`` tuple (Basic)
+    hooks:            ``{"request": [...], "response": [...]}`` called around every call
+                      (plain functions on Client and FuturesClient; async ones too on
+                      AsyncClient)
     """
 
     headers: Mapping[str, str]
@@ -85,6 +96,9 @@ class ClientOptions(TypedDict, total=False):
     observers: Sequence[Observer]
     cache: ResponseCache | None
     max_calls: int
+    cookies: CookiesOption
+    auth: AuthOption
+    hooks: EventHooks
 
 
 class CallOptions(TypedDict, total=False):
@@ -107,6 +121,10 @@ class CallOptions(TypedDict, total=False):
     response_model: a pydantic model (or ``list[Model]``...): a 2xx body (not 204,
                 not HEAD) is validated into it, as ``response.parsed``; a body
                 that does not fit raises ResponseValidationError
+    auth:       this call's credentials instead of the client's (None: none)
+    cookies:    ``{name: value}`` sent with this call besides the jar's (a call's
+                cookie wins over the jar's of the same name); never stored
+    hooks:      more hooks for this call, run after the client's
     """
 
     params: Params
@@ -122,3 +140,6 @@ class CallOptions(TypedDict, total=False):
     route: str
     cache: bool | CachePolicy
     response_model: Any
+    auth: AuthOption
+    cookies: Mapping[str, str]
+    hooks: EventHooks

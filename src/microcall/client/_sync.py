@@ -12,6 +12,7 @@ from microcall._durations import Seconds
 from microcall._response import Response
 from microcall._stream import AsyncStreamResponse
 from microcall.client._blocking import BlockingFrontDoor
+from microcall.client._event_hooks import apply_response_hooks
 from microcall.client._options import BaseURL, CallOptions, ClientOptions
 from microcall.client._stream import StreamCall
 from microcall.client._verbs import Verbs
@@ -30,7 +31,8 @@ class Client(BlockingFrontDoor, Verbs[Response]):
     Unlike ``requests.Session`` a Client is safe to share between threads, and
     they all reuse one pool of keep-alive connections. The calls run on an
     event loop in a background thread; a deadline or priority set in the
-    calling thread goes with them.
+    calling thread goes with them. Hooks (``hooks=``) are plain functions:
+    response hooks run in the calling thread, request hooks on the loop's.
     """
 
     def __init__(self, base_url: BaseURL | None = None, **options: Unpack[ClientOptions]) -> None:
@@ -44,7 +46,11 @@ class Client(BlockingFrontDoor, Verbs[Response]):
                 "Client blocks its thread and cannot be called from inside a running event "
                 "loop; use microcall.AsyncClient there (response = await client.get(...))"
             )
-        return self._loop.run(self._in_loop(method, url, options))
+        response_hooks = self._response_hooks_of(options)
+        response = self._loop.run(self._in_loop(method, url, options))
+        if response_hooks:  # in the caller's thread: a slow hook holds up no other call
+            response = apply_response_hooks(response_hooks, response)
+        return response
 
     async def _in_loop(self, method: str, url: str | URL, options: CallOptions) -> Response:
         # Built inside the loop thread: the engine's shared state (retry budget,
