@@ -91,6 +91,8 @@ def _streams() -> web.Application:
     app = web.Application()
     app.router.add_get("/export.csv", export)
     app.router.add_get("/events", events)
+
+
 def _accounts() -> web.Application:
     """Sessions by cookie, Basic and Bearer credentials, and a token that can be renewed."""
     tokens = {"current": "token-1"}
