@@ -191,3 +191,14 @@ async def test_no_credential_from_auth_or_the_cookie_jar_reaches_spans_metrics_o
         assert MARK not in repr(vars(record))
     for text in seen:
         assert MARK not in text
+
+
+async def test_errors_that_refuse_a_call_never_repeat_a_credential() -> None:
+    # A header value microcall refuses (a token with a line break in it, a
+    # token given as bytes) is named by its header, never repeated.
+    async with microcall.AsyncClient("http://127.0.0.1:9") as client:
+        for value in (f"Bearer {MARK}\r\nX: y", f"Bearer {MARK}".encode()):
+            with pytest.raises(microcall.UsageError) as refused:
+                await client.get("/", headers={"Authorization": value})  # type: ignore[dict-item]
+            assert "Authorization" in str(refused.value)
+            assert MARK not in str(refused.value)

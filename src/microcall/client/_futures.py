@@ -11,6 +11,7 @@ from typing import Unpack
 from yarl import URL
 
 from microcall._limits import Limits
+from microcall._redact import safe_path
 from microcall._response import Response
 from microcall.client._blocking import BlockingFrontDoor
 from microcall.client._event_hooks import ResponseHook, apply_response_hooks
@@ -148,7 +149,7 @@ class FuturesClient(BlockingFrontDoor, Verbs["cf.Future[Response]"]):
                     if not self._closing or task.uncancel() > 0:
                         raise
                     raise ClientClosed(
-                        f"the FuturesClient was closed before {method} {url} was sent"
+                        f"the FuturesClient was closed before {method} {safe_path(str(url))} was sent"
                     ) from None
                 finally:
                     self._queued.discard(task)
