@@ -91,6 +91,7 @@ def _streams() -> web.Application:
     app = web.Application()
     app.router.add_get("/export.csv", export)
     app.router.add_get("/events", events)
+    return app
 
 
 def _accounts() -> web.Application:
