@@ -38,8 +38,10 @@ BENCHMARKS: tuple[str, ...] = (
     "shedding",
     "cache",
     "overload",
+    "hook_executor",
     "bookstore",
     "cli_load",
+    "streaming",
 )
 
 DEFAULT_OUTPUT = ROOT / "docs" / "benchmarks.md"

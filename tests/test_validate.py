@@ -35,3 +35,12 @@ def test_numbers_are_finite_and_within_their_bounds() -> None:
             fraction("max_extra_load", bad)
     with pytest.raises(ConfigurationError, match=r"ratio must be a finite number <= 1 and > 0"):
         number("ratio", 1.5, above=0, maximum=1)
+
+
+def test_a_bound_of_none_is_no_bound() -> None:
+    assert whole("seed", -7, minimum=None) == -7
+    assert whole("offset", -7, minimum=None, maximum=0) == -7
+    with pytest.raises(ConfigurationError, match=r"seed must be an int, got True"):
+        whole("seed", True, minimum=None, what="an int")
+    with pytest.raises(ConfigurationError, match=r"offset must be an integer <= 0, got 1"):
+        whole("offset", 1, minimum=None, maximum=0)

@@ -2,7 +2,8 @@
 
 Three front doors over one engine (``AsyncClient``, ``Client``,
 ``FuturesClient``); deadlines and priority that travel downstream; single,
-retrying and hedged strategies chosen per client or per call.
+retrying and hedged strategies chosen per client or per call, and for any
+callable (``Resilience``, ``@resilient``).
 """
 
 from microcall._attempt import Attempt, AttemptKind
@@ -11,8 +12,24 @@ from microcall._microrequests import init
 from microcall._replicas import Discovery
 from microcall._request import Request
 from microcall._response import CacheStatus, Response
+from microcall._sse import ServerSentEvent
+from microcall._stream import AsyncStreamResponse
 from microcall.cache import CachePolicy, ResponseCache
-from microcall.client import AsyncClient, CallOptions, Client, ClientOptions, FuturesClient
+from microcall.client import (
+    AsyncClient,
+    Auth,
+    BasicAuth,
+    BearerAuth,
+    CallOptions,
+    Client,
+    ClientOptions,
+    EventHooks,
+    FuturesClient,
+    OutgoingRequest,
+    RequestHook,
+    ResponseHook,
+    StreamResponse,
+)
 from microcall.context import (
     current_deadline,
     current_priority,
@@ -25,7 +42,9 @@ from microcall.context import (
 )
 from microcall.deadline import Deadline
 from microcall.errors import (
+    AttemptsExhausted,
     AttemptTimeout,
+    AuthError,
     CallError,
     CircuitOpen,
     ClientClosed,
@@ -35,8 +54,10 @@ from microcall.errors import (
     DeadlineExceeded,
     GrpcStatusError,
     HTTPStatusError,
+    IdleTimeout,
     MicrocallError,
     ProtocolError,
+    ProxyError,
     ReadError,
     RedirectError,
     RequestBodyError,
@@ -54,16 +75,23 @@ from microcall.policy.ejection import Ejection, OutlierEjectionConfig
 from microcall.policy.hedge_delay import LearnedDelayConfig
 from microcall.policy.strategy import Hedged, Retry, SingleAttempt, Strategy, hedged, retry, single
 from microcall.priority import Priority
+from microcall.resilience import Resilience, resilient
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AsyncClient",
+    "AsyncStreamResponse",
     "Attempt",
     "AttemptKind",
     "AttemptTimeout",
+    "AttemptsExhausted",
+    "Auth",
+    "AuthError",
     "Backoff",
     "BalancerConfig",
+    "BasicAuth",
+    "BearerAuth",
     "BreakerState",
     "BreakerStateChange",
     "CachePolicy",
@@ -83,29 +111,38 @@ __all__ = [
     "DeadlineExceeded",
     "Discovery",
     "Ejection",
+    "EventHooks",
     "FuturesClient",
     "GrpcStatusError",
     "HTTPStatusError",
     "Hedged",
+    "IdleTimeout",
     "LearnedDelayConfig",
     "Limits",
     "MicrocallError",
+    "OutgoingRequest",
     "OutlierEjectionConfig",
     "Priority",
     "ProtocolError",
+    "ProxyError",
     "ReadError",
     "RedirectError",
     "Request",
     "RequestBodyError",
+    "RequestHook",
+    "Resilience",
     "Response",
     "ResponseCache",
+    "ResponseHook",
     "ResponseTooLarge",
     "ResponseValidationError",
     "Retry",
     "RetryBudget",
     "RetryBudgetConfig",
+    "ServerSentEvent",
     "SingleAttempt",
     "Strategy",
+    "StreamResponse",
     "TransportError",
     "UsageError",
     "Verdict",
@@ -118,6 +155,7 @@ __all__ = [
     "priority",
     "reset_deadline",
     "reset_priority",
+    "resilient",
     "retry",
     "set_deadline",
     "set_priority",

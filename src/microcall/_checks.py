@@ -163,13 +163,14 @@ def check_headers(headers: Mapping[Any, Any], error: type[MicrocallError] = Usag
 
 def _refuse_value(name: str, value: Any, error: type[MicrocallError]) -> None:
     if not isinstance(value, str):
+        # The value itself is never repeated: it may be a credential (Authorization, a token).
         raise error(
-            f"header {name}: a header value is a str, got {type(value).__name__} {value!r}"
+            f"header {name}: a header value is a str, got {type(value).__name__}"
             " (convert it yourself: microcall does not guess a number's or bytes' form)"
         )
     bad = next(char for char in value if not _FIELD_VALUE.fullmatch(char))
     raise error(
-        f"header {name}: value {value!r} holds {_describe(bad)}; header values are visible "
+        f"header {name}: its value holds {_describe(bad)}; header values are visible "
         "ASCII, spaces and tabs (RFC 9110 5.5; percent- or base64-encode other text)"
     )
 

@@ -36,9 +36,11 @@ from microcall._admission import Admission
 from microcall._attempt import Attempt, AttemptKind, RefusalReason, was_resent
 from microcall._body import replay_refusal
 from microcall._call import CallPolicies, Learner
+from microcall._call_watch import Watch
 from microcall._replicas import Replicas
 from microcall._request import Request, endpoint_of
 from microcall._response import Response
+from microcall._stream import discard, discard_all, end_call
 from microcall._wire import RETRY_AFTER_HEADER, attempt_headers, parse_retry_after
 from microcall.errors import (
     AttemptTimeout,
@@ -47,7 +49,6 @@ from microcall.errors import (
     DeadlineExceeded,
     TransportError,
 )
-from microcall.observe._watch import Watch
 from microcall.observe.hooks import AttemptScope, Observer
 from microcall.policy.balancer import Endpoint
 from microcall.policy.budget import RetryBudget
@@ -215,7 +216,7 @@ class Engine:
         if watch is not None:
             if scopes:
                 Watch.attempt_ended(scopes, record)
-            watch.call_ended(response, None, response.attempts)
+            end_call(watch, response)  # a stream's call ends with its body
         return response
 
     async def _queue(self, request: Request, expires_at: float, watch: Watch | None) -> float:
@@ -269,7 +270,7 @@ class Engine:
         finally:
             admission.release()
         if watch is not None:
-            watch.call_ended(response, None, response.attempts)
+            end_call(watch, response)  # a stream's call ends with its body
         return response
 
     async def _planned(
@@ -343,6 +344,7 @@ class Engine:
                     scopes = (
                         watch.attempt_started(index, action.kind, url, headers) if watch else None
                     )
+                    discard_all(outcomes)  # superseded: a streamed answer lets go of its connection
                     coro = self._send(request, url, headers, timeout, by_deadline)
                     running[loop.create_task(coro)] = _Running(
                         index, action.kind, moment, endpoint, url, scopes
@@ -382,6 +384,10 @@ class Engine:
                     outcomes[attempt.index] = outcome
                     plan.finished(attempt.index, verdict, finished, retry_after)
         finally:
+            # Streamed answers the call will not return let go of their connections.
+            discard_all(
+                outcomes, action.winner if concluded and isinstance(action, Finish) else None
+            )
             moment = now()
             # Losers of a finished race may linger; if the call itself was
             # cancelled (or failed), everything stops at once.
@@ -531,6 +537,7 @@ class Engine:
                 outcome: Response | CallError = error
             elif error is None:
                 outcome = done.result()
+                discard(outcome)  # a streamed loser lets go of its connection
             else:
                 return
             verdict, _ = self._judge(outcome)

@@ -21,7 +21,7 @@ import random
 from collections.abc import Callable, Sequence
 
 from microcall._loopwatch import LoopWatch
-from microcall.observe._redact import safe_endpoint
+from microcall._redact import safe_endpoint
 from microcall.observe.logs import log_event
 from microcall.policy.balancer import Balancer, BalancerConfig, Endpoint, EndpointStats
 from microcall.policy.breaker import BreakerStateChange, CircuitBreaker, CircuitBreakerConfig

@@ -34,6 +34,9 @@ class Request:
     when the call may go to any of its replicas (None for an absolute URL).
     ``route`` names the route for learned hedge delays (a template, never a
     raw path, so the set of routes stays small).
+    ``stream`` asks the transport for the response as soon as its head
+    arrived, the body left on the connection to be read as it comes
+    (``client.stream(...)``; see ``microcall._stream``).
     """
 
     method: str
@@ -44,6 +47,7 @@ class Request:
     path: str | None = None
     route: str = ""
     endpoint: str = ""
+    stream: bool = False
 
     def __post_init__(self) -> None:
         if not self.endpoint:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import enum
 import json as _json
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from http.cookies import CookieError, SimpleCookie
 from typing import Any, TypeVar, overload
 
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDictProxy
 from yarl import URL
 
 from microcall._attempt import Attempt
@@ -96,6 +98,26 @@ class Response:
         return self.cache_status in _FROM_STORE
 
     @property
+    def cookies(self) -> dict[str, str]:
+        """``{name: value}`` of the cookies this response sets (its ``Set-Cookie`` headers).
+
+        As the server sent them, whether or not a client's jar keeps them (a
+        client has no jar unless made with ``cookies=``); a cookie the server
+        deletes shows with the value it sent, usually empty. Attributes
+        (``Path``, ``Expires``...) are in the headers themselves.
+        """
+        found: dict[str, str] = {}
+        for line in set_cookie_values(self.headers):
+            parsed: SimpleCookie = SimpleCookie()
+            try:
+                parsed.load(line)
+            except CookieError:
+                continue  # a malformed Set-Cookie from the network: not a cookie
+            for name, morsel in parsed.items():
+                found[name] = morsel.value
+        return found
+
+    @property
     def encoding(self) -> str:
         """The charset named by Content-Type, or utf-8."""
         content_type = self.headers.get("Content-Type", "")
@@ -150,6 +172,39 @@ class Response:
 
     def __repr__(self) -> str:
         return f"<Response [{self.status_code}]>"
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled for a process pool's response hooks (FuturesClient's
+        # executor=). The read-only header views transports hand over do
+        # not pickle: their items do, and come back as such a view.
+        state = dict(self.__dict__)
+        for name in _FIELDS:
+            state[name] = getattr(self, name)
+        if isinstance(self.headers, MultiDictProxy | CIMultiDictProxy):
+            state["headers"] = _HeaderItems(self.headers.items())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        headers = state.get("headers")
+        if isinstance(headers, _HeaderItems):
+            state["headers"] = CIMultiDictProxy(CIMultiDict(headers))
+        for name, value in state.items():
+            setattr(self, name, value)
+
+
+_FIELDS = tuple(name for name in Response.__slots__ if name != "__dict__")
+
+
+class _HeaderItems(list[tuple[str, str]]):
+    """A read-only header view's items, as pickled."""
+
+
+def set_cookie_values(headers: Mapping[str, str]) -> list[str]:
+    """Every ``Set-Cookie`` value of a response's headers, in order."""
+    getall: Callable[[str, list[str]], list[str]] | None = getattr(headers, "getall", None)
+    if getall is not None:
+        return list(getall("Set-Cookie", []))
+    return [value for name, value in headers.items() if name.lower() == "set-cookie"]
 
 
 def validate(response: Response, model: Any) -> Any:

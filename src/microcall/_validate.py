@@ -24,19 +24,29 @@ def whole(
     name: str,
     value: object,
     *,
-    minimum: int = 1,
+    minimum: int | None = 1,
     maximum: int | None = None,
     what: str = "an integer",
 ) -> int:
-    """``value`` if it is an int (never a bool) from ``minimum`` to ``maximum`` (inclusive)."""
+    """``value`` if it is an int (never a bool) from ``minimum`` to ``maximum`` (inclusive).
+
+    A bound given as None is no bound: ``whole("seed", seed, minimum=None)`` takes any int.
+    """
     if (
         not isinstance(value, int)
         or isinstance(value, bool)
-        or value < minimum
+        or (minimum is not None and value < minimum)
         or (maximum is not None and value > maximum)
     ):
-        bound = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
-        raise ConfigurationError(f"{name} must be {what} {bound}, got {value!r}")
+        if minimum is not None and maximum is not None:
+            rule = f"{what} from {minimum} to {maximum}"
+        elif minimum is not None:
+            rule = f"{what} >= {minimum}"
+        elif maximum is not None:
+            rule = f"{what} <= {maximum}"
+        else:
+            rule = what
+        raise ConfigurationError(f"{name} must be {rule}, got {value!r}")
     return value
 
 

@@ -11,13 +11,17 @@ so a failure always says what was tried and why it did not work::
     └── CallError                 a call that did not produce an answer
         ├── TransportError        the bytes did not make it there and back
         │   ├── ConnectError      no connection (refused, unreachable, DNS, TLS)
+        │   │   └── ProxyError    the proxy refused, asked for credentials, or failed CONNECT
         │   ├── ReadError         the connection broke while the response was read
         │   ├── ProtocolError     the peer answered with something that is not HTTP
-        │   └── AttemptTimeout    one attempt ran out of its own time (retriable; also TimeoutError)
+        │   ├── AttemptTimeout    one attempt ran out of its own time (retriable; also TimeoutError)
+        │   └── IdleTimeout       a streamed body went quiet past its idle_timeout (also TimeoutError)
         ├── DeadlineExceeded      the call's total deadline passed (also TimeoutError)
+        ├── AttemptsExhausted     a resilient callable failed on every attempt it was allowed
         ├── CircuitOpen           the endpoint's breaker is open: not sent
         ├── ClientOverloaded      the client holds all the calls it may: not sent
         ├── ClientClosed          the client was closed while the call was in flight
+        ├── AuthError             an auth flow could not set or renew the call's credentials
         ├── RedirectError         a redirect that cannot be followed (bad Location, a loop)
         ├── RequestBodyError      the request body failed while it was sent (a generator raised...)
         ├── ResponseTooLarge      the body is larger than the client buffers
@@ -44,6 +48,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AttemptTimeout",
+    "AttemptsExhausted",
+    "AuthError",
     "CallError",
     "CircuitOpen",
     "ClientClosed",
@@ -53,8 +59,10 @@ __all__ = [
     "DeadlineExceeded",
     "GrpcStatusError",
     "HTTPStatusError",
+    "IdleTimeout",
     "MicrocallError",
     "ProtocolError",
+    "ProxyError",
     "ReadError",
     "RedirectError",
     "RequestBodyError",
@@ -111,6 +119,13 @@ class ConnectError(TransportError):
     """No connection could be made: refused, unreachable, name not resolved, TLS failed."""
 
 
+class ProxyError(ConnectError):
+    """The forward proxy failed the request: unreachable, 407, or a CONNECT it would not open.
+
+    The message names the proxy by ``host:port``, never with its credentials.
+    """
+
+
 class ReadError(TransportError):
     """The connection broke, or the body ended early, while the response was being read."""
 
@@ -123,8 +138,28 @@ class AttemptTimeout(TransportError, TimeoutError):
     """One attempt used up its own time limit; the call's deadline may still allow another."""
 
 
+class IdleTimeout(TransportError, TimeoutError):
+    """No byte of a streamed body arrived for ``idle_timeout`` seconds (``client.stream(...)``).
+
+    Raised where the body is read; the connection is closed. A stream is never
+    retried once its head was handed over, so this ends the call.
+    """
+
+
 class DeadlineExceeded(CallError, TimeoutError):
     """The call's total deadline passed before an answer arrived, or too little was left to try."""
+
+
+class AttemptsExhausted(CallError):
+    """A callable run by :class:`microcall.Resilience` failed with a retriable error on every attempt.
+
+    The strategy's attempts ran out, or the retry budget refused the next one
+    (``attempts`` shows it, ``sent=False``). The last attempt's exception is
+    ``__cause__``; each attempt's record names its exception's class only
+    (messages may carry credentials). When the deadline is what stopped the
+    attempts, :class:`DeadlineExceeded` is raised instead, with the same
+    record and cause.
+    """
 
 
 class CircuitOpen(CallError):
@@ -141,6 +176,27 @@ class ClientOverloaded(CallError):
 
 class ClientClosed(CallError):
     """The client was closed while this call was in flight; its attempts were stopped."""
+
+
+class AuthError(CallError):
+    """An auth flow failed: its ``apply`` or ``refresh`` raised, so the call ended there.
+
+    The flow's own exception is ``__cause__``; the message names its type,
+    never its text (which may hold a credential). ``response`` is the
+    response that asked for new credentials (a 401), or None when ``apply``
+    failed before anything was sent.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        request: Request | None = None,
+        attempts: Sequence[Attempt] = (),
+        response: Response | None = None,
+    ) -> None:
+        super().__init__(message, request=request, attempts=attempts)
+        self.response = response
 
 
 class RedirectError(CallError):

@@ -17,6 +17,7 @@ event loop) as well as ``AsyncClient``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import ssl
 import threading
@@ -33,6 +34,7 @@ from aiohttp import BodyPartReader, web
 from examples.recommendations.server import RecommendationService
 
 from microcall.examples_pb.recommendations_pb2_grpc import add_RecommendationsServicer_to_server
+from tests.proxyserver import ForwardProxy, closed_port
 
 BOOKS = [
     {"id": 1, "title": "Dune", "author": "Frank Herbert"},
@@ -102,6 +104,84 @@ def _files() -> web.Application:
     return app
 
 
+def _streams() -> web.Application:
+    """docs/streaming.md's services: a CSV export sent in pieces, and a few server-sent events."""
+
+    async def export(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8"})
+        await response.prepare(request)
+        await response.write(b"id,title\n")
+        for start in range(0, 10_000, 500):
+            rows = "".join(f"{n},Book {n}\n" for n in range(start, start + 500))
+            await response.write(rows.encode())
+        await response.write_eof()
+        return response
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b": prices follow\n\nretry: 2000\n\n")
+        for number, price in enumerate((7, 8, 6), start=1):
+            block = f'id: {number}\nevent: price\ndata: {{"book": 1, "price": {price}}}\n\n'
+            await response.write(block.encode())
+            await asyncio.sleep(0.01)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/export.csv", export)
+    app.router.add_get("/events", events)
+    return app
+
+
+def _accounts() -> web.Application:
+    """Sessions by cookie, Basic and Bearer credentials, and a token that can be renewed."""
+    tokens = {"current": "token-1"}
+
+    async def login(request: web.Request) -> web.Response:
+        response = web.json_response({"welcome": request.query.get("user", "guest")})
+        response.set_cookie("session", f"session-of-{request.query.get('user', 'guest')}")
+        return response
+
+    async def me(request: web.Request) -> web.Response:
+        session = request.cookies.get("session")
+        if session is None:
+            return web.json_response({"error": "log in first"}, status=401)
+        return web.json_response({"session": session})
+
+    async def basic(request: web.Request) -> web.Response:
+        expected = "Basic " + base64.b64encode(b"alice:wonderland").decode()
+        if request.headers.get("Authorization") != expected:
+            return web.json_response({"error": "who are you?"}, status=401)
+        return web.json_response({"user": "alice"})
+
+    async def token(request: web.Request) -> web.Response:
+        # Each request renews it: the previous token stops working.
+        tokens["current"] = f"token-{int(tokens['current'].rsplit('-', 1)[1]) + 1}"
+        return web.json_response({"access_token": tokens["current"]})
+
+    async def orders(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {tokens['current']}":
+            return web.json_response(
+                {"error": "invalid_token"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        return web.json_response([{"order": 1, "book": "Dune"}])
+
+    async def headers(request: web.Request) -> web.Response:
+        return web.json_response(dict(request.headers))
+
+    app = web.Application()
+    app.router.add_get("/login", login)
+    app.router.add_get("/me", me)
+    app.router.add_get("/basic", basic)
+    app.router.add_post("/token", token)
+    app.router.add_get("/orders", orders)
+    app.router.add_get("/headers", headers)
+    return app
+
+
 @dataclass
 class Services:
     """Running servers and the table from the docs' names to their real addresses."""
@@ -142,6 +222,9 @@ async def _start(services: Services, redis_port: int, workdir: Path) -> None:
     hosts["http://catalog:8080"] = f"http://127.0.0.1:{port}"
     hosts["http://catalog"] = f"http://127.0.0.1:{port}"
     hosts["http://prices"] = f"http://127.0.0.1:{port}"
+    port, runner = await _http(_accounts())
+    services._closers.append(runner.cleanup)
+    hosts["http://accounts:8080"] = f"http://127.0.0.1:{port}"
     # Discovery resolves its name through DNS: localhost is a real name here.
     hosts["http://catalog.shop.svc:8080"] = f"http://localhost:{port}"
     port, runner = await _http(_files())
@@ -168,6 +251,22 @@ async def _start(services: Services, redis_port: int, workdir: Path) -> None:
         services._closers.append(lambda server=server: server.stop(None))
         hosts[target] = f"127.0.0.1:{port}"
     hosts["redis://cache:6379"] = f"redis://127.0.0.1:{redis_port}"
+
+    # Forward proxies (docs/proxies.md): an open one, one that wants the
+    # credentials the page gives, and an address where nothing listens.
+    for name, proxy in (
+        ("proxy.internal:3128", ForwardProxy()),
+        ("proxy.corp:8080", ForwardProxy(auth=("books-svc", "s3cret"))),
+    ):
+        await proxy.start()
+        services._closers.append(proxy.close)
+        hosts[name] = proxy.address
+    hosts["proxy.down:3128"] = f"127.0.0.1:{closed_port()}"
+
+    port, runner = await _http(_streams())
+    services._closers.append(runner.cleanup)
+    hosts["http://exports:8080"] = f"http://127.0.0.1:{port}"
+    hosts["http://events:8080"] = f"http://127.0.0.1:{port}"
 
 
 @contextmanager

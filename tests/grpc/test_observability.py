@@ -44,7 +44,7 @@ from microcall.grpc import (
     ObserverAdapter,
     ServerInterceptor,
 )
-from microcall.observe import ServerObserver, prometheus
+from microcall.observe import ServerObserver, _grpc_metrics
 from microcall.observe.prometheus import ClientMetrics, ServerMetrics
 from microcall.observe.tracing import ClientTracing, ServerTracing
 from microcall.server import ServerOptions
@@ -167,13 +167,13 @@ async def test_one_trace_across_http_and_grpc(
     assert chain_up(catalog_span) == [
         "SERVER:GET /books/{id}",
         "CLIENT:GET",  # attempt
-        "CLIENT:GET",  # call, from the gRPC handler
+        "INTERNAL:GET",  # call, from the gRPC handler
         "SERVER:bookstore.Recommendations/Recommend",
         "CLIENT:bookstore.Recommendations/Recommend",  # attempt: its traceparent went as metadata
         "CLIENT:bookstore.Recommendations/Recommend",  # call, from the ASGI endpoint
         "SERVER:GET /",
-        "CLIENT:GET",
-        "CLIENT:GET",
+        "CLIENT:GET",  # attempt
+        "INTERNAL:GET",  # call
         "INTERNAL:user action",
     ]
     rpc = [s for s in spans if s.name == "bookstore.Recommendations/Recommend"]
@@ -270,7 +270,7 @@ async def test_unknown_methods_grow_no_series(
     serve_grpc: ServeGrpc, registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A scanner's made-up methods, on the server and through a forwarding client."""
-    monkeypatch.setattr(prometheus, "MAX_RPC_METHODS", 2)
+    monkeypatch.setattr(_grpc_metrics, "MAX_RPC_METHODS", 2)
     options = ServerOptions(observers=[ServerMetrics(registry)])
     target = await serve_grpc(Backend(), interceptors=[AsyncServerInterceptor(options)])
     async with AsyncChannel(target, observers=[ObserverAdapter(ClientMetrics(registry))]) as ch:

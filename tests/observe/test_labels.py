@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from yarl import URL
 
+from microcall._redact import host_port, safe_endpoint, safe_path, safe_url
 from microcall.errors import ConnectError
 from microcall.observe._labels import (
     client_error_type,
@@ -15,7 +16,6 @@ from microcall.observe._labels import (
     split_rpc_method,
     status_label,
 )
-from microcall.observe._redact import host_port, safe_endpoint, safe_path, safe_url
 from microcall.server._route_labels import asgi_route, wsgi_route
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json as _json
 import time
 from collections.abc import Coroutine, Mapping
 from functools import partial
+from http.cookiejar import CookieJar
 from types import TracebackType
 from typing import Any, Unpack
 from urllib.parse import urlencode
@@ -26,7 +28,7 @@ from microcall._checks import (
     refuse_client_framing,
 )
 from microcall._clock import MONOTONIC
-from microcall._durations import to_seconds
+from microcall._durations import Seconds, to_seconds
 from microcall._engine import (
     DEFAULT_DEADLINE_FLOOR,
     DEFAULT_MAX_CALLS,
@@ -41,8 +43,13 @@ from microcall._typed import jsonable
 from microcall._validate import positive_int
 from microcall._wire import IDEMPOTENCY_KEY_HEADER, PRIORITY_HEADER, TIMEOUT_HEADER
 from microcall.cache import CachePolicy, ResponseCache
-from microcall.client._in_flight import CallsInFlight
+from microcall.client._auth import to_auth
+from microcall.client._cookies import make_jar
+from microcall.client._event_hooks import parse_hooks
+from microcall.client._in_flight import CallsInFlight, Send
 from microcall.client._options import BaseURL, CallOptions, ClientOptions, Params
+from microcall.client._session import Session
+from microcall.client._stream import AsyncStreamCall, BodyLimits, open_stream, refuse_unstreamable
 from microcall.client._verbs import Verbs
 from microcall.context import inherit_deadline, inherit_priority
 from microcall.deadline import Deadline
@@ -53,7 +60,7 @@ from microcall.policy.classify import default_classifier
 from microcall.policy.ejection import OutlierEjectionConfig
 from microcall.policy.strategy import SINGLE, Strategy
 from microcall.priority import Priority
-from microcall.transports._default import default_transport
+from microcall.transports import default_transport
 
 # Long enough for any ordinary call between services, short enough that a
 # forgotten hung call is noticed; a client never waits forever by default.
@@ -87,7 +94,9 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             books = response.raise_for_status().json()
 
     One client holds one connection pool; share it across the whole
-    application rather than making one per call.
+    application rather than making one per call. ``cookies=``, ``auth=`` and
+    ``hooks=`` work around every call whatever the transport (see
+    docs/http-features.md).
     """
 
     def __init__(self, base_url: BaseURL | None = None, **options: Unpack[ClientOptions]) -> None:
@@ -123,10 +132,18 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
         )
         given_transport = options.get("transport")
         limits = options.get("limits")
+        if given_transport is not None and ("proxy" in options or "trust_env" in options):
+            # Silently going direct would be worse than refusing.
+            raise ConfigurationError(
+                "proxy= and trust_env= configure the default transport; a transport "
+                "given ready-made takes them itself (H1Transport(proxy=...), ...)"
+            )
         transport = given_transport or default_transport(
             limits=limits,
             verify=options.get("verify", True),
             follow_redirects=options.get("follow_redirects", True),
+            proxy=options.get("proxy"),
+            trust_env=options.get("trust_env", False),
         )
         # With its own pool, calls past its size would wait for a connection
         # anyway: they wait in the client's queue instead, where the time
@@ -192,6 +209,15 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
                 answered = getattr(observer, "cache_answered", None)
                 if callable(answered) and answered not in self._cache.events:
                     self._cache.events.append(answered)
+        # Cookies, credentials and hooks: around the engine, whatever the transport.
+        self._session = Session(
+            jar=make_jar(options.get("cookies"), self._base),
+            auth=to_auth(options.get("auth")),
+            hooks=parse_hooks(options.get("hooks")),
+            now=self._now,
+            finish_headers=_call_headers,
+            replica_bases=partial(_replica_bases, replicas),
+        )
         self._closed = False
         self._in_flight = CallsInFlight()
 
@@ -209,6 +235,11 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
     def cache(self) -> ResponseCache | None:
         """The response cache (None: calls are not cached)."""
         return self._cache
+
+    @property
+    def cookies(self) -> CookieJar | None:
+        """The client's cookie jar (None: made without ``cookies=``, no cookie is kept)."""
+        return self._session.jar
 
     @property
     def held(self) -> int:
@@ -242,18 +273,78 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             strategy = options.get("strategy", self._strategy)
             model = options.get("response_model")
             chosen = options.get("cache", True)
-            if model is not None or chosen is not True:
+            send: Send = self._engine.call
+            if model is not None or chosen is not True or self._cache is not None:
                 send = partial(self._call_with, chosen=chosen, model=model)
-                return self._in_flight.guard(send, request, expires_at, priority, strategy)
+            # Cookies, auth and hooks: the client's, or the call's own.
+            send = self._session.around(send, options)
+            return self._in_flight.guard(send, request, expires_at, priority, strategy)
         else:  # the common call: nothing but a URL
             request = self._bare_request(method, url)
             expires_at = inherit_deadline(self._now() + self._timeout)
             priority = inherit_priority(self._priority)
             strategy = self._strategy
-        if self._cache is None:
+        if self._cache is None and not self._session.active:
             return self._in_flight.guard(self._engine.call, request, expires_at, priority, strategy)
-        send = partial(self._call_with, chosen=True, model=None)
+        send = self._engine.call
+        if self._cache is not None:
+            send = partial(self._call_with, chosen=True, model=None)
+        send = self._session.around(send, None)
         return self._in_flight.guard(send, request, expires_at, priority, strategy)
+
+    def stream(
+        self,
+        method: str,
+        url: str | URL,
+        *,
+        idle_timeout: Seconds | None = None,
+        body_timeout: Seconds | None = None,
+        **options: Unpack[CallOptions],
+    ) -> AsyncStreamCall:
+        """A call whose body is read as it arrives: ``async with client.stream(...) as response``.
+
+        ::
+
+            async with client.stream("GET", "/events", idle_timeout=30) as response:
+                async for event in response.aiter_sse():
+                    print(event.event, event.data)
+
+        The call is built and checked now, and sent when the block is
+        entered; the block gets an :class:`~microcall.AsyncStreamResponse`
+        as soon as the head has arrived. Retries and hedges happen only
+        before that, on the status and headers; never once the body is the
+        caller's. Leaving the block closes the stream: the connection goes
+        back to the pool if the body was read to its end, else it is closed.
+        A streamed response is never cached.
+
+        Time: the call's deadline covers the head and the whole body, unless
+        ``body_timeout`` gives the body its own seconds from the head's
+        arrival (the deadline then covers the head only; ``math.inf`` with an
+        ``idle_timeout``: no body deadline). ``idle_timeout`` bounds each
+        wait for the body's next bytes. docs/streaming.md has the details.
+        """
+        if self._closed:
+            raise UsageError("this client is closed")
+        if type(method) is not str:
+            raise UsageError(f"a method must be a str such as 'GET', got {method!r}")
+        check_options(options, _CALL_OPTIONS, "stream")
+        refuse_unstreamable(options)
+        limits = BodyLimits.of(body_timeout, idle_timeout)
+        request = dataclasses.replace(self._build(method.upper(), url, options), stream=True)
+        return AsyncStreamCall(
+            partial(
+                open_stream,
+                self._in_flight,
+                # Never the cache (a stream is not stored); cookies, auth and hooks as any call.
+                self._session.around(self._engine.call, options),
+                self._now,
+                request,
+                self._expires_at(options),
+                self._priority_of(options),
+                options.get("strategy", self._strategy),
+                limits,
+            )
+        )
 
     def _bare_request(self, method: str, url: str | URL) -> Request:
         """The Request of a call given nothing but its URL: one per method and path, reused.
@@ -462,6 +553,16 @@ def _base_url(value: str | URL) -> URL:
         raise ConfigurationError(f"base_url must be an absolute http(s) URL, got {str(value)!r}")
     # A trailing slash makes "base + path" keep the base's own path prefix.
     return base if base.path.endswith("/") else base.with_path(base.path + "/")
+
+
+def _replica_bases(replicas: Replicas | None) -> list[str]:
+    """The base URLs of the replicas calls are balanced over now (a Discovery's change)."""
+    return [] if replicas is None else [endpoint.address for endpoint in replicas.endpoints]
+
+
+def _call_headers(headers: dict[str, str], body: bytes | Body | None) -> dict[str, str]:
+    """Headers as the cookie jar, an auth flow and request hooks left them, checked as a call's."""
+    return _own_headers(headers, UsageError, body)
 
 
 def _own_headers(

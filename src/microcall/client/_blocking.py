@@ -21,13 +21,15 @@ import atexit
 import contextlib
 import os
 import weakref
+from http.cookiejar import CookieJar
 from types import TracebackType
 from typing import Any, Self
 
 from microcall.client._async import CLIENT_OPTIONS, AsyncClient, check_options
+from microcall.client._event_hooks import ResponseHook, parse_hooks
 from microcall.client._fork import abandon, restart_libuv_pool_if_forked
 from microcall.client._loop import BackgroundLoop, join_winding_down
-from microcall.client._options import BaseURL, ClientOptions
+from microcall.client._options import BaseURL, CallOptions, ClientOptions
 from microcall.errors import UsageError
 
 # How long the exit handler waits for a dropped client's loop to finish
@@ -83,7 +85,16 @@ class BlockingFrontDoor:
         # Checked here, so an unknown option is named against this front door
         # and its own options, not the AsyncClient inside it.
         check_options(options, CLIENT_OPTIONS | own_options, type(self).__name__)
-        owned = _Owned(type(self).__name__, base_url, options)
+        # Request hooks run inside the AsyncClient, on the loop; response
+        # hooks stay here, to run off the loop (see _event_hooks).
+        hooks = parse_hooks(options.get("hooks"), sync_only=type(self).__name__)
+        self._response_hooks: tuple[ResponseHook, ...] = hooks.response
+        inner = options.copy()
+        inner.pop("hooks", None)
+        request_hooks = hooks.requests_only()
+        if request_hooks is not None:
+            inner["hooks"] = request_hooks
+        owned = _Owned(type(self).__name__, base_url, inner)
         self._owned = owned
         self._async = owned.client
         self._loop = owned.loop
@@ -93,6 +104,22 @@ class BlockingFrontDoor:
         self._finalizer.atexit = False  # the exit handler closes (and joins) instead
         _owned.add(owned)
         _live.add(self)
+
+    @property
+    def cookies(self) -> CookieJar | None:
+        """The client's cookie jar (None: made without ``cookies=``, no cookie is kept)."""
+        return self._async.cookies
+
+    def _response_hooks_of(self, options: CallOptions) -> tuple[ResponseHook, ...]:
+        """The client's and this call's response hooks; the call's request hooks stay in ``options``."""
+        given = options.pop("hooks", None)
+        if given is None:
+            return self._response_hooks
+        hooks = parse_hooks(given, sync_only=type(self).__name__, error=UsageError)
+        request_hooks = hooks.requests_only()
+        if request_hooks is not None:
+            options["hooks"] = request_hooks
+        return self._response_hooks + hooks.response
 
     def _check_open(self) -> None:
         if self._closed:

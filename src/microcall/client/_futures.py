@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import pickle
+from collections.abc import Iterable, Sequence
 from typing import Unpack
 
 from yarl import URL
 
 from microcall._limits import Limits
+from microcall._redact import safe_path
 from microcall._response import Response
 from microcall.client._blocking import BlockingFrontDoor
+from microcall.client._event_hooks import ResponseHook, apply_response_hooks
 from microcall.client._options import BaseURL, CallOptions, ClientOptions
 from microcall.client._verbs import Verbs
-from microcall.errors import CallError, ClientClosed, ConfigurationError
-
-ResponseHook = Callable[[Response], Response | None]
-Hooks = Mapping[str, ResponseHook | Sequence[ResponseHook]]
+from microcall.errors import CallError, ClientClosed, ConfigurationError, MicrocallError, UsageError
 
 # Threads that run response hooks; hooks parse or post-process, they are not
 # meant to block for long.
@@ -25,7 +25,7 @@ DEFAULT_HOOK_WORKERS = 4
 
 
 # Options a FuturesClient takes besides every client's (named in its errors).
-_OWN_OPTIONS = frozenset({"max_in_flight", "hooks", "hook_workers"})
+_OWN_OPTIONS = frozenset({"max_in_flight", "hook_workers", "executor"})
 
 
 class FuturesClient(BlockingFrontDoor, Verbs["cf.Future[Response]"]):
@@ -42,8 +42,18 @@ class FuturesClient(BlockingFrontDoor, Verbs["cf.Future[Response]"]):
     * At most ``max_in_flight`` calls run at once (default: the pool's
       ``max_connections``); the rest wait in order.
     * ``hooks={"response": fn}`` (per client or per call) runs ``fn(response)``
-      in a worker thread, never the caller's, before the future resolves; a
-      hook that returns a Response replaces it (requests' hook convention).
+      on the hook executor, never in the caller's thread nor on the event
+      loop, before the future resolves; a hook that returns a Response
+      replaces it (requests' hook convention). ``hooks={"request": fn}``
+      runs ``fn(request)`` on the client's loop just before the request is
+      sent (it may change headers: keep it quick).
+    * ``executor=``: any ``concurrent.futures.Executor`` for the response
+      hooks, a ``ProcessPoolExecutor`` for CPU-heavy parsing among them (its
+      hooks must be module-level functions: they are pickled by name, and so
+      is the response). The client never shuts down an executor it was
+      given: whoever made it closes it. Without one, the client's own pool
+      of ``hook_workers`` threads (default 4) runs them, and ``close()``
+      shuts it down.
     * ``with`` / ``close()`` stops the calls that have not started (their
       futures raise ClientClosed) and waits for those that have.
     """
@@ -53,8 +63,8 @@ class FuturesClient(BlockingFrontDoor, Verbs["cf.Future[Response]"]):
         base_url: BaseURL | None = None,
         *,
         max_in_flight: int | None = None,
-        hooks: Hooks | None = None,
-        hook_workers: int = DEFAULT_HOOK_WORKERS,
+        hook_workers: int | None = None,
+        executor: cf.Executor | None = None,
         **options: Unpack[ClientOptions],
     ) -> None:
         super().__init__(base_url, options, own_options=_OWN_OPTIONS)
@@ -62,11 +72,23 @@ class FuturesClient(BlockingFrontDoor, Verbs["cf.Future[Response]"]):
         bound = max_in_flight if max_in_flight is not None else _pool_size(limits)
         if bound < 1:
             raise ConfigurationError(f"max_in_flight must be >= 1, got {bound}")
-        if hook_workers < 1:
-            raise ConfigurationError(f"hook_workers must be >= 1, got {hook_workers}")
+        if executor is not None:
+            if not isinstance(executor, cf.Executor):
+                raise ConfigurationError(
+                    f"executor must be a concurrent.futures.Executor, got {executor!r}"
+                )
+            if hook_workers is not None:
+                raise ConfigurationError(
+                    "hook_workers sizes the client's own thread pool; with executor= size "
+                    "the executor itself"
+                )
+        workers = DEFAULT_HOOK_WORKERS if hook_workers is None else hook_workers
+        if type(workers) is not int or workers < 1:
+            raise ConfigurationError(f"hook_workers must be an int >= 1, got {workers!r}")
         self._max_in_flight = bound
-        self._hooks = _hook_list(hooks)
-        self._hook_workers = hook_workers
+        self._hook_workers = workers
+        self._executor = executor  # the caller's: never shut down here
+        check_picklable(executor, self._response_hooks, ConfigurationError)
         self._hook_pool: cf.ThreadPoolExecutor | None = None
         self._slots = asyncio.Semaphore(bound)
         self._queued: set[asyncio.Task[Response]] = set()
@@ -74,16 +96,13 @@ class FuturesClient(BlockingFrontDoor, Verbs["cf.Future[Response]"]):
         self._closing = False
 
     def request(
-        self,
-        method: str,
-        url: str | URL,
-        *,
-        hooks: Hooks | None = None,
-        **options: Unpack[CallOptions],
+        self, method: str, url: str | URL, **options: Unpack[CallOptions]
     ) -> cf.Future[Response]:
         """Start a call; the future resolves to its response or raises its CallError."""
         self._check_open()
-        chosen = self._hooks + _hook_list(hooks)
+        chosen = self._response_hooks_of(options)
+        if chosen is not self._response_hooks:
+            check_picklable(self._executor, chosen, UsageError)
         # The deadline starts now, not when the call leaves the max_in_flight
         # queue: time spent waiting for a slot is part of what the caller allowed.
         options["deadline"] = self._async.deadline_for(options)
@@ -116,7 +135,7 @@ class FuturesClient(BlockingFrontDoor, Verbs["cf.Future[Response]"]):
         return results
 
     async def _run(
-        self, method: str, url: str | URL, options: CallOptions, hooks: list[ResponseHook]
+        self, method: str, url: str | URL, options: CallOptions, hooks: Sequence[ResponseHook]
     ) -> Response:
         task = asyncio.current_task()
         assert task is not None
@@ -130,7 +149,7 @@ class FuturesClient(BlockingFrontDoor, Verbs["cf.Future[Response]"]):
                     if not self._closing or task.uncancel() > 0:
                         raise
                     raise ClientClosed(
-                        f"the FuturesClient was closed before {method} {url} was sent"
+                        f"the FuturesClient was closed before {method} {safe_path(str(url))} was sent"
                     ) from None
                 finally:
                     self._queued.discard(task)
@@ -142,12 +161,16 @@ class FuturesClient(BlockingFrontDoor, Verbs["cf.Future[Response]"]):
                 self._slots.release()
             if hooks:
                 loop = asyncio.get_running_loop()
-                response = await loop.run_in_executor(self._pool(), _apply, hooks, response)
+                response = await loop.run_in_executor(
+                    self._pool(), apply_response_hooks, hooks, response
+                )
             return response
         finally:
             self._tasks.discard(task)
 
-    def _pool(self) -> cf.ThreadPoolExecutor:
+    def _pool(self) -> cf.Executor:
+        if self._executor is not None:
+            return self._executor
         if self._hook_pool is None:
             self._hook_pool = cf.ThreadPoolExecutor(
                 self._hook_workers, thread_name_prefix="microcall-hook"
@@ -165,7 +188,7 @@ class FuturesClient(BlockingFrontDoor, Verbs["cf.Future[Response]"]):
     def close(self) -> None:
         """Stop calls not yet started (their futures raise ClientClosed), wait for running ones."""
         super().close()
-        if self._hook_pool is not None:
+        if self._hook_pool is not None:  # the client's own; a given executor is its maker's
             self._hook_pool.shutdown(wait=True)
 
     def _after_fork_in_child(self) -> None:
@@ -181,23 +204,22 @@ def _pool_size(limits: Limits | None) -> int:
     return (limits if isinstance(limits, Limits) else Limits()).max_connections
 
 
-def _hook_list(hooks: Hooks | None) -> list[ResponseHook]:
-    if not hooks:
-        return []
-    unknown = set(hooks) - {"response"}
-    if unknown:
-        raise ConfigurationError(f"only 'response' hooks exist, got {sorted(unknown)}")
-    given = hooks["response"]
-    chosen = [given] if callable(given) else list(given)
-    for hook in chosen:
-        if not callable(hook):
-            raise ConfigurationError(f"a response hook must be callable, got {hook!r}")
-    return chosen
-
-
-def _apply(hooks: list[ResponseHook], response: Response) -> Response:
+def check_picklable(
+    executor: cf.Executor | None,
+    hooks: Sequence[ResponseHook],
+    error: type[MicrocallError],
+) -> None:
+    """Refuse hooks a process pool cannot run: it pickles each hook by name, so a lambda,
+    a nested function or a method of a local class never reaches it."""
+    if not isinstance(executor, cf.ProcessPoolExecutor):
+        return
     for hook in hooks:
-        replaced = hook(response)
-        if isinstance(replaced, Response):
-            response = replaced
-    return response
+        try:
+            pickle.dumps(hook)
+        except Exception as exc:
+            name = getattr(hook, "__qualname__", None) or repr(hook)
+            raise error(
+                f"response hook {name} cannot run on a ProcessPoolExecutor: a process pool "
+                "pickles its hooks by name, so each must be a module-level function (not a "
+                f"lambda, a nested function or a closure) ({type(exc).__name__}: {exc})"
+            ) from None

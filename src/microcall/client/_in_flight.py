@@ -19,6 +19,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
+from microcall._redact import safe_url
 from microcall._request import Request
 from microcall._response import Response
 from microcall.errors import CallError, ClientClosed
@@ -87,7 +88,8 @@ class CallsInFlight:
         if task.uncancel() > 0 and isinstance(error, asyncio.CancelledError):
             return None  # cancelled by someone else as well: theirs wins
         return ClientClosed(
-            f"the client was closed while {request.method} {request.url} was in flight",
+            # Scheme, host, port and path only: a query or user-info may hold a credential.
+            f"the client was closed while {request.method} {safe_url(request.url)} was in flight",
             request=request,
             attempts=error.attempts if isinstance(error, CallError) else (),
         )

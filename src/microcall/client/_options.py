@@ -15,6 +15,9 @@ from microcall._limits import Limits
 from microcall._multipart import Files
 from microcall._replicas import Discovery
 from microcall.cache import CachePolicy, ResponseCache
+from microcall.client._auth import AuthOption
+from microcall.client._cookies import CookiesOption
+from microcall.client._event_hooks import EventHooks
 from microcall.deadline import Deadline
 from microcall.observe.hooks import Observer
 from microcall.policy.balancer import BalancerConfig
@@ -43,9 +46,16 @@ class ClientOptions(TypedDict, total=False):
                       sent, so the server's own default applies)
     limits:           connection pool limits (total, per host, keep-alive)
     classifier:       ``classifier(response, error) -> Verdict``
-    transport:        a Transport; default aiohttp with ``limits`` and ``verify``
+    transport:        a Transport; default microcall's own (docs/transports.md), built with
+                      ``limits``, ``verify``, ``follow_redirects``, ``proxy`` and ``trust_env``
     verify:           TLS verification: True (default), False, or an SSLContext
     follow_redirects: follow 3xx redirects (default True)
+    proxy:            a forward proxy for every call, ``http://[user:password@]host:port``
+                      (default None: calls go direct); HTTPS targets go through it with
+                      CONNECT (docs/proxies.md)
+    trust_env:        True: the environment's HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and
+                      NO_PROXY decide, read when the client is built (default False:
+                      the environment is ignored)
     deadline_floor:   no attempt starts with less than this left (default 5 ms)
     clock:            the clock policies read (tests pass a FakeClock)
     budget:           retry budget (RetryBudgetConfig() by default; a RetryBudget to
@@ -58,6 +68,14 @@ class ClientOptions(TypedDict, total=False):
                       None: no caching); closed (its connections) with the client
     max_calls:        calls the client holds at once, in flight plus queued (default
                       1,000); past it a call fails at once with ClientOverloaded
+    cookies:          a cookie jar (default none: no cookie is kept): True for an empty
+                      one, ``{name: value}`` for one holding these for the base URL's
+                      host, or an ``http.cookiejar.CookieJar`` used as given
+    auth:             credentials for every call: BasicAuth, BearerAuth, a flow of your
+                      own (an Auth subclass) or a ``(user, password)`` tuple (Basic)
+    hooks:            ``{"request": [...], "response": [...]}`` called around every call
+                      (plain functions on Client and FuturesClient; async ones too on
+                      AsyncClient)
     """
 
     headers: Mapping[str, str]
@@ -69,6 +87,8 @@ class ClientOptions(TypedDict, total=False):
     transport: Transport
     verify: bool | ssl.SSLContext
     follow_redirects: bool
+    proxy: str | URL | None
+    trust_env: bool
     deadline_floor: Seconds
     clock: Clock
     budget: RetryBudgetConfig | RetryBudget | None
@@ -78,6 +98,9 @@ class ClientOptions(TypedDict, total=False):
     observers: Sequence[Observer]
     cache: ResponseCache | None
     max_calls: int
+    cookies: CookiesOption
+    auth: AuthOption
+    hooks: EventHooks
 
 
 class CallOptions(TypedDict, total=False):
@@ -111,6 +134,10 @@ class CallOptions(TypedDict, total=False):
     response_model: a pydantic model (or ``list[Model]``...): a 2xx body (not 204,
                 not HEAD) is validated into it, as ``response.parsed``; a body
                 that does not fit raises ResponseValidationError
+    auth:       this call's credentials instead of the client's (None: none)
+    cookies:    ``{name: value}`` sent with this call besides the jar's (a call's
+                cookie wins over the jar's of the same name); never stored
+    hooks:      more hooks for this call, run after the client's
     """
 
     params: Params
@@ -127,3 +154,6 @@ class CallOptions(TypedDict, total=False):
     route: str
     cache: bool | CachePolicy
     response_model: Any
+    auth: AuthOption
+    cookies: Mapping[str, str]
+    hooks: EventHooks

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import microcall
+from microcall._validate import positive_int, whole
 from microcall.demo.backend import BackendProcess, LatencyProfile
 from microcall.errors import ConfigurationError
 from microcall.policy.strategy import Strategy
@@ -56,14 +57,9 @@ class Scenario:
     strategies: tuple[tuple[str, Strategy], ...] = STRATEGIES
 
     def __post_init__(self) -> None:
-        for name in ("requests", "concurrency", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigurationError(f"{name} must be an int, got {value!r}")
-        if self.requests < 1 or self.concurrency < 1:
-            raise ConfigurationError(
-                f"requests and concurrency must be >= 1, got {self.requests} and {self.concurrency}"
-            )
+        positive_int("requests", self.requests, what="an int")
+        positive_int("concurrency", self.concurrency, what="an int")
+        whole("seed", self.seed, minimum=None, what="an int")
         if not self.strategies:
             raise ConfigurationError("a scenario needs at least one strategy")
 

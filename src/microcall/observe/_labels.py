@@ -13,8 +13,14 @@ from typing import Final
 
 OTHER: Final = "_OTHER"
 
+# The labels naming how an HTTP call or request ended, client and server alike.
+RESULT_LABELS: Final = ("http_response_status_code", "error_type")
+
 # A request to one of these schemes is a gRPC call (``grpc://host:port/package.Service/Method``).
 GRPC_SCHEMES: Final = frozenset({"grpc", "grpcs"})
+# A request to one of these schemes is an RPC of the system named: gRPC, or a
+# callable run by microcall.Resilience (``call:///<name>/call``).
+RPC_SYSTEMS: Final = {"grpc": "grpc", "grpcs": "grpc", "call": "callable"}
 
 # OpenTelemetry's HTTP semantic conventions: RFC 9110's methods plus PATCH
 # (RFC 5789) and QUERY; anything else is reported as _OTHER, and so is a

@@ -24,7 +24,7 @@ from typing import Any
 
 from yarl import URL
 
-from microcall._attempt import Attempt, AttemptKind
+from microcall._attempt import Attempt, AttemptKind, RefusalReason
 from microcall._request import Request
 from microcall._response import Response
 from microcall.errors import CallError
@@ -36,8 +36,12 @@ log = logging.getLogger("microcall")
 DEFAULT_LIMITER = LogLimiter()
 """The limiter shared by every microcall log line unless told otherwise."""
 
-# The refusals the engine records on attempts it did not send (Attempt.error).
-_BUDGET_REFUSALS = {"retry budget empty": "retry_budget", "hedge budget empty": "hedge_budget"}
+# The refusals by a budget, among those the engine records on attempts it did
+# not send (Attempt.error); an open breaker is logged by the breaker's listener.
+_BUDGET_REFUSALS: dict[str, str] = {
+    RefusalReason.RETRY_BUDGET: "retry_budget",
+    RefusalReason.HEDGE_BUDGET: "hedge_budget",
+}
 
 
 def log_event(

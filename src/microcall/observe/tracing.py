@@ -10,13 +10,19 @@ trace context is still passed on::
     client = microcall.AsyncClient(url, observers=[ClientTracing()])
     app = ASGIMiddleware(app, ServerOptions(observers=[ServerTracing()]))
 
-What a trace shows. A client call is a CLIENT span named after its method
-(or its ``route=`` template), parent of one CLIENT span per attempt sent:
+What a trace shows. An HTTP call is an INTERNAL span named after its method
+(or its ``route=`` template), parent of one CLIENT span per attempt sent.
+The conventions make each physical request the HTTP client span and ask
+for no HTTP client span around them, so the call span repeats none of its
+attempts' attributes: it says how the call ended (``error.type`` and an
+error status when it failed) and what it took. Attempts carry
 ``http.request.resend_count`` and ``microcall.attempt.kind`` (retry,
 hedge) on every attempt after the first, ``microcall.hedge`` on hedges,
 ``microcall.attempt.cancelled`` and ``error.type`` ``cancelled`` on a hedge
 that lost, and
-``microcall.attempts`` on a call that made more than one. Attempts the
+``microcall.attempts`` on a call that made more than one. (A gRPC call's
+span is the RPC's CLIENT span, with ``rpc.*``, as the RPC conventions
+define it over internal retries.) Attempts the
 retry budget or a breaker refused are events on the call span. Each attempt
 carries its own span's W3C ``traceparent`` (through the global propagator,
 so ``tracestate`` and baggage travel too), and a server middleware with
@@ -45,17 +51,17 @@ from yarl import URL
 
 from microcall import __version__
 from microcall._attempt import Attempt, AttemptKind
+from microcall._redact import safe_path, safe_url
 from microcall._request import Request
 from microcall._response import Response
 from microcall.observe._labels import (
     GRPC_CODE_NUMBERS,
-    GRPC_SCHEMES,
     KNOWN_METHODS,
     OTHER,
+    RPC_SYSTEMS,
     grpc_code_of,
     split_rpc_method,
 )
-from microcall.observe._redact import safe_path, safe_url
 from microcall.observe.hooks import HeaderLookup, InboundRequest, ServerResult
 
 __all__ = ["ClientTracing", "ServerTracing"]
@@ -114,7 +120,7 @@ class ClientTracing:
         url = request.url
         scheme = url.scheme
         key: tuple[object, ...] = (request.method, scheme, url.raw_host, url.port)
-        if scheme in GRPC_SCHEMES:
+        if scheme in RPC_SYSTEMS:
             key = (*key, url.raw_path)
         shapes = self._shapes
         shape = shapes.get(key)
@@ -125,7 +131,7 @@ class ClientTracing:
             shapes[key] = shape
         span = self._tracer.start_span(
             request.route or shape.name,
-            kind=SpanKind.CLIENT,
+            kind=shape.kind,
             attributes=shape.attributes,
         )
         return _CallSpan(self._tracer, span, shape)
@@ -134,29 +140,31 @@ class ClientTracing:
 class _Shape:
     """What the spans of every call of one method to one server share."""
 
-    __slots__ = ("attributes", "methods", "name", "rpc", "urls")
+    __slots__ = ("attributes", "kind", "methods", "name", "rpc", "urls")
 
     def __init__(self, request: Request) -> None:
         url = request.url
-        attributes: dict[str, AttributeValue] = {
-            "server.address": url.raw_host or "",
-            "server.port": url.port or 0,
-        }
-        self.rpc = url.scheme in GRPC_SCHEMES
+        self.rpc = url.scheme in RPC_SYSTEMS
+        attributes: dict[str, AttributeValue] = {}
         if self.rpc:
             service, method = split_rpc_method(url.raw_path)
-            attributes["rpc.system"] = "grpc"
+            attributes["server.address"] = url.raw_host or ""
+            attributes["server.port"] = url.port or 0
+            attributes["rpc.system"] = RPC_SYSTEMS[url.scheme]
             attributes["rpc.service"] = service
             attributes["rpc.method"] = method
             self.name = f"{service}/{method}"
+            self.kind = SpanKind.CLIENT
+            self.methods: dict[str, AttributeValue] = {}
         else:
-            self.name = _method_attributes(request.method, attributes)
+            # Each attempt is the HTTP client span, and carries what the
+            # conventions require of one; the call span around them is
+            # internal and repeats none of it (every attribute costs the SDK
+            # a validation, on every call).
+            self.methods = {}
+            self.name = _method_attributes(request.method, self.methods)
+            self.kind = SpanKind.INTERNAL
         self.attributes: Mapping[str, AttributeValue] = MappingProxyType(attributes)
-        # Each attempt is a physical HTTP request, on which the conventions
-        # require the method too: the call's own values, reused as they are.
-        self.methods = {
-            key: value for key, value in attributes.items() if key.startswith("http.request.method")
-        }
         self.urls: dict[URL, Mapping[str, AttributeValue]] = {}
 
     def attempt_attributes(self, url: URL) -> Mapping[str, AttributeValue]:
@@ -229,17 +237,17 @@ class _CallSpan:
         attempts: Sequence[Attempt],
     ) -> None:
         span = self._span
+        if (
+            response is not None
+            and response.status_code < 400
+            and len(attempts) == 1
+            and not self._shape.rpc
+        ):
+            # The common call: its one attempt's span says it all.
+            span.end()
+            return
         if span.is_recording():
-            if (
-                response is not None
-                and response.status_code < 400
-                and len(attempts) == 1
-                and not self._shape.rpc
-            ):
-                # The common call: one attribute, set without a dict for the SDK to go through.
-                span.set_attribute(_STATUS, response.status_code)
-            else:
-                self._ended(span, response, error, attempts)
+            self._ended(span, response, error, attempts)
         span.end()
 
     def _ended(
@@ -258,7 +266,9 @@ class _CallSpan:
                 attributes,
             )
         elif response is not None:
-            _status(span, response.status_code, attributes)
+            if response.status_code >= 400:  # the status itself is on the last attempt's span
+                attributes["error.type"] = str(response.status_code)
+                span.set_status(StatusCode.ERROR)
         elif error is not None:
             attributes["error.type"] = type(error).__name__
             span.set_status(StatusCode.ERROR, type(error).__name__)

@@ -19,7 +19,7 @@ They share :class:`ServerOptions`. See docs/server.md for the whole story.
 
 from microcall._wire import MALFORMED, parse_priority, parse_timeout
 from microcall.server._config import ServerOptions
-from microcall.server._route import default_timeout
+from microcall.server._route_timeout import default_timeout
 from microcall.server._stats import ServerStats
 from microcall.server._trust import Caller, TrustPredicate, trust_all, trust_header, trust_networks
 from microcall.server.aimd import AIMDLimit

@@ -32,7 +32,7 @@ from microcall.server._admission import Admission
 from microcall.server._config import ServerOptions
 from microcall.server._gate import Gate, GateReadings, Refusal
 from microcall.server._grpc_watch import unknown_method
-from microcall.server._route import route_timeout_of
+from microcall.server._route_timeout import route_timeout_of
 from microcall.server._stats import ServerStats
 from microcall.server._trust import Caller
 

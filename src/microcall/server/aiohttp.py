@@ -33,8 +33,8 @@ from microcall.observe.hooks import InboundRequest
 from microcall.server._cancel import DeadlineCancelled, within_deadline
 from microcall.server._config import ServerOptions
 from microcall.server._gate import Gate, GateReadings, Refusal
-from microcall.server._route import route_timeout_of
 from microcall.server._route_labels import aiohttp_route
+from microcall.server._route_timeout import route_timeout_of
 from microcall.server._serverwatch import ServerWatch
 from microcall.server._stats import ServerStats
 from microcall.server._trust import Caller

@@ -16,6 +16,11 @@ class Transport(Protocol):
 
     ``send`` returns the fully read response, or raises one of microcall's
     TransportError subclasses (AttemptTimeout when ``timeout`` seconds pass).
+    For a request with ``stream`` set it may return at the response's head
+    instead: an ``AsyncStreamResponse`` whose ``BodySource`` reads the rest
+    (``microcall._stream``); ``timeout`` then bounds the head only. A
+    transport that ignores ``stream`` still serves streamed calls: its whole
+    response is handed over as a stream from memory.
     It must stop all work, and close or release its connection, when the task
     running it is cancelled: that is how a losing hedge is stopped.
     ``url`` is where this attempt goes: ``request.url``, or the same path on

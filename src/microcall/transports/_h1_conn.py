@@ -6,6 +6,23 @@ has a whole message, an error, or the connection ended. A connection is
 busy with at most one request; bytes that arrive while it is idle (a
 server that answered twice, or closes with a word) make it unusable, and
 it is closed.
+
+A streamed response keeps its reader on the connection after the head was
+handed over: ``exchange`` returns at the head, and the body's reader
+(``_h1_stream.H1Body``) waits for each further piece with ``wait_body``.
+Reading from the socket pauses while more than ``PAUSE_AT`` bytes wait
+to be taken, and resumes once they are (``resume``): a slow reader holds
+that much of a body, never all of it. A failure that comes while nobody
+waits (the server cut the body while the caller was busy) is kept for the
+next ``wait_body``.
+
+A streamed request body (``microcall._body``) goes out as its source gives
+it, chunked when its length is unknown, and waits while asyncio has paused
+writing (the socket's buffer is full), so a large upload holds a chunk or
+two, not the file. An answer that comes before the whole body went (a 413)
+stops the sending; the connection then carries nothing more. A connection
+closed with request bytes still unsent is aborted, not left to flush to a
+peer that may never read them.
 """
 
 from __future__ import annotations
@@ -15,15 +32,25 @@ from typing import NamedTuple
 
 from microcall._body import BodySend
 from microcall.transports._h1_wire import ResponseReader, TooLarge, WireError
+from microcall.transports._proxy import Proxy
+
+# Body bytes a streamed response holds before the socket stops being read:
+# four of asyncio's largest reads (256 KiB), so a reader that keeps up never
+# pauses it, and a slow one holds a megabyte, not the body.
+PAUSE_AT = 1024 * 1024
 
 
 class Origin(NamedTuple):
-    """Where a connection goes: the pool's key. ``name`` is the TLS server name, if not ``host``."""
+    """Where a connection goes: the pool's key. ``name`` is the TLS server name, if not ``host``.
+
+    ``proxy`` is the forward proxy the connection goes through (None: direct).
+    """
 
     scheme: str
     host: str
     port: int
     name: str | None
+    proxy: Proxy | None = None
 
 
 class ConnectionLost(Exception):
@@ -44,11 +71,14 @@ class H1Connection(asyncio.Protocol):
     """A keep-alive HTTP/1.1 connection; ``exchange`` sends a request and waits for its answer."""
 
     __slots__ = (
+        "_cut",
+        "_failure",
         "_paused",
         "_reader",
         "_transport",
         "_waiter",
         "_writable",
+        "_write_paused",
         "idle_since",
         "key",
         "lost",
@@ -60,13 +90,18 @@ class H1Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._reader: ResponseReader | None = None
         self._waiter: asyncio.Future[None] | None = None
-        # Flow control of a streamed request body: asyncio pauses writing
-        # when the socket's buffer is full; the sender waits on _writable.
-        self._paused = False
-        self._writable: asyncio.Future[None] | None = None
         self.lost = False
         self.used = False  # it has carried a request already
         self.idle_since = 0.0
+        self._failure: BaseException | None = None  # a streamed body's, until it is waited for
+        self._paused = False
+        # Flow control of a streamed request body: asyncio pauses writing
+        # when the socket's buffer is full; the sender waits on _writable.
+        self._write_paused = False
+        self._writable: asyncio.Future[None] | None = None
+        # The answer came before the whole request body went: the request's
+        # framing is cut, so the connection carries nothing after this answer.
+        self._cut = False
 
     # asyncio's callbacks
 
@@ -83,17 +118,20 @@ class H1Connection(asyncio.Protocol):
         except (WireError, TooLarge) as error:
             self._wake(error)
             return
-        if reader.complete:
+        if reader.ready:
             self._wake(None)
+            if reader.pending >= PAUSE_AT and not reader.complete and not self._paused:
+                self._paused = True
+                self._transport.pause_reading()  # type: ignore[union-attr]
 
     def eof_received(self) -> bool | None:
         return None  # let asyncio close the transport; connection_lost follows
 
     def pause_writing(self) -> None:
-        self._paused = True
+        self._write_paused = True
 
     def resume_writing(self) -> None:
-        self._paused = False
+        self._write_paused = False
         self._release_writer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -111,6 +149,8 @@ class H1Connection(asyncio.Protocol):
         self._release_writer()  # a body still being sent stops: the answer (or the end) came
         waiter = self._waiter
         if waiter is None or waiter.done():
+            if error is not None and self._failure is None and self._reader is not None:
+                self._failure = error  # a streamed body's: its reader picks it up
             return
         if error is None:
             waiter.set_result(None)
@@ -123,7 +163,9 @@ class H1Connection(asyncio.Protocol):
     def usable(self) -> bool:
         """Whether the connection is open and may carry a request."""
         transport = self._transport
-        return not self.lost and transport is not None and not transport.is_closing()
+        return (
+            not self.lost and not self._cut and transport is not None and not transport.is_closing()
+        )
 
     async def exchange(
         self, head: bytes, body: bytes | BodySend | None, reader: ResponseReader
@@ -131,9 +173,9 @@ class H1Connection(asyncio.Protocol):
         """Write the request and wait until ``reader`` holds its whole response.
 
         Raises ``ConnectionLost``, ``WireError`` or ``TooLarge``, and
-        ``BodyFailed`` when a streamed body's source fails. A cancellation
-        (a timeout, a losing hedge) propagates; the caller then closes the
-        connection, so the server sees the request abandoned.
+        ``BodyFailed`` when a streamed request body's source fails. A
+        cancellation (a timeout, a losing hedge) propagates; the caller then
+        closes the connection, so the server sees the request abandoned.
         """
         transport = self._transport
         if transport is None or self.lost or transport.is_closing():
@@ -150,18 +192,54 @@ class H1Connection(asyncio.Protocol):
             else:
                 transport.write(head)
                 if not await self._send_body(transport, body, waiter):  # type: ignore[arg-type]
-                    # The answer (or the end of the connection) came before the
-                    # whole body went: the request's framing is cut, so the
-                    # connection cannot carry another one.
-                    self.close()
+                    self._cut = True
             await waiter
+        except BaseException:
+            self._reader = None
+            raise
         finally:
             if waiter.done() and not waiter.cancelled():
                 waiter.exception()  # retrieved, if the body's failure left it unawaited
             if body is not None and type(body) is not bytes:
                 body.close()  # type: ignore[union-attr]
-            self._reader = None
             self._waiter = None
+        if reader.complete:
+            self._reader = None
+        # else: a streamed head; the reader stays for the body (``wait_body``)
+
+    # a streamed body
+
+    async def wait_body(self) -> None:
+        """Wait until the streamed body has more bytes, has ended, or failed (raised here)."""
+        reader = self._reader
+        failure = self._failure
+        if failure is not None:
+            self._failure = None
+            raise failure
+        if reader is None or reader.pending or reader.complete:
+            return
+        if self.lost:  # ended while nobody waited, and not as the message's end
+            raise ConnectionLost(None, received=True, written=True)
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    def resume(self) -> None:
+        """The streamed body's bytes were taken: read the socket again if it was paused."""
+        if self._paused:
+            self._paused = False
+            if self._transport is not None and not self.lost:
+                self._transport.resume_reading()
+
+    def detach(self) -> None:
+        """The streamed body is done with the connection (it goes back to the pool, or closes)."""
+        self._reader = None
+        self._failure = None
+        self.resume()
+
+    # a streamed request body
 
     async def _send_body(
         self, transport: asyncio.Transport, body: BodySend, waiter: asyncio.Future[None]
@@ -169,7 +247,7 @@ class H1Connection(asyncio.Protocol):
         """Write ``body`` as its source gives it, no faster than the socket takes it.
 
         A body of unknown length goes in chunked framing. Returns False if
-        the response ended, or the connection did, before all of it was written.
+        the answer came, or the connection ended, before all of it was written.
         """
         chunked = body.length is None
         chunks = aiter(body)
@@ -185,7 +263,7 @@ class H1Connection(asyncio.Protocol):
                 transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
             else:
                 transport.write(chunk)
-            if self._paused:
+            if self._write_paused:
                 writable = self._writable = asyncio.get_running_loop().create_future()
                 try:
                     await writable

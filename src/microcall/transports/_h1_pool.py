@@ -13,6 +13,10 @@ more than the gap between two calls, without a timer of their own.
 counted, as in aiohttp's connector). A request that finds no slot waits, in
 order of arrival, for a connection to be released; a waiter that is
 cancelled (its deadline, a losing hedge) leaves the queue.
+
+A connection carrying a streamed body stays in use until the body is done
+with it; ``streaming`` holds those, so that closing the pool closes them too
+rather than leaving them to a caller who may never come back.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class Pool:
         self._waiters: deque[tuple[Origin, asyncio.Future[None]]] = deque()
         self._expiry = limits.keepalive_expiry
         self._closed = False
+        self.streaming: set[H1Connection] = set()  # in use by a streamed body
 
     async def acquire(self, key: Origin, open_new: Opener, fresh: bool) -> H1Connection:
         """A connection to ``key``: an idle one, unless ``fresh`` or none is usable, else a new one.
@@ -92,6 +97,8 @@ class Pool:
             for conn in idle:
                 conn.close()
         self._idle.clear()
+        for conn in self.streaming:
+            conn.close()
 
     # the limits
 

@@ -22,6 +22,11 @@ parser cannot know:
 - a head longer than ``MAX_HEAD`` bytes is a protocol error (llhttp has no
   limit of its own; aiohttp's is 8 KiB per line);
 - a body past ``cap`` bytes fails as soon as it passes it.
+
+A streamed response (``stream=True``) is the same machine with another
+reader at the end: the head is handed over as soon as it is complete, and
+the body's pieces wait in the reader until ``take()`` hands them on
+(``pending`` counts their bytes, for the connection's back-pressure).
 """
 
 from __future__ import annotations
@@ -109,12 +114,14 @@ class ResponseReader:
         "extra",
         "head_done",
         "headers",
+        "pending",
         "reason",
         "received",
         "status",
+        "streaming",
     )
 
-    def __init__(self, head_only: bool, cap: int | None) -> None:
+    def __init__(self, head_only: bool, cap: int | None, *, stream: bool = False) -> None:
         self._parser = httptools.HttpResponseParser(self)
         self._head_only = head_only  # a HEAD request: the answer has no body
         self._cap = cap
@@ -130,11 +137,27 @@ class ResponseReader:
         self.complete = False
         self.extra = False  # bytes arrived past the end of the message
         self.received = False  # any byte of a response arrived
+        self.streaming = stream  # the head is handed over first, the body as it comes
+        self.pending = 0  # body bytes not taken yet (streaming)
 
     @property
     def reusable(self) -> bool:
         """Whether the connection may carry the next request."""
         return self.complete and self._keep_alive and not self.extra
+
+    @property
+    def ready(self) -> bool:
+        """Whether the sender has something to pick up: the whole message, or a streamed head."""
+        return self.complete or (self.streaming and self.head_done)
+
+    def take(self) -> bytes:
+        """The body bytes that arrived since the last ``take`` (streaming)."""
+        body = self._body
+        if not body:
+            return b""
+        self._body = []
+        self.pending = 0
+        return body[0] if len(body) == 1 else b"".join(body)
 
     def body(self) -> bytes:
         """The body read so far (all of it once ``complete``)."""
@@ -223,6 +246,7 @@ class ResponseReader:
         if self._cap is not None and self._size > self._cap:
             raise TooLarge(self._cap, None)
         self._body.append(body)
+        self.pending += len(body)
 
     def on_message_complete(self) -> None:
         if self.complete or not self.head_done:

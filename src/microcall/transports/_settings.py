@@ -9,7 +9,8 @@ from yarl import URL
 
 from microcall._limits import Limits
 from microcall._request import Request
-from microcall.errors import ConfigurationError, ResponseTooLarge
+from microcall.errors import ConfigurationError, ProxyError, ResponseTooLarge
+from microcall.transports._proxy import ProxyFailed, ProxySettings, proxy_settings
 
 
 def checked_settings(
@@ -46,3 +47,34 @@ def redirect_chain(where: str, urls: Sequence[URL]) -> str:
             return f"redirect loop at {where}: {hops} (revisits {url.path or '/'})"
         seen.add(url)
     return f"{where} redirected more than {len(urls)} times; the last was {urls[-1].path}"
+
+
+def checked_proxy(proxy: object, trust_env: object) -> ProxySettings | None:
+    """The proxy settings of a transport's ``proxy=`` and ``trust_env=`` (None: all direct).
+
+    Read once, here: a malformed proxy URL, an unsupported scheme, or such a
+    value in the environment (with ``trust_env``) is a ConfigurationError now.
+    """
+    return proxy_settings(proxy, trust_env)
+
+
+def proxy_error(request: Request, failure: ProxyFailed) -> ProxyError:
+    """The error for a proxy that could not be reached or would not carry the request.
+
+    It names the proxy by ``host:port`` and the target by its endpoint, never
+    a credential.
+    """
+    proxy = failure.proxy
+    if failure.status is None:
+        what = failure.what
+    else:
+        answer = f"answered {failure.status} {failure.reason}".strip()
+        if failure.status != 407:
+            what = f"would not open a tunnel: {answer}"
+        elif proxy.authorization:
+            what = f"{answer}: it rejected the credentials in the proxy URL"
+        else:
+            what = (
+                f"{answer}: give its credentials in the proxy URL (http://user:password@host:port)"
+            )
+    return ProxyError(f"proxy {proxy.address} {what} (calling {request.endpoint})", request=request)

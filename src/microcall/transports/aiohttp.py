@@ -14,6 +14,7 @@ from microcall._body import body_error
 from microcall._limits import Limits
 from microcall._request import Request
 from microcall._response import Response
+from microcall._stream import AsyncStreamResponse, BufferedBody
 from microcall._timeouts import Timeouts
 from microcall.errors import (
     AttemptTimeout,
@@ -24,10 +25,24 @@ from microcall.errors import (
     TransportError,
     UsageError,
 )
-from microcall.transports._aiohttp_resend import ConnectionDropped, FreshConnector, Resender
+from microcall.transports._aiohttp_proxy import routing
+from microcall.transports._aiohttp_resend import (
+    ConnectionDropped,
+    FreshConnector,
+    Middleware,
+    Resender,
+)
+from microcall.transports._aiohttp_stream import AiohttpBody
 from microcall.transports._aiohttp_upload import BodyPayload
 from microcall.transports._loops import refuse_if_running, start_guard, stop_guard
-from microcall.transports._settings import checked_settings, redirect_chain, too_large
+from microcall.transports._proxy import ProxyFailed
+from microcall.transports._settings import (
+    checked_proxy,
+    checked_settings,
+    proxy_error,
+    redirect_chain,
+    too_large,
+)
 
 # Answers that have no body, whatever their Content-Length says.
 _NO_BODY_STATUSES = frozenset({204, 304})
@@ -43,6 +58,8 @@ def map_error(exc: Exception, request: Request) -> Exception | None:
         if exc.resent and mapped is not None:
             mark_resent(mapped)
         return mapped
+    if isinstance(exc, ProxyFailed):
+        return proxy_error(request, exc)
     where = request.endpoint
     error: TransportError
     if isinstance(exc, TimeoutError):  # also aiohttp's ServerTimeoutError
@@ -115,6 +132,15 @@ class AiohttpTransport:
     whose reused keep-alive connection turns out dead before any response
     byte arrived is sent again once on a fresh connection (see
     ``_aiohttp_resend``; the attempt's record says ``resent``).
+
+    ``proxy`` (an ``http://`` forward proxy, user-info for its credentials)
+    and ``trust_env`` (the environment's ``HTTP_PROXY``, ``HTTPS_PROXY``,
+    ``ALL_PROXY``, ``NO_PROXY``) route calls through a proxy, chosen per
+    redirect hop (see ``_aiohttp_proxy``; docs/proxies.md).
+
+    A streamed request (``Request.stream``) returns at the response's head,
+    its body left in aiohttp's reader (``_aiohttp_stream``); a body that
+    arrived whole with the head is read at once, and its connection released.
     """
 
     def __init__(
@@ -123,13 +149,18 @@ class AiohttpTransport:
         limits: Limits | None = None,
         verify: bool | ssl.SSLContext = True,
         follow_redirects: bool = True,
+        proxy: str | URL | None = None,
+        trust_env: bool = False,
     ) -> None:
         self._limits = checked_settings(limits, verify, follow_redirects)
+        self._proxies = checked_proxy(proxy, trust_env)
         self._verify = verify
         self._follow_redirects = follow_redirects
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: Timeouts | None = None
         self._resender: Resender | None = None
+        # The middlewares per request: (replayable, once), with the proxy router first.
+        self._middlewares: tuple[tuple[Middleware, ...], tuple[Middleware, ...]] = ((), ())
         self._loop: asyncio.AbstractEventLoop | None = None
         self._guard: AsyncGenerator[None, None] | None = None
 
@@ -154,7 +185,9 @@ class AiohttpTransport:
             trust_env=False,
             timeout=aiohttp.ClientTimeout(total=None),
         )
-        self._resender = Resender(connector)
+        self._resender = resender = Resender(connector)
+        router = () if self._proxies is None else (routing(self._proxies),)
+        self._middlewares = (router + resender.replayable, router + resender.once)
         self._timeouts = Timeouts(loop)
         self._guard = await start_guard(session.close)
         self._session = session
@@ -182,18 +215,32 @@ class AiohttpTransport:
             body = BodyPayload(request.body)  # type: ignore[arg-type]
         # try/except rather than a context manager: it costs nothing unless
         # something fails, and this runs on every attempt.
+        response: Response
         try:
             with self._timeouts.guard(timeout):
-                async with session.request(
+                opening = session.request(
                     request.method,
                     url,
                     headers=headers,
                     data=body,
                     allow_redirects=self._follow_redirects,
                     server_hostname=server_hostname,
-                    middlewares=resender.replayable if request.replayable else resender.once,
-                ) as raw:
-                    content = await read_capped(raw, self._limits.max_response_size, request)
+                    middlewares=self._middlewares[0 if request.replayable else 1],
+                )
+                if request.stream:
+                    raw = await opening
+                    response = await self._streamed(raw, request)
+                else:
+                    async with opening as raw:
+                        content = await read_capped(raw, self._limits.max_response_size, request)
+                    response = Response(
+                        status_code=raw.status,
+                        headers=raw.headers,
+                        content=content,
+                        url=raw.url,
+                        request=request,
+                        reason=raw.reason or "",
+                    )
         except Exception as exc:
             if isinstance(body, BodyPayload) and body.failure is not None:
                 raise body_error(body.failure, request) from body.failure  # aiohttp wraps it
@@ -203,18 +250,30 @@ class AiohttpTransport:
             raise mapped from exc
         finally:
             if isinstance(body, BodyPayload):
-                body.close_send()
-        response = Response(
-            status_code=raw.status,
-            headers=raw.headers,
-            content=content,
-            url=raw.url,
-            request=request,
-            reason=raw.reason or "",
-        )
+                body.close_send()  # the attempt is over: a generator's reading thread stops
         if resender.took_resend(raw):
             mark_resent(response)
         return response
+
+    @staticmethod
+    async def _streamed(raw: aiohttp.ClientResponse, request: Request) -> AsyncStreamResponse:
+        """A streamed response at its head; released now if its body came whole with the head."""
+        try:
+            if raw.content.is_eof():
+                source: AiohttpBody | BufferedBody = BufferedBody(await raw.read())
+            else:
+                source = AiohttpBody(raw, lambda error: map_error(error, request))
+        except BaseException:
+            raw.close()
+            raise
+        return AsyncStreamResponse(
+            status_code=raw.status,
+            headers=raw.headers,
+            url=raw.url,
+            request=request,
+            source=source,
+            reason=raw.reason or "",
+        )
 
     async def aclose(self) -> None:
         guard, loop = self._guard, self._loop

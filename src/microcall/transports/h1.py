@@ -13,13 +13,23 @@ This transport is that client, made whole:
   writing a streamed body (``microcall._body``) as its source gives it and
   the socket takes it, chunked when its length is unknown;
 - ``_h1_pool``: idle connections per origin, ``Limits``, expiry;
+- ``_h1_stream``: a streamed response's body, read as it arrives;
 - here: the attempt, under the coalesced timer of ``microcall._timeouts``;
   redirects; the resend on a fresh connection of a request whose reused
   connection was already dead (the rule of ``_aiohttp_resend``, with the
   same record: ``Response.resent`` and the error's flag); TLS through the
-  loop; and the one place errors become microcall's.
+  loop; and the one place errors become microcall's;
+- ``_h1_proxy``: the way through a forward proxy (``proxy=``,
+  ``trust_env=``): absolute-form requests, CONNECT tunnels.
 
-A streamed body read once is never sent twice: not by the resend (unless no
+A streamed request (``Request.stream``) returns at the response's head: the
+attempt's timer covers the head, and the body, with its connection, is
+handed on as an ``H1Body`` (a body that had arrived whole with its head is
+handed on in memory, and its connection released at once). A redirect's
+body is never read: its connection is released if the body came with the
+head, else closed.
+
+A request body read once (``microcall._body``) is never sent twice: not by the resend (unless no
 chunk of it was taken) and not after a 307/308 redirect (a RedirectError).
 
 A cancelled attempt (a losing hedge, its timeout) closes its connection:
@@ -50,6 +60,7 @@ from microcall._body import (
 from microcall._limits import Limits
 from microcall._request import Request
 from microcall._response import Response
+from microcall._stream import AsyncStreamResponse, BufferedBody
 from microcall._timeouts import Timeouts
 from microcall.errors import (
     AttemptTimeout,
@@ -62,9 +73,18 @@ from microcall.errors import (
 )
 from microcall.transports._h1_conn import ConnectionLost, H1Connection, Origin
 from microcall.transports._h1_pool import Pool
+from microcall.transports._h1_proxy import absolute_target, connect_plain, open_tunnel
+from microcall.transports._h1_stream import H1Body
 from microcall.transports._h1_wire import ResponseReader, TooLarge, WireError, request_head
 from microcall.transports._loops import refuse_if_running, start_guard, stop_guard
-from microcall.transports._settings import checked_settings, redirect_chain, too_large
+from microcall.transports._proxy import Proxy, ProxyFailed
+from microcall.transports._settings import (
+    checked_proxy,
+    checked_settings,
+    proxy_error,
+    redirect_chain,
+    too_large,
+)
 
 # aiohttp's limit, which the other transports' users know.
 MAX_REDIRECTS = 10
@@ -105,6 +125,8 @@ def map_error(exc: BaseException, request: Request) -> Exception | None:
     error: TransportError
     if isinstance(exc, TimeoutError):  # the attempt's own guard
         error = AttemptTimeout(f"no response from {where} in time", request=request)
+    elif isinstance(exc, ProxyFailed):
+        return proxy_error(request, exc)
     elif isinstance(exc, ConnectFailed):
         cause = exc.__cause__
         error = ConnectError(f"cannot connect to {where}: {cause or exc}", request=request)
@@ -142,7 +164,10 @@ class H1Transport:
 
     The options are those of ``AiohttpTransport``: ``limits`` (every field
     applies), ``verify`` (True: the system's CAs; False; or an
-    ``ssl.SSLContext`` used as given) and ``follow_redirects``.
+    ``ssl.SSLContext`` used as given), ``follow_redirects``, and ``proxy``
+    (an ``http://`` forward proxy, user-info for its credentials) and
+    ``trust_env`` (the environment's ``HTTP_PROXY``, ``HTTPS_PROXY``,
+    ``ALL_PROXY``, ``NO_PROXY``): docs/proxies.md.
     """
 
     def __init__(
@@ -151,8 +176,11 @@ class H1Transport:
         limits: Limits | None = None,
         verify: bool | ssl.SSLContext = True,
         follow_redirects: bool = True,
+        proxy: str | URL | None = None,
+        trust_env: bool = False,
     ) -> None:
         self._limits = checked_settings(limits, verify, follow_redirects)
+        self._proxies = checked_proxy(proxy, trust_env)
         self._verify = verify
         self._ssl: ssl.SSLContext | None = verify if isinstance(verify, ssl.SSLContext) else None
         self._follow_redirects = follow_redirects
@@ -190,7 +218,7 @@ class H1Transport:
     async def send(
         self, request: Request, url: URL, headers: Mapping[str, str], timeout: float
     ) -> Response:
-        """Send one attempt to ``url`` and return its response, read in full."""
+        """Send one attempt to ``url`` and return its response, read in full (or, streamed, its head)."""
         loop = asyncio.get_running_loop()
         pool = self._pool if self._loop is loop else None
         if pool is None:
@@ -220,14 +248,27 @@ class H1Transport:
         """The exchange, and the redirects after it when they are followed."""
         method, body = request.method, request.body
         visited: list[URL] = []
+        proxies = self._proxies
         while True:
-            reader, resent = await self._exchange(pool, request, method, url, headers, body, name)
+            # Each hop is routed on its own: a redirect may leave NO_PROXY's hosts.
+            proxy = None if proxies is None else proxies.proxy_for(url)
+            reader, resent, held = await self._exchange(
+                pool, request, method, url, headers, body, name, proxy
+            )
             status = reader.status
+            if status == 407 and proxy is not None and url.scheme == "http":
+                if held is not None:  # a streamed 407's body is never read
+                    held.detach()
+                    pool.release(held, False)
+                raise ProxyFailed(proxy, status=status, reason=reader.reason)
             if not (self._follow_redirects and status in REDIRECT_STATUSES):
                 break
             location = next((v for k, v in reader.headers if k.lower() == "location"), None)
             if location is None:
                 break
+            if held is not None:  # a streamed redirect's body is never read
+                held.detach()
+                pool.release(held, False)
             visited.append(url)
             url = self._redirect_target(request, url, location)
             if len(visited) >= MAX_REDIRECTS:
@@ -245,15 +286,29 @@ class H1Transport:
                     if key.lower() not in ("host", "authorization", "cookie")
                 }
                 name = None
-        content = _decoded(reader, self._limits.max_response_size)
-        response = Response(
-            status_code=status,
-            headers=CIMultiDictProxy(CIMultiDict(reader.headers)),
-            content=content,
-            url=url,
-            request=request,
-            reason=reader.reason,
-        )
+        response: Response
+        if request.stream:
+            if held is None:  # it all came with the head: nothing left on the connection
+                source: H1Body | BufferedBody = BufferedBody(_decoded(reader, None))
+            else:
+                source = H1Body(pool, held, reader, lambda error: map_error(error, request))
+            response = AsyncStreamResponse(
+                status_code=status,
+                headers=CIMultiDictProxy(CIMultiDict(reader.headers)),
+                url=url,
+                request=request,
+                source=source,
+                reason=reader.reason,
+            )
+        else:
+            response = Response(
+                status_code=status,
+                headers=CIMultiDictProxy(CIMultiDict(reader.headers)),
+                content=_decoded(reader, self._limits.max_response_size),
+                url=url,
+                request=request,
+                reason=reader.reason,
+            )
         if resent:
             mark_resent(response)
         return response
@@ -287,18 +342,33 @@ class H1Transport:
         headers: Mapping[str, str],
         body: bytes | Body | None,
         name: URL | None,
-    ) -> tuple[ResponseReader, bool]:
-        """One request on the wire, resent once on a fresh connection if the reused one was dead."""
+        proxy: Proxy | None = None,
+    ) -> tuple[ResponseReader, bool, H1Connection | None]:
+        """One request on the wire, resent once on a fresh connection if the reused one was dead.
+
+        Returns the response's reader, whether it took the resend, and, for
+        a streamed response whose body is still coming, its connection.
+        """
         host = (name or url).host_port_subcomponent or ""
-        head = request_head(method, url.raw_path_qs, host, headers, body)
+        target = url.raw_path_qs
+        if proxy is not None and url.scheme == "http":  # forwarded: the proxy reads the URL
+            target = absolute_target("http", url.host_port_subcomponent or "", target)
+            if proxy.authorization:
+                headers = {**headers, "Proxy-Authorization": proxy.authorization}
+        head = request_head(method, target, host, headers, body)
         key = Origin(
-            url.scheme, url.host or "", url.port or 0, name.host if name is not None else None
+            url.scheme,
+            url.host or "",
+            url.port or 0,
+            name.host if name is not None else None,
+            proxy,
         )
-        cap = self._limits.max_response_size
+        streaming = request.stream
+        cap = None if streaming else self._limits.max_response_size
         head_only = method == "HEAD"
         conn = await pool.acquire(key, self._connect, fresh=False)
         reused = conn.used
-        reader = ResponseReader(head_only, cap)
+        reader = ResponseReader(head_only, cap, stream=streaming)
         try:
             await conn.exchange(head, _sent(body), reader)
         except ConnectionLost as lost:
@@ -309,11 +379,10 @@ class H1Transport:
             pool.release(conn, False)  # a cancelled exchange closes: the server sees it
             raise
         else:
-            pool.release(conn, reader.reusable)
-            return reader, False
+            return reader, False, _held(pool, conn, reader)
         # The resend: a fresh connection, inside the same attempt.
         conn = await pool.acquire(key, self._connect, fresh=True)
-        reader = ResponseReader(head_only, cap)
+        reader = ResponseReader(head_only, cap, stream=streaming)
         try:
             await conn.exchange(head, _sent(body), reader)
         except BaseException as error:
@@ -321,10 +390,11 @@ class H1Transport:
             if isinstance(error, Exception):
                 raise Resent(error) from error
             raise
-        pool.release(conn, reader.reusable)
-        return reader, True
+        return reader, True, _held(pool, conn, reader)
 
     async def _connect(self, key: Origin) -> H1Connection:
+        if key.proxy is not None:
+            return await self._connect_through(key, key.proxy)
         loop = asyncio.get_running_loop()
         tls = key.scheme == "https"
         try:
@@ -339,12 +409,38 @@ class H1Transport:
             raise ConnectFailed(str(error)) from error
         return conn
 
+    async def _connect_through(self, key: Origin, proxy: Proxy) -> H1Connection:
+        """A connection to ``key``'s target through ``proxy`` (see ``_h1_proxy``)."""
+        if key.scheme != "https":
+            return await connect_plain(key, proxy)
+        raw = await open_tunnel(key, proxy)
+        conn = H1Connection(key)
+        try:
+            secure = await asyncio.get_running_loop().start_tls(
+                raw, conn, self._context(), server_hostname=key.name or key.host
+            )
+        except (OSError, ssl.SSLError) as error:  # the target's TLS: handshake or certificate
+            raise ConnectFailed(str(error)) from error
+        if secure is None:  # typeshed allows it; asyncio and uvloop return the transport
+            raw.close()
+            raise ConnectFailed("TLS did not start over the proxy's tunnel")
+        conn.connection_made(secure)
+        return conn
+
     async def aclose(self) -> None:
         """Close the pool's connections; the transport sends nothing after this."""
         self._closed = True
         guard, loop = self._guard, self._loop
         self._pool = self._guard = self._loop = None
         await stop_guard(guard, loop)
+
+
+def _held(pool: Pool, conn: H1Connection, reader: ResponseReader) -> H1Connection | None:
+    """``conn`` if a streamed body is still coming on it; else it goes back to the pool (None)."""
+    if reader.complete:
+        pool.release(conn, reader.reusable)
+        return None
+    return conn
 
 
 def _worth_resending(lost: ConnectionLost, request: Request, body: bytes | Body | None) -> bool:

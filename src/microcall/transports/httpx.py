@@ -15,6 +15,10 @@ the caller (a losing hedge) passes through as a cancellation. httpx releases
 the stream on the way out: an HTTP/1.1 connection caught mid-response is
 closed, an HTTP/2 stream is dropped and its connection stays in use.
 
+A streamed request (``Request.stream``) returns at the response's head: the
+timer covers the head, and the body is handed on as httpx's own iterator
+(``_httpx_stream``).
+
 httpx's exceptions become microcall's in one place, ``map_error``.
 """
 
@@ -33,6 +37,7 @@ from microcall._body import Body, BodySend, body_error
 from microcall._limits import Limits
 from microcall._request import Request
 from microcall._response import Response
+from microcall._stream import AsyncStreamResponse
 from microcall._timeouts import Timeouts
 from microcall.errors import (
     AttemptTimeout,
@@ -44,8 +49,10 @@ from microcall.errors import (
     TransportError,
     UsageError,
 )
+from microcall.transports._httpx_stream import HttpxBody
 from microcall.transports._loops import refuse_if_running, start_guard, stop_guard
-from microcall.transports._settings import checked_settings, too_large
+from microcall.transports._proxy import ProxyFailed
+from microcall.transports._settings import checked_proxy, checked_settings, proxy_error, too_large
 
 try:
     import httpx
@@ -72,6 +79,8 @@ def map_error(exc: Exception, request: Request) -> Exception | None:
     None means "not ours to translate" (a bug, say): the caller re-raises it as is.
     Messages name the endpoint, never the URL: it may carry credentials.
     """
+    if isinstance(exc, ProxyFailed):
+        return proxy_error(request, exc)
     where = request.endpoint
     detail = str(exc) or type(exc).__name__
     error: TransportError
@@ -187,6 +196,10 @@ class HttpxTransport:
     ``max_connections_per_host`` set is refused rather than half applied.
     ``verify`` is True (the CA bundle httpx ships, via certifi), False, or an
     ``ssl.SSLContext`` used as given. ``http2=False`` speaks HTTP/1.1 only.
+    ``proxy`` (an ``http://`` forward proxy, user-info for its credentials)
+    and ``trust_env`` (the environment's ``HTTP_PROXY``, ``HTTPS_PROXY``,
+    ``ALL_PROXY``, ``NO_PROXY``) route calls through a proxy (see
+    ``_httpx_proxy``; docs/proxies.md).
     """
 
     def __init__(
@@ -196,8 +209,11 @@ class HttpxTransport:
         verify: bool | ssl.SSLContext = True,
         follow_redirects: bool = True,
         http2: bool = True,
+        proxy: str | URL | None = None,
+        trust_env: bool = False,
     ) -> None:
         self._limits = checked_settings(limits, verify, follow_redirects)
+        self._proxies = checked_proxy(proxy, trust_env)
         if self._limits.max_connections_per_host is not None:
             raise ConfigurationError(
                 "HttpxTransport cannot bound connections per host (httpx has no such limit); "
@@ -226,23 +242,37 @@ class HttpxTransport:
             raise UsageError("this transport is closed")
         refuse_if_running(self._loop)
         limits = self._limits
+        pool = httpx.Limits(
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+        )
+        routed = None
+        if self._proxies is not None:
+            from microcall.transports._httpx_proxy import ProxyRouter  # needs httpx: here
+
+            # A pool per route, each with the settings the client would have applied.
+            def make(proxy: httpx.Proxy | None) -> httpx.AsyncHTTPTransport:
+                return httpx.AsyncHTTPTransport(
+                    verify=self._verify, http2=self._http2, limits=pool, proxy=proxy
+                )
+
+            routed = ProxyRouter(self._proxies, make)
         client = httpx.AsyncClient(
             http2=self._http2,
             verify=self._verify,
             follow_redirects=self._follow_redirects,
             max_redirects=MAX_REDIRECTS,
-            limits=httpx.Limits(
-                max_connections=limits.max_connections,
-                max_keepalive_connections=limits.max_connections,
-                keepalive_expiry=limits.keepalive_expiry,
-            ),
+            limits=pool,
+            transport=routed,
             # The attempt's guard is the only timer: httpx's per-phase ones
             # would fire on their own schedule and cost a timer each.
             timeout=httpx.Timeout(None),
             # Services do not share cookies between calls: a policy that
             # allows no domain keeps the jar empty.
             cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
-            # Proxies and .netrc from the environment are not a service's business.
+            # The environment's proxies are read by microcall's own settings
+            # (trust_env=), and .netrc is not a service's business.
             trust_env=False,
         )
         self._timeouts = Timeouts(loop)
@@ -266,15 +296,15 @@ class HttpxTransport:
             headers = {**headers, "Host": request.url.host_port_subcomponent or ""}
             if url.scheme == "https" and request.url.host:
                 extensions = {"sni_hostname": request.url.host}
-        content: bytes | BodySend | None = request.body  # type: ignore[assignment]
-        if not (content is None or type(content) is bytes):
-            content, headers = _streamed(request.body, headers)  # type: ignore[arg-type]
+        body: bytes | BodySend | None = request.body  # type: ignore[assignment]
+        if not (body is None or type(body) is bytes):
+            body, headers = _streamed(request.body, headers)  # type: ignore[arg-type]
         try:
             sending = client.build_request(
                 request.method,
                 str(url),
                 headers=headers,
-                content=content,
+                content=body,
                 extensions=extensions,
             )
         except (httpx.InvalidURL, httpx.LocalProtocolError) as exc:
@@ -282,26 +312,38 @@ class HttpxTransport:
         try:
             with self._timeouts.guard(timeout):
                 raw = await client.send(sending, stream=True)
-                try:
-                    content = await read_capped(raw, self._limits.max_response_size, request)
-                finally:
-                    await raw.aclose()
+                if not request.stream:
+                    try:
+                        content = await read_capped(raw, self._limits.max_response_size, request)
+                    finally:
+                        await raw.aclose()
         except Exception as exc:
-            if isinstance(content, BodySend) and content.failure is not None:
-                raise body_error(content.failure, request) from content.failure
+            if isinstance(body, BodySend) and body.failure is not None:
+                raise body_error(body.failure, request) from body.failure
             mapped = map_error(exc, request)
             if mapped is None:
                 raise
             raise mapped from exc
         finally:
-            if isinstance(content, BodySend):
-                content.close()
+            if isinstance(body, BodySend):
+                body.close()  # the attempt is over: a generator's reading thread stops
+        headers_in = CIMultiDictProxy(CIMultiDict(raw.headers.multi_items()))
+        # The URL it was sent to, unless a redirect moved it.
+        url_in = URL(str(raw.url), encoded=True) if raw.history else url
+        if request.stream:
+            return AsyncStreamResponse(
+                status_code=raw.status_code,
+                headers=headers_in,
+                url=url_in,
+                request=request,
+                source=HttpxBody(raw, lambda error: map_error(error, request)),
+                reason=raw.reason_phrase,
+            )
         return Response(
             status_code=raw.status_code,
-            headers=CIMultiDictProxy(CIMultiDict(raw.headers.multi_items())),
+            headers=headers_in,
             content=content,
-            # The URL it was sent to, unless a redirect moved it.
-            url=URL(str(raw.url), encoded=True) if raw.history else url,
+            url=url_in,
             request=request,
             reason=raw.reason_phrase,
         )

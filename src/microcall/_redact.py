@@ -4,6 +4,9 @@ Credentials travel in user-info (``http://user:secret@host/``), in query
 strings (``?api_key=...``) and in headers. Spans, metrics and log lines get
 the scheme, host, port and path at most; header values are never recorded at
 all, so there is no header list to keep up to date.
+
+It is the core's, not ``observe``'s: the endpoint records' log lines
+(``_group``) need it as much as metrics and spans do.
 """
 
 from __future__ import annotations

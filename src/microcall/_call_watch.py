@@ -1,4 +1,10 @@
-"""How the engine talks to its observers: fan out to each, and never let one break a call."""
+"""How the HTTP engine talks to its observers: fan out to each, and never let one break a call.
+
+The observers' interface is :mod:`microcall.observe.hooks`; this is the
+engine's side of it, beside the engine as gRPC's is beside its channels
+(``grpc/_observe.RpcWatch``) and the servers' beside their adapters
+(``server/_serverwatch.ServerWatch``).
+"""
 
 from __future__ import annotations
 
