@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import random
 import re
@@ -372,3 +373,59 @@ async def test_a_body_of_the_wrong_kind_is_refused_before_anything_is_sent(
             if isinstance(body, io.IOBase):
                 body.close()
     assert uploads.requests == 0
+
+
+# ------------------------------------------------------------------ a token refresh after a 401
+
+
+class Renewing(microcall.Auth):
+    """A token the server accepts from the second one on: every first send meets a 401."""
+
+    def __init__(self) -> None:
+        self.token = 1
+        self.refreshed = 0
+
+    def apply(self, request: Any) -> None:
+        request.headers["Authorization"] = f"Bearer {self.token}"
+
+    async def refresh(self, response: Any) -> None:
+        self.refreshed += 1
+        self.token += 1
+
+
+async def test_a_token_refresh_sends_a_file_again_but_not_a_generator(
+    serve: Any, data_file: Path
+) -> None:
+    from aiohttp import web
+
+    bodies: list[str] = []
+
+    async def guarded(request: web.Request) -> web.Response:
+        body = await request.read()
+        bodies.append(sha256(body))
+        if request.headers.get("Authorization") == "Bearer 1":
+            return web.Response(status=401)
+        return web.Response(text="stored")
+
+    app = web.Application(client_max_size=2**40)
+    app.router.add_put("/", guarded)
+    base = await serve(app)
+    async with microcall.AsyncClient(base, auth=Renewing(), timeout=GENEROUS) as calls:
+        with data_file.open("rb") as opened:
+            replayed = await calls.put("/", content=opened)
+    async with microcall.AsyncClient(base, auth=Renewing(), timeout=GENEROUS) as calls:
+        once = await calls.put("/", content=chunks())
+    assert (replayed.status_code, replayed.text) == (200, "stored")
+    # The 401 is the answer: the generator was taken from already.
+    assert once.status_code == 401
+    assert bodies == [sha256(DATA)] * 3
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_an_upload_with_a_streamed_answer(uploads: Uploads, transport: TransportName) -> None:
+    async with (
+        client(transport, uploads) as calls,
+        calls.stream("PUT", "/echo", content=async_chunks()) as response,
+    ):
+        answer = b"".join([piece async for piece in response.aiter_bytes()])
+    assert json.loads(answer)["sha256"] == sha256(DATA)
