@@ -29,7 +29,7 @@ def test_each_refusal_reason_has_a_label_of_its_own(registry: CollectorRegistry)
     for reason in [*RefusalReason, *(str(reason) for reason in RefusalReason)]:
         metrics.call_started(REQUEST).call_ended(None, None, [refused(reason)])
     labels = label_values(registry, REFUSED, "reason")
-    assert labels == {"retry_budget", "hedge_budget", "circuit_open"}
+    assert labels == {"retry_budget", "hedge_budget", "circuit_open", "body_not_replayable"}
 
 
 def test_an_unknown_refusal_counts_as_other(registry: CollectorRegistry) -> None:

@@ -52,6 +52,7 @@ _REFUSALS: Final[dict[str, str]] = {
     RefusalReason.RETRY_BUDGET: "retry_budget",
     RefusalReason.HEDGE_BUDGET: "hedge_budget",
     RefusalReason.CIRCUIT_OPEN: "circuit_open",
+    RefusalReason.BODY_NOT_REPLAYABLE: "body_not_replayable",
 }
 
 

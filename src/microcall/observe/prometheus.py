@@ -22,7 +22,8 @@ conventions export them to Prometheus; ``microcall_*`` ones are microcall's)::
     microcall_client_attempt_duration_seconds   each attempt sent (+ attempt_kind)
     microcall_client_attempts_total           attempts sent, by attempt_kind (first, retry, hedge)
     microcall_client_attempts_refused_total   attempts not sent, by reason
-                                              (retry_budget, hedge_budget, circuit_open)
+                                              (retry_budget, hedge_budget, circuit_open,
+                                              body_not_replayable)
     microcall_client_connection_resends_total   requests sent again on a fresh connection
                                               because their reused one was dead (no budget spent)
     http_client_active_requests               logical calls in flight
