@@ -353,7 +353,8 @@ class CallDriver(Generic[OutcomeT]):
     @property
     def attempts(self) -> tuple[Attempt, ...]:
         """The records of the attempts so far, refused ones included, in order."""
-        return tuple(record for record in self._records if record is not None)
+        # filter(None, ...): the records present (a record is always true), without a generator.
+        return tuple(filter(None, self._records))
 
     def winner(self) -> tuple[OutcomeT, Start] | None:
         """The outcome that is the call's and its attempt, once finished; None: none has one.

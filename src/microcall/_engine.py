@@ -66,6 +66,9 @@ DEFAULT_DEADLINE_FLOOR = 0.005
 # loop lagged by 0.35-8 s and goodput fell to nothing.
 DEFAULT_MAX_CALLS = 1000
 
+# Endpoint names kept at most (HttpRules): far more than any client's replicas.
+_MAX_NAMES = 1024
+
 
 def _record_of(
     index: int,
@@ -104,13 +107,15 @@ class HttpRules:
     (Retry-After). An endpoint is named ``host:port`` of its base URL.
     """
 
-    __slots__ = ("_classifier", "_replicas")
+    __slots__ = ("_classifier", "_names", "_replicas")
 
     record_type = Attempt
 
     def __init__(self, classifier: Classifier, replicas: Replicas | None) -> None:
         self._classifier = classifier
         self._replicas = replicas
+        # Each endpoint's name, made once: every attempt's record carries one.
+        self._names: dict[str, str] = {}
 
     def judge(
         self, outcome: Response | CallError, attempt_limited: bool
@@ -129,8 +134,13 @@ class HttpRules:
         return isinstance(outcome, (AttemptTimeout, DeadlineExceeded))
 
     def target(self, endpoint: Endpoint) -> str:
-        assert self._replicas is not None
-        return endpoint_of(self._replicas.base_of(endpoint))
+        name = self._names.get(endpoint.address)
+        if name is None:
+            assert self._replicas is not None
+            if len(self._names) >= _MAX_NAMES:  # discovery replaced the endpoints many times
+                self._names.clear()
+            name = self._names[endpoint.address] = endpoint_of(self._replicas.base_of(endpoint))
+        return name
 
     # The record of an attempt that ended with an outcome (the same as the straight path's).
     record = staticmethod(_record_of)
