@@ -420,3 +420,53 @@ def test_the_driver_counts_the_attempts_a_strategy_allows() -> None:
     assert allowed_attempts(retry(4), replayable=False) == 1
     assert allowed_attempts(hedged(0.01, attempts=3), replayable=True) == 3
     assert allowed_attempts(single(), replayable=True) == 1
+
+
+# ---------------------------------------------------------------- gRPC's adapter
+
+
+def test_grpc_calls_follow_the_same_rule_for_which_timeout_error_ends_them() -> None:
+    grpc = pytest.importorskip("grpc")
+    from microcall.errors import AttemptTimeout, DeadlineExceeded
+    from microcall.grpc import ChannelOptions, RpcMethod
+    from microcall.grpc._core import ChannelCore
+    from microcall.grpc._targets import Targets
+    from microcall.grpc._unary import Failed, Start, UnaryCall
+
+    clock = FakeClock()
+    options = ChannelOptions(clock=clock)
+    targets = Targets(
+        ["a:1"],
+        lambda target: target,
+        balancer=options.balancer,
+        breaker=None,
+        ejection=None,
+    )
+    core: ChannelCore[str] = ChannelCore(options, targets, (), rng=random.Random(7))
+    method = RpcMethod.parse("/shop.Books/Get", "unary_unary", idempotent=True)
+    expired = Failed(grpc.StatusCode.DEADLINE_EXCEEDED, "", (), RuntimeError("cause"))
+
+    def error_of(strategy: Strategy, timeout: float) -> BaseException:
+        """How a call whose every attempt runs out of its 100 ms ends."""
+        now = clock.now()
+        call: UnaryCall[str] = UnaryCall.planned(
+            core, method, strategy, start=now, expires_at=now + timeout, metadata=(), watch=None
+        )
+        while isinstance(action := call.next(clock.now()), Start):
+            clock.advance(0.1)
+            call.finished(action.index, expired, clock.now())
+        assert isinstance(action, Finish)
+        try:
+            call.result(action, clock.now())
+        except (AttemptTimeout, DeadlineExceeded) as error:
+            return error
+        raise AssertionError("the call did not fail")
+
+    # The backoff would end past the deadline: the deadline ended the call.
+    far = Backoff(base=1.0, jitter=False)
+    ended = error_of(retry(3, attempt_timeout=0.1, backoff=far), timeout=0.5)
+    assert isinstance(ended, DeadlineExceeded)
+    assert isinstance(ended, grpc.RpcError)
+    # Every attempt spent with time left: the strategy ended it.
+    spent = error_of(retry(2, attempt_timeout=0.1, backoff=Backoff(base=0.0)), timeout=5.0)
+    assert isinstance(spent, AttemptTimeout)
