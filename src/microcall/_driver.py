@@ -166,7 +166,8 @@ def start_call(
         expires_at=expires_at,
         route=route,
         target=target,
-        allowed=allowed_attempts(strategy, replayable),
+        strategy=strategy,
+        replayable=replayable,
     )
 
 
@@ -174,7 +175,6 @@ class CallDriver(Generic[OutcomeT]):
     """The state of one logical call: see the module doc."""
 
     __slots__ = (
-        "_allowed",
         "_expires_at",
         "_floor",
         "_group",
@@ -184,9 +184,11 @@ class CallDriver(Generic[OutcomeT]):
         "_policies",
         "_records",
         "_refused",
+        "_replayable",
         "_route",
         "_rules",
         "_sent",
+        "_strategy",
         "_target",
         "_winner",
         "circuit_open",
@@ -205,7 +207,8 @@ class CallDriver(Generic[OutcomeT]):
         expires_at: float,
         route: str,
         target: str,
-        allowed: int,
+        strategy: Strategy | None,
+        replayable: bool,
     ) -> None:
         self._policies = policies
         self._rules = rules
@@ -217,9 +220,11 @@ class CallDriver(Generic[OutcomeT]):
         self._floor = policies.floor
         self._route = route
         self._target = target
-        # How many attempts the strategy would send; 0 when not known (then
-        # only the time left says whether the deadline ended the call).
-        self._allowed = allowed
+        # The strategy the plan came from, for how many attempts it would
+        # send (None: not known; then only the time left says whether the
+        # deadline ended the call).
+        self._strategy = strategy
+        self._replayable = replayable
         # By attempt index; a refused attempt has no Start and no outcome.
         self._sent: list[Start | None] = []
         self._outcomes: list[OutcomeT | None] = []
@@ -380,7 +385,12 @@ class CallDriver(Generic[OutcomeT]):
         """
         if self._expires_at - now < self._floor:
             return True
-        if self._refused or len(self._sent) >= self._allowed:
+        strategy = self._strategy
+        if (
+            self._refused
+            or strategy is None
+            or len(self._sent) >= allowed_attempts(strategy, self._replayable)
+        ):
             return False
         won = self.winner()
         if won is None:

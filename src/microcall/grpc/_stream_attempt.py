@@ -74,7 +74,8 @@ class StreamAttempt:
             expires_at=expires_at,
             route=self.method.full_name,
             target=targets.address_at(0),
-            allowed=1,
+            strategy=SINGLE,
+            replayable=False,
         )
         with core.lock:
             action = driver.next(now)

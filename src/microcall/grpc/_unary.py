@@ -34,7 +34,7 @@ import grpc
 
 from microcall._attempt import Attempt, AttemptKind
 from microcall._call import Learner
-from microcall._driver import CallDriver, allowed_attempts
+from microcall._driver import CallDriver
 from microcall._driver import Start as AttemptStart
 from microcall.grpc._core import ChannelCore, MetadataPairs, status_error
 from microcall.grpc._errors import CircuitOpen
@@ -173,7 +173,8 @@ class UnaryCall(Generic[C]):
             expires_at=expires_at,
             route=method.full_name,
             target=targets.address_at(0),
-            allowed=0 if strategy is None else allowed_attempts(strategy, method.idempotent),
+            strategy=strategy,
+            replayable=method.idempotent,
         )
         # Each attempt's observer scopes, when the call has observers.
         self._scopes: dict[int, list[AttemptScope]] | None = None if watch is None else {}
