@@ -40,15 +40,16 @@ http {{
     # Every measured connection stays open for the whole run.
     keepalive_requests 1000000;
     keepalive_timeout 300s;
+    sendfile on;
     server {{
         {listen}
-        location / {{
-            default_type text/plain;
-            return 200 "ok\\n";
-        }}
+        {location}
     }}
 }}
 """
+
+# Every path answers a fixed small 200.
+_OK = 'location / { default_type text/plain; return 200 "ok\\n"; }'
 
 
 def nginx_binary() -> str:
@@ -78,6 +79,16 @@ def serve_ok(env: BenchEnv) -> Iterator[str]:
 
 
 @contextlib.contextmanager
+def serve_files(env: BenchEnv, root: Path) -> Iterator[str]:
+    """nginx serving the files under ``root`` (sendfile); yield its base URL, no trailing slash."""
+    with tempfile.TemporaryDirectory(prefix="microcall-bench-nginx-") as directory:
+        port = _free_port()
+        location = f"default_type application/octet-stream; root {root};"
+        with _nginx(env, directory, port, f"listen 127.0.0.1:{port};", location):
+            yield f"http://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
 def serve_ok_tls(env: BenchEnv) -> Iterator[tuple[str, str]]:
     """The same over HTTP/2 and TLS: yield ``(https://127.0.0.1:port/, the CA's PEM file)``."""
     import trustme
@@ -100,10 +111,12 @@ def serve_ok_tls(env: BenchEnv) -> Iterator[tuple[str, str]]:
 
 
 @contextlib.contextmanager
-def _nginx(env: BenchEnv, directory: str, port: int, listen: str) -> Iterator[None]:
-    """nginx with ``_CONFIG`` (its ``listen`` line given) in ``directory``, until the block ends."""
+def _nginx(
+    env: BenchEnv, directory: str, port: int, listen: str, location: str = _OK
+) -> Iterator[None]:
+    """nginx with ``_CONFIG`` (its ``listen`` and ``location`` given) in ``directory``, until the block ends."""
     config = Path(directory) / "nginx.conf"
-    config.write_text(_CONFIG.format(dir=directory, listen=listen))
+    config.write_text(_CONFIG.format(dir=directory, listen=listen, location=location))
     process = subprocess.Popen(
         [nginx_binary(), "-p", directory, "-e", f"{directory}/error.log", "-c", str(config)],
         stdout=subprocess.DEVNULL,

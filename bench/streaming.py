@@ -34,7 +34,6 @@ import contextlib
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import BenchEnv
-from bench._nginx import _free_port, _wait_until_listening, nginx_binary
+from bench._nginx import serve_files
 from bench._proc import run_json
 from bench._stats import Spread
 
@@ -54,29 +53,6 @@ DOWNLOADS = 4  # per client process
 MIB = 1024 * 1024
 # Long enough for the slowest row (the buffered one) on a loaded machine.
 BUDGET = 120.0
-
-_CONFIG = """\
-daemon off;
-master_process off;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    sendfile on;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    default_type application/octet-stream;
-    server {{
-        listen 127.0.0.1:{port};
-        root {dir}/www;
-    }}
-}}
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,25 +114,8 @@ def _serve_file(env: BenchEnv) -> Iterator[str]:
             for _ in range(BODY_MIB):
                 big.write(block)
         (www / "small.bin").write_bytes(b"s" * 1024)
-        port = _free_port()
-        config = Path(directory) / "nginx.conf"
-        config.write_text(_CONFIG.format(dir=directory, port=port))
-        process = subprocess.Popen(
-            [nginx_binary(), "-p", directory, "-e", f"{directory}/error.log", "-c", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            env.pin_server(process.pid)
-            _wait_until_listening(process, port, Path(directory) / "error.log")
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        with serve_files(env, www) as url:
+            yield url
 
 
 def _section(env: BenchEnv, results: Results) -> str:

@@ -1,4 +1,4 @@
-"""The call driver's shared decisions, free of I/O: one place for HTTP and gRPC.
+"""The decisions every call of one client or channel shares, free of I/O: for HTTP and gRPC.
 
 A logical call becomes attempts the same way whatever carries it. Before the
 first attempt: the call deposits into the retry budget and gets its plan
@@ -12,10 +12,11 @@ drift down and hedging feed on itself).
 
 :class:`CallPolicies` holds that state, which lives longer than one call
 (one per HTTP engine, one per gRPC channel), and answers those questions.
-It never sleeps, never reads the wall clock (``now`` is passed in) and never
-imports asyncio or threads: the runners (``_engine.py`` for HTTP, the
-channels in ``grpc/``) perform what it decides with their own I/O, and
-tests/test_call_driver.py drives it with a fake clock.
+The per-call state machine that asks them is :mod:`microcall._driver`'s
+``CallDriver``. Neither sleeps, reads the wall clock (``now`` is passed in)
+or imports asyncio or threads: the runners (``_engine.py`` for HTTP, the
+channels in ``grpc/``) perform what they decide with their own I/O, and
+tests/test_call_driver.py drives both with a fake clock.
 """
 
 from __future__ import annotations

@@ -1,24 +1,22 @@
-"""The HTTP engine: turns one logical HTTP call into attempts, as a strategy's plan decides.
+"""The HTTP engine: the asyncio runner of HTTP calls, performing what each call's driver decides.
 
-Policies decide, transports send, the engine wires them together over
-asyncio and keeps the record of attempts that every response and every
-error carries. It is where an HTTP call awaits, sleeps and cancels; the
-front doors own the client's event loop (client/), the transports their
-connections (transports/), and the gRPC channels run their own attempts
-over grpc's I/O (grpc/).
-
-For every call: deposit into the retry budget; make the strategy's plan (for
-a learned hedge, with the route's current delay); then loop: ask the plan,
-and for each Send withdraw from the budget (retries and hedges only), pick an
-endpoint (a hedge avoids the replicas already tried), ask its breaker, send.
-Each outcome is classified, reported to the endpoint's record and the
-learned delay, and handed back to the plan. When the plan finishes, losers
-still running get ``linger`` seconds to complete (keeping their keep-alive
-connection) before they are cancelled.
+The decisions are the call driver's (:mod:`microcall._driver`, the same for
+HTTP and gRPC, free of I/O): which attempt to send, to which endpoint, with
+what time limit, when to wait and when the call is over, and what each
+outcome means. The engine performs them over asyncio: a task per attempt
+sending through the transport, ``asyncio.wait`` until an attempt ends or the
+driver's wait is over, and the losers of a finished race given ``linger``
+seconds to complete (keeping their keep-alive connection) before they are
+cancelled. It also holds the client's admission of calls (slots and queue),
+reports to the observers, and turns the driver's result into the Response
+returned or the one CallError raised, with the record of attempts that
+every response and every error carries. The gRPC channels run the same
+driver over grpc's own I/O (grpc/); the front doors own the client's event
+loop (client/), the transports their connections (transports/).
 
 A call with one attempt on a client with one endpoint and no breaker takes a
-straight path (no task, no plan): it is the common case and must cost next to
-nothing over the transport itself.
+straight path (no task, no driver): it is the common case and must cost next
+to nothing over the transport itself.
 """
 
 from __future__ import annotations
@@ -27,16 +25,17 @@ import asyncio
 import random
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from yarl import URL
 
 from microcall._admission import Admission
-from microcall._attempt import Attempt, AttemptKind, RefusalReason, was_resent
-from microcall._body import replay_refusal
-from microcall._call import CallPolicies, Learner
+from microcall._attempt import Attempt, AttemptKind, was_resent
+from microcall._body import Body, replay_refusal
+from microcall._call import CallPolicies
 from microcall._call_watch import Watch
+from microcall._driver import CallDriver, Start, start_call
 from microcall._replicas import Replicas
 from microcall._request import Request, endpoint_of
 from microcall._response import Response
@@ -53,7 +52,7 @@ from microcall.observe.hooks import AttemptScope, Observer
 from microcall.policy.balancer import Endpoint
 from microcall.policy.budget import RetryBudget
 from microcall.policy.classify import Classifier, Verdict
-from microcall.policy.strategy import Finish, Hedged, Send, SingleAttempt, Strategy
+from microcall.policy.strategy import Finish, Hedged, SingleAttempt, Strategy
 from microcall.transports import Transport
 
 # Below this much time left, an attempt cannot do useful work: connection set-up
@@ -70,17 +69,84 @@ DEFAULT_DEADLINE_FLOOR = 0.005
 # loop lagged by 0.35-8 s and goodput fell to nothing.
 DEFAULT_MAX_CALLS = 1000
 
+# Endpoint names kept at most (HttpRules): far more than any client's replicas.
+_MAX_NAMES = 1024
 
-@dataclass(slots=True)
-class _Running:
-    """An attempt in flight."""
 
-    index: int
-    kind: AttemptKind
-    started: float
-    endpoint: Endpoint | None
-    url: URL
-    scopes: list[AttemptScope] | None
+def _record_of(
+    index: int,
+    kind: AttemptKind,
+    endpoint: str,
+    offset: float,
+    duration: float,
+    outcome: Response | CallError,
+) -> Attempt:
+    if isinstance(outcome, Response):
+        return Attempt(
+            index,
+            kind,
+            endpoint,
+            offset,
+            duration,
+            outcome.status_code,
+            resent=was_resent(outcome),
+        )
+    return Attempt(
+        index,
+        kind,
+        endpoint,
+        offset,
+        duration,
+        error=_name(outcome),
+        resent=was_resent(outcome),
+    )
+
+
+class HttpRules:
+    """What the call driver needs to know of HTTP (see :class:`microcall._driver.Rules`).
+
+    An outcome is a Response or a CallError; the client's classifier judges
+    it, and a Response judged worth retrying may say how long to wait first
+    (Retry-After). An endpoint is named ``host:port`` of its base URL.
+    """
+
+    __slots__ = ("_classifier", "_names", "_replicas")
+
+    record_type = Attempt
+
+    def __init__(self, classifier: Classifier, replicas: Replicas | None) -> None:
+        self._classifier = classifier
+        self._replicas = replicas
+        # Each endpoint's name, made once: every attempt's record carries one.
+        self._names: dict[str, str] = {}
+
+    def judge(
+        self, outcome: Response | CallError, attempt_limited: bool
+    ) -> tuple[Verdict, float | None]:
+        # ``attempt_limited`` needs no reading here: an attempt ended by the
+        # deadline already failed as DeadlineExceeded (Engine._send).
+        if isinstance(outcome, Response):
+            verdict = self._classifier(outcome, None)
+            if verdict is Verdict.RETRY:
+                hint = outcome.headers.get(RETRY_AFTER_HEADER)
+                return verdict, parse_retry_after(hint, now_epoch=time.time()) if hint else None
+            return verdict, None
+        return self._classifier(None, outcome), None
+
+    def timed_out(self, outcome: Response | CallError) -> bool:
+        return isinstance(outcome, (AttemptTimeout, DeadlineExceeded))
+
+    def target(self, endpoint: Endpoint) -> str:
+        name = self._names.get(endpoint.address)
+        if name is None:
+            assert self._replicas is not None
+            if len(self._names) >= _MAX_NAMES:  # discovery replaced the endpoints many times
+                self._names.clear()
+            name = self._names[endpoint.address] = endpoint_of(self._replicas.base_of(endpoint))
+        return name
+
+    # The record of an attempt that ended with an outcome (the same as the straight path's).
+    record = staticmethod(_record_of)
 
 
 class Engine:
@@ -106,11 +172,11 @@ class Engine:
         self.observers = tuple(observers)
         self.replicas = replicas
         self.budget = budget
-        self._classifier = classifier
         self._now = now
         self._floor = floor
         # The decisions HTTP and gRPC calls share (plans, learned delays, budgets).
         self._policies = CallPolicies(budget=budget, floor=floor, rng=rng)
+        self._rules = HttpRules(classifier, replicas)
         self._lingering: set[asyncio.Task[Response]] = set()
 
     def call(
@@ -283,74 +349,44 @@ class Engine:
         routed: bool,
         watch: Watch | None,
     ) -> Response:
+        """Perform what the call's driver decides, with a task per attempt."""
         now = self._now
-        plan, learner = self._policies.plan(
+        driver: CallDriver[Response | CallError] = start_call(
+            self._policies,
+            self._rules,
             strategy,
             replayable=request.replayable,
             route=request.route,
             start=start,
             expires_at=expires_at,
+            group=self.replicas if routed else None,
+            target=request.endpoint,
+            # A body read once refuses every extra attempt (microcall._body).
+            refuse_extra=None
+            if type(request.body) is not Body
+            else partial(replay_refusal, request),
         )
         loop = asyncio.get_running_loop()
-        running: dict[asyncio.Task[Response], _Running] = {}
-        outcomes: list[Response | CallError | None] = []
-        records: list[Attempt | None] = []
-        refusal: CallError | None = None
-        refused_any = False  # a budget or a breaker stopped an attempt: not the deadline
-        failed: list[Endpoint] = []  # a retry goes elsewhere when it can
+        # Each attempt in flight: its index, and its observers' scopes.
+        running: dict[asyncio.Task[Response], tuple[int, list[AttemptScope] | None]] = {}
         concluded = False
         try:
             while True:
                 moment = now()
-                action = plan.decide(moment)
-                if isinstance(action, Send):
-                    index = len(outcomes)
-                    # A body read once refuses every extra attempt (microcall._body).
-                    refused = replay_refusal(request, action.kind) or self._policies.admit(
-                        action.kind, learner, moment
-                    )
-                    endpoint = None
-                    if refused is None and routed:
-                        endpoint, circuit_open = self._pick(request, running, failed, moment)
-                        if circuit_open is not None:
-                            refusal, refused = circuit_open, RefusalReason.CIRCUIT_OPEN
-                    if refused is not None:
-                        # Never sent: the plan finishes with what it has; the
-                        # attempts list shows the refusal.
-                        refused_any = True
-                        plan.refused()
-                        outcomes.append(None)
-                        records.append(
-                            Attempt(
-                                index,
-                                action.kind,
-                                "",
-                                moment - start,
-                                0.0,
-                                error=refused,
-                                sent=False,
-                            )
-                        )
-                        continue
-                    timeout, by_deadline = expires_at - moment, True
-                    limit = plan.attempt_timeout
-                    # An attempt whose own limit would end it with less than
-                    # the floor left is ended by the deadline: no attempt could
-                    # follow it, so it runs to the deadline and says so.
-                    if limit is not None and limit < timeout - self._floor:
-                        timeout, by_deadline = limit, False
+                action = driver.next(moment)
+                if isinstance(action, Start):
+                    endpoint = action.endpoint
                     url = request.url if endpoint is None else self._url_on(endpoint, request)
-                    headers = attempt_headers(request.headers, timeout, priority)
+                    headers = attempt_headers(request.headers, action.timeout, priority)
                     scopes = (
-                        watch.attempt_started(index, action.kind, url, headers) if watch else None
+                        watch.attempt_started(action.index, action.kind, url, headers)
+                        if watch
+                        else None
                     )
-                    discard_all(outcomes)  # superseded: a streamed answer lets go of its connection
-                    coro = self._send(request, url, headers, timeout, by_deadline)
-                    running[loop.create_task(coro)] = _Running(
-                        index, action.kind, moment, endpoint, url, scopes
-                    )
-                    outcomes.append(None)
-                    records.append(None)
+                    # Superseded: a streamed answer lets go of its connection now.
+                    discard_all(driver.dropped())
+                    coro = self._send(request, url, headers, action.timeout, action.by_deadline)
+                    running[loop.create_task(coro)] = (action.index, scopes)
                     continue
                 if isinstance(action, Finish):
                     concluded = True
@@ -363,112 +399,53 @@ class Engine:
                     running, timeout=wait, return_when=asyncio.FIRST_COMPLETED
                 )
                 for task in done:
-                    attempt = running.pop(task)
-                    outcome = _outcome_of(task)
-                    finished = now()
-                    verdict, retry_after = self._judge(outcome)
-                    self._report(request, attempt, outcome, verdict, finished, learner)
-                    if verdict is not Verdict.ACCEPT and attempt.endpoint is not None:
-                        failed.append(attempt.endpoint)
-                    record = self._record(
-                        attempt.index,
-                        attempt.kind,
-                        attempt.url,
-                        attempt.started - start,
-                        attempt.started,
-                        outcome,
-                    )
-                    records[attempt.index] = record
-                    if attempt.scopes:
-                        Watch.attempt_ended(attempt.scopes, record)
-                    outcomes[attempt.index] = outcome
-                    plan.finished(attempt.index, verdict, finished, retry_after)
+                    index, scopes = running.pop(task)
+                    record = driver.finished(index, _outcome_of(task), now())
+                    if scopes:
+                        Watch.attempt_ended(scopes, record)
         finally:
             # Streamed answers the call will not return let go of their connections.
-            discard_all(
-                outcomes, action.winner if concluded and isinstance(action, Finish) else None
-            )
+            discard_all(driver.dropped())
             moment = now()
             # Losers of a finished race may linger; if the call itself was
             # cancelled (or failed), everything stops at once.
             linger = strategy.linger if concluded and isinstance(strategy, Hedged) else 0.0
-            for task, attempt in running.items():
-                record = Attempt(
-                    attempt.index,
-                    attempt.kind,
-                    endpoint_of(attempt.url),
-                    attempt.started - start,
-                    moment - attempt.started,
-                    cancelled=True,
-                )
-                records[attempt.index] = record
-                if attempt.scopes:
-                    Watch.attempt_ended(attempt.scopes, record)
-                self._let_finish_or_cancel(task, attempt, request, linger, learner)
+            for task, (index, scopes) in running.items():
+                record = driver.lost(index, moment)
+                if scopes:
+                    Watch.attempt_ended(scopes, record)
+                self._let_finish_or_cancel(task, driver, index, linger)
+        # The answers the call does not return (retried, or beaten by the
+        # winner) are driver.dropped(); a lingering loser's arrives in settled().
+        return self._result(request, driver, start, expires_at)
 
-        attempts = tuple(record for record in records if record is not None)
-        winner = action.winner
-        if winner is None:
-            if refusal is not None:  # the breaker refused the first attempt
-                refusal.attempts = attempts
-                raise refusal
-            raise self._too_late(request, expires_at - now(), attempts)
-        result = outcomes[winner]
-        assert result is not None
+    def _result(
+        self,
+        request: Request,
+        driver: CallDriver[Response | CallError],
+        start: float,
+        expires_at: float,
+    ) -> Response:
+        """The finished call's response; or raise its error, with every attempt's record."""
+        attempts = driver.attempts
+        won = driver.winner()
+        if won is None:
+            if driver.circuit_open is not None:  # a breaker refused the first attempt
+                raise CircuitOpen(
+                    f"circuit open for {driver.circuit_open}: not sent",
+                    request=request,
+                    attempts=attempts,
+                )
+            raise self._too_late(request, expires_at - self._now(), attempts)
+        result = won[0]
         if isinstance(result, Response):
             result.attempts = attempts
-            result.elapsed = now() - start
+            result.elapsed = self._now() - start
             return result
-        if isinstance(result, AttemptTimeout) and self._deadline_ended(
-            request, result, strategy, len(outcomes), refused_any, expires_at - now()
-        ):
+        if isinstance(result, AttemptTimeout) and driver.deadline_ended(self._now()):
             result = _deadline_exceeded(request, request.url, result)
         result.attempts = attempts
         raise result
-
-    def _deadline_ended(
-        self,
-        request: Request,
-        timeout: AttemptTimeout,
-        strategy: Strategy,
-        started: int,
-        refused: bool,
-        remaining: float,
-    ) -> bool:
-        """Whether the deadline, not the strategy's attempts, ended a call whose last attempt timed out.
-
-        It did when too little was left to start another attempt, or when the
-        strategy would have sent another (attempts left, none refused, the
-        timeout retriable) and only the deadline kept it from doing so.
-        """
-        if remaining < self._floor:
-            return True
-        allowed = getattr(strategy, "attempts", 1) if request.replayable else 1
-        return started < allowed and not refused and self._judge(timeout)[0] is Verdict.RETRY
-
-    # ------------------------------------------------------------ decisions
-
-    def _pick(
-        self,
-        request: Request,
-        running: dict[asyncio.Task[Response], _Running],
-        failed: list[Endpoint],
-        now: float,
-    ) -> tuple[Endpoint | None, CallError | None]:
-        """The endpoint for the next attempt: not one this call is waiting on or saw fail."""
-        replicas = self.replicas
-        assert replicas is not None
-        avoid = [attempt.endpoint for attempt in running.values() if attempt.endpoint is not None]
-        avoid.extend(failed)
-        endpoint = replicas.pick(now, avoid)
-        breaker = endpoint.breaker
-        if breaker is not None and not breaker.allow(now):
-            return None, CircuitOpen(
-                f"circuit open for {endpoint_of(replicas.base_of(endpoint))}: not sent",
-                request=request,
-            )
-        replicas.started(endpoint, now)
-        return endpoint, None
 
     def _url_on(self, endpoint: Endpoint, request: Request) -> URL:
         assert self.replicas is not None
@@ -476,44 +453,14 @@ class Engine:
         base = self.replicas.base_of(endpoint)
         return URL(f"{str(base).rstrip('/')}/{request.path}", encoded=True)
 
-    def _judge(self, outcome: Response | CallError) -> tuple[Verdict, float | None]:
-        if isinstance(outcome, Response):
-            verdict = self._classifier(outcome, None)
-            if verdict is Verdict.RETRY:
-                hint = outcome.headers.get(RETRY_AFTER_HEADER)
-                return verdict, parse_retry_after(hint, now_epoch=time.time()) if hint else None
-            return verdict, None
-        return self._classifier(None, outcome), None
-
-    def _report(
-        self,
-        request: Request,
-        attempt: _Running,
-        outcome: Response | CallError,
-        verdict: Verdict,
-        now: float,
-        learner: Learner | None,
-    ) -> None:
-        latency = now - attempt.started
-        success = verdict is Verdict.ACCEPT
-        if attempt.endpoint is not None and self.replicas is not None:
-            self.replicas.finished(attempt.endpoint, latency, success, now)
-        if learner is not None and (
-            success or isinstance(outcome, (AttemptTimeout, DeadlineExceeded))
-        ):
-            # Timeouts count with the time they ran: leaving the slow tail out
-            # would let the delay drift down and hedging feed on itself.
-            learner[0].observe(request.route, latency, now)
-
     # ------------------------------------------------------------ losers
 
     def _let_finish_or_cancel(
         self,
         task: asyncio.Task[Response],
-        attempt: _Running,
-        request: Request,
+        driver: CallDriver[Response | CallError],
+        index: int,
         linger: float,
-        learner: Learner | None,
     ) -> None:
         loop = task.get_loop()
         timer = loop.call_later(linger, task.cancel) if linger > 0 else None
@@ -525,23 +472,17 @@ class Engine:
             self._lingering.discard(done)
             if timer is not None:
                 timer.cancel()
-            now = self._now()
             if done.cancelled():
-                if attempt.endpoint is not None and self.replicas is not None:
-                    self.replicas.abandoned(attempt.endpoint, now - attempt.started, now)
-                if learner is not None:
-                    learner[0].observe(request.route, now - attempt.started, now)
+                driver.settled(index, None, self._now())
                 return
             error = done.exception()  # retrieved, so asyncio does not log it
             if isinstance(error, CallError):
-                outcome: Response | CallError = error
+                driver.settled(index, error, self._now())
             elif error is None:
+                # A loser's answer, dropped here: the call returned another.
                 outcome = done.result()
                 discard(outcome)  # a streamed loser lets go of its connection
-            else:
-                return
-            verdict, _ = self._judge(outcome)
-            self._report(request, attempt, outcome, verdict, now, learner)
+                driver.settled(index, outcome, self._now())
 
         task.add_done_callback(settled)
 
@@ -580,27 +521,7 @@ class Engine:
         began: float,
         outcome: Response | CallError,
     ) -> Attempt:
-        duration = self._now() - began
-        endpoint = endpoint_of(url)
-        if isinstance(outcome, Response):
-            return Attempt(
-                index,
-                kind,
-                endpoint,
-                offset,
-                duration,
-                outcome.status_code,
-                resent=was_resent(outcome),
-            )
-        return Attempt(
-            index,
-            kind,
-            endpoint,
-            offset,
-            duration,
-            error=_name(outcome),
-            resent=was_resent(outcome),
-        )
+        return _record_of(index, kind, endpoint_of(url), offset, self._now() - began, outcome)
 
     def _too_late(
         self, request: Request, remaining: float, attempts: tuple[Attempt, ...]

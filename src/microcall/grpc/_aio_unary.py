@@ -2,8 +2,9 @@
 
 A call with one attempt on one target without a breaker or observers takes
 a straight path: one grpc call, no task, no plan, the common case that must
-cost next to nothing over grpc itself. Any other call runs the driver of
-:mod:`microcall.grpc._unary` with one asyncio task per attempt; losers are
+cost next to nothing over grpc itself. Any other call runs the call driver
+(:mod:`microcall._driver`, the same as HTTP's, adapted to gRPC by
+:mod:`microcall.grpc._unary`) with one asyncio task per attempt; losers are
 cancelled as soon as the call is decided.
 """
 
@@ -255,13 +256,11 @@ class UnaryUnary(grpc.aio.UnaryUnaryMultiCallable[Req, Resp]):
     ) -> Resp:
         core = self._core
         now = core.now
-        plan, learner = core.plan(method, strategy, start, expires_at)
         watch = RpcWatch(core.observers, method) if core.observers else None
-        driver: UnaryCall[grpc.aio.Channel] = UnaryCall(
+        driver: UnaryCall[grpc.aio.Channel] = UnaryCall.planned(
             core,
             method,
-            plan,
-            learner,
+            strategy,
             start=start,
             expires_at=expires_at,
             metadata=metadata,

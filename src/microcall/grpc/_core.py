@@ -1,9 +1,13 @@
 """What a channel wrapper's calls share: options, targets, retry budget, learned delays, observers.
 
 Both channel wrappers (grpc.aio and blocking) hold one :class:`ChannelCore`;
-it answers the questions every call asks before its first attempt (its
-deadline, its priority, its plan) and owns the state that lives longer than
-one call. It never blocks and never awaits.
+it answers the questions that are the channel's own before a call's first
+attempt (its deadline and priority from the channel's defaults and the
+context, its metadata, the error of a call too late to send, the error a
+status becomes) and owns the state that lives longer than one call, among
+it the decisions every call shares with HTTP's (:class:`~microcall._call.CallPolicies`).
+Each call's attempts are the call driver's (:mod:`microcall._driver`, through
+:mod:`._unary`). It never blocks and never awaits.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
-from microcall._attempt import AttemptKind, RefusalReason
 from microcall._call import CallPolicies, Learner
 from microcall._checks import checked_metadata
 from microcall._clock import MONOTONIC
@@ -145,10 +148,6 @@ class ChannelCore(Generic[C]):
             start=start,
             expires_at=expires_at,
         )
-
-    def admit(self, kind: AttemptKind, learner: Learner | None, now: float) -> RefusalReason | None:
-        """None if an attempt of this kind may go; else why not (budgets refuse extras)."""
-        return self.policies.admit(kind, learner, now)
 
     def too_late(
         self, method: RpcMethod, remaining: float, attempts: Sequence[RpcAttempt]

@@ -1,8 +1,10 @@
 """The one attempt of a streaming call: its deadline, metadata, target, breaker and observers.
 
 Shared by the grpc.aio and the blocking streaming calls, which only move the
-messages. Opening picks the target (and asks its breaker), computes the
-timeout from the deadline in context and the metadata; the call's end is
+messages. A stream is a call of one attempt, so it runs the call driver
+(:mod:`microcall._driver`, as every call does) with a single attempt's plan:
+opening asks it for the attempt (its target, its breaker, its timeout from
+the deadline in context) and builds the metadata; the call's end is
 reported exactly once, as an outcome (the stream finished, or failed with a
 status) or as abandoned (the caller cancelled it, or stopped in the middle
 with an exception of its own).
@@ -10,18 +12,18 @@ with an exception of its own).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
-from microcall._attempt import AttemptKind
+from microcall._attempt import Attempt
+from microcall._driver import CallDriver, Start
 from microcall.grpc._core import ChannelCore, MetadataPairs, status_error
 from microcall.grpc._errors import CircuitOpen
 from microcall.grpc._observe import Metadata, RpcAttempt, RpcMethod, RpcWatch
-from microcall.grpc._status import classify
+from microcall.grpc._unary import Answered, Failed, GrpcRules, Outcome
 from microcall.observe.hooks import AttemptScope
-from microcall.policy.balancer import Endpoint
-from microcall.policy.classify import Verdict
+from microcall.policy.strategy import SINGLE
 from microcall.priority import Priority
 
 
@@ -30,7 +32,7 @@ class StreamAttempt:
 
     __slots__ = (
         "_core",
-        "_endpoint",
+        "_driver",
         "_reported",
         "_scopes",
         "_start",
@@ -45,7 +47,7 @@ class StreamAttempt:
         self._core = core
         self.method = method
         self._start = core.now()
-        self._endpoint: Endpoint | None = None
+        self._driver: CallDriver[Outcome] | None = None
         self._scopes: list[AttemptScope] | None = None
         self._reported = False
         self.target = ""
@@ -60,35 +62,42 @@ class StreamAttempt:
         core = self._core
         now = self._start
         pairs = core.metadata(core.priority(priority), metadata)
-        remaining = core.expires_at(timeout, now) - now
-        if remaining < core.floor:
-            self._refuse(core.too_late(self.method, remaining, ()))
-            return None
+        expires_at = core.expires_at(timeout, now)
         targets = core.targets
-        slot = 0
-        if not targets.single:
-            with core.lock:
-                endpoint = targets.pick(now, ())
-                breaker = endpoint.breaker
-                admitted = breaker is None or breaker.allow(now)
-                if admitted:
-                    targets.started(endpoint, now)
-            if not admitted:
-                self._refuse(
-                    CircuitOpen(
-                        f"circuit open for {endpoint.address}: {self.method.full_name} not sent"
-                    )
-                )
-                return None
-            self._endpoint = endpoint
-            slot = targets.slot_of(endpoint)
-        self.target = targets.address_at(slot)
+        driver: CallDriver[Outcome] = CallDriver(
+            core.policies,
+            GrpcRules(core.options.retryable_codes),
+            SINGLE.plan(expires_at=expires_at, floor=core.floor, rng=core.rng),
+            None,
+            group=None if targets.single else targets,
+            start=now,
+            expires_at=expires_at,
+            route=self.method.full_name,
+            target=targets.address_at(0),
+            strategy=SINGLE,
+            replayable=False,
+        )
+        with core.lock:
+            action = driver.next(now)
+        if not isinstance(action, Start):
+            # Too little time left, or the target's breaker is open: not sent.
+            refused = driver.circuit_open
+            self._refuse(
+                core.too_late(self.method, expires_at - now, ())
+                if refused is None
+                else CircuitOpen(f"circuit open for {refused}: {self.method.full_name} not sent")
+            )
+            return None
+        self._driver = driver
+        self.target = action.target
+        endpoint = action.endpoint
+        slot = 0 if endpoint is None else targets.slot_of(endpoint)
         if core.observers:
             self.watch = RpcWatch(core.observers, self.method)
             extended: Metadata = list(pairs)
-            self._scopes = self.watch.attempt_started(0, AttemptKind.FIRST, self.target, extended)
+            self._scopes = self.watch.attempt_started(0, action.kind, self.target, extended)
             pairs = tuple(extended)
-        return slot, remaining, pairs
+        return slot, action.timeout, pairs
 
     def _refuse(self, error: BaseException) -> None:
         self.refusal = error
@@ -98,8 +107,7 @@ class StreamAttempt:
 
     def failed(self, code: grpc.StatusCode, details: str, trailing: MetadataPairs) -> BaseException:
         """The stream ended with a status other than OK: microcall's error for it."""
-        verdict, _ = classify(code, trailing, retryable=self._core.options.retryable_codes)
-        record = self._report(code.name, verdict is Verdict.ACCEPT, cancelled=False)
+        reported = self._report(Failed(code, details, trailing, None))
         error = status_error(
             self.method,
             self.target,
@@ -109,39 +117,39 @@ class StreamAttempt:
             by_deadline=True,
             attempts=self.attempts,
         )
-        if self.watch is not None and record is not None:
+        if self.watch is not None and reported:
             self.watch.call_ended(None, error, self.attempts)
         return error
 
     def ended(self, response: object | None) -> None:
         """The stream finished with OK (``response``: a client stream's one response)."""
-        record = self._report("OK", True, cancelled=False)
-        if self.watch is not None and record is not None:
+        reported = self._report(Answered(response, None))
+        if self.watch is not None and reported:
             self.watch.call_ended(response, None, self.attempts)
 
     def abandoned(self, error: BaseException | None = None) -> None:
         """The caller cancelled the stream, or left it in the middle."""
-        record = self._report(None, False, cancelled=True)
-        if self.watch is not None and record is not None:
+        reported = self._report(None)
+        if self.watch is not None and reported:
             self.watch.call_ended(None, error, self.attempts)
 
-    def _report(self, code: str | None, success: bool, *, cancelled: bool) -> RpcAttempt | None:
-        if self._reported:
-            return None
+    def _report(self, outcome: Outcome | None) -> bool:
+        """Tell the driver how the attempt ended (None: abandoned); False if already told."""
+        driver = self._driver
+        if self._reported or driver is None:
+            return False
         self._reported = True
         core = self._core
         now = core.now()
-        latency = now - self._start
-        if self._endpoint is not None:
-            with core.lock:
-                if cancelled:
-                    core.targets.abandoned(self._endpoint, latency, now)
-                else:
-                    core.targets.finished(self._endpoint, latency, success, now)
-        record = RpcAttempt(
-            0, AttemptKind.FIRST, self.target, 0.0, latency, code=code, cancelled=cancelled
-        )
-        self.attempts = (record,)
+        record: Attempt
+        with core.lock:
+            if outcome is None:
+                record = driver.lost(0, now)
+                driver.settled(0, None, now)
+            else:
+                record = driver.finished(0, outcome, now)
+        rpc_record = cast(RpcAttempt, record)  # GrpcRules writes every record
+        self.attempts = (rpc_record,)
         if self._scopes:
-            RpcWatch.attempt_ended(self._scopes, record)
-        return record
+            RpcWatch.attempt_ended(self._scopes, rpc_record)
+        return True

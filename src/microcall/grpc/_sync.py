@@ -9,7 +9,8 @@
 The calling thread drives the call itself, with grpcio's blocking channels
 (one per target), rather than handing it to an event loop: a blocking grpc
 call costs far less than a trip through a loop thread, and the decisions are
-the same driver's (:mod:`microcall.grpc._unary`). A call with one attempt on
+the same call driver's as every other call's (:mod:`microcall._driver`,
+adapted to gRPC by :mod:`microcall.grpc._unary`). A call with one attempt on
 one target takes grpc's own blocking path; a planned one sends each attempt
 with ``future()`` and waits for the first to end.
 
@@ -317,19 +318,17 @@ class BlockingUnaryUnary(_UnaryBase[Req, Resp]):
         core = self._core
         now = core.now
         lock = core.lock
-        with lock:
-            plan, learner = core.plan(method, strategy, start, expires_at)
         watch = RpcWatch(core.observers, method) if core.observers else None
-        driver: UnaryCall[grpc.Channel] = UnaryCall(
-            core,
-            method,
-            plan,
-            learner,
-            start=start,
-            expires_at=expires_at,
-            metadata=metadata,
-            watch=watch,
-        )
+        with lock:
+            driver: UnaryCall[grpc.Channel] = UnaryCall.planned(
+                core,
+                method,
+                strategy,
+                start=start,
+                expires_at=expires_at,
+                metadata=metadata,
+                watch=watch,
+            )
         ended: queue.SimpleQueue[int] = queue.SimpleQueue()
         running: dict[int, Any] = {}
         credentials, wait_for_ready, compression = extra
