@@ -1,4 +1,4 @@
-"""One logical call as a state machine, free of I/O: the same driver for HTTP and gRPC.
+"""One logical call as a state machine, free of I/O: the same driver for HTTP, gRPC, callables.
 
 Theory of operation. The strategy's plan decides when attempts start and
 when the call is over (:mod:`microcall.policy.strategy`). :class:`CallDriver`
@@ -8,7 +8,8 @@ breaker for each attempt (:class:`~microcall._group.EndpointGroup`), each
 attempt's time limit, the judgement of each outcome, what the endpoint's
 record and the learned hedge delay hear of it, and the record of attempts.
 A runner (the HTTP engine's asyncio tasks in ``_engine.py``; grpc.aio tasks
-and blocking grpc futures in ``grpc/``) loops::
+and blocking grpc futures in ``grpc/``; a resilient callable's tasks or the
+caller's thread in ``resilience/``) loops::
 
     action = driver.next(now)
     Start       -> send attempt ``action.index`` to ``action.endpoint`` (None: the
@@ -53,7 +54,8 @@ Why these rules:
 
 The driver knows an outcome only through its protocol's :class:`Rules`: an
 HTTP outcome is a ``Response`` or a ``CallError``, a gRPC one ``Answered`` or
-``Failed``; the rules judge it (a verdict and a retry-after), say whether it
+``Failed``, a callable's a value returned, an exception raised or a time
+limit reached; the rules judge it (a verdict and a retry-after), say whether it
 is a timeout, name an endpoint and write the attempt's record. The driver
 never sleeps, never reads the clock (``now`` is passed in) and never imports
 asyncio or threads: tests/test_call_driver.py drives it with a fake clock.
@@ -151,6 +153,7 @@ def start_call(
     group: EndpointGroup | None,
     target: str,
     refuse_extra: RefuseExtra | None = None,
+    refused_target: str = "",
 ) -> CallDriver[OutcomeT]:
     """The driver of a call beginning at ``start``: its plan made, nothing sent yet.
 
@@ -158,6 +161,9 @@ def start_call(
     goes to the call's own ``target``). ``route`` names the call for the
     learned hedge delay. ``refuse_extra`` is asked before a retry or hedge
     is admitted: a reason refuses it (HTTP: a request body read once).
+    learned hedge delay. ``refused_target``: the endpoint a refused
+    attempt's record names (none by default: it went nowhere; a callable's
+    records all name the callable).
     """
     plan, learner = policies.plan(
         strategy, replayable=replayable, route=route, start=start, expires_at=expires_at
@@ -175,6 +181,7 @@ def start_call(
         strategy=strategy,
         replayable=replayable,
         refuse_extra=refuse_extra,
+        refused_target=refused_target,
     )
 
 
@@ -192,12 +199,14 @@ class CallDriver(Generic[OutcomeT]):
         "_records",
         "_refuse_extra",
         "_refused",
+        "_refused_target",
         "_replayable",
         "_route",
         "_rules",
         "_sent",
         "_strategy",
         "_target",
+        "_verdicts",
         "_winner",
         "circuit_open",
         "start",
@@ -218,6 +227,7 @@ class CallDriver(Generic[OutcomeT]):
         strategy: Strategy | None,
         replayable: bool,
         refuse_extra: RefuseExtra | None = None,
+        refused_target: str = "",
     ) -> None:
         self._policies = policies
         self._rules = rules
@@ -235,10 +245,14 @@ class CallDriver(Generic[OutcomeT]):
         self._strategy = strategy
         self._replayable = replayable
         self._refuse_extra = refuse_extra
+        self._refused_target = refused_target
         # By attempt index; a refused attempt has no Start and no outcome.
         self._sent: list[Start | None] = []
         self._outcomes: list[OutcomeT | None] = []
         self._records: list[Attempt | None] = []
+        # Each finished attempt's verdict, judged once: a callable's rules
+        # run the caller's own classifier, which need not be cheap or pure.
+        self._verdicts: list[Verdict | None] = []
         self._refused = False  # a budget or a breaker stopped an attempt
         self._winner: int | None = None
         # The target whose breaker refused an attempt (the last one), if any.
@@ -274,9 +288,16 @@ class CallDriver(Generic[OutcomeT]):
                 plan.refused()
                 self._sent.append(None)
                 self._outcomes.append(None)
+                self._verdicts.append(None)
                 self._records.append(
                     self._rules.record_type(
-                        index, kind, "", now - self.start, 0.0, error=refused, sent=False
+                        index,
+                        kind,
+                        self._refused_target,
+                        now - self.start,
+                        0.0,
+                        error=refused,
+                        sent=False,
                     )
                 )
                 continue
@@ -290,6 +311,7 @@ class CallDriver(Generic[OutcomeT]):
             start = Start(index, kind, endpoint, target, timeout, by_deadline, now)
             self._sent.append(start)
             self._outcomes.append(None)
+            self._verdicts.append(None)
             self._records.append(None)
             return start
 
@@ -322,6 +344,7 @@ class CallDriver(Generic[OutcomeT]):
         )
         self._records[index] = record
         self._outcomes[index] = outcome
+        self._verdicts[index] = verdict
         self._plan.finished(index, verdict, now, retry_after)
         return record
 
@@ -409,8 +432,11 @@ class CallDriver(Generic[OutcomeT]):
         won = self.winner()
         if won is None:
             return False
-        outcome, sent = won
-        return self._rules.judge(outcome, not sent.by_deadline)[0] is Verdict.RETRY
+        return self._verdicts[won[1].index] is Verdict.RETRY
+
+    def verdict(self, index: int) -> Verdict | None:
+        """The verdict on attempt ``index``'s outcome (None: it has not finished, or was refused)."""
+        return self._verdicts[index]
 
     def dropped(self) -> list[OutcomeT]:
         """The outcomes of finished attempts that are not the call's (retried, or beaten)."""

@@ -11,11 +11,12 @@ function (blocking or async) or calls one (``call`` / ``acall``), and
     @microcall.resilient(strategy=microcall.retry(3), on=ConnectionError, timeout=1.0)
     async def find_user(user_id): ...
 
-How it is built: ``_driver`` is the per-call state machine (no I/O, no
-clock: the plan and the budgets from :mod:`microcall._call`, the records,
-the classification of outcomes in ``_classify``); ``_async`` and ``_sync``
-run its decisions with tasks or on the caller's thread; ``_observe`` tells
-the client observers. docs/callables.md is the user's guide.
+How it is built: a call runs the same per-call state machine as HTTP and
+gRPC calls (:mod:`microcall._driver`); ``_driver`` adapts it to a callable
+(its rules judge outcomes with the classifier in ``_classify``, and it
+decides how the call ends); ``_async`` and ``_sync`` run its decisions with
+tasks or on the caller's thread; ``_observe`` shows calls to the client
+observers in HTTP's words. docs/callables.md is the user's guide.
 """
 
 from microcall.resilience._classify import OutcomeClassifier, RetryOn

@@ -94,7 +94,7 @@ async def run_async(
     for task, (index, _) in running.items():
         call.abandon(index, now)
         _stop(task, linger, lingering)
-    return call.result(action, now)
+    return call.result(now)
 
 
 async def _attempt(

@@ -2,7 +2,9 @@
 
 The same :class:`~microcall.observe.Observer` that follows a client's HTTP
 calls (``ClientMetrics``, ``ClientTracing``, a test's recorder) follows a
-callable's, as it follows a gRPC channel's through ``ObserverAdapter``:
+callable's, as it follows a gRPC channel's through ``ObserverAdapter``.
+The HTTP engine's own fan-out tells them (:class:`microcall._call_watch.Watch`,
+which never lets an observer break the call):
 
 * a call is a ``Request`` ``CALL call:///<name>/call`` (``route`` and
   ``endpoint`` are the name). Metrics and traces read the ``call`` scheme as
@@ -25,16 +27,13 @@ attempt's span, as they would be of an HTTP attempt's on the next hop.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
 from yarl import URL
 
-from microcall._attempt import Attempt, AttemptKind
 from microcall._request import Request
-from microcall.observe.hooks import AttemptScope, CallScope, Observer
-from microcall.observe.logs import observer_failed
 
 # The scheme observers read as "a wrapped callable" (observe/_labels.py).
 CALL_SCHEME = "call"
@@ -43,57 +42,9 @@ CALL_METHOD = "CALL"
 
 
 def request_for(name: str) -> Request:
-    """The request observers are shown for calls named ``name`` (one per name, reused)."""
+    """The request observers are shown for a call named ``name``."""
     url = URL.build(scheme=CALL_SCHEME, path=f"/{name}/call")
     return Request(CALL_METHOD, url, {}, path=name, route=name, endpoint=name)
-
-
-class CallWatch:
-    """The observers' scopes for one call: fan out to each, never let one break the call."""
-
-    __slots__ = ("_scopes", "url")
-
-    def __init__(self, observers: Sequence[Observer], request: Request) -> None:
-        self.url = request.url
-        scopes: list[CallScope] = []
-        for observer in observers:
-            try:
-                scope = observer.call_started(request)
-            except Exception:
-                observer_failed(observer, "call start")
-                continue
-            if scope is not None:
-                scopes.append(scope)
-        self._scopes = scopes
-
-    def attempt_started(
-        self, index: int, kind: AttemptKind, headers: dict[str, str]
-    ) -> list[AttemptScope]:
-        started: list[AttemptScope] = []
-        for scope in self._scopes:
-            try:
-                attempt = scope.attempt_started(index, kind, self.url, headers)
-            except Exception:
-                observer_failed(scope, "attempt start")
-                continue
-            if attempt is not None:
-                started.append(attempt)
-        return started
-
-    @staticmethod
-    def attempt_ended(scopes: Sequence[AttemptScope], attempt: Attempt) -> None:
-        for scope in scopes:
-            try:
-                scope.attempt_ended(attempt)
-            except Exception:
-                observer_failed(scope, "attempt end")
-
-    def call_ended(self, error: BaseException | None, attempts: Sequence[Attempt]) -> None:
-        for scope in self._scopes:
-            try:
-                scope.call_ended(None, error, attempts)
-            except Exception:
-                observer_failed(scope, "call end")
 
 
 # ---------------------------------------------------------------- trace context

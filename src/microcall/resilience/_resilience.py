@@ -20,7 +20,7 @@ from microcall.policy.budget import RetryBudget, RetryBudgetConfig
 from microcall.policy.strategy import SINGLE, Hedged, Retry, Strategy
 from microcall.resilience._async import run_async
 from microcall.resilience._classify import OutcomeClassifier, RetryOn, classifier_of
-from microcall.resilience._driver import Shared, Sleep
+from microcall.resilience._driver import CallableRules, Shared, Sleep
 from microcall.resilience._sync import run_sync
 
 P = ParamSpec("P")
@@ -141,7 +141,7 @@ class Resilience:
         self._name = name
         self._shared = Shared(
             strategy=strategy,
-            classify=classifier_of(on, classifier),
+            rules=CallableRules(classifier_of(on, classifier)),
             timeout=to_seconds(timeout, name="timeout"),
             floor=floor,
             clock=clock,

@@ -70,7 +70,7 @@ def run_sync(
             call.abandon(running, clock.now())
         call.ended(stopped)
         raise
-    return call.result(action, clock.now())
+    return call.result(clock.now())
 
 
 def _attempt(
