@@ -31,6 +31,11 @@ from microcall.resilience._classify import Outcome, Raised, Returned
 from microcall.resilience._driver import CallableCall, Shared, Start
 from microcall.resilience._observe import enter_trace, exit_trace
 
+_ASYNC_SLEEP = (
+    "sleep= returns an awaitable, which a blocking call cannot wait on: "
+    "give a blocking sleep (time.sleep, FakeClock.advance)"
+)
+
 
 def run_sync(
     shared: Shared,
@@ -42,6 +47,10 @@ def run_sync(
     """Call ``fn(*args, **kwargs)`` under ``shared``'s strategy, deadline and budget."""
     clock = shared.clock
     sleep = time.sleep if shared.sleep is None else shared.sleep
+    if inspect.iscoroutinefunction(sleep):
+        # Refused before the first attempt, not at the first backoff: a
+        # backoff already over when it is reached never calls sleep at all.
+        raise UsageError(_ASYNC_SLEEP)
     call = CallableCall(shared, name, clock.now())
     running: int | None = None
     try:
@@ -61,10 +70,7 @@ def run_sync(
             if inspect.isawaitable(pause):
                 if inspect.iscoroutine(pause):
                     pause.close()  # never awaited: close it, so Python does not warn
-                raise UsageError(
-                    "sleep= returned an awaitable, which a blocking call cannot wait on: "
-                    "give a blocking sleep (time.sleep, FakeClock.advance)"
-                )
+                raise UsageError(_ASYNC_SLEEP)
     except BaseException as stopped:  # KeyboardInterrupt, or a bug: observers hear the end
         if running is not None:
             call.abandon(running, clock.now())
