@@ -370,6 +370,9 @@ class Engine:
         # Each attempt in flight: its index, and its observers' scopes.
         running: dict[asyncio.Task[Response], tuple[int, list[AttemptScope] | None]] = {}
         concluded = False
+        # Only a streamed answer holds a connection after it arrived: other
+        # calls skip gathering what was dropped.
+        streamed = request.stream
         try:
             while True:
                 moment = now()
@@ -383,8 +386,8 @@ class Engine:
                         if watch
                         else None
                     )
-                    # Superseded: a streamed answer lets go of its connection now.
-                    discard_all(driver.dropped())
+                    if streamed:  # superseded answers let go of their connections now
+                        discard_all(driver.dropped())
                     coro = self._send(request, url, headers, action.timeout, action.by_deadline)
                     running[loop.create_task(coro)] = (action.index, scopes)
                     continue
@@ -404,8 +407,8 @@ class Engine:
                     if scopes:
                         Watch.attempt_ended(scopes, record)
         finally:
-            # Streamed answers the call will not return let go of their connections.
-            discard_all(driver.dropped())
+            if streamed:  # answers the call will not return let go of their connections
+                discard_all(driver.dropped())
             moment = now()
             # Losers of a finished race may linger; if the call itself was
             # cancelled (or failed), everything stops at once.

@@ -51,7 +51,13 @@ from microcall._lines import LineSplitter, Rechunker
 from microcall._request import Request
 from microcall._response import Response
 from microcall._sse import EventDecoder, ServerSentEvent
-from microcall.errors import CallError, DeadlineExceeded, IdleTimeout, UsageError
+from microcall.errors import (
+    CallError,
+    DeadlineExceeded,
+    IdleTimeout,
+    ResponseTooLarge,
+    UsageError,
+)
 
 
 class BodySource(Protocol):
@@ -126,6 +132,7 @@ class AsyncStreamResponse(Response):
         "_head_at",
         "_idle",
         "_iterated",
+        "_max_read",
         "_reading",
         "_source",
         "_watch",
@@ -141,6 +148,7 @@ class AsyncStreamResponse(Response):
         request: Request,
         source: BodySource,
         reason: str = "",
+        max_read: int | None = None,
     ) -> None:
         super().__init__(
             status_code=status_code,
@@ -161,6 +169,10 @@ class AsyncStreamResponse(Response):
         self._iterated = False  # pieces were handed out: the body cannot be read again
         self._reading = False
         self._whole = False  # the body was read to its end
+        # What aread() may hold (Limits.max_response_size): iterating is
+        # unbounded, as a stream's point is not to hold the body, but a
+        # body read into memory is capped as a buffered call's is.
+        self._max_read = max_read
 
     @classmethod
     def of(cls, response: Response) -> AsyncStreamResponse:
@@ -211,7 +223,19 @@ class AsyncStreamResponse(Response):
         if self._iterated:
             raise UsageError("part of this body was already iterated; aread() needs all of it")
         pieces: list[bytes] = []
+        held, cap = 0, self._max_read
         while piece := await self._next_piece():
+            held += len(piece)
+            if cap is not None and held > cap and self._source is not None:
+                error = ResponseTooLarge(
+                    f"the response from {self.request.endpoint} is larger than "
+                    f"max_response_size ({cap} bytes) allows for aread(); iterate it with "
+                    "aiter_bytes(), or raise Limits.max_response_size (None: no cap)",
+                    request=self.request,
+                    attempts=self.attempts,
+                )
+                self._stop(self._source, error)
+                raise error
             pieces.append(piece)
         content = self._content = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         return content

@@ -123,6 +123,23 @@ async def test_aread_holds_the_body_and_the_iterators_replay_it(
         assert b"".join([piece async for piece in response.aiter_bytes()]) == body
 
 
+async def test_aread_is_capped_as_a_buffered_call_while_iterating_is_not(
+    make: Callable[..., Any], server: StreamServer
+) -> None:
+    # A server that sends more than the client may hold: aread() refuses it
+    # and lets go of the connection; the same body iterated is fine.
+    transport = make(limits=microcall.Limits(max_response_size=2500))
+    async with client(server, transport) as c:
+        async with c.stream("GET", "/chunks/3/1000") as response:
+            with pytest.raises(microcall.ResponseTooLarge, match="max_response_size"):
+                await response.aread()
+            assert response.is_closed
+            assert response.attempts  # the error names the call's attempts too
+        await eventually(lambda: in_use(transport) == 0, "the connection let go")
+        async with c.stream("GET", "/chunks/3/1000") as response:
+            assert b"".join([piece async for piece in response.aiter_bytes()]) == body_of(3000)
+
+
 async def test_a_body_is_read_once(make: Callable[..., Any], server: StreamServer) -> None:
     async with client(server, make()) as c, c.stream("GET", "/chunks/3/1000") as response:
         async for _ in response.aiter_bytes():

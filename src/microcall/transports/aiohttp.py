@@ -255,8 +255,7 @@ class AiohttpTransport:
             mark_resent(response)
         return response
 
-    @staticmethod
-    async def _streamed(raw: aiohttp.ClientResponse, request: Request) -> AsyncStreamResponse:
+    async def _streamed(self, raw: aiohttp.ClientResponse, request: Request) -> AsyncStreamResponse:
         """A streamed response at its head; released now if its body came whole with the head."""
         try:
             if raw.content.is_eof():
@@ -273,6 +272,7 @@ class AiohttpTransport:
             request=request,
             source=source,
             reason=raw.reason or "",
+            max_read=self._limits.max_response_size,
         )
 
     async def aclose(self) -> None:

@@ -299,6 +299,7 @@ class H1Transport:
                 request=request,
                 source=source,
                 reason=reader.reason,
+                max_read=self._limits.max_response_size,
             )
         else:
             response = Response(

@@ -338,6 +338,7 @@ class HttpxTransport:
                 request=request,
                 source=HttpxBody(raw, lambda error: map_error(error, request)),
                 reason=raw.reason_phrase,
+                max_read=self._limits.max_response_size,
             )
         return Response(
             status_code=raw.status_code,
