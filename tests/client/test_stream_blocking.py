@@ -160,7 +160,11 @@ def test_closing_the_client_ends_a_stream_left_open(background: Background) -> N
     client = microcall.Client(server.url)
     call = client.stream("GET", "/endless")
     response = call.__enter__()
-    assert next(response.iter_bytes())
+    pieces = response.iter_bytes()
+    assert next(pieces)
     client.close()
     background.eventually(lambda: server.open_connections == 0, "the connection closed")
+    # Reading on is a call closed mid-way, as for a read that was waiting.
+    with pytest.raises(microcall.ClientClosed, match="closed while this stream was open"):
+        next(pieces)
     call.__exit__(None, None, None)  # nothing left to close; no error

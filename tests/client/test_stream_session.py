@@ -74,3 +74,11 @@ async def test_a_streamed_call_refreshes_on_401_and_carries_the_jar(
         jar = client.cookies
         assert jar is not None
         assert {cookie.name for cookie in jar} == {"session", "seen"}
+
+
+async def test_awaiting_a_stream_instead_of_entering_it_says_how_it_is_used(serve: Serve) -> None:
+    app = web.Application()
+    app.router.add_get("/export", _export)
+    async with microcall.AsyncClient(await serve(app)) as client:
+        with pytest.raises(microcall.UsageError, match=r"async with client\.stream"):
+            await client.stream("GET", "/export")  # type: ignore[misc]

@@ -95,6 +95,11 @@ class BackgroundLoop:
     def started(self) -> bool:
         return self._loop is not None
 
+    @property
+    def closing(self) -> bool:
+        """True once ``close()`` began: nothing more is run."""
+        return self._closing
+
     def submit(self, coro: Coroutine[Any, Any, T]) -> cf.Future[T]:
         """Run ``coro`` on the loop, in a copy of the caller's context."""
         inbox = self._inbox or self._start(coro)

@@ -36,7 +36,7 @@ import math
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 from yarl import URL
 
@@ -49,8 +49,10 @@ from microcall._stream import AsyncStreamResponse, chunker_for
 from microcall.cache import CachePolicy
 from microcall.client._in_flight import CallsInFlight, Send
 from microcall.client._loop import BackgroundLoop
-from microcall.errors import ConfigurationError, UsageError
+from microcall.errors import ClientClosed, ConfigurationError, UsageError
 from microcall.policy.strategy import Strategy
+
+T = TypeVar("T")
 
 Opening = Callable[[], Coroutine[Any, Any, AsyncStreamResponse]]
 
@@ -141,6 +143,14 @@ class AsyncStreamCall:
 
     async def __aenter__(self) -> AsyncStreamResponse:
         return await self.open()
+
+    def __await__(self) -> NoReturn:
+        # ``await client.stream(...)`` would leave nobody to close the
+        # stream: say how it is used, rather than Python's "can't be awaited".
+        raise UsageError(
+            "client.stream(...) is not awaited: use it as "
+            "`async with client.stream(...) as response:` (the block closes the stream)"
+        )
 
     async def __aexit__(
         self,
@@ -293,7 +303,7 @@ class StreamResponse:
 
     def read(self) -> bytes:
         """Read the rest of the body into memory and return it (then ``content`` holds it)."""
-        return self._loop.run(self._inner.aread())
+        return self._run(self._inner.aread())
 
     def iter_bytes(self, chunk_size: int | None = None) -> Iterator[bytes]:
         """The body's bytes as they arrive; with ``chunk_size``, in chunks of exactly that size."""
@@ -328,9 +338,23 @@ class StreamResponse:
                 yield content
             return
         inner._start_iterating()
-        run = self._loop.run
+        run = self._run
         while piece := run(inner._next_piece()):
             yield piece
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        try:
+            return self._loop.run(coroutine)
+        except UsageError:
+            if not self._loop.closing:
+                raise  # the stream's own refusal (read twice, say)
+            # The client was closed with this stream open: for its reader,
+            # a call closed mid-way, as a read already waiting is told.
+            raise ClientClosed(
+                "the Client was closed while this stream was open",
+                request=self._inner.request,
+                attempts=self._inner.attempts,
+            ) from None
 
     def close(self) -> None:
         """Stop reading: the connection goes back to the pool if the body had ended, else it is closed."""
