@@ -31,7 +31,7 @@ the body's pieces wait in the reader until ``take()`` hands them on
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import httptools
 
@@ -99,18 +99,27 @@ class ResponseReader:
     ``feed`` raises ``WireError`` for bytes that are not HTTP and
     ``TooLarge`` past ``cap``; ``eof`` returns False when the connection
     ended before the message did.
+
+    The head is read from its bytes once llhttp has accepted it, not header
+    by header through llhttp's callbacks: a callback per name and value
+    costs more than splitting the whole head once, and llhttp has already
+    held it to the grammar (CRLF line ends, no folded lines, no space
+    before a colon), so splitting on CRLF and the first colon is exact.
     """
 
     __slots__ = (
         "_body",
         "_cap",
+        "_head",
         "_head_bytes",
         "_head_only",
+        "_interim",
         "_keep_alive",
         "_parser",
         "_size",
         "_until_close",
         "complete",
+        "content_encoding",
         "extra",
         "head_done",
         "headers",
@@ -122,10 +131,16 @@ class ResponseReader:
     )
 
     def __init__(self, head_only: bool, cap: int | None, *, stream: bool = False) -> None:
-        self._parser = httptools.HttpResponseParser(self)
+        # The parser holds this reader's callbacks and the reader the parser:
+        # a cycle, broken as soon as the message is over (see ``_finish``),
+        # so that a response is freed by reference counting, not left to the
+        # cyclic garbage collector, whose passes cost more than the parsing.
+        self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self._head_only = head_only  # a HEAD request: the answer has no body
         self._cap = cap
         self._body: list[bytes] = []
+        self._head: list[bytes] = []  # the bytes fed until the head was complete
+        self._interim = 0  # 1xx heads read before the answer's
         self._size = 0
         self._head_bytes = 0
         self._keep_alive = False
@@ -133,6 +148,7 @@ class ResponseReader:
         self.status = 0
         self.reason = ""
         self.headers: list[tuple[str, str]] = []
+        self.content_encoding = ""  # lower case, as the server named it
         self.head_done = False
         self.complete = False
         self.extra = False  # bytes arrived past the end of the message
@@ -170,15 +186,18 @@ class ResponseReader:
         """Parse ``data``, the next bytes of the connection."""
         if not data:
             return
-        if self.complete:
+        parser = self._parser
+        if self.complete or parser is None:  # over, or failed: nothing more belongs to it
             self.extra = True
             return
         self.received = True
         if not self.head_done:
             self._head_bytes += len(data)
+            self._head.append(data)
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserCallbackError as error:
+            self._parser = None
             cause = error.__context__
             if isinstance(cause, (TooLarge, WireError)):
                 raise cause from None
@@ -187,6 +206,7 @@ class ResponseReader:
             if self._ended():  # the bytes after the message were not HTTP either
                 self.extra = True
                 return
+            self._parser = None
             raise WireError(str(error) or type(error).__name__) from error
         if not self.head_done and self._head_bytes > MAX_HEAD:
             raise WireError(f"the response head is longer than {MAX_HEAD} bytes")
@@ -196,6 +216,7 @@ class ResponseReader:
         if self.head_done and self._until_close and not self.complete:
             self.complete = True
             self._keep_alive = False
+            self._parser = None
         return self.complete
 
     # llhttp's callbacks
@@ -204,40 +225,54 @@ class ResponseReader:
         if self.complete:
             self.extra = True
 
-    def on_status(self, reason: bytes) -> None:
-        if not self.complete:
-            self.reason += reason.decode("latin-1")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.complete:
-            self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
-
     def on_headers_complete(self) -> None:
         if self.complete:
             return
+        assert self._parser is not None  # llhttp calls back only from feed
         status = self._parser.get_status_code()
         if status < 200:
             # A 1xx answer: llhttp ends it with its head; the real one follows.
-            self.headers = []
-            self.reason = ""
-            self._head_bytes = 0
+            self._interim += 1
             return
         self.status = status
         self.head_done = True
-        length: int | None = None
-        chunked = False
-        for name, value in self.headers:
-            lower = name.lower()
-            if lower == "content-length" and value.isdigit():
-                length = int(value)
-            elif lower == "transfer-encoding" and "chunked" in value.lower():
-                chunked = True
+        self._read_head()
         if self._head_only or status in NO_BODY_STATUSES:
-            self._finish()
-            return
+            self._finish(head_only=True)
+
+    def _read_head(self) -> None:
+        """The reason and headers, from the head's bytes; the body's framing, checked against ``cap``."""
+        chunks = self._head
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._head = []
+        start = 0
+        for _ in range(self._interim):  # 1xx heads have no body: skip them whole
+            start = data.index(b"\r\n\r\n", start) + 4
+        text = data[start : data.index(b"\r\n\r\n", start)].decode("latin-1")
+        status_line, *lines = text.split("\r\n")
+        self.reason = status_line.split(" ", 2)[2] if status_line.count(" ") >= 2 else ""
+        self.headers = [(name, value.strip(" \t")) for name, _, value in _partitioned(lines)]
+        # One lower-cased copy answers the few questions the reader has.
+        lowered = text.lower()
+        chunked = "\r\ntransfer-encoding:" in lowered and "chunked" in self._field(
+            "transfer-encoding"
+        )
+        length: int | None = None
+        if "\r\ncontent-length:" in lowered:
+            declared = self._field("content-length")
+            length = int(declared) if declared.isdigit() else None
+        if "\r\ncontent-encoding:" in lowered:
+            self.content_encoding = self._field("content-encoding")
         self._until_close = length is None and not chunked
         if length is not None and self._cap is not None and length > self._cap:
             raise TooLarge(self._cap, length)
+
+    def _field(self, name: str) -> str:
+        """The last value of header ``name`` (lower case), lower-cased; "" if absent."""
+        for key, value in reversed(self.headers):
+            if key.lower() == name:
+                return value.lower()
+        return ""
 
     def on_body(self, body: bytes) -> None:
         if self.complete:
@@ -257,15 +292,18 @@ class ResponseReader:
         # A method, not the attribute: the callbacks may have set it during feed.
         return self.complete
 
-    def _finish(self) -> None:
+    def _finish(self, head_only: bool = False) -> None:
         self.complete = True
-        self._keep_alive = self._parser.should_keep_alive() and not self._head_only_close()
+        assert self._parser is not None
+        keep_alive = self._parser.should_keep_alive()
+        if head_only and keep_alive:
+            # should_keep_alive() reads the parser's state: for a message that
+            # ends with its head (HEAD, 204, 304) it is read before llhttp
+            # finished it, so the Connection header is checked here as well.
+            keep_alive = "close" not in self._field("connection")
+        self._keep_alive = keep_alive
+        self._parser = None  # the cycle's end (see __init__); feed_data holds it till it returns
 
-    def _head_only_close(self) -> bool:
-        # should_keep_alive() reads the parser's state: for a message that ends
-        # with its head (HEAD, 204, 304) it is read before llhttp finished it,
-        # so the Connection header is checked here as well.
-        return any(
-            name.lower() == "connection" and "close" in value.lower()
-            for name, value in self.headers
-        )
+
+def _partitioned(lines: list[str]) -> Iterator[tuple[str, str, str]]:
+    return (line.partition(":") for line in lines)

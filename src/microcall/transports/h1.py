@@ -464,8 +464,7 @@ def _sent(body: bytes | Body | None) -> bytes | BodySend | None:
 def _decoded(reader: ResponseReader, cap: int | None) -> bytes:
     """The body, decompressed if the server compressed it (gzip or deflate), within ``cap``."""
     body = reader.body()
-    encoding = next((v for k, v in reader.headers if k.lower() == "content-encoding"), "")
-    encoding = encoding.strip().lower()
+    encoding = reader.content_encoding
     if not body or encoding not in ("gzip", "deflate", "x-gzip"):
         return body
     wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS
