@@ -31,7 +31,7 @@ the body's pieces wait in the reader until ``take()`` hands them on
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import httptools
 
@@ -251,7 +251,10 @@ class ResponseReader:
         text = data[start : data.index(b"\r\n\r\n", start)].decode("latin-1")
         status_line, *lines = text.split("\r\n")
         self.reason = status_line.split(" ", 2)[2] if status_line.count(" ") >= 2 else ""
-        self.headers = [(name, value.strip(" \t")) for name, _, value in _partitioned(lines)]
+        headers = self.headers = []
+        for line in lines:  # a plain loop: cheaper here than a comprehension over a generator
+            name, _, value = line.partition(":")
+            headers.append((name, value.strip(" \t")))
         # One lower-cased copy answers the few questions the reader has.
         lowered = text.lower()
         chunked = "\r\ntransfer-encoding:" in lowered and "chunked" in self._field(
@@ -304,6 +307,3 @@ class ResponseReader:
         self._keep_alive = keep_alive
         self._parser = None  # the cycle's end (see __init__); feed_data holds it till it returns
 
-
-def _partitioned(lines: list[str]) -> Iterator[tuple[str, str, str]]:
-    return (line.partition(":") for line in lines)
