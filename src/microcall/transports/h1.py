@@ -367,7 +367,9 @@ class H1Transport:
         streaming = request.stream
         cap = None if streaming else self._limits.max_response_size
         head_only = method == "HEAD"
-        conn = await pool.acquire(key, self._connect, fresh=False)
+        conn = pool.take_idle(key)
+        if conn is None:
+            conn = await pool.acquire(key, self._connect, fresh=False)
         reused = conn.used
         reader = ResponseReader(head_only, cap, stream=streaming)
         try:
