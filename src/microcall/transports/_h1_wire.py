@@ -306,4 +306,3 @@ class ResponseReader:
             keep_alive = "close" not in self._field("connection")
         self._keep_alive = keep_alive
         self._parser = None  # the cycle's end (see __init__); feed_data holds it till it returns
-
