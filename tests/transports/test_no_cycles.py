@@ -18,9 +18,9 @@ import pytest
 from aiohttp import web
 
 import microcall
+from microcall.transports import Transport
 from microcall.transports.aiohttp import AiohttpTransport
 from microcall.transports.h1 import H1Transport
-from microcall.transports._base import Transport
 from tests.conftest import Serve
 
 CALLS = 200
