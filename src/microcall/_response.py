@@ -54,11 +54,11 @@ class Response:
     # attributes (``response.data = response.json()``).
     __slots__ = (
         "__dict__",
+        "_headers",
         "attempts",
         "cache_status",
         "content",
         "elapsed",
-        "headers",
         "parsed",
         "reason",
         "request",
@@ -70,14 +70,14 @@ class Response:
         self,
         *,
         status_code: int,
-        headers: Mapping[str, str],
+        headers: Mapping[str, str] | HeaderLines,
         content: bytes,
         url: URL,
         request: Request,
         reason: str = "",
     ) -> None:
         self.status_code = status_code
-        self.headers = headers
+        self._headers: Mapping[str, str] | HeaderLines = headers
         self.content = content
         self.url = url
         self.request = request
@@ -86,6 +86,18 @@ class Response:
         self.attempts: tuple[Attempt, ...] = ()
         self.cache_status: CacheStatus | None = None
         self.parsed: Any = None
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The response's headers (a case-insensitive ``CIMultiDictProxy`` from every transport)."""
+        headers = self._headers
+        if isinstance(headers, HeaderLines):  # as they came: split now that they are read
+            headers = self._headers = headers.parsed()
+        return headers
+
+    @headers.setter
+    def headers(self, headers: Mapping[str, str]) -> None:
+        self._headers = headers
 
     @property
     def ok(self) -> bool:
@@ -192,7 +204,44 @@ class Response:
             setattr(self, name, value)
 
 
-_FIELDS = tuple(name for name in Response.__slots__ if name != "__dict__")
+_FIELDS = tuple(
+    name.removeprefix("_") for name in Response.__slots__ if name != "__dict__"
+)  # "_headers" is pickled through its property, split
+
+
+def split_header_lines(lines: str) -> list[tuple[str, str]]:
+    """``[(name, value), ...]`` from header lines joined by CRLF, as an HTTP/1.1 parser accepted them.
+
+    Only for lines a strict parser (llhttp) has already held to the grammar:
+    CRLF line ends, no folded lines, no space before the colon. Values lose
+    their surrounding spaces and tabs, as RFC 9110 says they are not part of them.
+
+    >>> split_header_lines("Content-Type: text/plain\\r\\nX-A:b ")
+    [('Content-Type', 'text/plain'), ('X-A', 'b')]
+    """
+    if not lines:
+        return []
+    headers = []
+    for line in lines.split("\r\n"):  # a plain loop: cheaper than a comprehension here
+        name, _, value = line.partition(":")
+        headers.append((name, value.strip(" \t")))
+    return headers
+
+
+class HeaderLines:
+    """A response's header lines as they came, parsed when the response's ``headers`` is first read.
+
+    Most answers are read for their status and body alone; splitting every
+    head into a multidict up front cost a few percent of a call's CPU.
+    """
+
+    __slots__ = ("_lines",)
+
+    def __init__(self, lines: str) -> None:
+        self._lines = lines
+
+    def parsed(self) -> CIMultiDictProxy[str]:
+        return CIMultiDictProxy(CIMultiDict(split_header_lines(self._lines)))
 
 
 class _HeaderItems(list[tuple[str, str]]):

@@ -36,6 +36,7 @@ from collections.abc import Mapping
 import httptools
 
 from microcall._body import Body
+from microcall._response import split_header_lines
 
 # The longest response head read (status line and headers together).
 MAX_HEAD = 64 * 1024
@@ -113,6 +114,7 @@ class ResponseReader:
         "_head",
         "_head_bytes",
         "_head_only",
+        "_headers",
         "_interim",
         "_keep_alive",
         "_parser",
@@ -122,7 +124,7 @@ class ResponseReader:
         "content_encoding",
         "extra",
         "head_done",
-        "headers",
+        "header_lines",
         "pending",
         "reason",
         "received",
@@ -147,7 +149,8 @@ class ResponseReader:
         self._until_close = False
         self.status = 0
         self.reason = ""
-        self.headers: list[tuple[str, str]] = []
+        self.header_lines = ""  # the head after its status line, lines split by CRLF
+        self._headers: list[tuple[str, str]] | None = None  # parsed when first read
         self.content_encoding = ""  # lower case, as the server named it
         self.head_done = False
         self.complete = False
@@ -241,7 +244,11 @@ class ResponseReader:
             self._finish(head_only=True)
 
     def _read_head(self) -> None:
-        """The reason and headers, from the head's bytes; the body's framing, checked against ``cap``."""
+        """The reason and the header lines, from the head's bytes; the body's framing, checked against ``cap``.
+
+        The lines are split into names and values only when someone reads
+        them (``headers``): most answers are read for their status and body.
+        """
         chunks = self._head
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self._head = []
@@ -249,26 +256,35 @@ class ResponseReader:
         for _ in range(self._interim):  # 1xx heads have no body: skip them whole
             start = data.index(b"\r\n\r\n", start) + 4
         text = data[start : data.index(b"\r\n\r\n", start)].decode("latin-1")
-        status_line, *lines = text.split("\r\n")
+        status_line, _, self.header_lines = text.partition("\r\n")
         self.reason = status_line.split(" ", 2)[2] if status_line.count(" ") >= 2 else ""
-        headers = self.headers = []
-        for line in lines:  # a plain loop: cheaper here than a comprehension over a generator
-            name, _, value = line.partition(":")
-            headers.append((name, value.strip(" \t")))
         # One lower-cased copy answers the few questions the reader has.
         lowered = text.lower()
         chunked = "\r\ntransfer-encoding:" in lowered and "chunked" in self._field(
             "transfer-encoding"
         )
         length: int | None = None
-        if "\r\ncontent-length:" in lowered:
-            declared = self._field("content-length")
+        found = lowered.find("\r\ncontent-length:")
+        if found >= 0:
+            if lowered.find("\r\ncontent-length:", found + 2) < 0:  # the usual one line
+                ends = lowered.find("\r\n", found + 2)
+                declared = lowered[found + 17 : ends if ends >= 0 else None].strip(" \t")
+            else:
+                declared = self._field("content-length")
             length = int(declared) if declared.isdigit() else None
         if "\r\ncontent-encoding:" in lowered:
             self.content_encoding = self._field("content-encoding")
         self._until_close = length is None and not chunked
         if length is not None and self._cap is not None and length > self._cap:
             raise TooLarge(self._cap, length)
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """The head's headers, as ``(name, value)`` in the order they came."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = split_header_lines(self.header_lines)
+        return headers
 
     def _field(self, name: str) -> str:
         """The last value of header ``name`` (lower case), lower-cased; "" if absent."""

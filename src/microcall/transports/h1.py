@@ -59,7 +59,7 @@ from microcall._body import (
 )
 from microcall._limits import Limits
 from microcall._request import Request
-from microcall._response import Response
+from microcall._response import HeaderLines, Response
 from microcall._stream import AsyncStreamResponse, BufferedBody
 from microcall._timeouts import Timeouts
 from microcall.errors import (
@@ -304,7 +304,7 @@ class H1Transport:
         else:
             response = Response(
                 status_code=status,
-                headers=CIMultiDictProxy(CIMultiDict(reader.headers)),
+                headers=HeaderLines(reader.header_lines),
                 content=_decoded(reader, self._limits.max_response_size),
                 url=url,
                 request=request,
