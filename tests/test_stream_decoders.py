@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from microcall._lines import LineSplitter, Rechunker
+from microcall._lines import LineSplitter, LineTooLong, Rechunker
 from microcall._sse import EventDecoder, ServerSentEvent
 
 
@@ -115,3 +116,39 @@ def test_events_do_not_depend_on_where_the_body_was_cut(points: list[int], end: 
         ServerSentEvent(data="{}", id="1"),
     ]
     assert events_of(cut(body, points)) == expected
+
+
+# ---------------------------------------------------------------- caps
+
+
+def test_a_line_past_the_limit_without_its_break_is_refused() -> None:
+    splitter = LineSplitter(limit=10)
+    assert splitter.feed(b"short\nand") == ["short"]
+    assert splitter.feed(b" more") == []  # 8 characters held
+    with pytest.raises(LineTooLong) as refused:
+        splitter.feed(b" and more")
+    assert refused.value.limit == 10
+
+
+def test_lines_under_the_limit_pass_however_many_pieces_they_came_in() -> None:
+    body = b"".join(b"%d-" % n * 3 + b"\r\n" for n in range(200))
+    pieces = [body[start : start + 3] for start in range(0, len(body), 3)]
+    splitter = LineSplitter(limit=20)
+    lines = [line for piece in pieces for line in splitter.feed(piece)] + splitter.flush()
+    assert lines == [f"{n}-" * 3 for n in range(200)]
+
+
+def test_a_held_carriage_return_still_ends_its_line_before_a_piece_with_no_break() -> None:
+    splitter = LineSplitter(limit=100)
+    assert splitter.feed(b"one\r") == []  # may be the start of a CRLF
+    assert splitter.feed(b"two") == ["one"]
+    assert splitter.flush() == ["two"]
+
+
+def test_an_event_past_the_limit_is_refused() -> None:
+    decoder = EventDecoder(limit=50)
+    assert decoder.feed(b"data: short\n\n")[0].data == "short"
+    four_lines = b"data: " + b"x" * 10 + b"\n"  # 11 characters of data each, never dispatched
+    assert decoder.feed(four_lines * 4) == []
+    with pytest.raises(LineTooLong):
+        decoder.feed(four_lines)

@@ -51,22 +51,38 @@ class Rechunker:
         return rest
 
 
+class LineTooLong(Exception):
+    """A line still without its break after more than ``limit`` characters."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
 class LineSplitter:
     """Pieces of a body in, its lines out (without their line breaks), decoded with ``encoding``.
 
     Bytes that do not decode are replaced (U+FFFD), as ``Response.text``
     does; an unknown encoding falls back to UTF-8.
+
+    The start of a line waits for its break; with ``limit``, a line still
+    unbroken past that many characters raises ``LineTooLong`` rather than
+    growing without bound (a server sending one endless line). The waiting
+    pieces are kept apart and joined once, when the break comes: a long line
+    in many small pieces costs its length, not its length squared.
     """
 
-    __slots__ = ("_decoder", "_pending")
+    __slots__ = ("_decoder", "_held", "_limit", "_pending")
 
-    def __init__(self, encoding: str = "utf-8") -> None:
+    def __init__(self, encoding: str = "utf-8", limit: int | None = None) -> None:
         try:
             factory = codecs.getincrementaldecoder(encoding)
         except LookupError:  # an unknown charset name from the network
             factory = codecs.getincrementaldecoder("utf-8")
         self._decoder = factory(errors="replace")
-        self._pending = ""  # the start of a line whose break has not arrived
+        self._limit = limit
+        self._pending: list[str] = []  # the start of a line whose break has not arrived
+        self._held = 0  # characters in _pending
 
     def feed(self, piece: bytes) -> list[str]:
         """The lines that ``piece`` completes."""
@@ -77,7 +93,18 @@ class LineSplitter:
         return self._lines(self._decoder.decode(b"", final=True), final=True)
 
     def _lines(self, text: str, *, final: bool) -> list[str]:
-        text = self._pending + text
+        pending = self._pending
+        if (
+            not final
+            and "\n" not in text
+            and "\r" not in text
+            and not (pending and pending[-1].endswith("\r"))  # a held "\r" ends its line
+        ):
+            self._hold(text)  # no line ends in this piece
+            return []
+        text = "".join(pending) + text if pending else text
+        pending.clear()
+        self._held = 0
         if not text:
             return []
         parts = _BREAK.split(text)
@@ -90,5 +117,13 @@ class LineSplitter:
             if rest:
                 parts.append(rest)
             rest = ""
-        self._pending = rest
+        self._hold(rest)
         return parts
+
+    def _hold(self, text: str) -> None:
+        if not text:
+            return
+        self._pending.append(text)
+        self._held += len(text)
+        if self._limit is not None and self._held > self._limit:
+            raise LineTooLong(self._limit)

@@ -26,7 +26,7 @@ import json as _json
 from dataclasses import dataclass
 from typing import Any
 
-from microcall._lines import LineSplitter
+from microcall._lines import LineSplitter, LineTooLong
 
 _BOM = "\ufeff"
 
@@ -58,13 +58,17 @@ class ServerSentEvent:
 class EventDecoder:
     """Body pieces in, dispatched events out (see the module's theory)."""
 
-    __slots__ = ("_data", "_event", "_last_id", "_lines", "_retry", "_started")
+    __slots__ = ("_data", "_event", "_held", "_last_id", "_limit", "_lines", "_retry", "_started")
 
-    def __init__(self) -> None:
-        self._lines = LineSplitter("utf-8")
+    def __init__(self, limit: int | None = None) -> None:
+        # ``limit``: the characters one event may gather (its data lines, and
+        # a line not yet ended); past it, LineTooLong rather than a growing buffer.
+        self._lines = LineSplitter("utf-8", limit)
+        self._limit = limit
         self._started = False  # the first line is checked for a BOM
         self._event = ""
         self._data: list[str] = []
+        self._held = 0  # characters in _data
         self._last_id = ""
         self._retry: int | None = None
 
@@ -100,6 +104,9 @@ class EventDecoder:
     def _field(self, name: str, value: str) -> None:
         if name == "data":
             self._data.append(value)
+            self._held += len(value) + 1
+            if self._limit is not None and self._held > self._limit:
+                raise LineTooLong(self._limit)
         elif name == "event":
             self._event = value
         elif name == "id":
@@ -111,6 +118,7 @@ class EventDecoder:
     def _dispatch(self) -> ServerSentEvent | None:
         data, event = self._data, self._event
         self._data = []
+        self._held = 0
         self._event = ""
         if not data:
             return None

@@ -47,7 +47,7 @@ from typing import Protocol
 from yarl import URL
 
 from microcall._call_watch import Watch
-from microcall._lines import LineSplitter, Rechunker
+from microcall._lines import LineSplitter, LineTooLong, Rechunker
 from microcall._request import Request
 from microcall._response import Response
 from microcall._sse import EventDecoder, ServerSentEvent
@@ -257,22 +257,50 @@ class AsyncStreamResponse(Response):
             yield rest
 
     async def aiter_lines(self) -> AsyncIterator[str]:
-        """The body as lines of text (decoded with :attr:`encoding`), without their line breaks."""
-        lines = LineSplitter(self.encoding)
+        """The body as lines of text (decoded with :attr:`encoding`), without their line breaks.
+
+        A line longer than ``max_response_size`` raises ResponseTooLarge
+        (the stream is then closed), as ``aread()`` does for the whole body.
+        """
+        lines = LineSplitter(self.encoding, self._max_read)
         async for piece in self._pieces():
-            for line in lines.feed(piece):
+            try:
+                found = lines.feed(piece)
+            except LineTooLong as error:
+                raise await self._too_long(error, "a line") from None
+            for line in found:
                 yield line
         for line in lines.flush():
             yield line
 
     async def aiter_sse(self) -> AsyncIterator[ServerSentEvent]:
-        """The body as server-sent events (``text/event-stream``, read as EventSource does)."""
-        events = EventDecoder()
+        """The body as server-sent events (``text/event-stream``, read as EventSource does).
+
+        An event larger than ``max_response_size`` raises ResponseTooLarge.
+        """
+        events = EventDecoder(self._max_read)
         async for piece in self._pieces():
-            for event in events.feed(piece):
+            try:
+                found = events.feed(piece)
+            except LineTooLong as error:
+                raise await self._too_long(error, "an event") from None
+            for event in found:
                 yield event
         for event in events.flush():
             yield event
+
+    async def _too_long(self, error: LineTooLong, what: str) -> ResponseTooLarge:
+        """The error for a line or event past the cap; the stream is closed (on its loop)."""
+        refused = ResponseTooLarge(
+            f"{what} of the response from {self.request.endpoint} is longer than "
+            f"max_response_size ({error.limit}) allows; iterate it with aiter_bytes(), "
+            "or raise Limits.max_response_size (None: no cap)",
+            request=self.request,
+            attempts=self.attempts,
+        )
+        if self._source is not None:
+            self._stop(self._source, refused)
+        return refused
 
     async def _pieces(self) -> AsyncIterator[bytes]:
         content = self._content

@@ -168,3 +168,20 @@ def test_closing_the_client_ends_a_stream_left_open(background: Background) -> N
     with pytest.raises(microcall.ClientClosed, match="closed while this stream was open"):
         next(pieces)
     call.__exit__(None, None, None)  # nothing left to close; no error
+
+
+def test_iter_lines_refuses_a_line_past_the_size_cap_and_closes_the_stream(
+    background: Background, make: Callable[..., Any]
+) -> None:
+    transport = make(limits=microcall.Limits(max_response_size=200_000))
+    cut = background.server.streams_cut
+    with microcall.Client(background.server.url, transport=transport) as client:
+        with (
+            client.stream("GET", "/endless") as response,
+            pytest.raises(microcall.ResponseTooLarge, match="a line of the response"),
+        ):
+            for _ in response.iter_lines():
+                pass
+        background.eventually(
+            lambda: background.server.streams_cut == cut + 1, "the server saw the client leave"
+        )

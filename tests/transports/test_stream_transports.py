@@ -424,3 +424,22 @@ async def test_streams_ended_every_way_leave_no_warning_behind(
         await eventually(lambda: server.open_connections == 0, "every connection closed")
         gc.collect()
     assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+# ---------------------------------------------------------------- a line that never ends
+
+CAP = 200_000  # a few of the endless body's 64 KiB pieces
+
+
+@pytest.mark.parametrize("kind", ["lines", "sse"])
+async def test_a_line_that_never_ends_is_refused_at_the_size_cap_and_the_stream_closed(
+    make: Callable[..., Any], server: StreamServer, kind: str
+) -> None:
+    transport = make(limits=microcall.Limits(max_response_size=CAP))
+    async with client(server, transport) as c, c.stream("GET", "/endless") as response:
+        read = response.aiter_lines() if kind == "lines" else response.aiter_sse()
+        with pytest.raises(microcall.ResponseTooLarge, match="max_response_size"):
+            async for _ in read:  # type: ignore[attr-defined]
+                pass
+        await eventually(lambda: server.streams_cut == 1, "the server saw the client leave")
+        assert in_use(transport) == 0

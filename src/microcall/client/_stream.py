@@ -42,7 +42,7 @@ from yarl import URL
 
 from microcall._attempt import Attempt
 from microcall._durations import Seconds, to_seconds
-from microcall._lines import LineSplitter
+from microcall._lines import LineSplitter, LineTooLong
 from microcall._request import Request
 from microcall._sse import EventDecoder, ServerSentEvent
 from microcall._stream import AsyncStreamResponse, chunker_for
@@ -317,17 +317,31 @@ class StreamResponse:
             yield rest
 
     def iter_lines(self) -> Iterator[str]:
-        """The body as lines of text (decoded with :attr:`encoding`), without their line breaks."""
-        lines = LineSplitter(self.encoding)
+        """The body as lines of text (decoded with :attr:`encoding`), without their line breaks.
+
+        A line longer than ``max_response_size`` raises ResponseTooLarge.
+        """
+        lines = LineSplitter(self.encoding, self._inner._max_read)
         for piece in self._pieces():
-            yield from lines.feed(piece)
+            try:
+                found = lines.feed(piece)
+            except LineTooLong as error:
+                raise self._run(self._inner._too_long(error, "a line")) from None
+            yield from found
         yield from lines.flush()
 
     def iter_sse(self) -> Iterator[ServerSentEvent]:
-        """The body as server-sent events (``text/event-stream``, read as EventSource does)."""
-        events = EventDecoder()
+        """The body as server-sent events (``text/event-stream``, read as EventSource does).
+
+        An event larger than ``max_response_size`` raises ResponseTooLarge.
+        """
+        events = EventDecoder(self._inner._max_read)
         for piece in self._pieces():
-            yield from events.feed(piece)
+            try:
+                found = events.feed(piece)
+            except LineTooLong as error:
+                raise self._run(self._inner._too_long(error, "an event")) from None
+            yield from found
         yield from events.flush()
 
     def _pieces(self) -> Iterator[bytes]:
