@@ -148,7 +148,7 @@ def test_a_held_carriage_return_still_ends_its_line_before_a_piece_with_no_break
 def test_an_event_past_the_limit_is_refused() -> None:
     decoder = EventDecoder(limit=50)
     assert decoder.feed(b"data: short\n\n")[0].data == "short"
-    four_lines = b"data: " + b"x" * 10 + b"\n"  # 11 characters of data each, never dispatched
-    assert decoder.feed(four_lines * 4) == []
+    line = b"data: " + b"x" * 10 + b"\n"  # 11 characters of data, never dispatched
+    assert decoder.feed(line * 4) == []
     with pytest.raises(LineTooLong):
-        decoder.feed(four_lines)
+        decoder.feed(line)
