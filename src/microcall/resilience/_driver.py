@@ -43,7 +43,6 @@ shared lock (the classifier included), never the callable nor the observers.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +61,7 @@ from microcall.policy.balancer import Endpoint
 from microcall.policy.classify import Verdict
 from microcall.policy.strategy import Finish, Strategy, Wait
 from microcall.resilience._classify import OutcomeClassifier, Raised, Returned
+from microcall.resilience._fork_lock import ForkSafeLock
 from microcall.resilience._observe import request_for
 
 Sleep = Callable[[float], object]
@@ -133,7 +133,7 @@ class Shared:
     observers: tuple[Observer, ...]
     # Sync calls may come from many threads at once; the budget and the
     # learned delays are written without locks of their own.
-    lock: threading.Lock
+    lock: ForkSafeLock
     # The backoff sleep (None: asyncio.sleep for async calls, time.sleep for blocking ones).
     sleep: Sleep | None
     # Hedges that lost, lingering or being cancelled: the loop holds tasks weakly.

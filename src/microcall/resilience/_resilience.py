@@ -6,7 +6,6 @@ import functools
 import inspect
 import random
 import re
-import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Final, ParamSpec, TypeVar, overload
 
@@ -21,6 +20,7 @@ from microcall.policy.strategy import SINGLE, Hedged, Retry, Strategy
 from microcall.resilience._async import run_async
 from microcall.resilience._classify import OutcomeClassifier, RetryOn, classifier_of
 from microcall.resilience._driver import CallableRules, Shared, Sleep
+from microcall.resilience._fork_lock import ForkSafeLock
 from microcall.resilience._sync import run_sync
 
 P = ParamSpec("P")
@@ -151,7 +151,7 @@ class Resilience:
                 rng=rng,
             ),
             observers=observers,
-            lock=threading.Lock(),
+            lock=ForkSafeLock(),
             sleep=sleep,
             lingering=set(),
         )

@@ -1,0 +1,59 @@
+"""A resilient call in a forked child, while another thread of the parent held the policy's lock."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+import pytest
+
+import microcall
+from microcall.resilience._fork_lock import ForkSafeLock
+
+PATIENCE = 10.0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_while_the_lock_was_held_can_still_call() -> None:
+    policy = microcall.Resilience(strategy=microcall.retry(2), on=ConnectionError)
+    answer = policy(lambda: 42)
+    assert answer() == 42
+    lock: ForkSafeLock = policy._shared.lock
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock:
+            held.set()
+            release.wait(PATIENCE)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(PATIENCE)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: the holding thread did not come along
+            code = 1
+            try:
+                code = 0 if answer() == 42 else 2
+            finally:
+                sys.stdout.flush()
+                os._exit(code)
+        status = _wait(pid)
+    finally:
+        release.set()
+        holder.join()
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def _wait(pid: int) -> int:
+    give_up = time.monotonic() + PATIENCE
+    while time.monotonic() < give_up:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.01)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    raise AssertionError("the child hung on the lock its parent's thread held at the fork")
