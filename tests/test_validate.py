@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
+from microcall import Limits
 from microcall._validate import fraction, number, positive_int, whole
 from microcall.errors import ConfigurationError
+from microcall.policy.backoff import Backoff
+from microcall.server.aimd import AIMDLimit
+from microcall.server.gradient import GradientLimit
+from microcall.server.shedding import PriorityShares
 
 
 def test_whole_numbers_in_range_pass_through() -> None:
@@ -44,3 +51,22 @@ def test_a_bound_of_none_is_no_bound() -> None:
         whole("seed", True, minimum=None, what="an int")
     with pytest.raises(ConfigurationError, match=r"offset must be an integer <= 0, got 1"):
         whole("offset", 1, minimum=None, maximum=0)
+
+
+@pytest.mark.parametrize(
+    ("make", "name"),
+    [
+        (lambda: Limits(max_connections=True), "max_connections"),
+        (lambda: Limits(max_connections_per_host=True), "max_connections_per_host"),
+        (lambda: Limits(keepalive_expiry=True), "keepalive_expiry"),
+        (lambda: GradientLimit(tolerance=True), "tolerance"),
+        (lambda: GradientLimit(smoothing=True), "smoothing"),
+        (lambda: AIMDLimit(increase=True), "increase"),
+        (lambda: AIMDLimit(backoff_ratio=False), "backoff_ratio"),
+        (lambda: PriorityShares(normal=True), "the normal share"),
+        (lambda: Backoff(multiplier=True), "backoff multiplier"),
+    ],
+)
+def test_a_bool_is_never_taken_for_a_number(make: Callable[[], object], name: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"^{name} must be"):
+        make()

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from microcall._validate import whole
-from microcall.errors import ConfigurationError
+from microcall._validate import number, positive_int, whole
 
 # aiohttp's own default; httpx and urllib3 are in the same range.
 DEFAULT_MAX_CONNECTIONS = 100
@@ -51,15 +50,13 @@ class Limits:
     max_response_size: int | None = DEFAULT_MAX_RESPONSE_SIZE
 
     def __post_init__(self) -> None:
-        if self.max_connections < 1:
-            raise ConfigurationError(f"max_connections must be >= 1, got {self.max_connections}")
+        positive_int("max_connections", self.max_connections)
         per_host = self.max_connections_per_host
-        if per_host is not None and per_host < 1:
-            raise ConfigurationError(f"max_connections_per_host must be >= 1, got {per_host}")
-        if not 0 < self.keepalive_expiry < float("inf"):
-            raise ConfigurationError(
-                f"keepalive_expiry must be a positive number of seconds, got {self.keepalive_expiry}"
-            )
+        if per_host is not None:
+            positive_int("max_connections_per_host", per_host, what="None or an integer")
+        number(
+            "keepalive_expiry", self.keepalive_expiry, above=0, what="a finite number of seconds"
+        )
         cap = self.max_response_size
         if cap is not None:
             whole("max_response_size", cap, minimum=0, what="None or a number of bytes")

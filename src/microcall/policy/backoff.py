@@ -13,11 +13,11 @@ import random
 from dataclasses import dataclass
 
 from microcall._durations import to_seconds
+from microcall._validate import number
 
 # Retry-After is read with the other wire names; kept importable from here.
 from microcall._wire import MAX_RETRY_AFTER as MAX_RETRY_AFTER
 from microcall._wire import parse_retry_after as parse_retry_after
-from microcall.errors import ConfigurationError
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,8 +38,7 @@ class Backoff:
             self, "base", to_seconds(self.base, name="backoff base", allow_zero=True)
         )
         object.__setattr__(self, "cap", to_seconds(self.cap, name="backoff cap", allow_zero=True))
-        if not (math.isfinite(self.multiplier) and self.multiplier >= 1.0):
-            raise ConfigurationError(f"backoff multiplier must be >= 1, got {self.multiplier!r}")
+        number("backoff multiplier", self.multiplier, minimum=1.0)
 
     def delay(self, retry_number: int, rng: random.Random) -> float:
         if self.base == 0.0:

@@ -29,7 +29,7 @@ import math
 from dataclasses import dataclass
 
 from microcall._durations import Seconds, to_seconds
-from microcall.errors import ConfigurationError
+from microcall._validate import number
 from microcall.server.limits import LimitEstimator, check_bounds
 
 # Weight of a new sample in the smoothed round-trip time, as in TCP's SRTT
@@ -57,10 +57,8 @@ class AIMDLimit:
 
     def __post_init__(self) -> None:
         check_bounds(self.initial, self.minimum, self.maximum)
-        if not 0.0 < self.backoff_ratio < 1.0:
-            raise ConfigurationError(f"backoff_ratio must be in (0, 1), got {self.backoff_ratio!r}")
-        if not (math.isfinite(self.increase) and self.increase > 0):
-            raise ConfigurationError(f"increase must be > 0, got {self.increase!r}")
+        number("backoff_ratio", self.backoff_ratio, above=0.0, below=1.0)
+        number("increase", self.increase, above=0.0)
         if self.latency_target is not None:
             target = to_seconds(self.latency_target, name="latency_target")
             object.__setattr__(self, "latency_target", target)

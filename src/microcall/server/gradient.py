@@ -58,7 +58,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from microcall.errors import ConfigurationError
+from microcall._validate import number
 from microcall.server.limits import LimitEstimator, check_bounds, check_count
 
 # Weight of a new sample in the ``recent`` latency: about the last ten
@@ -84,10 +84,8 @@ class GradientLimit:
 
     def __post_init__(self) -> None:
         check_bounds(self.initial, self.minimum, self.maximum)
-        if not (math.isfinite(self.tolerance) and self.tolerance >= 1.0):
-            raise ConfigurationError(f"tolerance must be >= 1, got {self.tolerance!r}")
-        if not 0.0 < self.smoothing <= 1.0:
-            raise ConfigurationError(f"smoothing must be in (0, 1], got {self.smoothing!r}")
+        number("tolerance", self.tolerance, minimum=1.0)
+        number("smoothing", self.smoothing, above=0.0, maximum=1.0)
         check_count(self.baseline_window, "baseline_window")
 
     def start(self) -> LimitEstimator:

@@ -51,7 +51,7 @@ import threading
 from dataclasses import dataclass, field
 
 from microcall._clock import MONOTONIC, Clock
-from microcall._validate import positive_int
+from microcall._validate import number, positive_int
 from microcall.errors import ConfigurationError, UsageError
 from microcall.priority import Priority
 from microcall.server.limits import ConcurrencyLimit, LimitEstimator
@@ -92,8 +92,7 @@ class PriorityShares:
 
     def __post_init__(self) -> None:
         for name, value in (("low", self.low), ("normal", self.normal)):
-            if not (isinstance(value, int | float) and 0.0 < value <= 1.0):
-                raise ConfigurationError(f"the {name} share must be in (0, 1], got {value!r}")
+            number(f"the {name} share", value, above=0.0, maximum=1.0)
         if self.low > self.normal:
             raise ConfigurationError(
                 f"the low share ({self.low}) cannot exceed the normal share ({self.normal})"
