@@ -24,8 +24,9 @@ that lost, and
 span is the RPC's CLIENT span, with ``rpc.*``, as the RPC conventions
 define it over internal retries.) Attempts the
 retry budget or a breaker refused are events on the call span. Each attempt
-carries its own span's W3C ``traceparent`` (through the global propagator,
-so ``tracestate`` and baggage travel too), and a server middleware with
+carries its own span's W3C ``traceparent`` (what the global propagator
+writes, so ``tracestate`` and baggage travel too, and a propagator the
+application set is used instead), and a server middleware with
 :class:`ServerTracing` continues the trace: a SERVER span named
 ``METHOD /route/{template}``, current while the handler runs, so the calls
 the handler makes are its children.
@@ -62,6 +63,7 @@ from microcall.observe._labels import (
     grpc_code_of,
     split_rpc_method,
 )
+from microcall.observe._propagation import inject
 from microcall.observe.hooks import HeaderLookup, InboundRequest, ServerResult
 
 __all__ = ["ClientTracing", "ServerTracing"]
@@ -140,11 +142,13 @@ class ClientTracing:
 class _Shape:
     """What the spans of every call of one method to one server share."""
 
-    __slots__ = ("attributes", "kind", "methods", "name", "rpc", "urls")
+    __slots__ = ("attributes", "grpc", "kind", "methods", "name", "rpc", "urls")
 
     def __init__(self, request: Request) -> None:
         url = request.url
         self.rpc = url.scheme in RPC_SYSTEMS
+        # A wrapped callable is an RPC of its own system, with no gRPC status.
+        self.grpc = RPC_SYSTEMS.get(url.scheme) == "grpc"
         attributes: dict[str, AttributeValue] = {}
         if self.rpc:
             service, method = split_rpc_method(url.raw_path)
@@ -206,7 +210,7 @@ class _CallSpan:
             # span too: the call's own context goes out instead (not
             # sampled, so the next hop records nothing either), and the SDK
             # is spared a span per attempt on most calls of a sampled service.
-            propagate.get_global_textmap().inject(headers, context=parent)
+            inject(headers, self._span, parent)
             return None
         attributes = self._shape.attempt_attributes(url)
         if index:
@@ -225,9 +229,7 @@ class _CallSpan:
             kind=SpanKind.CLIENT,
             attributes=attributes,
         )
-        propagate.get_global_textmap().inject(
-            headers, context=trace.set_span_in_context(span, parent)
-        )
+        inject(headers, span, parent)
         return _AttemptSpan(span)
 
     def call_ended(
@@ -259,12 +261,10 @@ class _CallSpan:
     ) -> None:
         attributes: dict[str, AttributeValue] = {}
         if self._shape.rpc:
-            _rpc_status(
-                span,
-                response.status_code if response is not None else grpc_code_of(error),
-                error,
-                attributes,
-            )
+            code = None
+            if self._shape.grpc:
+                code = response.status_code if response is not None else grpc_code_of(error)
+            _rpc_status(span, code, error, attributes)
         elif response is not None:
             if response.status_code >= 400:  # the status itself is on the last attempt's span
                 attributes["error.type"] = str(response.status_code)
