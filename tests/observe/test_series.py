@@ -17,8 +17,9 @@ from microcall._response import Response
 from microcall.errors import ConfigurationError
 from microcall.observe._buckets import DURATION_BUCKETS
 from microcall.observe._series import SeriesCollector
+from microcall.observe.hooks import CallScope
 from microcall.observe.prometheus import ClientMetrics, ServerMetrics
-from tests.observe._metrics import value
+from tests.observe._metrics import series, value
 
 LABELS = ("http_request_method", "server_address")
 # Values on the bounds themselves (le: they count in that bound's bucket),
@@ -287,6 +288,50 @@ def test_eight_threads_recording_into_one_client_metrics_lose_nothing(
     assert value(registry, f"{attempt_times}_bucket", **retry, le="0.025") == total
     assert value(registry, f"{attempt_times}_sum", **first) == pytest.approx(0.3 * total)
     assert value(registry, f"{attempt_times}_sum", **retry) == pytest.approx(0.0123 * total)
+
+
+def test_usual_calls_started_on_one_thread_and_ended_on_others_lose_nothing(
+    registry: CollectorRegistry,
+) -> None:
+    # A call answered by its one first attempt is written straight into the
+    # thread's cells: started here, ended on eight other threads at once.
+    metrics = ClientMetrics(registry)
+    url = URL("http://catalog:8080/books/1")
+    request = Request("GET", url, {}, path="/books/1", endpoint="catalog:8080")
+    response = Response(status_code=200, headers={}, content=b"", url=url, request=request)
+    attempts = (Attempt(0, AttemptKind.FIRST, "catalog:8080", 0.0, 0.0123, status=200),)
+    scopes = [metrics.call_started(request) for _ in range(THREADS * CALLS)]
+    on = {"http_request_method": "GET", "server_address": "catalog", "server_port": "8080"}
+    assert value(registry, "http_client_active_requests", **on) == THREADS * CALLS
+    start = threading.Barrier(THREADS)
+
+    def end(mine: list[CallScope]) -> None:
+        start.wait()
+        for scope in mine:
+            scope.call_ended(response, None, attempts)
+
+    workers = [
+        threading.Thread(target=end, args=(scopes[number::THREADS],)) for number in range(THREADS)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+    total = THREADS * CALLS
+    ok = {"http_response_status_code": "200", "error_type": ""}
+    assert value(registry, "http_client_active_requests", **on) == 0
+    assert value(registry, "http_client_request_duration_seconds_count", **on, **ok) == total
+    assert value(registry, "microcall_client_attempts_total", **on, attempt_kind="first") == total
+    attempt = {**on, "attempt_kind": "first", **ok}
+    attempt_times = "microcall_client_attempt_duration_seconds"
+    assert value(registry, f"{attempt_times}_bucket", **attempt, le="0.01") == 0
+    assert value(registry, f"{attempt_times}_bucket", **attempt, le="0.025") == total
+    assert value(registry, f"{attempt_times}_sum", **attempt) == pytest.approx(0.0123 * total)
+    # Nothing but those series: the usual path makes no others.
+    assert series(registry, "http_client_request_duration_seconds") == {
+        tuple(sorted({**on, **ok}.items()))
+    }
 
 
 def test_openmetrics_output_names_the_unit_of_every_duration(registry: CollectorRegistry) -> None:

@@ -103,6 +103,19 @@ class _Series:
         self._shards: list[tuple[threading.Thread, Cells]] = []
         self._retired: Cells = [0] * size
 
+    def cells(self) -> Cells:
+        """The calling thread's cells, for a caller that writes them itself.
+
+        Only from that thread, and only as ``observe`` / ``inc`` / ``dec``
+        would: a histogram's bucket (``bisect_left`` over ``bounds``) and its
+        last cell, the sum; a counter's or gauge's first and only cell.
+        """
+        try:
+            cells: Cells = self._local.cells
+        except AttributeError:
+            cells = self._shard()
+        return cells
+
     def _shard(self) -> Cells:
         """The calling thread's cells, made and registered on its first observation."""
         cells: Cells = [0] * len(self._retired)
@@ -140,14 +153,14 @@ class _Series:
 class HistogramSeries(_Series):
     """One histogram series: ``observe(value)``."""
 
-    __slots__ = ("_bounds",)
+    __slots__ = ("bounds",)
 
     def __init__(
         self, values: tuple[str, ...], lock: threading.Lock, bounds: tuple[float, ...]
     ) -> None:
         # One count per bucket, then the sum.
         super().__init__(values, lock, len(bounds) + 1)
-        self._bounds = bounds
+        self.bounds = bounds
 
     def observe(self, value: float) -> None:
         """Count ``value`` in its bucket and add it to the sum."""
@@ -155,7 +168,7 @@ class HistogramSeries(_Series):
             cells = self._local.cells
         except AttributeError:
             cells = self._shard()
-        cells[bisect_left(self._bounds, value)] += 1
+        cells[bisect_left(self.bounds, value)] += 1
         cells[-1] += value
 
 
