@@ -144,3 +144,10 @@ def test_a_budget_of_its_own_by_default_a_shared_one_on_request_or_none() -> Non
     assert Resilience().budget is not Resilience().budget
     assert Resilience(budget=shared).budget is shared
     assert Resilience(budget=None).budget is None
+
+
+def test_a_resilience_whose_construction_raised_still_has_a_repr() -> None:
+    # A traceback or a debugger may show the half-built object.
+    with pytest.raises(ConfigurationError):
+        Resilience(timeout=-1)
+    assert repr(Resilience.__new__(Resilience)) == "Resilience(<not built>)"

@@ -190,3 +190,26 @@ async def test_a_span_per_call_and_attempt_and_the_http_calls_inside_are_childre
     assert first.attributes["error.type"] == "ConnectionError"
     # The HTTP call made by the second attempt is that attempt's child.
     assert _parent(http) == _id(retry)
+
+
+def test_a_callable_past_its_deadline_carries_no_grpc_status(traces: _Traces) -> None:
+    # DEADLINE_EXCEEDED is gRPC's word: a wrapped callable says DeadlineExceeded
+    # in error_type and nothing in the gRPC status label or attribute.
+    registry = CollectorRegistry()
+    resilience = Resilience(
+        name="orders-db", observers=[ClientMetrics(registry), ClientTracing(traces.provider)]
+    )
+    with microcall.deadline(0), pytest.raises(microcall.DeadlineExceeded):
+        resilience.call(lambda: 1)
+
+    assert label_values(registry, "rpc_client_call_duration_seconds", "rpc_grpc_status_code") == {
+        ""
+    }
+    assert label_values(registry, "rpc_client_call_duration_seconds", "error_type") == {
+        "DeadlineExceeded"
+    }
+    (call,) = traces.spans()
+    assert call.attributes is not None
+    assert "rpc.grpc.status_code" not in call.attributes
+    assert call.attributes["error.type"] == "DeadlineExceeded"
+    assert call.status.status_code is StatusCode.ERROR

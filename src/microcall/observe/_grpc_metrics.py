@@ -91,7 +91,8 @@ def client_call_labels(
     error: BaseException | None,
 ) -> tuple[str, ...]:
     """The label values of a client call that ended so (``rpc``: its system, service and method)."""
-    code = status if error is None else grpc_code_of(error)
+    # A wrapped callable has no gRPC status: its outcome is its error_type alone.
+    code = None if rpc[0] != "grpc" else status if error is None else grpc_code_of(error)
     return (
         *rpc,
         grpc_status_label(code),

@@ -158,6 +158,9 @@ class Resilience:
         self._names: dict[object, str] = {}
 
     def __repr__(self) -> str:
+        if not hasattr(self, "_shared"):
+            # Construction raised (a traceback or a debugger shows the object anyway).
+            return "Resilience(<not built>)"
         name = "" if self.name is None else f"name={self.name!r}, "
         return f"Resilience({name}strategy={self.strategy!r}, timeout={self.timeout})"
 
