@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from aiohttp import web
 
 import microcall
 from microcall import Response
+from tests.children import wait_for_child
 from tests.conftest import Serve
 from tests.faultserver import Fault, FaultServer
 from tests.faultserver import faults_fixture as faults_fixture  # provides the `faults` fixture
@@ -201,18 +201,6 @@ async def test_a_client_survives_fork(serve: Serve) -> None:
     parent_port = service.peer_ports[service.numbers.index(1)]
     child_port = service.peer_ports[service.numbers.index(2)]
     assert child_port != parent_port
-
-
-def wait_for_child(pid: int, *, within: float) -> int:
-    give_up = time.monotonic() + within
-    while time.monotonic() < give_up:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        time.sleep(0.01)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    raise AssertionError("the forked child did not finish")
 
 
 async def test_init_works_like_microrequests(serve: Serve) -> None:

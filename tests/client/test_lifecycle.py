@@ -13,7 +13,6 @@ import concurrent.futures as cf
 import gc
 import json
 import os
-import signal
 import sys
 import threading
 import time
@@ -29,6 +28,7 @@ from aiohttp import web
 import microcall
 from microcall import Response
 from microcall.testing import MockTransport, Reply
+from tests.children import wait_for_child
 from tests.conftest import Serve
 
 T = TypeVar("T")
@@ -126,18 +126,6 @@ def test_an_unknown_microcall_loop_is_refused_at_construction(
 # ------------------------------------------------------------------ fork
 
 
-def wait_for_child(pid: int) -> int:
-    give_up = time.monotonic() + PATIENCE
-    while time.monotonic() < give_up:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        time.sleep(0.01)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    raise AssertionError("the forked child did not finish")
-
-
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 @pytest.mark.parametrize("child_calls", [True, False], ids=["child-calls", "child-idle"])
 async def test_the_parent_keeps_working_after_a_fork(
@@ -161,7 +149,7 @@ async def test_the_parent_keeps_working_after_a_fork(
                     code = 0
                 finally:
                     os._exit(code)
-            status = wait_for_child(pid)
+            status = wait_for_child(pid, within=PATIENCE)
             assert client.get("/ok").status_code == 200  # DeadlineExceeded if it hung
             return status
 

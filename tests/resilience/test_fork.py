@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import time
 
 import pytest
 
 import microcall
 from microcall.resilience._fork_lock import ForkSafeLock
+from tests.children import wait_for_child
 
 PATIENCE = 10.0
 
@@ -40,20 +40,12 @@ def test_a_child_forked_while_the_lock_was_held_can_still_call() -> None:
             finally:
                 sys.stdout.flush()
                 os._exit(code)
-        status = _wait(pid)
+        status = wait_for_child(
+            pid,
+            within=PATIENCE,
+            hung="the child hung on the lock its parent's thread held at the fork",
+        )
     finally:
         release.set()
         holder.join()
     assert os.waitstatus_to_exitcode(status) == 0
-
-
-def _wait(pid: int) -> int:
-    give_up = time.monotonic() + PATIENCE
-    while time.monotonic() < give_up:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        time.sleep(0.01)
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-    raise AssertionError("the child hung on the lock its parent's thread held at the fork")
