@@ -64,7 +64,7 @@ def inject(headers: dict[str, str], span: Span, parent: Context) -> None:
     ``parent`` is the context ``span`` was started in: what the propagator
     would see with ``span`` set in it.
     """
-    global _plan
+    global _plan  # a race between threads only works the same plan out twice
     textmap = propagate.get_global_textmap()
     plan = _plan
     if plan.textmap is not textmap:
