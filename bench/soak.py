@@ -172,7 +172,7 @@ async def _matrix_case(
     if wrong is not None:
         result.wrong[key].append(wrong)
     elif case.expected is microcall.DeadlineExceeded:
-        result.overshoots.append(elapsed - case.timeout)
+        result.overshoots.append(elapsed - case.deadline)
 
 
 # ------------------------------------------------------------ the page

@@ -50,9 +50,13 @@ class _Marker(TextMapPropagator):
         return {"x-marker"}
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def textmap() -> Iterator[None]:
+    """OpenTelemetry's default global propagator (OTEL_PROPAGATORS unset) for the test; then the one before."""
     saved = propagate.get_global_textmap()
+    propagate.set_global_textmap(
+        CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
+    )
     yield
     propagate.set_global_textmap(saved)
 
@@ -83,12 +87,7 @@ def _spans() -> list[Span]:
 
 @pytest.mark.parametrize("span", _spans(), ids=["recording", "unsampled", "tracestate", "invalid"])
 @pytest.mark.parametrize("with_baggage", [False, True], ids=["no-baggage", "baggage"])
-@pytest.mark.usefixtures("textmap")
 def test_the_default_propagators_bytes_are_written(span: Span, with_baggage: bool) -> None:
-    # OpenTelemetry's default (OTEL_PROPAGATORS unset: "tracecontext,baggage").
-    propagate.set_global_textmap(
-        CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
-    )
     parent = baggage.set_baggage("tenant", "a b", Context()) if with_baggage else Context()
     ours, theirs = _both(span, parent)
     assert ours == theirs
@@ -100,11 +99,10 @@ def test_the_default_propagators_bytes_are_written(span: Span, with_baggage: boo
     [
         _Marker(),
         CompositePropagator([_Marker(), W3CBaggagePropagator()]),
-        CompositePropagator([propagate.get_global_textmap(), _Marker()]),
+        CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator(), _Marker()]),
     ],
     ids=["own", "own-and-baggage", "w3c-and-own"],
 )
-@pytest.mark.usefixtures("textmap")
 def test_any_other_propagator_writes_its_own_headers(propagator: TextMapPropagator) -> None:
     span = TracerProvider().get_tracer("test").start_span("attempt")
     propagate.set_global_textmap(propagator)
@@ -113,7 +111,6 @@ def test_any_other_propagator_writes_its_own_headers(propagator: TextMapPropagat
     assert "x-marker" in ours
 
 
-@pytest.mark.usefixtures("textmap")
 def test_a_propagator_set_later_is_used_at_once() -> None:
     span = TracerProvider().get_tracer("test").start_span("attempt")
     before: dict[str, str] = {}
@@ -123,3 +120,14 @@ def test_a_propagator_set_later_is_used_at_once() -> None:
     inject(after, span, Context())
     assert "traceparent" in before
     assert list(after) == ["x-marker"]
+
+
+def test_the_default_propagator_itself_is_not_called(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What the direct write is for: the header without the propagator's work.
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("went through the global propagator")
+
+    monkeypatch.setattr(propagate.get_global_textmap(), "inject", refuse)
+    headers: dict[str, str] = {}
+    inject(headers, TracerProvider().get_tracer("test").start_span("attempt"), Context())
+    assert list(headers) == ["traceparent"]

@@ -334,6 +334,25 @@ def test_usual_calls_started_on_one_thread_and_ended_on_others_lose_nothing(
     }
 
 
+def test_usual_calls_to_ever_new_hosts_keep_one_entry(registry: CollectorRegistry) -> None:
+    # An absolute URL's host is in no label (it counts as _OTHER), so it
+    # must not be in what the usual path keeps either: memory stays flat.
+    metrics = ClientMetrics(registry)
+    for number in range(1000):
+        url = URL(f"http://host-{number}.example:8080/books/1")
+        request = Request("GET", url, {}, endpoint=f"host-{number}.example:8080")
+        response = Response(status_code=200, headers={}, content=b"", url=url, request=request)
+        attempt = Attempt(0, AttemptKind.FIRST, request.endpoint, 0.0, 0.0123, status=200)
+        metrics.call_started(request).call_ended(response, None, (attempt,))
+
+    (target,) = metrics._targets.values()
+    assert len(target.ledger().usual) == 1
+    other = {"http_request_method": "GET", "server_address": "_OTHER", "server_port": ""}
+    ok = {"http_response_status_code": "200", "error_type": ""}
+    assert value(registry, "http_client_request_duration_seconds_count", **other, **ok) == 1000
+    assert value(registry, "microcall_client_attempts_total", **other, attempt_kind="first") == 1000
+
+
 def test_openmetrics_output_names_the_unit_of_every_duration(registry: CollectorRegistry) -> None:
     ClientMetrics(registry)
     ServerMetrics(registry)

@@ -147,7 +147,13 @@ def test_a_budget_of_its_own_by_default_a_shared_one_on_request_or_none() -> Non
 
 
 def test_a_resilience_whose_construction_raised_still_has_a_repr() -> None:
-    # A traceback or a debugger may show the half-built object.
-    with pytest.raises(ConfigurationError):
-        Resilience(timeout=-1)
-    assert repr(Resilience.__new__(Resilience)) == "Resilience(<not built>)"
+    # A traceback or a debugger shows the half-built object: the one in
+    # __init__'s frame, its name set, its settings not.
+    with pytest.raises(ConfigurationError) as raised:
+        Resilience(name="orders-db", timeout=-1)
+    (half_built,) = [
+        entry.locals["self"]
+        for entry in raised.traceback
+        if entry.name == "__init__" and isinstance(entry.locals.get("self"), Resilience)
+    ]
+    assert repr(half_built) == "Resilience(<not built>)"

@@ -215,7 +215,9 @@ class ClientMetrics:
             (method_label(request.method), address, port),
             request.path is not None,
             rpc,
-            direct=not self._families.shared,
+            # gRPC calls and callables end with a code of their own: the usual
+            # path is for HTTP calls, on microcall's own series.
+            direct=rpc is None and not self._families.shared,
         )
         with self._lock:
             return self._targets.setdefault(key, target)
@@ -279,8 +281,9 @@ class _Ledger:
     def __init__(self, active: Cells, bounds: tuple[float, ...]) -> None:
         self.active = active
         self.bounds = bounds
-        # By (status, endpoint): the cells of the call's duration, of the
-        # attempt's count and of the attempt's duration.
+        # By (status, the replica that answered a call on the base URL, else
+        # ""): the cells of the call's duration, of the attempt's count and
+        # of the attempt's duration.
         self.usual: dict[tuple[int | None, str], tuple[Cells, Cells, Cells]] = {}
 
 
@@ -289,9 +292,9 @@ class _Target:
 
     The series a call or an attempt lands in are cached here by the raw
     outcome (a status, an error's class), so a call costs a tuple and a dict
-    lookup or two on top of the numbers it moves. When the series are
-    microcall's own (not prometheus-client's, as under multiprocess mode,
-    ``direct``), a usual call writes its thread's cells through a
+    lookup or two on top of the numbers it moves. For HTTP calls on
+    microcall's own series (not prometheus-client's, as under multiprocess
+    mode: ``direct``), a usual call writes its thread's cells through a
     :class:`_Ledger` instead.
     """
 
@@ -340,11 +343,11 @@ class _Target:
         return ledger
 
     def usual_cells(
-        self, ledger: _Ledger, response: Response, attempt: Attempt
+        self, ledger: _Ledger, key: tuple[int | None, str], response: Response, attempt: Attempt
     ) -> tuple[Cells, Cells, Cells]:
-        """This thread's cells for a call ``attempt`` answered with ``response``, found once."""
-        key = (response.status_code, None)
-        call = self.calls.get(key) or self.call_series(key, response, None)
+        """This thread's cells for a call ``attempt`` answered with ``response``, kept at ``key``."""
+        call_key = (response.status_code, None)
+        call = self.calls.get(call_key) or self.call_series(call_key, response, None)
         endpoint = self._attempt_endpoint(attempt)
         attempt_key = (endpoint, attempt.kind, attempt.status)
         pair = self._attempts.get(attempt_key) or self._attempt_series(
@@ -355,7 +358,7 @@ class _Target:
             cast(CounterSeries, pair[0]).cells(),
             cast(HistogramSeries, pair[1]).cells(),
         )
-        ledger.usual[(attempt.status, attempt.endpoint)] = cells
+        ledger.usual[key] = cells
         return cells
 
     def _attempt_endpoint(self, attempt: Attempt) -> tuple[str, str, str]:
@@ -464,14 +467,16 @@ class _CallMetrics:
                 and attempt.sent
                 and not attempt.cancelled
                 and not attempt.resent
-                and target.rpc is None
             ):
                 # The usual call: the same numbers as below, written straight into
                 # this thread's cells.
                 ledger = target.ledger()
-                cells = ledger.usual.get((attempt.status, attempt.endpoint))
+                # Only calls on the base URL are labelled by the replica that
+                # answered: an absolute URL's host is in no label, nor in the key.
+                usual = (attempt.status, attempt.endpoint if target.relative else "")
+                cells = ledger.usual.get(usual)
                 if cells is None:
-                    cells = target.usual_cells(ledger, response, attempt)
+                    cells = target.usual_cells(ledger, usual, response, attempt)
                 call, counted, timed = cells
                 bounds = ledger.bounds
                 call[bisect_left(bounds, duration)] += 1
