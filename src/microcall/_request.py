@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from yarl import URL
 
@@ -13,6 +13,21 @@ if TYPE_CHECKING:
 
 # RFC 9110 section 9.2.2: sending these twice has the same effect as once.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+
+class RedirectCookies(Protocol):
+    """A call's cookies across the redirects its transport follows (a client's jar behind it).
+
+    A transport that follows a redirect hands over what the answer it leaves
+    set (``keep``), then sends the next hop with the Cookie header
+    ``header_for`` gives (none when it gives None) in place of the one it had.
+    """
+
+    def keep(self, url: URL, set_cookies: Sequence[str]) -> None:
+        """Keep the ``Set-Cookie`` values of the redirect that ``url`` answered with."""
+
+    def header_for(self, url: URL) -> str | None:
+        """The Cookie header of the next hop, to ``url``."""
 
 
 @dataclass(slots=True)
@@ -37,6 +52,8 @@ class Request:
     ``stream`` asks the transport for the response as soon as its head
     arrived, the body left on the connection to be read as it comes
     (``client.stream(...)``; see ``microcall._stream``).
+    ``redirect_cookies``, set when the client keeps a jar or the call brings
+    cookies, is how a transport carries them across the redirects it follows.
     """
 
     method: str
@@ -48,6 +65,7 @@ class Request:
     route: str = ""
     endpoint: str = ""
     stream: bool = False
+    redirect_cookies: RedirectCookies | None = None
 
     def __post_init__(self) -> None:
         if not self.endpoint:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from yarl import URL
 
 import microcall
 from microcall.policy.balancer import BalancerConfig
@@ -45,10 +46,24 @@ def cookie_app() -> web.Application:
             response.set_cookie(name, value, **attributes)
         return response
 
+    async def login(request: web.Request) -> web.Response:
+        # /login?name=value&...&to=URL: a cookie each, on a 302 to URL.
+        response = web.Response(status=302, headers={"Location": request.query["to"]})
+        for name, value in request.query.items():
+            if name != "to":
+                response.set_cookie(name, value)
+        return response
+
     app = web.Application()
     app.router.add_get("/set", set_cookies)
+    app.router.add_get("/login", login)
     app.router.add_get("/{tail:.*}", echo)
     return app
+
+
+def login_path(to: str, **cookies: str) -> str:
+    """The path of a call to /login that sets ``cookies`` and redirects to ``to``."""
+    return str(URL("/login").with_query({**cookies, "to": to}))
 
 
 async def sent(client: microcall.AsyncClient, path: str = "/echo", **options: Any) -> Any:
@@ -84,6 +99,43 @@ async def test_a_jar_keeps_cookies_and_sends_them_once(
         # A new value replaces the old.
         await client.get("/set", params={"session": "s2"})
         assert (await sent(client))["cookies"] == {"session": "s2", "theme": "dark"}
+
+
+async def test_cookies_set_on_a_redirect_are_kept_and_sent_on_the_next_hop(
+    serve: Serve, make_transport: Callable[[], Transport]
+) -> None:
+    base = await serve(cookie_app())
+    async with microcall.AsyncClient(base, transport=make_transport(), cookies=True) as client:
+        # A login form's answer: a 302 that sets the session, followed by the transport.
+        landed = await sent(client, login_path("/echo", session="s1"), cookies={"trace": "t1"})
+        assert landed["path"] == "/echo"
+        assert landed["cookies"] == {"session": "s1", "trace": "t1"}
+        assert len(landed["cookie_headers"]) == 1
+        assert [cookie.name for cookie in client.cookies or ()] == ["session"]
+        assert (await sent(client))["cookies"] == {"session": "s1"}
+
+
+async def test_a_redirect_to_another_origin_carries_only_its_own_cookies(
+    serve: Serve, make_transport: Callable[[], Transport]
+) -> None:
+    # Two origins by name (127.0.0.1 and localhost): cookies are kept per host.
+    here = (await serve(cookie_app())).rstrip("/")
+    there = (await serve(cookie_app())).rstrip("/").replace("127.0.0.1", "localhost")
+    async with microcall.AsyncClient(here, transport=make_transport(), cookies=True) as client:
+        await client.get("/set", params={"session": "here"})
+        # Away to the other origin: neither this origin's cookies nor the call's own go there.
+        away = await sent(client, login_path(f"{there}/echo", step="1"), cookies={"trace": "t1"})
+        assert away["cookie_headers"] == []
+        # There and back: each origin gets the cookies it set, on the hop to it.
+        back = login_path(f"{here}/echo", theirs="t")
+        landed = await sent(client, login_path(f"{there}{back}", step="2"))
+        assert landed["cookies"] == {"session": "here", "step": "2"}
+        kept = {(cookie.domain, cookie.name, cookie.value) for cookie in client.cookies or ()}
+        assert kept == {
+            ("127.0.0.1", "session", "here"),
+            ("127.0.0.1", "step", "2"),
+            ("localhost.local", "theirs", "t"),
+        }
 
 
 async def test_expired_and_deleted_cookies_are_not_sent(
@@ -173,6 +225,10 @@ async def test_cookies_set_by_one_replica_go_to_the_others(serve: Serve) -> None
         assert {str(response.url.host) for response in setters} == {"127.0.0.1", "localhost"}
         seen = [await sent(client) for _ in range(4)]
         assert [answer["cookies"] for answer in seen] == [{"session": "s1"}] * 4
+        # A redirect on either replica: its cookie is kept for the name, and the
+        # hop back to the same replica carries it.
+        landed = [await sent(client, login_path("/echo", session="s2")) for _ in range(2)]
+        assert [answer["cookies"] for answer in landed] == [{"session": "s2"}] * 2
 
 
 async def test_a_jar_of_the_callers_own_is_used_as_given(serve: Serve) -> None:

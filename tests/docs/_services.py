@@ -143,6 +143,12 @@ def _accounts() -> web.Application:
         response.set_cookie("session", f"session-of-{request.query.get('user', 'guest')}")
         return response
 
+    async def sign_in(request: web.Request) -> web.Response:
+        # A login form's way: the session is set on a redirect to the account page.
+        response = web.Response(status=302, headers={"Location": "/me"})
+        response.set_cookie("session", f"session-of-{request.query.get('user', 'guest')}")
+        return response
+
     async def me(request: web.Request) -> web.Response:
         session = request.cookies.get("session")
         if session is None:
@@ -174,6 +180,7 @@ def _accounts() -> web.Application:
 
     app = web.Application()
     app.router.add_get("/login", login)
+    app.router.add_get("/sign-in", sign_in)
     app.router.add_get("/me", me)
     app.router.add_get("/basic", basic)
     app.router.add_post("/token", token)

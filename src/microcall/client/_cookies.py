@@ -24,21 +24,20 @@ send them to subdomains).
 Which URL a cookie belongs to. The Cookie header is chosen before the
 balancer picks a replica, so it is matched against the URL the call names
 (its base URL's host); cookies a replica sets are kept for that same name,
-whichever replica answered. A response that a transport reached by a
-redirect to another origin keeps its cookies to that origin.
+whichever replica answered. Redirects a transport follows are followed
+with the jar (:class:`HopCookies`): each hop's cookies are kept for the
+URL it answered from, and each next hop gets the jar's cookies for its own.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 from yarl import URL
 
-from microcall._request import Request
-from microcall._response import Response, set_cookie_values
 from microcall.errors import ConfigurationError, MicrocallError
 
 CookiesOption = bool | Mapping[str, str] | CookieJar | None
@@ -120,20 +119,50 @@ def cookie_header(jar: CookieJar | None, url: URL, extra: list[tuple[str, str]])
     return "; ".join(sent) if sent else None
 
 
-def store(jar: CookieJar, request: Request, response: Response, same_service: bool) -> None:
-    """Keep the cookies ``response`` sets: for the URL the call named when ``same_service``."""
-    set_cookies = set_cookie_values(response.headers)
-    if not set_cookies:
-        return
-    where = response.url
-    if same_service:
-        # Kept for the name the call used, whichever replica answered: the
-        # next call's Cookie header is matched against that name.
-        where = request.url.with_path(response.url.raw_path, encoded=True)
-    _extract(jar, set_cookies, where)
+class HopCookies:
+    """One call's cookies on each hop of its redirects (``Request.redirect_cookies``).
+
+    What a hop's answer sets goes into the jar, and each next hop carries the
+    jar's cookies for its own URL, as a browser's request would; the call's
+    own ``cookies=`` go only to hops on the service the call named. A URL of
+    that service (the name the call used, or one of its replicas) is matched,
+    and its cookies kept, under the name: the next call's Cookie header is
+    matched against it, whichever replica answered. The final answer's
+    cookies are kept the same way (``keep`` with the response's URL).
+    """
+
+    __slots__ = ("_extra", "_jar", "_named", "_same_service")
+
+    def __init__(
+        self,
+        jar: CookieJar | None,
+        named: URL,
+        extra: list[tuple[str, str]],
+        same_service: Callable[[URL], bool],
+    ) -> None:
+        self._jar = jar
+        self._named = named
+        self._extra = extra
+        self._same_service = same_service
+
+    def _as_named(self, url: URL) -> URL | None:
+        """``url`` under the name the call used, when it is that service's; else None."""
+        if not self._same_service(url):
+            return None
+        return self._named.with_path(url.raw_path, encoded=True)
+
+    def keep(self, url: URL, set_cookies: Sequence[str]) -> None:
+        if self._jar is not None and set_cookies:
+            _extract(self._jar, set_cookies, self._as_named(url) or url)
+
+    def header_for(self, url: URL) -> str | None:
+        named = self._as_named(url)
+        if named is None:  # another service: the jar's cookies for it, never the call's own
+            return cookie_header(self._jar, url, [])
+        return cookie_header(self._jar, named, self._extra)
 
 
-def _extract(jar: CookieJar, set_cookies: list[str], url: URL) -> None:
+def _extract(jar: CookieJar, set_cookies: Sequence[str], url: URL) -> None:
     # The adapters have what http.cookiejar reads of urllib's classes, no more.
     response: Any = _JarResponse(set_cookies)
     request: Any = _JarRequest(url)

@@ -6,10 +6,12 @@ transport. A call passes through it so::
 
     Request built from the call's arguments
       -> Cookie header: the jar's cookies, then the call's ``cookies=``
+         (and the same on each redirect hop the transport follows; see
+         _cookies.HopCookies)
       -> auth.apply(request)
       -> request hooks                     (may change headers; see _event_hooks)
       -> send: cache -> engine (strategy, attempts, deadline)
-      <- Set-Cookie kept in the jar
+      <- Set-Cookie kept in the jar        (a redirect's too, as it is followed)
       <- a refusal (401) and a flow that refreshes: refresh, then the same
          path once more, within the same deadline (see _auth)
       <- response hooks, on the final response
@@ -31,10 +33,10 @@ from yarl import URL
 from microcall._body import Body, may_resend
 from microcall._checks import check_headers
 from microcall._request import Request
-from microcall._response import Response
+from microcall._response import Response, set_cookie_values
 from microcall._stream import discard
 from microcall.client._auth import Auth, apply_auth, renew, to_auth
-from microcall.client._cookies import checked_pairs, cookie_header, store
+from microcall.client._cookies import HopCookies, checked_pairs
 from microcall.client._event_hooks import (
     HookLists,
     OutgoingRequest,
@@ -111,9 +113,12 @@ class Session:
     ) -> Response:
         started = self._now()
         signed = auth._generation if auth is not None else 0
-        prepared = await self._prepare(request, auth, hooks, extra)
+        hops = None
+        if self.jar is not None or extra:
+            hops = HopCookies(self.jar, request.url, extra, partial(self._same_service, request))
+        prepared = await self._prepare(request, auth, hooks, extra, hops)
         first = await send(prepared, expires_at=expires_at, priority=priority, strategy=strategy)
-        self._keep(request, first)
+        self._keep(hops, first)
         response = first
         # A body read once (an iterator, a stream) cannot go again: its 401 is the answer.
         if auth is not None and may_resend(request.body) and _may_resend(auth, first, request):
@@ -121,7 +126,7 @@ class Session:
             await renew(
                 auth, first, signed=signed, expires_at=expires_at, now=self._now, request=request
             )
-            prepared = await self._prepare(request, auth, hooks, extra)
+            prepared = await self._prepare(request, auth, hooks, extra, hops)
             try:
                 response = await send(
                     prepared, expires_at=expires_at, priority=priority, strategy=strategy
@@ -132,31 +137,39 @@ class Session:
             # One call, two sends: its record covers both.
             response.attempts = (*first.attempts, *response.attempts)
             response.elapsed = self._now() - started
-            self._keep(request, response)
+            self._keep(hops, response)
         if hooks.response:
             response = await run_response_hooks(hooks.response, response)
         return response
 
     async def _prepare(
-        self, request: Request, auth: Auth | None, hooks: HookLists, extra: list[tuple[str, str]]
+        self,
+        request: Request,
+        auth: Auth | None,
+        hooks: HookLists,
+        extra: list[tuple[str, str]],
+        hops: HopCookies | None,
     ) -> Request:
         """The request as sent: with its cookies and credentials, as the request hooks left it."""
-        if self.jar is None and auth is None and not hooks.request and not extra:
+        if hops is None and auth is None and not hooks.request:
             return request
         outgoing = OutgoingRequest(request)
         headers = outgoing.headers
         if "Cookie" in headers:  # the caller's own Cookie header wins over the jar
             if extra:
                 raise UsageError("pass cookies= or a Cookie header, not both")
-        elif self.jar is not None or extra:
-            value = cookie_header(self.jar, request.url, extra)
+            hops = None  # and goes on as the transport carries any header
+        elif hops is not None:
+            value = hops.header_for(request.url)
             if value:
                 headers["Cookie"] = value
         if auth is not None:
             await apply_auth(auth, outgoing)
         if hooks.request:
             await run_request_hooks(hooks.request, outgoing)
-        return replace(request, headers=self._finished(outgoing, request.body))
+        return replace(
+            request, headers=self._finished(outgoing, request.body), redirect_cookies=hops
+        )
 
     def _finished(self, outgoing: OutgoingRequest, body: Any) -> dict[str, str]:
         headers = dict(outgoing.headers.items())
@@ -165,9 +178,10 @@ class Session:
         except UsageError as refused:
             raise UsageError(_without_values(refused, headers)) from None
 
-    def _keep(self, request: Request, response: Response) -> None:
-        if self.jar is not None:
-            store(self.jar, request, response, self._same_service(request, response.url))
+    @staticmethod
+    def _keep(hops: HopCookies | None, response: Response) -> None:
+        if hops is not None:
+            hops.keep(response.url, set_cookie_values(response.headers))
 
     def _same_service(self, request: Request, answered: URL) -> bool:
         """Whether ``answered`` is the service the call named (one of its replicas), not a redirect's."""

@@ -25,6 +25,7 @@ from microcall.errors import (
     TransportError,
     UsageError,
 )
+from microcall.transports._aiohttp_cookies import carrying
 from microcall.transports._aiohttp_proxy import routing
 from microcall.transports._aiohttp_resend import (
     ConnectionDropped,
@@ -138,6 +139,9 @@ class AiohttpTransport:
     ``ALL_PROXY``, ``NO_PROXY``) route calls through a proxy, chosen per
     redirect hop (see ``_aiohttp_proxy``; docs/proxies.md).
 
+    A call with cookies (``Request.redirect_cookies``) carries them across
+    the redirects aiohttp follows, hop by hop (``_aiohttp_cookies``).
+
     A streamed request (``Request.stream``) returns at the response's head,
     its body left in aiohttp's reader (``_aiohttp_stream``); a body that
     arrived whole with the head is read at once, and its connection released.
@@ -213,6 +217,9 @@ class AiohttpTransport:
         body: bytes | BodyPayload | None = request.body  # type: ignore[assignment]
         if not (body is None or type(body) is bytes):
             body = BodyPayload(request.body)  # type: ignore[arg-type]
+        middlewares = self._middlewares[0 if request.replayable else 1]
+        if request.redirect_cookies is not None and self._follow_redirects:
+            middlewares = (carrying(request.redirect_cookies), *middlewares)
         # try/except rather than a context manager: it costs nothing unless
         # something fails, and this runs on every attempt.
         response: Response
@@ -225,7 +232,7 @@ class AiohttpTransport:
                     data=body,
                     allow_redirects=self._follow_redirects,
                     server_hostname=server_hostname,
-                    middlewares=self._middlewares[0 if request.replayable else 1],
+                    middlewares=middlewares,
                 )
                 if request.stream:
                     raw = await opening

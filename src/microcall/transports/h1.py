@@ -286,6 +286,9 @@ class H1Transport:
                     if key.lower() not in ("host", "authorization", "cookie")
                 }
                 name = None
+            if (hops := request.redirect_cookies) is not None:
+                hops.keep(visited[-1], [v for k, v in reader.headers if k.lower() == "set-cookie"])
+                headers = _with_cookie(headers, hops.header_for(url))
         response: Response
         if request.stream:
             if held is None:  # it all came with the head: nothing left on the connection
@@ -461,6 +464,14 @@ def _worth_resending(lost: ConnectionLost, request: Request, body: bytes | Body 
 def _sent(body: bytes | Body | None) -> bytes | BodySend | None:
     """What one exchange writes: the bytes, or a new pass over a streamed body."""
     return body.send() if isinstance(body, Body) else body
+
+
+def _with_cookie(headers: Mapping[str, str], cookie: str | None) -> dict[str, str]:
+    """``headers`` with ``cookie`` as their Cookie header (and none when it is None)."""
+    kept = {key: value for key, value in headers.items() if key.lower() != "cookie"}
+    if cookie:
+        kept["Cookie"] = cookie
+    return kept
 
 
 def _decoded(reader: ResponseReader, cap: int | None) -> bytes:

@@ -19,6 +19,9 @@ A streamed request (``Request.stream``) returns at the response's head: the
 timer covers the head, and the body is handed on as httpx's own iterator
 (``_httpx_stream``).
 
+A call with cookies (``Request.redirect_cookies``) carries them across the
+redirects httpx follows, hop by hop (``_httpx_cookies``).
+
 httpx's exceptions become microcall's in one place, ``map_error``.
 """
 
@@ -49,6 +52,7 @@ from microcall.errors import (
     TransportError,
     UsageError,
 )
+from microcall.transports._httpx_cookies import EXTENSION, Hops, keep_cookies, send_cookies
 from microcall.transports._httpx_stream import HttpxBody
 from microcall.transports._loops import refuse_if_running, start_guard, stop_guard
 from microcall.transports._proxy import ProxyFailed
@@ -274,6 +278,12 @@ class HttpxTransport:
             # The environment's proxies are read by microcall's own settings
             # (trust_env=), and .netrc is not a service's business.
             trust_env=False,
+            # Run for every hop: a call's cookies follow its redirects (_httpx_cookies).
+            event_hooks=(
+                {"request": [send_cookies], "response": [keep_cookies]}
+                if self._follow_redirects
+                else None
+            ),
         )
         self._timeouts = Timeouts(loop)
         self._guard = await start_guard(client.aclose)
@@ -290,12 +300,14 @@ class HttpxTransport:
         if client is None:
             client = await self._open(loop)
         assert self._timeouts is not None
-        extensions: dict[str, str] | None = None
+        extensions: dict[str, object] | None = None
         # A replica by address: keep the name (identity first: yarl's host is computed).
         if url is not request.url and url.host != request.url.host:
             headers = {**headers, "Host": request.url.host_port_subcomponent or ""}
             if url.scheme == "https" and request.url.host:
                 extensions = {"sni_hostname": request.url.host}
+        if request.redirect_cookies is not None and self._follow_redirects:
+            extensions = {**(extensions or {}), EXTENSION: Hops(request.redirect_cookies)}
         body: bytes | BodySend | None = request.body  # type: ignore[assignment]
         if not (body is None or type(body) is bytes):
             body, headers = _streamed(request.body, headers)  # type: ignore[arg-type]
