@@ -38,8 +38,8 @@ class Watch:
 
     def attempt_started(
         self, index: int, kind: AttemptKind, url: URL, headers: dict[str, str]
-    ) -> list[AttemptScope]:
-        started: list[AttemptScope] = []
+    ) -> list[AttemptScope] | None:
+        started = None
         for scope in self._scopes:
             try:
                 attempt = scope.attempt_started(index, kind, url, headers)
@@ -47,7 +47,10 @@ class Watch:
                 observer_failed(scope, "attempt start")
                 continue
             if attempt is not None:
-                started.append(attempt)
+                if started is None:
+                    started = [attempt]
+                else:
+                    started.append(attempt)
         return started
 
     @staticmethod

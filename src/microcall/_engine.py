@@ -282,7 +282,10 @@ class Engine:
         if watch is not None:
             if scopes:
                 Watch.attempt_ended(scopes, record)
-            end_call(watch, response)  # a stream's call ends with its body
+            if request.stream:
+                end_call(watch, response)  # a stream's call ends with its body
+            else:
+                watch.call_ended(response, None, response.attempts)
         return response
 
     async def _queue(self, request: Request, expires_at: float, watch: Watch | None) -> float:
