@@ -39,6 +39,11 @@ class Watch:
     def attempt_started(
         self, index: int, kind: AttemptKind, url: URL, headers: dict[str, str]
     ) -> list[AttemptScope] | None:
+        """The scopes of the observers that follow this attempt; None when none does.
+
+        (Metrics follow attempts from the call's record: with them alone,
+        no attempt builds a list.)
+        """
         started = None
         for scope in self._scopes:
             try:

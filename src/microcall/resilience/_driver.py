@@ -208,7 +208,8 @@ class CallableCall:
         headers: dict[str, str] = {}
         if self.watch is not None:
             scopes = self.watch.attempt_started(index, action.kind, self._url, headers)
-            self._scopes[index] = scopes
+            if scopes:
+                self._scopes[index] = scopes
         deadline = Deadline(now + action.timeout, clock=self._shared.clock)
         return Start(index, action.kind, action.timeout, deadline, headers)
 
