@@ -18,9 +18,10 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRAC
 class RedirectCookies(Protocol):
     """A call's cookies across the redirects its transport follows (a client's jar behind it).
 
-    A transport that follows a redirect hands over what the answer it leaves
-    set (``keep``), then sends the next hop with the Cookie header
-    ``header_for`` gives (none when it gives None) in place of the one it had.
+    A transport that follows a redirect hands over the cookies set by the
+    answer it leaves (``keep``), then sends the next hop with the Cookie
+    header ``header_for`` gives (none when it gives None) in place of the one
+    it had.
     """
 
     def keep(self, url: URL, set_cookies: Sequence[str]) -> None:
