@@ -69,6 +69,9 @@ DEFAULT_DEADLINE_FLOOR = 0.005
 # loop lagged by 0.35-8 s and goodput fell to nothing.
 DEFAULT_MAX_CALLS = 1000
 
+# A blocking attempt: (request, url, headers, seconds) to its Response, or a CallError.
+DirectSend = Callable[[Request, URL, dict[str, str], float], Response]
+
 # Endpoint names kept at most (HttpRules): far more than any client's replicas.
 _MAX_NAMES = 1024
 
@@ -178,6 +181,8 @@ class Engine:
         self._policies = CallPolicies(budget=budget, floor=floor, rng=rng)
         self._rules = HttpRules(classifier, replicas)
         self._lingering: set[asyncio.Task[Response]] = set()
+        # Direct calls run in the callers' threads: every observer must allow it.
+        self._direct_observers = all(getattr(o, "thread_safe", False) for o in self.observers)
 
     def call(
         self,
@@ -241,32 +246,63 @@ class Engine:
             response = await self.transport.send(request, request.url, headers, remaining)
         except CallError as error:
             admission.release()
-            if isinstance(error, AttemptTimeout):
-                error = _deadline_exceeded(request, request.url, error)
-            record = self._record(0, AttemptKind.FIRST, request.url, 0.0, start, error)
-            error.attempts = (record,)
-            if watch is not None:
-                if scopes:
-                    Watch.attempt_ended(scopes, record)
-                watch.call_ended(None, error, error.attempts)
+            error = self._single_failed(request, start, error, watch, scopes)
             raise error
         except BaseException as stopped:  # cancelled, or a bug: observers still hear the end
             admission.release()
-            if watch is not None:
-                record = Attempt(
-                    0,
-                    AttemptKind.FIRST,
-                    request.endpoint,
-                    0.0,
-                    self._now() - start,
-                    error=type(stopped).__name__,
-                    cancelled=isinstance(stopped, asyncio.CancelledError),
-                )
-                if scopes:
-                    Watch.attempt_ended(scopes, record)
-                watch.call_ended(None, stopped, (record,))
+            self._single_stopped(request, start, stopped, watch, scopes)
             raise
         admission.release()
+        return self._single_answered(request, start, response, watch, scopes)
+
+    def takes_direct(self, request: Request, strategy: Strategy) -> bool:
+        """Whether ``call_direct`` may run this call: what ``_single`` would, observers allowing."""
+        replicas = self.replicas
+        return (
+            self._direct_observers
+            and (type(strategy) is SingleAttempt or not request.replayable)
+            and (replicas is None or request.path is None or replicas.single)
+        )
+
+    def call_direct(
+        self,
+        request: Request,
+        expires_at: float,
+        priority: str | None,
+        send: DirectSend,
+    ) -> Response:
+        """``_single`` in the calling thread, over a blocking ``send``: a Client's direct call.
+
+        Only for a call ``takes_direct`` allows. It holds no slot of the
+        admission: the caller's thread is the call's, and the transport's
+        direct pool bounds the sockets. Its observers are called in this
+        thread (they said they may be: ``thread_safe``).
+        """
+        watch = Watch(self.observers, request) if self.observers else None
+        start = self._started(request, expires_at, watch)
+        remaining = expires_at - start
+        headers = attempt_headers(request.headers, remaining, priority)
+        scopes = (
+            watch.attempt_started(0, AttemptKind.FIRST, request.url, headers) if watch else None
+        )
+        try:
+            response = send(request, request.url, headers, remaining)
+        except CallError as error:
+            error = self._single_failed(request, start, error, watch, scopes)
+            raise error
+        except BaseException as stopped:  # a KeyboardInterrupt, or a bug
+            self._single_stopped(request, start, stopped, watch, scopes)
+            raise
+        return self._single_answered(request, start, response, watch, scopes)
+
+    def _single_answered(
+        self,
+        request: Request,
+        start: float,
+        response: Response,
+        watch: Watch | None,
+        scopes: list[AttemptScope] | None,
+    ) -> Response:
         end = self._now()
         record = Attempt(
             0,
@@ -287,6 +323,49 @@ class Engine:
             else:
                 watch.call_ended(response, None, response.attempts)
         return response
+
+    def _single_failed(
+        self,
+        request: Request,
+        start: float,
+        error: CallError,
+        watch: Watch | None,
+        scopes: list[AttemptScope] | None,
+    ) -> CallError:
+        """The error a single attempt's failure ends its call with, its record on it."""
+        if isinstance(error, AttemptTimeout):
+            error = _deadline_exceeded(request, request.url, error)
+        record = self._record(0, AttemptKind.FIRST, request.url, 0.0, start, error)
+        error.attempts = (record,)
+        if watch is not None:
+            if scopes:
+                Watch.attempt_ended(scopes, record)
+            watch.call_ended(None, error, error.attempts)
+        return error
+
+    def _single_stopped(
+        self,
+        request: Request,
+        start: float,
+        stopped: BaseException,
+        watch: Watch | None,
+        scopes: list[AttemptScope] | None,
+    ) -> None:
+        """Observers hear of a single attempt stopped by something not a CallError."""
+        if watch is None:
+            return
+        record = Attempt(
+            0,
+            AttemptKind.FIRST,
+            request.endpoint,
+            0.0,
+            self._now() - start,
+            error=type(stopped).__name__,
+            cancelled=isinstance(stopped, asyncio.CancelledError),
+        )
+        if scopes:
+            Watch.attempt_ended(scopes, record)
+        watch.call_ended(None, stopped, (record,))
 
     async def _queue(self, request: Request, expires_at: float, watch: Watch | None) -> float:
         """Wait for one of the client's slots; the time left once one is held.

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 import microcall
-from microcall.resilience._fork_lock import ForkSafeLock
+from microcall._fork_lock import ForkSafeLock
 from tests.children import wait_for_child
 
 PATIENCE = 10.0

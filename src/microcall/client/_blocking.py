@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from microcall.client._async import CLIENT_OPTIONS, AsyncClient, check_options
+from microcall.client._direct import close_direct
 from microcall.client._event_hooks import ResponseHook, parse_hooks
 from microcall.client._fork import abandon, restart_libuv_pool_if_forked
 from microcall.client._loop import BackgroundLoop, join_winding_down
@@ -57,11 +58,13 @@ class _Owned:
     def release_soon(self) -> None:
         """The finalizer: close the AsyncClient on its loop and stop the loop, without waiting."""
         _owned.discard(self)
+        close_direct(self.client)
         self.loop.close_soon(self.client.aclose)
 
     def release(self) -> None:
         """Close the AsyncClient on its loop, stop the loop and join its thread."""
         _owned.discard(self)
+        close_direct(self.client)
         self.loop.close(self.client.aclose)
 
     def after_fork_in_child(self) -> None:
@@ -142,6 +145,7 @@ class BlockingFrontDoor:
         self._closed = True
         self._finalizer.detach()
         _owned.discard(self._owned)
+        close_direct(self._async)
         self._loop.close(self._shutdown)
 
     def __enter__(self) -> Self:

@@ -16,9 +16,10 @@ microseconds.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any, Protocol
 
+from microcall._attempt import Attempt
 from microcall._redact import safe_url
 from microcall._request import Request
 from microcall._response import Response
@@ -87,12 +88,7 @@ class CallsInFlight:
         self._stopped.discard(task)
         if task.uncancel() > 0 and isinstance(error, asyncio.CancelledError):
             return None  # cancelled by someone else as well: theirs wins
-        return ClientClosed(
-            # Scheme, host, port and path only: a query or user-info may hold a credential.
-            f"the client was closed while {request.method} {safe_url(request.url)} was in flight",
-            request=request,
-            attempts=error.attempts if isinstance(error, CallError) else (),
-        )
+        return closed_in_flight(request, error.attempts if isinstance(error, CallError) else ())
 
     def _ended(self, task: asyncio.Task[Any] | None) -> None:
         if task in self._stopped:  # ended by itself before the cancellation reached it
@@ -115,3 +111,13 @@ class CallsInFlight:
         if self._drained is None or self._drained.done():
             self._drained = asyncio.get_running_loop().create_future()
         await asyncio.shield(self._drained)
+
+
+def closed_in_flight(request: Request, attempts: Sequence[Attempt]) -> ClientClosed:
+    """What a call stopped by its client's closing raises."""
+    return ClientClosed(
+        # Scheme, host, port and path only: a query or user-info may hold a credential.
+        f"the client was closed while {request.method} {safe_url(request.url)} was in flight",
+        request=request,
+        attempts=attempts,
+    )

@@ -12,11 +12,13 @@ from microcall._durations import Seconds
 from microcall._response import Response
 from microcall._stream import AsyncStreamResponse
 from microcall.client._blocking import BlockingFrontDoor
+from microcall.client._direct import call_direct, direct_pool
 from microcall.client._event_hooks import apply_response_hooks
+from microcall.client._in_flight import closed_in_flight
 from microcall.client._options import BaseURL, CallOptions, ClientOptions
 from microcall.client._stream import StreamCall
 from microcall.client._verbs import Verbs
-from microcall.errors import UsageError
+from microcall.errors import CallError, UsageError
 
 
 class Client(BlockingFrontDoor, Verbs[Response]):
@@ -30,13 +32,22 @@ class Client(BlockingFrontDoor, Verbs[Response]):
 
     Unlike ``requests.Session`` a Client is safe to share between threads, and
     they all reuse one pool of keep-alive connections. The calls run on an
-    event loop in a background thread; a deadline or priority set in the
-    calling thread goes with them. Hooks (``hooks=``) are plain functions:
-    response hooks run in the calling thread, request hooks on the loop's.
+    event loop in a background thread, except plain calls (one attempt, a
+    small body, no stream, cache, cookies or auth), which run in the calling
+    thread on blocking sockets of their own pool (docs/clients.md); either
+    way a deadline or priority set in the calling thread goes with them.
+    Hooks (``hooks=``) are plain functions: response hooks run in the
+    calling thread, request hooks on the loop's.
     """
 
     def __init__(self, base_url: BaseURL | None = None, **options: Unpack[ClientOptions]) -> None:
         super().__init__(base_url, options)
+        # Plain calls run in the caller's thread (client/_direct); the rest on the loop.
+        self._direct = direct_pool(self._async)
+
+    def _after_fork_in_child(self) -> None:
+        super()._after_fork_in_child()
+        self._direct = direct_pool(self._async)
 
     def request(self, method: str, url: str | URL, **options: Unpack[CallOptions]) -> Response:
         """Send a call, wait for it, return its response (any status) or raise a CallError."""
@@ -47,7 +58,17 @@ class Client(BlockingFrontDoor, Verbs[Response]):
                 "loop; use microcall.AsyncClient there (response = await client.get(...))"
             )
         response_hooks = self._response_hooks_of(options)
-        response = self._loop.run(self._in_loop(method, url, options))
+        response = None
+        direct = self._direct
+        if direct is not None:
+            try:
+                response = call_direct(self._async, direct, method, url, options)
+            except CallError as error:
+                if self._closed and error.request is not None:  # shut down by close()
+                    raise closed_in_flight(error.request, error.attempts) from error
+                raise
+        if response is None:
+            response = self._loop.run(self._in_loop(method, url, options))
         if response_hooks:  # in the caller's thread: a slow hook holds up no other call
             response = apply_response_hooks(response_hooks, response)
         return response

@@ -77,6 +77,10 @@ class ClientMetrics:
     ``registry.unregister(metrics)`` takes all its families out.
     """
 
+    # Its caches and series may be used from many threads at once: a
+    # Client's direct calls call it in their own threads (observe/hooks).
+    thread_safe = True
+
     def __init__(
         self,
         registry: CollectorRegistry | None = None,

@@ -31,7 +31,11 @@ With no observers configured the engine skips all of this: it costs one
 attribute check per call.
 
 Observers run inside the call, on the event loop: keep them cheap and never
-let them raise (an exception from an observer is logged and dropped).
+let them raise (an exception from an observer is logged and dropped). An
+observer whose class says ``thread_safe = True`` may also be called from
+several threads at once: a blocking ``Client`` then runs its plain calls
+in the calling thread (docs/clients.md), and calls it there. Without it, a
+Client's calls all stay on its loop, and the observer on one thread.
 
 The server side mirrors it. A server middleware (aiohttp, ASGI, WSGI, or a
 gRPC interceptor) tells each :class:`ServerObserver` that a request arrived,

@@ -114,6 +114,10 @@ class ClientTracing:
 
     __slots__ = ("_shapes", "_tracer")
 
+    # Its caches and series may be used from many threads at once: a
+    # Client's direct calls call it in their own threads (observe/hooks).
+    thread_safe = True
+
     def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
         self._tracer = _tracer(tracer_provider)
         self._shapes: dict[tuple[object, ...], _Shape] = {}

@@ -24,7 +24,8 @@ burst of retries is paid back before the budget refills. Running totals keep
 every operation O(1) (amortised over the buckets the ring skips).
 
 Interface for the engine (one budget per client or per endpoint group, shared
-by its calls; used from one event loop thread, so no locks)::
+by its calls: on the client's event loop, and in the threads of a blocking
+Client's direct calls, so each operation holds a lock, a fork-safe one)::
 
     budget.deposit(now)               # once per logical call
     if budget.try_withdraw(now): ...  # before each retry or hedge; False: do not send
@@ -40,6 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from microcall._durations import to_seconds
+from microcall._fork_lock import ForkSafeLock
 from microcall._validate import number
 from microcall.policy._window import SlidingCount
 
@@ -100,7 +102,15 @@ class RetryBudget:
     1
     """
 
-    __slots__ = ("_deposits", "_withdrawals", "config", "deposited", "refused", "withdrawn")
+    __slots__ = (
+        "_deposits",
+        "_lock",
+        "_withdrawals",
+        "config",
+        "deposited",
+        "refused",
+        "withdrawn",
+    )
 
     def __init__(self, config: RetryBudgetConfig | None = None) -> None:
         self.config = config or RetryBudgetConfig()
@@ -112,24 +122,28 @@ class RetryBudget:
         """Withdrawals ever granted (retries and hedges sent)."""
         self.refused = 0
         """Withdrawals ever refused (retries and hedges not sent)."""
+        self._lock = ForkSafeLock()
 
     def deposit(self, now: float) -> None:
         """Count one logical call; call once per call, before its first attempt."""
-        self._deposits.add(now)
-        self.deposited += 1
+        with self._lock:
+            self._deposits.add(now)
+            self.deposited += 1
 
     def try_withdraw(self, now: float) -> bool:
         """Take one retry from the budget: True if it may be sent, False if refused."""
-        if self._withdrawals.total(now) + 1 > self._allowance(now) + _EPSILON:
-            self.refused += 1
-            return False
-        self._withdrawals.add(now)
-        self.withdrawn += 1
-        return True
+        with self._lock:
+            if self._withdrawals.total(now) + 1 > self._allowance(now) + _EPSILON:
+                self.refused += 1
+                return False
+            self._withdrawals.add(now)
+            self.withdrawn += 1
+            return True
 
     def balance(self, now: float) -> float:
         """Retries that could be sent right now (fractional; negative while paying back)."""
-        return self._allowance(now) - self._withdrawals.total(now)
+        with self._lock:
+            return self._allowance(now) - self._withdrawals.total(now)
 
     def _allowance(self, now: float) -> float:
         config = self.config

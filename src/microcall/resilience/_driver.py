@@ -53,6 +53,7 @@ from microcall._call_watch import Watch
 from microcall._clock import Clock
 from microcall._driver import CallDriver, start_call
 from microcall._driver import Start as AttemptStart
+from microcall._fork_lock import ForkSafeLock
 from microcall.context import inherit_deadline
 from microcall.deadline import Deadline
 from microcall.errors import AttemptsExhausted, AttemptTimeout, CallError, DeadlineExceeded
@@ -61,7 +62,6 @@ from microcall.policy.balancer import Endpoint
 from microcall.policy.classify import Verdict
 from microcall.policy.strategy import Finish, Strategy, Wait
 from microcall.resilience._classify import OutcomeClassifier, Raised, Returned
-from microcall.resilience._fork_lock import ForkSafeLock
 from microcall.resilience._observe import request_for
 
 Sleep = Callable[[float], object]

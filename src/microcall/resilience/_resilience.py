@@ -13,6 +13,7 @@ from microcall._call import CallPolicies
 from microcall._clock import MONOTONIC, Clock
 from microcall._durations import Seconds, to_seconds
 from microcall._engine import DEFAULT_DEADLINE_FLOOR
+from microcall._fork_lock import ForkSafeLock
 from microcall.errors import ConfigurationError, UsageError
 from microcall.observe.hooks import Observer
 from microcall.policy.budget import RetryBudget, RetryBudgetConfig
@@ -20,7 +21,6 @@ from microcall.policy.strategy import SINGLE, Hedged, Retry, Strategy
 from microcall.resilience._async import run_async
 from microcall.resilience._classify import OutcomeClassifier, RetryOn, classifier_of
 from microcall.resilience._driver import CallableRules, Shared, Sleep
-from microcall.resilience._fork_lock import ForkSafeLock
 from microcall.resilience._sync import run_sync
 
 P = ParamSpec("P")

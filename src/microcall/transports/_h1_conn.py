@@ -30,7 +30,8 @@ from __future__ import annotations
 import asyncio
 from typing import NamedTuple
 
-from microcall._body import BodySend
+from microcall._body import Body, BodySend, may_resend
+from microcall._request import Request
 from microcall.transports._h1_wire import ResponseReader, TooLarge, WireError
 from microcall.transports._proxy import Proxy
 
@@ -65,6 +66,18 @@ class ConnectionLost(Exception):
         self.cause = cause
         self.received = received
         self.written = written
+
+
+def worth_resending(lost: ConnectionLost, request: Request, body: bytes | Body | None) -> bool:
+    """Whether a request that met a dead reused connection may go again (see the module).
+
+    A body read once goes again only if no chunk of it was taken.
+    """
+    if not may_resend(body):
+        return False
+    if not lost.written:
+        return True  # not a byte of it left: the server never saw it
+    return request.replayable and not lost.received
 
 
 class H1Connection(asyncio.Protocol):

@@ -31,12 +31,15 @@ the body's pieces wait in the reader until ``take()`` hands them on
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping
 
 import httptools
+from yarl import URL
 
 from microcall._body import Body
-from microcall._response import split_header_lines
+from microcall._request import Request
+from microcall._response import HeaderLines, Response, split_header_lines
 
 # The longest response head read (status line and headers together).
 MAX_HEAD = 64 * 1024
@@ -322,3 +325,30 @@ class ResponseReader:
             keep_alive = "close" not in self._field("connection")
         self._keep_alive = keep_alive
         self._parser = None  # the cycle's end (see __init__); feed_data holds it till it returns
+
+
+def decoded(reader: ResponseReader, cap: int | None) -> bytes:
+    """The body, decompressed if the server compressed it (gzip or deflate), within ``cap``."""
+    body = reader.body()
+    encoding = reader.content_encoding
+    if not body or encoding not in ("gzip", "deflate", "x-gzip"):
+        return body
+    wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS
+    decompressor = zlib.decompressobj(wbits)
+    limit = 0 if cap is None else cap + 1
+    content = decompressor.decompress(body, limit)
+    if cap is not None and (len(content) > cap or decompressor.unconsumed_tail):
+        raise TooLarge(cap, None)
+    return content + decompressor.flush()
+
+
+def whole_response(request: Request, url: URL, reader: ResponseReader, cap: int | None) -> Response:
+    """The Response of a whole message read by ``reader`` (its body decoded, within ``cap``)."""
+    return Response(
+        status_code=reader.status,
+        headers=HeaderLines(reader.header_lines),
+        content=decoded(reader, cap),
+        url=url,
+        request=request,
+        reason=reader.reason,
+    )

@@ -42,113 +42,30 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import zlib
 from collections.abc import AsyncGenerator, Mapping
 
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from microcall._attempt import mark_resent
-from microcall._body import (
-    Body,
-    BodyFailed,
-    BodySend,
-    body_error,
-    cannot_redirect,
-    may_resend,
-)
+from microcall._body import Body, BodySend
 from microcall._limits import Limits
 from microcall._request import Request
-from microcall._response import HeaderLines, Response
+from microcall._response import Response
 from microcall._stream import AsyncStreamResponse, BufferedBody
 from microcall._timeouts import Timeouts
-from microcall.errors import (
-    AttemptTimeout,
-    ConnectError,
-    ProtocolError,
-    ReadError,
-    RedirectError,
-    TransportError,
-    UsageError,
-)
-from microcall.transports._h1_conn import ConnectionLost, H1Connection, Origin
+from microcall.errors import UsageError
+from microcall.transports._h1_conn import ConnectionLost, H1Connection, Origin, worth_resending
+from microcall.transports._h1_direct import DirectPool
+from microcall.transports._h1_errors import ConnectFailed, Resent, map_error
 from microcall.transports._h1_pool import Pool
 from microcall.transports._h1_proxy import absolute_target, connect_plain, open_tunnel
+from microcall.transports._h1_redirect import Hop, next_hop, redirect_location
 from microcall.transports._h1_stream import H1Body
-from microcall.transports._h1_wire import ResponseReader, TooLarge, WireError, request_head
+from microcall.transports._h1_wire import ResponseReader, decoded, request_head, whole_response
 from microcall.transports._loops import refuse_if_running, start_guard, stop_guard
 from microcall.transports._proxy import Proxy, ProxyFailed
-from microcall.transports._settings import (
-    checked_proxy,
-    checked_settings,
-    proxy_error,
-    redirect_chain,
-    too_large,
-)
-
-# aiohttp's limit, which the other transports' users know.
-MAX_REDIRECTS = 10
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-class ConnectFailed(Exception):
-    """A connection could not be opened (refused, DNS, TLS handshake): the cause is chained."""
-
-
-class Redirected(Exception):
-    """A redirect that cannot be followed: a bad Location, a loop, or too long a chain."""
-
-
-class Resent(Exception):
-    """A failure of the resend on a fresh connection (the record says the request was resent)."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def map_error(exc: BaseException, request: Request) -> Exception | None:
-    """The microcall exception for a failure of this transport; the single place they are translated.
-
-    None means "not ours to translate" (a bug, say): the caller re-raises it as is.
-    Messages name the endpoint, never the URL: it may carry credentials.
-    """
-    if isinstance(exc, Resent):
-        mapped = map_error(exc.error, request)
-        if mapped is not None:
-            mark_resent(mapped)
-        return mapped
-    where = request.endpoint
-    if isinstance(exc, BodyFailed):
-        return body_error(exc, request)
-    error: TransportError
-    if isinstance(exc, TimeoutError):  # the attempt's own guard
-        error = AttemptTimeout(f"no response from {where} in time", request=request)
-    elif isinstance(exc, ProxyFailed):
-        return proxy_error(request, exc)
-    elif isinstance(exc, ConnectFailed):
-        cause = exc.__cause__
-        error = ConnectError(f"cannot connect to {where}: {cause or exc}", request=request)
-    elif isinstance(exc, ConnectionLost):
-        if exc.received:
-            error = ReadError(f"{where} closed the connection mid-response: {exc}", request=request)
-        else:
-            error = ReadError(f"{where} closed the connection before answering", request=request)
-    elif isinstance(exc, WireError):
-        error = ProtocolError(f"invalid HTTP from {where}: {exc}", request=request)
-    elif isinstance(exc, TooLarge):
-        how = f"declares {exc.declared} bytes" if exc.declared is not None else "sent more"
-        return too_large(request, exc.cap, how)
-    elif isinstance(exc, Redirected):
-        return RedirectError(str(exc), request=request)
-    elif isinstance(exc, (zlib.error, EOFError)):
-        error = ProtocolError(f"invalid compressed body from {where}: {exc}", request=request)
-    elif isinstance(exc, OSError):
-        error = ReadError(f"connection to {where} failed: {exc}", request=request)
-    else:
-        return None
-    return error
+from microcall.transports._settings import checked_proxy, checked_settings
 
 
 class H1Transport:
@@ -189,6 +106,13 @@ class H1Transport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._guard: AsyncGenerator[None, None] | None = None
         self._closed = False
+        # Calls a blocking Client runs in its caller's thread (``_h1_direct``);
+        # through a proxy every call takes the loop.
+        self.direct: DirectPool | None = (
+            DirectPool(self._limits, self._context, follow_redirects)
+            if self._proxies is None
+            else None
+        )
 
     async def _open(self, loop: asyncio.AbstractEventLoop) -> Pool:
         if self._closed:
@@ -245,114 +169,55 @@ class H1Transport:
         headers: Mapping[str, str],
         name: URL | None,
     ) -> Response:
-        """The exchange, and the redirects after it when they are followed."""
-        method, body = request.method, request.body
+        """The exchange, and the redirects after it when they are followed (``_h1_redirect``)."""
+        hop = Hop(url, request.method, request.body, headers, name)
         visited: list[URL] = []
         proxies = self._proxies
         while True:
             # Each hop is routed on its own: a redirect may leave NO_PROXY's hosts.
-            proxy = None if proxies is None else proxies.proxy_for(url)
-            reader, resent, held = await self._exchange(
-                pool, request, method, url, headers, body, name, proxy
-            )
-            status = reader.status
-            if status == 407 and proxy is not None and url.scheme == "http":
+            proxy = None if proxies is None else proxies.proxy_for(hop.url)
+            reader, resent, held = await self._exchange(pool, request, hop, proxy)
+            if reader.status == 407 and proxy is not None and hop.url.scheme == "http":
                 if held is not None:  # a streamed 407's body is never read
                     held.detach()
                     pool.release(held, False)
-                raise ProxyFailed(proxy, status=status, reason=reader.reason)
-            if not (self._follow_redirects and status in REDIRECT_STATUSES):
-                break
-            location = next((v for k, v in reader.headers if k.lower() == "location"), None)
+                raise ProxyFailed(proxy, status=reader.status, reason=reader.reason)
+            location = redirect_location(self._follow_redirects, reader)
             if location is None:
                 break
             if held is not None:  # a streamed redirect's body is never read
                 held.detach()
                 pool.release(held, False)
-            visited.append(url)
-            url = self._redirect_target(request, url, location)
-            if len(visited) >= MAX_REDIRECTS:
-                raise Redirected(redirect_chain(request.endpoint, [*visited, url]))
-            if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
-                method, body = "GET", None
-            elif not may_resend(body):
-                raise Redirected(cannot_redirect(request))
-            if name is not None or url.origin() != visited[-1].origin():
-                # A new origin: the name a replica stood for and the caller's
-                # credentials stay with the old one.
-                headers = {
-                    key: value
-                    for key, value in headers.items()
-                    if key.lower() not in ("host", "authorization", "cookie")
-                }
-                name = None
-            if (hops := request.redirect_cookies) is not None:
-                hops.keep(visited[-1], [v for k, v in reader.headers if k.lower() == "set-cookie"])
-                headers = _with_cookie(headers, hops.header_for(url))
-        response: Response
+            hop = next_hop(request, reader, location, hop, visited)
         if request.stream:
             if held is None:  # it all came with the head: nothing left on the connection
-                source: H1Body | BufferedBody = BufferedBody(_decoded(reader, None))
+                source: H1Body | BufferedBody = BufferedBody(decoded(reader, None))
             else:
                 source = H1Body(pool, held, reader, lambda error: map_error(error, request))
-            response = AsyncStreamResponse(
-                status_code=status,
+            response: Response = AsyncStreamResponse(
+                status_code=reader.status,
                 headers=CIMultiDictProxy(CIMultiDict(reader.headers)),
-                url=url,
+                url=hop.url,
                 request=request,
                 source=source,
                 reason=reader.reason,
                 max_read=self._limits.max_response_size,
             )
         else:
-            response = Response(
-                status_code=status,
-                headers=HeaderLines(reader.header_lines),
-                content=_decoded(reader, self._limits.max_response_size),
-                url=url,
-                request=request,
-                reason=reader.reason,
-            )
+            response = whole_response(request, hop.url, reader, self._limits.max_response_size)
         if resent:
             mark_resent(response)
         return response
 
-    @staticmethod
-    def _redirect_target(request: Request, url: URL, location: str) -> URL:
-        try:
-            given = URL(location)
-            target = url.join(given)
-        except ValueError as error:
-            raise Redirected(
-                f"{request.endpoint} redirected to a Location that cannot be followed: {error}"
-            ) from error
-        if (
-            (given.scheme and not given.host)
-            or target.scheme not in DEFAULT_PORTS
-            or not target.host
-        ):
-            raise Redirected(
-                f"{request.endpoint} redirected to a Location that cannot be followed: "
-                f"{target.scheme or 'no'} scheme, {'a' if target.host else 'no'} host"
-            )
-        return target
-
     async def _exchange(
-        self,
-        pool: Pool,
-        request: Request,
-        method: str,
-        url: URL,
-        headers: Mapping[str, str],
-        body: bytes | Body | None,
-        name: URL | None,
-        proxy: Proxy | None = None,
+        self, pool: Pool, request: Request, hop: Hop, proxy: Proxy | None = None
     ) -> tuple[ResponseReader, bool, H1Connection | None]:
         """One request on the wire, resent once on a fresh connection if the reused one was dead.
 
         Returns the response's reader, whether it took the resend, and, for
         a streamed response whose body is still coming, its connection.
         """
+        url, method, body, headers, name = hop
         host = (name or url).host_port_subcomponent or ""
         target = url.raw_path_qs
         if proxy is not None and url.scheme == "http":  # forwarded: the proxy reads the URL
@@ -379,7 +244,7 @@ class H1Transport:
             await conn.exchange(head, _sent(body), reader)
         except ConnectionLost as lost:
             pool.release(conn, False)
-            if not (reused and _worth_resending(lost, request, body)):
+            if not (reused and worth_resending(lost, request, body)):
                 raise
         except BaseException:
             pool.release(conn, False)  # a cancelled exchange closes: the server sees it
@@ -436,6 +301,8 @@ class H1Transport:
     async def aclose(self) -> None:
         """Close the pool's connections; the transport sends nothing after this."""
         self._closed = True
+        if self.direct is not None:
+            self.direct.close()
         guard, loop = self._guard, self._loop
         self._pool = self._guard = self._loop = None
         await stop_guard(guard, loop)
@@ -449,41 +316,6 @@ def _held(pool: Pool, conn: H1Connection, reader: ResponseReader) -> H1Connectio
     return conn
 
 
-def _worth_resending(lost: ConnectionLost, request: Request, body: bytes | Body | None) -> bool:
-    """Whether a request that met a dead reused connection may go again (see the module).
-
-    A body read once goes again only if no chunk of it was taken.
-    """
-    if not may_resend(body):
-        return False
-    if not lost.written:
-        return True  # not a byte of it left: the server never saw it
-    return request.replayable and not lost.received
-
-
 def _sent(body: bytes | Body | None) -> bytes | BodySend | None:
     """What one exchange writes: the bytes, or a new pass over a streamed body."""
     return body.send() if isinstance(body, Body) else body
-
-
-def _with_cookie(headers: Mapping[str, str], cookie: str | None) -> dict[str, str]:
-    """``headers`` with ``cookie`` as their Cookie header (and none when it is None)."""
-    kept = {key: value for key, value in headers.items() if key.lower() != "cookie"}
-    if cookie:
-        kept["Cookie"] = cookie
-    return kept
-
-
-def _decoded(reader: ResponseReader, cap: int | None) -> bytes:
-    """The body, decompressed if the server compressed it (gzip or deflate), within ``cap``."""
-    body = reader.body()
-    encoding = reader.content_encoding
-    if not body or encoding not in ("gzip", "deflate", "x-gzip"):
-        return body
-    wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS
-    decompressor = zlib.decompressobj(wbits)
-    limit = 0 if cap is None else cap + 1
-    content = decompressor.decompress(body, limit)
-    if cap is not None and (len(content) > cap or decompressor.unconsumed_tail):
-        raise TooLarge(cap, None)
-    return content + decompressor.flush()
