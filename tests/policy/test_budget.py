@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from datetime import timedelta
 
 import pytest
@@ -227,3 +228,24 @@ def test_never_more_than_percent_plus_reserve_per_window(
     bound = config.percent_can_retry * budget.deposited + config.reserve * windows
     assert budget.withdrawn <= bound + 1e-6
     assert budget.withdrawn + budget.refused == sum(kind == "withdraw" for kind, _ in ops)
+
+
+def test_deposits_and_withdrawals_from_many_threads_are_all_counted() -> None:
+    # A blocking Client's direct calls deposit from their callers' threads
+    # while its loop withdraws: no operation may be lost to another's.
+    budget = RetryBudget(RetryBudgetConfig(percent_can_retry=0.5, min_retries_per_second=0))
+    rounds = 5_000
+
+    def work() -> None:
+        for _ in range(rounds):
+            budget.deposit(now=0.0)
+            budget.try_withdraw(now=0.0)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert budget.deposited == 4 * rounds
+    assert budget.withdrawn + budget.refused == 4 * rounds
+    assert budget.balance(now=0.0) == pytest.approx(0.5 * budget.deposited - budget.withdrawn)

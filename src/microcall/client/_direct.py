@@ -32,8 +32,7 @@ from microcall.client._async import AsyncClient
 from microcall.client._options import CallOptions
 from microcall.context import inherit_deadline, inherit_priority
 from microcall.errors import UsageError
-from microcall.transports._h1_direct import DIRECT_BODY_MAX, DirectPool
-from microcall.transports.h1 import H1Transport
+from microcall.transports.h1 import DIRECT_BODY_MAX, DirectPool, H1Transport
 
 # The call options a direct call takes; a call given any other goes to the loop.
 DIRECT_OPTIONS = frozenset(

@@ -56,7 +56,7 @@ from microcall._stream import AsyncStreamResponse, BufferedBody
 from microcall._timeouts import Timeouts
 from microcall.errors import UsageError
 from microcall.transports._h1_conn import ConnectionLost, H1Connection, Origin, worth_resending
-from microcall.transports._h1_direct import DirectPool
+from microcall.transports._h1_direct import DIRECT_BODY_MAX, DirectPool
 from microcall.transports._h1_errors import ConnectFailed, Resent, map_error
 from microcall.transports._h1_pool import Pool
 from microcall.transports._h1_proxy import absolute_target, connect_plain, open_tunnel
@@ -66,6 +66,9 @@ from microcall.transports._h1_wire import ResponseReader, decoded, request_head,
 from microcall.transports._loops import refuse_if_running, start_guard, stop_guard
 from microcall.transports._proxy import Proxy, ProxyFailed
 from microcall.transports._settings import checked_proxy, checked_settings
+
+# What a blocking Client's direct calls use of this transport (client/_direct).
+__all__ = ["DIRECT_BODY_MAX", "DirectPool", "H1Transport"]
 
 
 class H1Transport:
