@@ -42,6 +42,7 @@ import os
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -64,8 +65,15 @@ from microcall.transports._h1_wire import ResponseReader, request_head, whole_re
 # Larger bodies go through the loop, which writes and reads at once.
 DIRECT_BODY_MAX = 64 * 1024
 
-# asyncio's largest read; a small answer arrives in one.
-_READ_SIZE = 256 * 1024
+# What one read asks for: a small answer arrives in one, and the buffer stays
+# under the size where the allocator maps (and unmaps) memory for each read.
+_READ_SIZE = 64 * 1024
+
+# A request this small goes into an idle socket's send buffer at once (the
+# kernel's smallest is 4 KiB), so its write needs no timeout of its own.
+_SMALL_WRITE = 4096
+
+_TIMEVAL = struct.Struct("@ll")
 
 # Name lookups at once for new direct connections, over every client (a
 # lookup is rare: a connection is opened once and kept).
@@ -77,11 +85,14 @@ _resolver_lock = threading.Lock()
 class DirectConnection:
     """One blocking socket to an origin."""
 
-    __slots__ = ("_poll", "idle_since", "key", "sock", "used")
+    __slots__ = ("_poll", "idle_since", "key", "sock", "tls", "used")
 
     def __init__(self, key: Origin, sock: socket.socket) -> None:
         self.key = key
         self.sock = sock
+        self.tls = isinstance(sock, ssl.SSLSocket)
+        if not self.tls:
+            sock.settimeout(None)  # blocking: its waits are bound by the kernel (_arm)
         self.used = False
         self.idle_since = 0.0
         self._poll = select.poll()
@@ -102,20 +113,33 @@ class DirectConnection:
         sock = self.sock
         self.used = True
         written = False
+        kernel = not self.tls
         try:
-            sock.settimeout(_left(deadline))
+            if kernel:  # the kernel's timeouts: see _arm
+                _arm(sock, socket.SO_RCVTIMEO, deadline)
+                if len(data) > _SMALL_WRITE:
+                    _arm(sock, socket.SO_SNDTIMEO, deadline)
+            else:
+                sock.settimeout(_left(deadline))
             sock.sendall(data)
             written = True
-            while not reader.complete:
-                sock.settimeout(_left(deadline))
+            while True:
                 chunk = sock.recv(_READ_SIZE)
                 if not chunk:
                     if reader.eof():
                         return
                     raise ConnectionLost(None, received=reader.received, written=True)
                 reader.feed(chunk)
+                if reader.complete:
+                    return
+                if kernel:
+                    _arm(sock, socket.SO_RCVTIMEO, deadline)
+                else:
+                    sock.settimeout(_left(deadline))
         except TimeoutError:
             raise
+        except BlockingIOError:  # a kernel timeout ran out
+            raise TimeoutError("the attempt's time ran out") from None
         except OSError as error:  # reset, broken pipe, shut down by close()
             raise ConnectionLost(error, received=reader.received, written=written) from error
 
@@ -396,6 +420,21 @@ def _forget_resolver() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_resolver)
+
+
+def _arm(sock: socket.socket, option: int, deadline: float) -> None:
+    """Bound the next blocking reads (``SO_RCVTIMEO``) or writes (``SO_SNDTIMEO``) by ``deadline``.
+
+    A plain socket stays blocking and the kernel times its waits out (a
+    read then fails with EAGAIN): one ``setsockopt`` an exchange, where
+    Python's own timeouts cost a ``poll`` before every read and write and
+    an ``ioctl`` for every change of timeout. A TLS socket keeps Python's
+    timeouts: the ssl module retries a read the kernel timed out, for ever.
+    """
+    left = _left(deadline)
+    seconds = int(left)
+    micros = int((left - seconds) * 1_000_000)
+    sock.setsockopt(socket.SOL_SOCKET, option, _TIMEVAL.pack(seconds, micros or 1))
 
 
 def _left(deadline: float) -> float:
