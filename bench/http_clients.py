@@ -26,6 +26,8 @@ from bench._stats import Spread
 HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None
 HAVE_PYREQWEST = importlib.util.find_spec("pyreqwest") is not None
 BACKGROUND_LOOP = "uvloop, own thread" if HAVE_UVLOOP else "asyncio, own thread"
+# A Client's plain calls run in the calling thread (docs/clients.md, direct calls).
+DIRECT = "none (direct calls)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +146,8 @@ ROWS: tuple[Row, ...] = (
         "none (threads)",
         "64 workers, 64 in flight",
     ),
-    Row("microcall-client", 1, "microcall `Client`", BACKGROUND_LOOP, "1 thread (sequential)"),
-    Row("microcall-client", 16, "microcall `Client`", BACKGROUND_LOOP, "16 threads, one client"),
+    Row("microcall-client", 1, "microcall `Client`", DIRECT, "1 thread (sequential)"),
+    Row("microcall-client", 16, "microcall `Client`", DIRECT, "16 threads, one client"),
     Row("microcall-futures", 16, "microcall `FuturesClient`", BACKGROUND_LOOP, "16 in flight"),
     Row("microcall-futures", 64, "microcall `FuturesClient`", BACKGROUND_LOOP, "64 in flight"),
 )
@@ -322,9 +324,11 @@ def _section(env: BenchEnv, results: Results, pairs: Pairs) -> str:
         "`httpx.AsyncClient(http2=True, verify=context)` (a first request checks that HTTP/2 "
         "was agreed); microcall: `AsyncClient(url, transport=HttpxTransport(verify=context))`, "
         "HTTP/2 being its default. Each multiplexes its 16 tasks on one connection.",
-        "- microcall `Client` and `FuturesClient` run their calls on the client's background "
-        f"loop ({BACKGROUND_LOOP}). Every microcall call sends `X-Request-Timeout` (no "
-        "priority was chosen, so no `X-Request-Priority`).",
+        "- microcall `Client`: each of these GETs is a plain call, run in the calling thread "
+        "on the client's blocking pool (its direct calls, docs/clients.md). "
+        f"`FuturesClient` runs its calls on the client's background loop ({BACKGROUND_LOOP}). "
+        "Every microcall call sends `X-Request-Timeout` (no priority was chosen, so no "
+        "`X-Request-Priority`).",
         "- requests: one `requests.Session`, `session.get(url).content` in a loop.",
         "- futures (requests-futures and `FuturesClient`): a feeder thread keeps N futures "
         "outstanding, starting a new call as each one completes (a semaphore released in the "

@@ -15,12 +15,15 @@ This transport is that client, made whole:
 - ``_h1_pool``: idle connections per origin, ``Limits``, expiry;
 - ``_h1_stream``: a streamed response's body, read as it arrives;
 - here: the attempt, under the coalesced timer of ``microcall._timeouts``;
-  redirects; the resend on a fresh connection of a request whose reused
-  connection was already dead (the rule of ``_aiohttp_resend``, with the
-  same record: ``Response.resent`` and the error's flag); TLS through the
-  loop; and the one place errors become microcall's;
+  the resend on a fresh connection of a request whose reused connection
+  was already dead (the rule of ``_aiohttp_resend``, with the same record:
+  ``Response.resent`` and the error's flag); TLS through the loop;
+- ``_h1_redirect``: the redirects, without I/O; ``_h1_errors``: the one
+  place errors become microcall's;
 - ``_h1_proxy``: the way through a forward proxy (``proxy=``,
-  ``trust_env=``): absolute-form requests, CONNECT tunnels.
+  ``trust_env=``): absolute-form requests, CONNECT tunnels;
+- ``_h1_direct``: the same exchange on blocking sockets in the caller's
+  thread, for a blocking Client's plain calls (``direct``).
 
 A streamed request (``Request.stream``) returns at the response's head: the
 attempt's timer covers the head, and the body, with its connection, is
