@@ -69,9 +69,6 @@ DEFAULT_DEADLINE_FLOOR = 0.005
 # loop lagged by 0.35-8 s and goodput fell to nothing.
 DEFAULT_MAX_CALLS = 1000
 
-# A blocking attempt: (request, url, headers, seconds) to its Response, or a CallError.
-DirectSend = Callable[[Request, URL, dict[str, str], float], Response]
-
 # Endpoint names kept at most (HttpRules): far more than any client's replicas.
 _MAX_NAMES = 1024
 
@@ -181,8 +178,8 @@ class Engine:
         self._policies = CallPolicies(budget=budget, floor=floor, rng=rng)
         self._rules = HttpRules(classifier, replicas)
         self._lingering: set[asyncio.Task[Response]] = set()
-        # Direct calls run in the callers' threads: every observer must allow it.
-        self._direct_observers = all(getattr(o, "thread_safe", False) for o in self.observers)
+        # Direct calls run in the callers' threads (_direct_call): every observer must allow it.
+        self.observers_anywhere = all(getattr(o, "thread_safe", False) for o in self.observers)
 
     def call(
         self,
@@ -253,46 +250,6 @@ class Engine:
             self._single_stopped(request, start, stopped, watch, scopes)
             raise
         admission.release()
-        return self._single_answered(request, start, response, watch, scopes)
-
-    def takes_direct(self, request: Request, strategy: Strategy) -> bool:
-        """Whether ``call_direct`` may run this call: what ``_single`` would, observers allowing."""
-        replicas = self.replicas
-        return (
-            self._direct_observers
-            and (type(strategy) is SingleAttempt or not request.replayable)
-            and (replicas is None or request.path is None or replicas.single)
-        )
-
-    def call_direct(
-        self,
-        request: Request,
-        expires_at: float,
-        priority: str | None,
-        send: DirectSend,
-    ) -> Response:
-        """``_single`` in the calling thread, over a blocking ``send``: a Client's direct call.
-
-        Only for a call ``takes_direct`` allows. It holds no slot of the
-        admission: the caller's thread is the call's, and the transport's
-        direct pool bounds the sockets. Its observers are called in this
-        thread (they said they may be: ``thread_safe``).
-        """
-        watch = Watch(self.observers, request) if self.observers else None
-        start = self._started(request, expires_at, watch)
-        remaining = expires_at - start
-        headers = attempt_headers(request.headers, remaining, priority)
-        scopes = (
-            watch.attempt_started(0, AttemptKind.FIRST, request.url, headers) if watch else None
-        )
-        try:
-            response = send(request, request.url, headers, remaining)
-        except CallError as error:
-            error = self._single_failed(request, start, error, watch, scopes)
-            raise error
-        except BaseException as stopped:  # a KeyboardInterrupt, or a bug
-            self._single_stopped(request, start, stopped, watch, scopes)
-            raise
         return self._single_answered(request, start, response, watch, scopes)
 
     def _single_answered(

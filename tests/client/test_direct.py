@@ -61,6 +61,8 @@ class Service:
         self.app.router.add_get("/wait", self.wait)
         self.app.router.add_route("*", "/see-other", self.see_other)
         self.app.router.add_get("/gzip", self.gzipped)
+        self.app.router.add_get("/flaky", self.flaky)
+        self.failures_left = 0
 
     def _note(self, request: web.Request) -> None:
         peer = request.transport.get_extra_info("peername") if request.transport else None
@@ -87,6 +89,14 @@ class Service:
         finally:
             self.open_now -= 1
         return web.Response(text="waited")
+
+    async def flaky(self, request: web.Request) -> web.Response:
+        """503 while ``failures_left`` lasts, then 200."""
+        self._note(request)
+        if self.failures_left:
+            self.failures_left -= 1
+            return web.Response(status=503, text="busy")
+        return web.Response(text="fine")
 
     async def see_other(self, request: web.Request) -> web.Response:
         raise web.HTTPSeeOther("/echo?after=redirect")
@@ -134,8 +144,10 @@ async def test_plain_calls_run_in_the_calling_thread_and_never_start_the_loop(
 @pytest.mark.parametrize(
     ("options", "call"),
     [
-        ({"strategy": microcall.retry(2)}, {}),
+        ({"strategy": microcall.hedged(0.05)}, {}),
         ({}, {"strategy": microcall.hedged(0.05)}),
+        ({"replicas": 2}, {}),
+        ({"breaker": microcall.CircuitBreakerConfig()}, {}),
         ({"cookies": True}, {}),
         ({"auth": ("user", "secret")}, {}),
         ({}, {"cookies": {"k": "v"}}),
@@ -144,8 +156,10 @@ async def test_plain_calls_run_in_the_calling_thread_and_never_start_the_loop(
         ({"observers": ["not thread-safe"]}, {}),
     ],
     ids=[
-        "client-retries",
+        "client-hedges",
         "call-hedges",
+        "replicas",
+        "breaker",
         "cookie-jar",
         "auth",
         "call-cookies",
@@ -157,9 +171,11 @@ async def test_plain_calls_run_in_the_calling_thread_and_never_start_the_loop(
 async def test_calls_that_need_the_loop_go_to_it_and_answer_alike(
     serve: Serve, service: Service, options: dict[str, Any], call: dict[str, Any]
 ) -> None:
-    base = await serve(service.app)
+    base: str | list[str] = await serve(service.app)
     if options.get("observers"):
         options = {**options, "observers": [_Recorder()]}
+    if options.pop("replicas", None):
+        base = [str(base), await serve(service.app)]
 
     def work() -> tuple[int, bool]:
         with microcall.Client(base, timeout=5.0, **options) as client:
@@ -308,6 +324,90 @@ async def test_a_name_is_looked_up_within_the_deadline(serve: Serve, service: Se
     assert await in_thread(work) == 200
 
 
+# ------------------------------------------------------------------ retries
+
+
+QUICK = microcall.retry(3, backoff=microcall.Backoff(base=0.01, cap=0.02))
+
+
+async def test_retries_run_in_the_calling_thread_with_their_records_and_budget(
+    serve: Serve, service: Service
+) -> None:
+    base = await serve(service.app)
+    service.failures_left = 2
+
+    budget = microcall.RetryBudget()
+
+    def work() -> tuple[microcall.Response, bool]:
+        with microcall.Client(base, strategy=QUICK, timeout=5.0, budget=budget) as client:
+            return client.get("/flaky"), loop_started(client)
+
+    response, started = await in_thread(work)
+    assert response.status_code == 200
+    assert [attempt.kind for attempt in response.attempts] == [
+        microcall.AttemptKind.FIRST,
+        microcall.AttemptKind.RETRY,
+        microcall.AttemptKind.RETRY,
+    ]
+    assert [attempt.status for attempt in response.attempts] == [503, 503, 200]
+    assert (budget.deposited, budget.withdrawn) == (1, 2)
+    assert started is False
+
+
+async def test_an_attempt_timeout_ends_each_stall_and_the_deadline_ends_the_call() -> None:
+    strategy = microcall.retry(3, attempt_timeout=0.1, backoff=microcall.Backoff(base=0.01))
+    async with fault_server() as faults:
+        url = faults.url(Behaviour.STALL_HEADERS)
+
+        def work() -> tuple[BaseException, bool]:
+            with microcall.Client(timeout=3.0) as client:
+                with pytest.raises(TimeoutError) as caught:
+                    client.get(url, strategy=strategy)
+                return caught.value, loop_started(client)
+
+        error, started = await in_thread(work)
+        assert isinstance(error, microcall.AttemptTimeout | microcall.DeadlineExceeded)
+        assert isinstance(error, microcall.CallError)
+        attempts = error.attempts
+        assert len(attempts) == 3
+        assert all(attempt.error == "AttemptTimeout" for attempt in attempts)
+        assert all(attempt.duration <= 0.1 + MARGIN for attempt in attempts)
+        assert started is False
+        assert await _wait_until(lambda: faults.open_connections == 0)
+    assert faults.accepted[Behaviour.STALL_HEADERS] == 3
+
+
+async def test_closing_during_a_backoff_stops_the_retries_with_client_closed(
+    serve: Serve, service: Service
+) -> None:
+    base = await serve(service.app)
+    service.failures_left = 100
+    slow_backoff = microcall.retry(20, backoff=microcall.Backoff(base=0.5, multiplier=1.0, cap=0.5))
+
+    def work() -> tuple[BaseException, float]:
+        client = microcall.Client(base, strategy=slow_backoff, timeout=PATIENCE, budget=None)
+        outcome: list[BaseException] = []
+
+        def caller() -> None:
+            try:
+                client.get("/flaky")
+            except BaseException as error:  # whatever it is, the test looks at it
+                outcome.append(error)
+
+        thread = threading.Thread(target=caller)
+        thread.start()
+        assert _wait_until_sync(lambda: service.failures_left <= 98)
+        started = time.monotonic()
+        client.close()
+        thread.join(PATIENCE)
+        return outcome[0], time.monotonic() - started
+
+    error, took = await in_thread(work)
+    assert isinstance(error, microcall.ClientClosed), repr(error)
+    assert error.attempts  # the attempts made before the close
+    assert took < 0.5 + MARGIN  # the backoff in progress, not the twenty retries
+
+
 # ------------------------------------------------------------------ faults and limits
 
 
@@ -388,6 +488,34 @@ async def test_max_connections_bounds_the_direct_sockets_of_many_threads(
     assert await in_thread(work) == [200] * 8
     assert service.most_open <= 2
     assert len(service.ports) <= 2
+
+
+async def test_a_host_at_its_own_limit_does_not_hold_up_another(serve: Serve) -> None:
+    busy, other = Service(), Service()
+    busy_base, other_base = await serve(busy.app), await serve(other.app)
+
+    def work() -> float:
+        limits = microcall.Limits(max_connections=4, max_connections_per_host=1)
+        with microcall.Client(limits=limits, timeout=PATIENCE) as client:
+            holders = [
+                threading.Thread(
+                    target=client.get, args=(busy_base + "/wait",), kwargs={"params": {"s": "3"}}
+                )
+                for _ in range(2)
+            ]
+            for holder in holders:
+                holder.start()
+            assert _wait_until_sync(lambda: busy.open_now == 1)
+            started = time.monotonic()
+            assert client.get(other_base + "/echo").status_code == 200
+            took = time.monotonic() - started
+            for holder in holders:
+                holder.join(PATIENCE)
+            return took
+
+    took = await in_thread(work)
+    assert took < 2.0  # not behind the busy host's second caller, who waits 3 s for a socket
+    assert busy.most_open == 1
 
 
 async def test_waiting_for_a_free_socket_ends_at_the_deadline(

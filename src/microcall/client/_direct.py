@@ -3,7 +3,7 @@
 A Client's calls run on its background loop, and crossing to that thread
 and back is most of what a sequential call costs (docs/clients.md). A plain
 call needs nothing of the loop: it runs here instead, through the engine's
-straight path (``Engine.call_direct``) over the default transport's
+direct runner (:mod:`microcall._direct_call`) over the default transport's
 blocking pool (``transports/_h1_direct``). It is the same call: built by the
 same code, under the same deadline, priority and observers, with the same
 records and errors; only the thread differs.
@@ -11,22 +11,25 @@ records and errors; only the thread differs.
 A call is plain when all of these hold, and any other goes to the loop:
 
 - the client: the default HTTP/1.1 transport (or an ``H1Transport``) with no
-  proxy, no response cache, no cookie jar, no auth, no hooks, and observers
-  that say they may be called from any thread (``thread_safe = True``, as
-  ``ClientMetrics`` and ``ClientTracing`` do);
-- the call: one attempt (``single()``, or a method that is not retried)
-  to one endpoint, no options beyond ``DIRECT_OPTIONS``, and a body held
-  in memory of at most ``DIRECT_BODY_MAX`` bytes.
+  proxy, no response cache, no cookie jar, no auth, no request hooks, and
+  observers that say they may be called from any thread (``thread_safe =
+  True``, as ``ClientMetrics`` and ``ClientTracing`` do);
+- the call: attempts one after another (``single()`` or ``retry(...)``,
+  never ``hedged(...)``) to a client's one endpoint, or to an absolute URL;
+  no options beyond ``DIRECT_OPTIONS``; and a body held in memory of at most
+  ``DIRECT_BODY_MAX`` bytes.
 
-Retries and hedges, streams, uploads read as they go, caching, cookies and
-auth flows keep running on the loop, where the engine's tasks and timers
-are.
+Hedges, calls balanced over replicas, streams, uploads read as they go,
+caching, cookies and auth flows keep running on the loop, where the
+engine's tasks and timers are.
 """
 
 from __future__ import annotations
 
 from yarl import URL
 
+from microcall._direct_call import call_direct as engine_call_direct
+from microcall._direct_call import takes_direct
 from microcall._response import Response
 from microcall.client._async import AsyncClient
 from microcall.client._options import CallOptions
@@ -87,10 +90,10 @@ def call_direct(
     if (
         (body is not None and (type(body) is not bytes or len(body) > DIRECT_BODY_MAX))
         or request.url.scheme not in _SCHEMES
-        or not client._engine.takes_direct(request, strategy)
+        or not takes_direct(client._engine, request, strategy)
     ):
         return None
-    return client._engine.call_direct(request, expires_at, priority, pool.send)
+    return engine_call_direct(client._engine, request, expires_at, priority, strategy, pool.send)
 
 
 def close_direct(client: AsyncClient) -> None:

@@ -32,9 +32,9 @@ class Client(BlockingFrontDoor, Verbs[Response]):
 
     Unlike ``requests.Session`` a Client is safe to share between threads, and
     they all reuse one pool of keep-alive connections. The calls run on an
-    event loop in a background thread, except plain calls (one attempt, a
-    small body, no stream, cache, cookies or auth), which run in the calling
-    thread on blocking sockets of their own pool (docs/clients.md); either
+    event loop in a background thread, except plain calls (attempts one after
+    another, a small body, no stream, cache, cookies or auth), which run in
+    the calling thread on blocking sockets of their own pool (docs/clients.md); either
     way a deadline or priority set in the calling thread goes with them.
     Hooks (``hooks=``) are plain functions: response hooks run in the
     calling thread, request hooks on the loop's.

@@ -27,7 +27,7 @@ as the loop's exchange.
   cannot be interrupted).
 - ``close()`` (the client closing) closes the idle sockets and shuts down
   those in use, so a caller blocked on one wakes at once; callers waiting
-  for a free socket wake and fail with ``ConnectionLost``.
+  for a free socket, or about to take one, fail with ``ClientClosed``.
 
 A forked child never touches its parent's sockets: the Client builds a new
 transport, and so a new pool, in the child (``client/_blocking``).
@@ -54,6 +54,7 @@ from microcall._attempt import mark_resent
 from microcall._limits import Limits
 from microcall._request import Request
 from microcall._response import Response
+from microcall.errors import ClientClosed
 from microcall.transports._h1_conn import ConnectionLost, Origin, worth_resending
 from microcall.transports._h1_errors import ConnectFailed, Resent, map_error
 from microcall.transports._h1_redirect import Hop, next_hop, redirect_location
@@ -80,6 +81,10 @@ _TIMEVAL = struct.Struct("@ll")
 _RESOLVERS = 4
 _resolver: cf.ThreadPoolExecutor | None = None
 _resolver_lock = threading.Lock()
+
+
+class PoolClosed(Exception):
+    """The pool was closed (its client was): nothing more is sent."""
 
 
 class DirectConnection:
@@ -190,6 +195,10 @@ class DirectPool:
                     break
                 hop = next_hop(request, reader, location, hop, visited)
             response = whole_response(request, hop.url, reader, self._cap)
+        except PoolClosed:
+            raise ClientClosed(
+                f"the client was closed: {request.endpoint} not sent to", request=request
+            ) from None
         except Exception as exc:
             mapped = map_error(exc, request)
             if mapped is None:
@@ -244,11 +253,11 @@ class DirectPool:
         with freed:
             while not self._has_slot(key):
                 if self._closed:
-                    raise ConnectionLost(None, received=False, written=False)
+                    raise PoolClosed
                 if not freed.wait(_left(deadline)):
                     raise TimeoutError("no connection free in time")
             if self._closed:
-                raise ConnectionLost(None, received=False, written=False)
+                raise PoolClosed
             self._take_slot(key)
             idle = self._idle.get(key)
             stale: list[DirectConnection] = []
@@ -285,7 +294,7 @@ class DirectPool:
             if self.closed:  # while it was opening
                 self._give_slot(key)
                 conn.close()
-                raise ConnectionLost(None, received=False, written=False)
+                raise PoolClosed
             self._in_use.add(conn)
         return conn
 
@@ -343,7 +352,10 @@ class DirectPool:
             self._in_use_by[key] = left
         else:
             del self._in_use_by[key]
-        self._freed.notify()
+        if self._limits.max_connections_per_host is None:
+            self._freed.notify()  # any waiter can take the slot
+        else:  # only a waiter for a host under its own limit can: each looks again
+            self._freed.notify_all()
 
     # ------------------------------------------------------------ opening
 
