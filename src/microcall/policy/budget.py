@@ -25,7 +25,8 @@ every operation O(1) (amortised over the buckets the ring skips).
 
 Interface for the engine (one budget per client or per endpoint group, shared
 by its calls: on the client's event loop, and in the threads of a blocking
-Client's direct calls, so each operation holds a lock, a fork-safe one)::
+Client's direct calls, so each operation holds a lock; a forked child gets
+every budget's lock back unlocked, in case another thread held it)::
 
     budget.deposit(now)               # once per logical call
     if budget.try_withdraw(now): ...  # before each retry or hedge; False: do not send
@@ -38,10 +39,12 @@ one already seen is treated as the latest one seen.
 
 from __future__ import annotations
 
+import os
+import threading
+import weakref
 from dataclasses import dataclass
 
 from microcall._durations import to_seconds
-from microcall._fork_lock import ForkSafeLock
 from microcall._validate import number
 from microcall.policy._window import SlidingCount
 
@@ -103,6 +106,7 @@ class RetryBudget:
     """
 
     __slots__ = (
+        "__weakref__",
         "_deposits",
         "_lock",
         "_withdrawals",
@@ -122,7 +126,10 @@ class RetryBudget:
         """Withdrawals ever granted (retries and hedges sent)."""
         self.refused = 0
         """Withdrawals ever refused (retries and hedges not sent)."""
-        self._lock = ForkSafeLock()
+        # A plain lock, taken in C (``ForkSafeLock``'s Python-level ``with``
+        # would cost twice as much on every call): renewed after fork instead.
+        self._lock = threading.Lock()
+        _BUDGETS.add(self)
 
     def deposit(self, now: float) -> None:
         """Count one logical call; call once per call, before its first attempt."""
@@ -148,3 +155,15 @@ class RetryBudget:
     def _allowance(self, now: float) -> float:
         config = self.config
         return config.percent_can_retry * self._deposits.total(now) + config.reserve
+
+
+# Every budget, for their locks' renewal in a forked child.
+_BUDGETS: weakref.WeakSet[RetryBudget] = weakref.WeakSet()
+
+
+def _renew_locks() -> None:
+    for budget in list(_BUDGETS):
+        budget._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_renew_locks)

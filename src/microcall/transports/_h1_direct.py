@@ -51,13 +51,14 @@ from functools import lru_cache
 from yarl import URL
 
 from microcall._attempt import mark_resent
+from microcall._body import Body
 from microcall._limits import Limits
 from microcall._request import Request
 from microcall._response import Response
 from microcall.errors import ClientClosed
 from microcall.transports._h1_conn import ConnectionLost, Origin, worth_resending
 from microcall.transports._h1_errors import ConnectFailed, Resent, map_error
-from microcall.transports._h1_redirect import Hop, next_hop, redirect_location
+from microcall.transports._h1_redirect import REDIRECT_STATUSES, Hop, location_of, next_hop
 from microcall.transports._h1_wire import ResponseReader, request_head, whole_response
 
 # Request bodies sent on the direct path at most: the body and head fit in a
@@ -185,16 +186,20 @@ class DirectPool:
     ) -> Response:
         """One attempt, with its redirects: the whole response, or a microcall error."""
         deadline = time.monotonic() + timeout
-        hop = Hop(url, request.method, request.body, headers, None)
+        method, body = request.method, request.body
         visited: list[URL] = []
+        follow = self._follow
         try:
             while True:
-                reader, resent = self._exchange(request, hop, deadline)
-                location = redirect_location(self._follow, reader)
+                reader, resent = self._exchange(request, method, url, headers, body, deadline)
+                if not (follow and reader.status in REDIRECT_STATUSES):
+                    break
+                location = location_of(reader)
                 if location is None:
                     break
-                hop = next_hop(request, reader, location, hop, visited)
-            response = whole_response(request, hop.url, reader, self._cap)
+                hop = Hop(url, method, body, headers, None)
+                url, method, body, headers, _ = next_hop(request, reader, location, hop, visited)
+            response = whole_response(request, url, reader, self._cap)
         except PoolClosed:
             raise ClientClosed(
                 f"the client was closed: {request.endpoint} not sent to", request=request
@@ -208,9 +213,16 @@ class DirectPool:
             mark_resent(response)
         return response
 
-    def _exchange(self, request: Request, hop: Hop, deadline: float) -> tuple[ResponseReader, bool]:
+    def _exchange(
+        self,
+        request: Request,
+        method: str,
+        url: URL,
+        headers: Mapping[str, str],
+        body: bytes | Body | None,
+        deadline: float,
+    ) -> tuple[ResponseReader, bool]:
         """One request on the wire, sent once more on a fresh socket if the reused one was dead."""
-        url, method, body, headers, _ = hop
         assert body is None or type(body) is bytes  # the direct path's bodies (see DIRECT_BODY_MAX)
         head = request_head(
             method, url.raw_path_qs, url.host_port_subcomponent or "", headers, body

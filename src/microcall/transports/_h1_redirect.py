@@ -42,9 +42,13 @@ class Hop(NamedTuple):
     name: URL | None
 
 
-def redirect_location(follow: bool, reader: ResponseReader) -> str | None:
-    """The Location of an answer that is a redirect to follow; None for a final answer."""
-    if not (follow and reader.status in REDIRECT_STATUSES):
+def location_of(reader: ResponseReader) -> str | None:
+    """The Location of a redirect (a status in ``REDIRECT_STATUSES``); None: a final answer.
+
+    Callers test the status first: most answers are not redirects, and
+    that test costs less than this call.
+    """
+    if reader.status not in REDIRECT_STATUSES:
         return None
     return next((v for k, v in reader.headers if k.lower() == "location"), None)
 

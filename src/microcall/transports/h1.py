@@ -63,7 +63,7 @@ from microcall.transports._h1_direct import DIRECT_BODY_MAX, DirectPool
 from microcall.transports._h1_errors import ConnectFailed, Resent, map_error
 from microcall.transports._h1_pool import Pool
 from microcall.transports._h1_proxy import absolute_target, connect_plain, open_tunnel
-from microcall.transports._h1_redirect import Hop, next_hop, redirect_location
+from microcall.transports._h1_redirect import REDIRECT_STATUSES, Hop, location_of, next_hop
 from microcall.transports._h1_stream import H1Body
 from microcall.transports._h1_wire import ResponseReader, decoded, request_head, whole_response
 from microcall.transports._loops import refuse_if_running, start_guard, stop_guard
@@ -176,25 +176,34 @@ class H1Transport:
         name: URL | None,
     ) -> Response:
         """The exchange, and the redirects after it when they are followed (``_h1_redirect``)."""
-        hop = Hop(url, request.method, request.body, headers, name)
+        method, body = request.method, request.body
         visited: list[URL] = []
         proxies = self._proxies
+        follow = self._follow_redirects
         while True:
             # Each hop is routed on its own: a redirect may leave NO_PROXY's hosts.
-            proxy = None if proxies is None else proxies.proxy_for(hop.url)
-            reader, resent, held = await self._exchange(pool, request, hop, proxy)
-            if reader.status == 407 and proxy is not None and hop.url.scheme == "http":
+            proxy = None if proxies is None else proxies.proxy_for(url)
+            reader, resent, held = await self._exchange(
+                pool, request, method, url, headers, body, name, proxy
+            )
+            status = reader.status
+            if status == 407 and proxy is not None and url.scheme == "http":
                 if held is not None:  # a streamed 407's body is never read
                     held.detach()
                     pool.release(held, False)
-                raise ProxyFailed(proxy, status=reader.status, reason=reader.reason)
-            location = redirect_location(self._follow_redirects, reader)
+                raise ProxyFailed(proxy, status=status, reason=reader.reason)
+            if not (follow and status in REDIRECT_STATUSES):
+                break
+            location = location_of(reader)
             if location is None:
                 break
             if held is not None:  # a streamed redirect's body is never read
                 held.detach()
                 pool.release(held, False)
-            hop = next_hop(request, reader, location, hop, visited)
+            hop = next_hop(
+                request, reader, location, Hop(url, method, body, headers, name), visited
+            )
+            url, method, body, headers, name = hop
         if request.stream:
             if held is None:  # it all came with the head: nothing left on the connection
                 source: H1Body | BufferedBody = BufferedBody(decoded(reader, None))
@@ -203,27 +212,34 @@ class H1Transport:
             response: Response = AsyncStreamResponse(
                 status_code=reader.status,
                 headers=CIMultiDictProxy(CIMultiDict(reader.headers)),
-                url=hop.url,
+                url=url,
                 request=request,
                 source=source,
                 reason=reader.reason,
                 max_read=self._limits.max_response_size,
             )
         else:
-            response = whole_response(request, hop.url, reader, self._limits.max_response_size)
+            response = whole_response(request, url, reader, self._limits.max_response_size)
         if resent:
             mark_resent(response)
         return response
 
     async def _exchange(
-        self, pool: Pool, request: Request, hop: Hop, proxy: Proxy | None = None
+        self,
+        pool: Pool,
+        request: Request,
+        method: str,
+        url: URL,
+        headers: Mapping[str, str],
+        body: bytes | Body | None,
+        name: URL | None,
+        proxy: Proxy | None = None,
     ) -> tuple[ResponseReader, bool, H1Connection | None]:
         """One request on the wire, resent once on a fresh connection if the reused one was dead.
 
         Returns the response's reader, whether it took the resend, and, for
         a streamed response whose body is still coming, its connection.
         """
-        url, method, body, headers, name = hop
         host = (name or url).host_port_subcomponent or ""
         target = url.raw_path_qs
         if proxy is not None and url.scheme == "http":  # forwarded: the proxy reads the URL
