@@ -384,25 +384,12 @@ async def test_closing_during_a_backoff_stops_the_retries_with_client_closed(
     service.failures_left = 100
     slow_backoff = microcall.retry(20, backoff=microcall.Backoff(base=0.5, multiplier=1.0, cap=0.5))
 
-    def work() -> tuple[BaseException, float]:
-        client = microcall.Client(base, strategy=slow_backoff, timeout=PATIENCE, budget=None)
-        outcome: list[BaseException] = []
-
-        def caller() -> None:
-            try:
-                client.get("/flaky")
-            except BaseException as error:  # whatever it is, the test looks at it
-                outcome.append(error)
-
-        thread = threading.Thread(target=caller)
-        thread.start()
-        assert _wait_until_sync(lambda: service.failures_left <= 98)
-        started = time.monotonic()
-        client.close()
-        thread.join(PATIENCE)
-        return outcome[0], time.monotonic() - started
-
-    error, took = await in_thread(work)
+    client = microcall.Client(base, strategy=slow_backoff, timeout=PATIENCE, budget=None)
+    error, took = await in_thread(
+        lambda: _close_mid_call(
+            client, lambda: client.get("/flaky"), lambda: service.failures_left <= 98
+        )
+    )
     assert isinstance(error, microcall.ClientClosed), repr(error)
     assert error.attempts  # the attempts made before the close
     assert took < 0.5 + MARGIN  # the backoff in progress, not the twenty retries
@@ -546,25 +533,14 @@ async def test_closing_mid_call_wakes_the_caller_with_client_closed(
 ) -> None:
     base = await serve(service.app)
 
-    def work() -> tuple[BaseException, float]:
-        client = microcall.Client(base, timeout=PATIENCE)
-        outcome: list[BaseException] = []
-
-        def caller() -> None:
-            try:
-                client.get("/wait", params={"s": "30"})
-            except BaseException as error:  # whatever it is, the test looks at it
-                outcome.append(error)
-
-        thread = threading.Thread(target=caller)
-        thread.start()
-        assert _wait_until_sync(lambda: service.open_now == 1)
-        started = time.monotonic()
-        client.close()
-        thread.join(PATIENCE)
-        return outcome[0], time.monotonic() - started
-
-    error, took = await in_thread(work)
+    client = microcall.Client(base, timeout=PATIENCE)
+    error, took = await in_thread(
+        lambda: _close_mid_call(
+            client,
+            lambda: client.get("/wait", params={"s": "30"}),
+            lambda: service.open_now == 1,
+        )
+    )
     assert isinstance(error, microcall.ClientClosed), repr(error)
     assert took < PATIENCE / 2
 
@@ -604,6 +580,28 @@ async def test_a_forked_child_calls_on_sockets_of_its_own(serve: Serve, service:
     assert status == 0
     assert after == 200
     assert len(service.ports) == 2  # the parent's kept socket, and the child's
+
+
+def _close_mid_call(
+    client: microcall.Client, call: Callable[[], object], started: Callable[[], bool]
+) -> tuple[BaseException, float]:
+    """Close ``client`` once ``call``, made in another thread, has ``started``: its outcome, and
+    how long after the close it came."""
+    outcome: list[BaseException] = []
+
+    def caller() -> None:
+        try:
+            call()
+        except BaseException as error:  # whatever it is, the test looks at it
+            outcome.append(error)
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    assert _wait_until_sync(started)
+    closed = time.monotonic()
+    client.close()
+    thread.join(PATIENCE)
+    return outcome[0], time.monotonic() - closed
 
 
 async def _wait_until(condition: Callable[[], bool]) -> bool:
