@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import http.cookiejar
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -112,6 +113,27 @@ async def test_cookies_set_on_a_redirect_are_kept_and_sent_on_the_next_hop(
         assert landed["cookies"] == {"session": "s1", "trace": "t1"}
         assert len(landed["cookie_headers"]) == 1
         assert [cookie.name for cookie in client.cookies or ()] == ["session"]
+        assert (await sent(client))["cookies"] == {"session": "s1"}
+
+
+async def test_a_streamed_call_keeps_and_sends_the_cookies_of_its_redirects(
+    serve: Serve, make_transport: Callable[[], Transport]
+) -> None:
+    base = await serve(cookie_app())
+    async with microcall.AsyncClient(base, transport=make_transport(), cookies=True) as client:
+        async with client.stream("GET", login_path("/echo", session="s1")) as response:
+            landed = json.loads(await response.aread())
+        assert landed["path"] == "/echo"
+        assert landed["cookies"] == {"session": "s1"}
+        assert [cookie.name for cookie in client.cookies or ()] == ["session"]
+
+
+async def test_a_redirect_not_followed_is_the_answer_whose_cookies_are_kept(serve: Serve) -> None:
+    base = await serve(cookie_app())
+    async with microcall.AsyncClient(base, cookies=True, follow_redirects=False) as client:
+        answer = await client.get(login_path("/echo", session="s1"))
+        assert answer.status_code == 302
+        assert answer.headers["Location"] == "/echo"
         assert (await sent(client))["cookies"] == {"session": "s1"}
 
 
