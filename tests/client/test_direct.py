@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import os
+import socket
 import ssl
 import threading
 import time
@@ -393,6 +394,28 @@ async def test_closing_during_a_backoff_stops_the_retries_with_client_closed(
     assert isinstance(error, microcall.ClientClosed), repr(error)
     assert error.attempts  # the attempts made before the close
     assert took < 0.5 + MARGIN  # the backoff in progress, not the twenty retries
+
+
+def test_a_lookup_that_hangs_ends_at_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The resolver, not the network, is what hangs here: getaddrinfo cannot be
+    # interrupted, and a call must still end when its time is up.
+    release = threading.Event()
+    real = socket.getaddrinfo
+
+    def hanging(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host == "hangs.invalid":
+            release.wait(PATIENCE)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    try:
+        with microcall.Client(timeout=0.2) as client:
+            started = time.monotonic()
+            with pytest.raises(microcall.DeadlineExceeded):
+                client.get("http://hangs.invalid:8080/")
+            assert time.monotonic() - started < 0.2 + MARGIN
+    finally:
+        release.set()
 
 
 # ------------------------------------------------------------------ faults and limits

@@ -22,7 +22,7 @@ as the loop's exchange.
   fresh one under the loop exchange's rule (``h1._worth_resending``).
 - Every wait (name lookup, connect, TLS handshake, send, each read) is bound
   by the attempt's time: a server that trickles bytes cannot hold the
-  caller past it. A name is looked up in a small shared thread pool, so
+  caller past it. A name is looked up in a daemon thread of its own, so
   that a slow resolver is bound by the deadline too (``getaddrinfo`` itself
   cannot be interrupted).
 - ``close()`` (the client closing) closes the idle sockets and shuts down
@@ -35,10 +35,8 @@ transport, and so a new pool, in the child (``client/_blocking``).
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
 import ipaddress
-import os
 import select
 import socket
 import ssl
@@ -47,6 +45,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from functools import lru_cache
+from typing import Any
 
 from yarl import URL
 
@@ -76,12 +75,6 @@ _READ_SIZE = 64 * 1024
 _SMALL_WRITE = 4096
 
 _TIMEVAL = struct.Struct("@ll")
-
-# Name lookups at once for new direct connections, over every client (a
-# lookup is rare: a connection is opened once and kept).
-_RESOLVERS = 4
-_resolver: cf.ThreadPoolExecutor | None = None
-_resolver_lock = threading.Lock()
 
 
 class PoolClosed(Exception):
@@ -311,23 +304,23 @@ class DirectPool:
         return conn
 
     def _release(self, conn: DirectConnection, reusable: bool) -> None:
+        """Give ``conn``'s slot back; keep it for reuse if ``reusable`` and the pool is open.
+
+        The origin's oldest idle socket is closed if it has expired, so idle
+        sockets never outlive their expiry by more than the gap between two calls.
+        """
+        closing: DirectConnection | None = conn
         with self._freed:
             self._in_use.discard(conn)
             self._give_slot(conn.key)
-            keep = reusable and not self._closed
-            if keep:
+            if reusable and not self._closed:
                 now = conn.idle_since = time.monotonic()
                 idle = self._idle.setdefault(conn.key, [])
-                expired = (
-                    idle.pop(0)
-                    if idle and now - idle[0].idle_since > self._limits.keepalive_expiry
-                    else None
-                )
+                expired = idle and now - idle[0].idle_since > self._limits.keepalive_expiry
+                closing = idle.pop(0) if expired else None
                 idle.append(conn)
-        if not keep:
-            conn.close()
-        elif expired is not None:
-            expired.close()
+        if closing is not None:
+            closing.close()
 
     @property
     def closed(self) -> bool:
@@ -397,12 +390,7 @@ def _connect(host: str, port: int, deadline: float) -> socket.socket:
     """A connected socket to ``host``, trying each address it has in turn, by ``deadline``."""
     if _is_address(host):
         return socket.create_connection((host, port), timeout=_left(deadline))
-    lookup = _resolver_pool().submit(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
-    try:
-        addresses = lookup.result(timeout=_left(deadline))
-    except cf.TimeoutError:
-        lookup.cancel()
-        raise TimeoutError(f"looking up {host} took too long") from None
+    addresses = _look_up(host, port, deadline)
     failure: OSError | None = None
     for family, kind, proto, _, address in addresses:
         sock = socket.socket(family, kind, proto)
@@ -428,22 +416,31 @@ def _is_address(host: str) -> bool:
     return True
 
 
-def _resolver_pool() -> cf.ThreadPoolExecutor:
-    global _resolver
-    with _resolver_lock:
-        if _resolver is None:
-            _resolver = cf.ThreadPoolExecutor(_RESOLVERS, thread_name_prefix="microcall-resolve")
-        return _resolver
+def _look_up(host: str, port: int, deadline: float) -> list[Any]:
+    """``host``'s addresses, by ``deadline``: a TimeoutError if the resolver is slower.
 
+    ``getaddrinfo`` cannot be interrupted, so it runs in a daemon thread of
+    its own (a lookup is rare: a connection is opened once and kept). One
+    that hangs holds only its own thread, never another lookup, and never
+    the interpreter's exit.
+    """
+    found: list[Any] = []
+    done = threading.Event()
 
-def _forget_resolver() -> None:
-    # A forked child has none of the pool's threads.
-    global _resolver, _resolver_lock
-    _resolver = None
-    _resolver_lock = threading.Lock()
+    def look() -> None:
+        try:
+            found.append(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
+        except OSError as error:
+            found.append(error)
+        finally:
+            done.set()
 
-
-os.register_at_fork(after_in_child=_forget_resolver)
+    threading.Thread(target=look, name="microcall-lookup", daemon=True).start()
+    if not done.wait(_left(deadline)):
+        raise TimeoutError(f"looking up {host} took too long")
+    if isinstance(found[0], OSError):
+        raise found[0]
+    return list(found[0])
 
 
 def _arm(sock: socket.socket, option: int, deadline: float) -> None:
