@@ -29,7 +29,7 @@ from collections.abc import Callable
 from yarl import URL
 
 from microcall._attempt import AttemptKind
-from microcall._call_watch import Watch
+from microcall._call_watch import CallWatch, Watch
 from microcall._driver import Start, start_call
 from microcall._engine import Engine, _deadline_exceeded
 from microcall._request import Request
@@ -63,13 +63,18 @@ def call_direct(
     send: DirectSend,
 ) -> Response:
     """Run a call :func:`takes_direct` allowed, in this thread; its Response, or its CallError."""
-    watch = Watch(engine.observers, request) if engine.observers else None
+    watching = engine.watching
+    watch = watching.call(request) if watching is not None else None
     start = engine._started(request, expires_at, watch)
     if type(strategy) is not SingleAttempt and request.replayable:
         return _retried(engine, request, start, expires_at, priority, strategy, send, watch)
     remaining = expires_at - start
     headers = attempt_headers(request.headers, remaining, priority)
-    scopes = watch.attempt_started(0, AttemptKind.FIRST, request.url, headers) if watch else None
+    scopes = (
+        watch.attempt_started(0, AttemptKind.FIRST, request.url, headers)
+        if watch is not None and watch.following
+        else None
+    )
     try:
         response = send(request, request.url, headers, remaining)
     except CallError as error:
@@ -89,7 +94,7 @@ def _retried(
     priority: str | None,
     strategy: Strategy,
     send: DirectSend,
-    watch: Watch | None,
+    watch: CallWatch | None,
 ) -> Response:
     """The driver's decisions performed one attempt at a time (``Engine._planned`` without tasks)."""
     now = engine._now

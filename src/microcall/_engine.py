@@ -34,7 +34,7 @@ from microcall._admission import Admission
 from microcall._attempt import Attempt, AttemptKind, was_resent
 from microcall._body import Body, replay_refusal
 from microcall._call import CallPolicies
-from microcall._call_watch import Watch
+from microcall._call_watch import CallWatch, Watch, Watching
 from microcall._driver import CallDriver, Start, start_call
 from microcall._replicas import Replicas
 from microcall._request import Request, endpoint_of
@@ -170,6 +170,7 @@ class Engine:
         # ``slots`` calls in flight at once (None: all of max_calls); the rest queue.
         self.admission = Admission(limit=max_calls, slots=max_calls if slots is None else slots)
         self.observers = tuple(observers)
+        self.watching = Watching(self.observers) if self.observers else None
         self.replicas = replicas
         self.budget = budget
         self._now = now
@@ -199,7 +200,8 @@ class Engine:
         loop that runs late, a call built long before it starts must not arm
         its timer for time it no longer has.
         """
-        watch = Watch(self.observers, request) if self.observers else None
+        watching = self.watching
+        watch = watching.call(request) if watching is not None else None
         replicas = self.replicas
         routed = replicas is not None and request.path is not None
         if (type(strategy) is SingleAttempt or not request.replayable) and (
@@ -208,7 +210,7 @@ class Engine:
             return self._single(request, expires_at, priority, watch)
         return self._planned_call(request, expires_at, priority, strategy, routed, watch)
 
-    def _started(self, request: Request, expires_at: float, watch: Watch | None) -> float:
+    def _started(self, request: Request, expires_at: float, watch: CallWatch | None) -> float:
         """The call begins now: its deposit into the budget; refused if too little time is left."""
         start = self._now()
         if self.budget is not None:
@@ -226,7 +228,7 @@ class Engine:
         request: Request,
         expires_at: float,
         priority: str | None,
-        watch: Watch | None,
+        watch: CallWatch | None,
     ) -> Response:
         start = self._started(request, expires_at, watch)
         remaining = expires_at - start
@@ -237,7 +239,9 @@ class Engine:
             remaining = await self._queue(request, expires_at, watch)
         headers = attempt_headers(request.headers, remaining, priority)
         scopes = (
-            watch.attempt_started(0, AttemptKind.FIRST, request.url, headers) if watch else None
+            watch.attempt_started(0, AttemptKind.FIRST, request.url, headers)
+            if watch is not None and watch.following
+            else None
         )
         try:
             response = await self.transport.send(request, request.url, headers, remaining)
@@ -257,7 +261,7 @@ class Engine:
         request: Request,
         start: float,
         response: Response,
-        watch: Watch | None,
+        watch: CallWatch | None,
         scopes: list[AttemptScope] | None,
     ) -> Response:
         end = self._now()
@@ -286,7 +290,7 @@ class Engine:
         request: Request,
         start: float,
         error: CallError,
-        watch: Watch | None,
+        watch: CallWatch | None,
         scopes: list[AttemptScope] | None,
     ) -> CallError:
         """The error a single attempt's failure ends its call with, its record on it."""
@@ -305,7 +309,7 @@ class Engine:
         request: Request,
         start: float,
         stopped: BaseException,
-        watch: Watch | None,
+        watch: CallWatch | None,
         scopes: list[AttemptScope] | None,
     ) -> None:
         """Observers hear of a single attempt stopped by something not a CallError."""
@@ -324,7 +328,7 @@ class Engine:
             Watch.attempt_ended(scopes, record)
         watch.call_ended(None, stopped, (record,))
 
-    async def _queue(self, request: Request, expires_at: float, watch: Watch | None) -> float:
+    async def _queue(self, request: Request, expires_at: float, watch: CallWatch | None) -> float:
         """Wait for one of the client's slots; the time left once one is held.
 
         A call that waited past its deadline, or that finds the queue full,
@@ -352,7 +356,7 @@ class Engine:
         priority: str | None,
         strategy: Strategy,
         routed: bool,
-        watch: Watch | None,
+        watch: CallWatch | None,
     ) -> Response:
         replicas = self.replicas
         start = self._started(request, expires_at, watch)
@@ -386,7 +390,7 @@ class Engine:
         priority: str | None,
         strategy: Strategy,
         routed: bool,
-        watch: Watch | None,
+        watch: CallWatch | None,
     ) -> Response:
         """Perform what the call's driver decides, with a task per attempt."""
         now = self._now

@@ -46,7 +46,7 @@ from typing import Protocol
 
 from yarl import URL
 
-from microcall._call_watch import Watch
+from microcall._call_watch import CallWatch
 from microcall._lines import LineSplitter, LineTooLong, Rechunker
 from microcall._request import Request
 from microcall._response import Response
@@ -160,7 +160,7 @@ class AsyncStreamResponse(Response):
         )
         self._content: bytes | None = None
         self._source: BodySource | None = source
-        self._watch: Watch | None = None
+        self._watch: CallWatch | None = None
         self._deadline: float | None = None  # on the loop's clock
         self._idle: float | None = None
         self._body_label = ""  # what the deadline is, for its error
@@ -444,7 +444,7 @@ def chunker_for(chunk_size: int | None) -> Rechunker | None:
 # ------------------------------------------------------------ the engine's few lines
 
 
-def end_call(watch: Watch, response: Response) -> None:
+def end_call(watch: CallWatch, response: Response) -> None:
     """Tell the observers the call ended, or, for a stream, defer that until the stream ends."""
     if type(response) is AsyncStreamResponse:
         response._watch = watch

@@ -51,6 +51,7 @@ from microcall.observe._series import (
     SeriesCollector,
     upper_bounds,
 )
+from microcall.observe.logs import observer_failed
 from microcall.policy.breaker import BreakerState, BreakerStateChange
 from microcall.policy.ejection import Ejection
 
@@ -80,6 +81,13 @@ class ClientMetrics:
     # Its caches and series may be used from many threads at once: a
     # Client's direct calls call it in their own threads (observe/hooks).
     thread_safe = True
+    # Attempts are counted from the call's record when it ends (the engine
+    # times them, and refused ones appear only there): the engine need not
+    # tell it of each attempt as it starts.
+    follows_attempts = False
+    # Its scopes catch and log their own errors: as a client's only
+    # observer, each call's scope is the call's watch (Watching).
+    guards_itself = True
 
     def __init__(
         self,
@@ -177,33 +185,40 @@ class ClientMetrics:
 
     # ------------------------------------------------------------ the observer
 
-    def call_started(self, request: Request) -> _CallMetrics:
-        url = request.url
-        host = url.raw_host
-        relative = request.path is not None
-        scheme = url.scheme
-        method = request.method
-        if method not in KNOWN_METHODS:
-            method = OTHER
-        # The key holds only what the labels will, so calls to ever new hosts
-        # (or with made-up methods) share one target instead of growing the cache.
-        key: tuple[object, ...]
-        if relative or host in self._known_hosts:
-            key = (method, scheme, host, url.port, relative)
-        else:
-            key = (method, scheme)
-        rpc_path = None
-        if scheme in RPC_SYSTEMS:
-            rpc_path = self._rpc_paths.bounded(url.raw_path)
-            key = (*key, rpc_path)
-        target = self._targets.get(key)
-        if target is None:
-            target = self._target(key, request, relative or host in self._known_hosts, rpc_path)
-        if target.direct:
-            target.ledger().active[0] += 1
-        else:
-            target.active.inc()
-        return _CallMetrics(target, time.perf_counter())
+    def call_started(self, request: Request) -> _CallMetrics | None:
+        try:
+            url = request.url
+            scheme = url.scheme
+            method = request.method
+            if method not in KNOWN_METHODS:
+                method = OTHER
+            # The key holds only what the labels will, so calls to ever new hosts
+            # (or with made-up methods) share one target instead of growing the
+            # cache. A request's endpoint is its URL's host:port, worked out once.
+            relative = request.path is not None
+            known = relative or url.raw_host in self._known_hosts
+            key: tuple[object, ...] = (
+                (method, scheme, request.endpoint, relative) if known else (method, scheme)
+            )
+            rpc_path = None
+            if scheme in RPC_SYSTEMS:
+                rpc_path = self._rpc_paths.bounded(url.raw_path)
+                key = (*key, rpc_path)
+            target = self._targets.get(key)
+            if target is None:
+                target = self._target(key, request, known, rpc_path)
+            if target.direct:
+                try:
+                    ledger: _Ledger = target.local.ledger
+                except AttributeError:
+                    ledger = target.ledger()
+                ledger.active[0] += 1
+            else:
+                target.active.inc()
+            return _CallMetrics(target, time.perf_counter())
+        except Exception:  # it guards itself (Watching): a broken metric never breaks a call
+            observer_failed(self, "call start")
+            return None
 
     def _target(
         self, key: tuple[object, ...], request: Request, known: bool, rpc_path: str | None
@@ -305,13 +320,13 @@ class _Target:
     __slots__ = (
         "_attempts",
         "_endpoints",
-        "_local",
         "_owner",
         "_refusals",
         "active",
         "calls",
         "direct",
         "labels",
+        "local",
         "relative",
         "rpc",
     )
@@ -335,15 +350,16 @@ class _Target:
         self._attempts: dict[tuple[object, ...], tuple[Counts, Observes]] = {}
         self._refusals: dict[tuple[object, ...], Counts] = {}
         self._endpoints: dict[str, tuple[str, str, str]] = {}
-        self._local = threading.local()
+        # Each thread's ledger, read straight from here on a usual call.
+        self.local = threading.local()
 
     def ledger(self) -> _Ledger:
-        """The calling thread's ledger (only when ``direct``)."""
+        """The calling thread's ledger, made on its first call (only when ``direct``)."""
         try:
-            ledger: _Ledger = self._local.ledger
+            ledger: _Ledger = self.local.ledger
         except AttributeError:
             active = cast(GaugeSeries, self.active)
-            ledger = self._local.ledger = _Ledger(active.cells(), self._owner.duration_bounds)
+            ledger = self.local.ledger = _Ledger(active.cells(), self._owner.duration_bounds)
         return ledger
 
     def usual_cells(
@@ -442,6 +458,9 @@ class _Target:
 class _CallMetrics:
     __slots__ = ("_start", "_target")
 
+    # A call watch of its own (Watching): it follows no attempt as it starts.
+    following = None
+
     def __init__(self, target: _Target, start: float) -> None:
         self._target = target
         self._start = start
@@ -449,8 +468,7 @@ class _CallMetrics:
     def attempt_started(
         self, index: int, kind: AttemptKind, url: URL, headers: dict[str, str]
     ) -> None:
-        # Attempts are counted from the call's record when it ends: the
-        # engine times them, and refused ones appear only there.
+        # Counted from the call's record when it ends (ClientMetrics.follows_attempts).
         return None
 
     def call_ended(
@@ -459,46 +477,50 @@ class _CallMetrics:
         error: BaseException | None,
         attempts: Sequence[Attempt],
     ) -> None:
-        duration = time.perf_counter() - self._start
-        target = self._target
-        if target.direct and response is not None and error is None and len(attempts) == 1:
-            attempt = attempts[0]
-            if (
-                type(attempt) is Attempt
-                and attempt.kind is AttemptKind.FIRST
-                and attempt.status == response.status_code
-                and attempt.error is None
-                and attempt.sent
-                and not attempt.cancelled
-                and not attempt.resent
-            ):
-                # The usual call: the same numbers as below, written straight into
-                # this thread's cells.
-                ledger = target.ledger()
-                # Only calls on the base URL are labelled by the replica that
-                # answered: an absolute URL's host is in no label, nor in the key.
-                usual = (attempt.status, attempt.endpoint if target.relative else "")
-                cells = ledger.usual.get(usual)
-                if cells is None:
-                    cells = target.usual_cells(ledger, usual, response, attempt)
-                call, counted, timed = cells
-                bounds = ledger.bounds
-                call[bisect_left(bounds, duration)] += 1
-                call[-1] += duration
-                counted[0] += 1
-                timed[bisect_left(bounds, attempt.duration)] += 1
-                timed[-1] += attempt.duration
-                ledger.active[0] -= 1
-                return
-        key = (
-            None if response is None else response.status_code,
-            None if error is None else type(error),
-        )
-        series = target.calls.get(key) or target.call_series(key, response, error)
-        series.observe(duration)
-        target.active.dec()
-        for attempt in attempts:
-            target.attempt_ended(attempt)
+        try:
+            duration = time.perf_counter() - self._start
+            target = self._target
+            if target.direct and error is None and response is not None and len(attempts) == 1:
+                # An HTTP call (``direct`` targets are only theirs) answered by its
+                # one attempt: that attempt is its first, was sent and answered.
+                attempt = attempts[0]
+                if (
+                    attempt.status == response.status_code
+                    and attempt.error is None
+                    and not attempt.resent
+                ):
+                    # The usual call: the same numbers as below, written straight into
+                    # this thread's cells.
+                    try:
+                        ledger: _Ledger = target.local.ledger
+                    except AttributeError:
+                        ledger = target.ledger()
+                    # Only calls on the base URL are labelled by the replica that
+                    # answered: an absolute URL's host is in no label, nor in the key.
+                    usual = (attempt.status, attempt.endpoint if target.relative else "")
+                    cells = ledger.usual.get(usual)
+                    if cells is None:
+                        cells = target.usual_cells(ledger, usual, response, attempt)
+                    call, counted, timed = cells
+                    bounds = ledger.bounds
+                    call[bisect_left(bounds, duration)] += 1
+                    call[-1] += duration
+                    counted[0] += 1
+                    timed[bisect_left(bounds, attempt.duration)] += 1
+                    timed[-1] += attempt.duration
+                    ledger.active[0] -= 1
+                    return
+            key = (
+                None if response is None else response.status_code,
+                None if error is None else type(error),
+            )
+            series = target.calls.get(key) or target.call_series(key, response, error)
+            series.observe(duration)
+            target.active.dec()
+            for attempt in attempts:
+                target.attempt_ended(attempt)
+        except Exception:  # it guards itself (Watching): a broken metric never breaks a call
+            observer_failed(self._target._owner, "call end")
 
 
 def _attempt_error(attempt: Attempt) -> str:

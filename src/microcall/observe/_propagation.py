@@ -3,8 +3,7 @@
 OpenTelemetry's default global propagator is W3C trace context and W3C
 baggage in a composite. Through it, an attempt pays for a context made only
 to carry its span, a lookup of the span in it, a format call per id and a
-baggage lookup, in every call (about 2 µs, a fifth of what tracing adds to
-a call above the SDK's own floor). When the global propagator is made of
+baggage lookup, in every call. When the global propagator is made of
 those two and nothing else, :func:`inject` writes ``traceparent`` (and
 ``tracestate`` when there is one) itself, the same bytes the propagator
 writes, and asks the baggage propagator only when the context holds
@@ -23,7 +22,7 @@ from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
-from opentelemetry.trace import Span
+from opentelemetry.trace import DEFAULT_TRACE_STATE, Span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 __all__ = ["inject"]
@@ -57,6 +56,9 @@ def _w3c_parts(textmap: TextMapPropagator | None) -> tuple[bool, TextMapPropagat
 
 _plan = _Plan(None)
 
+# trace-flags as the header writes them, by value (a byte).
+_FLAGS = tuple(f"{flags:02x}" for flags in range(256))
+
 
 def inject(headers: dict[str, str], span: Span, parent: Context) -> None:
     """Write ``span``'s trace context (and ``parent``'s baggage) into ``headers``.
@@ -72,13 +74,17 @@ def inject(headers: dict[str, str], span: Span, parent: Context) -> None:
     if not plan.direct:
         textmap.inject(headers, context=trace.set_span_in_context(span, parent))
         return
-    context = span.get_span_context()
-    if context.is_valid:  # else, as the propagator does, no trace to continue (baggage still goes)
-        # TraceContextTextMapPropagator's format, version 00.
+    # A SpanContext is a tuple of these six (its declared type): unpacked,
+    # it spares a property call for each.
+    trace_id, span_id, _, flags, state, valid = span.get_span_context()
+    if valid:  # else, as the propagator does, no trace to continue (baggage still goes)
+        # TraceContextTextMapPropagator's format, version 00: the ids as 32
+        # and 16 lowercase hex digits (bytes.hex costs half of format specs).
         headers["traceparent"] = (
-            f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+            f"00-{trace_id.to_bytes(16, 'big').hex()}-{span_id.to_bytes(8, 'big').hex()}"
+            f"-{_FLAGS[flags]}"
         )
-        if context.trace_state:
-            headers["tracestate"] = context.trace_state.to_header()
+        if state is not DEFAULT_TRACE_STATE and state:
+            headers["tracestate"] = state.to_header()
     if plan.baggage is not None and baggage.get_all(parent):
         plan.baggage.inject(headers, context=parent)

@@ -37,6 +37,14 @@ several threads at once: a blocking ``Client`` then runs its plain calls
 in the calling thread (docs/clients.md), and calls it there. Without it, a
 Client's calls all stay on its loop, and the observer on one thread.
 
+Two more class attributes let an observer cost a call less. One whose
+class says ``follows_attempts = False`` reads attempts from the call's
+record at its end, and is never told of them as they start (its scope's
+``attempt_started`` is not called). One that also says ``guards_itself =
+True`` catches and logs its own errors (``observe.logs.observer_failed``):
+as a client's only observer, its call scope is then the call's watch, with
+no fan-out around it. ``ClientMetrics`` says both.
+
 The server side mirrors it. A server middleware (aiohttp, ASGI, WSGI, or a
 gRPC interceptor) tells each :class:`ServerObserver` that a request arrived,
 before admission, with an :class:`InboundRequest` event; the scope it returns

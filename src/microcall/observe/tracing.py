@@ -125,7 +125,8 @@ class ClientTracing:
     def call_started(self, request: Request) -> _CallSpan:
         url = request.url
         scheme = url.scheme
-        key: tuple[object, ...] = (request.method, scheme, url.raw_host, url.port)
+        # The endpoint (host:port) is the request's own, worked out once per URL.
+        key: tuple[object, ...] = (request.method, scheme, request.endpoint)
         if scheme in RPC_SYSTEMS:
             key = (*key, url.raw_path)
         shapes = self._shapes
@@ -206,17 +207,19 @@ class _CallSpan:
     def attempt_started(
         self, index: int, kind: AttemptKind, url: URL, headers: dict[str, str]
     ) -> _AttemptSpan | None:
+        span = self._span
         parent = self._context
         if parent is None:
-            parent = self._context = trace.set_span_in_context(self._span)
-        if not self._span.is_recording():
+            parent = self._context = trace.set_span_in_context(span)
+        if not span.is_recording():
             # The sampler dropped this trace, so it would drop an attempt's
             # span too: the call's own context goes out instead (not
             # sampled, so the next hop records nothing either), and the SDK
             # is spared a span per attempt on most calls of a sampled service.
-            inject(headers, self._span, parent)
+            inject(headers, span, parent)
             return None
-        attributes = self._shape.attempt_attributes(url)
+        shape = self._shape
+        attributes = shape.urls.get(url) or shape.attempt_attributes(url)
         if index:
             # Every attribute costs the SDK a validation: the common first
             # attempt carries only what the conventions require.
@@ -227,14 +230,14 @@ class _CallSpan:
             }
             if kind is AttemptKind.HEDGE:
                 attributes["microcall.hedge"] = True
-        span = self._tracer.start_span(
-            self._shape.name,
+        attempt = self._tracer.start_span(
+            shape.name,
             context=parent,
             kind=SpanKind.CLIENT,
             attributes=attributes,
         )
-        inject(headers, span, parent)
-        return _AttemptSpan(span)
+        inject(headers, attempt, parent)
+        return _AttemptSpan(attempt)
 
     def call_ended(
         self,
@@ -298,19 +301,19 @@ class _AttemptSpan:
 
     def attempt_ended(self, attempt: Attempt) -> None:
         span = self._span
-        if span.is_recording():
-            status = attempt.status
-            if (
-                status is not None
-                and status < 400
-                and attempt.error is None
-                and not attempt.cancelled
-                and type(attempt) is Attempt  # not a gRPC attempt, which has a code
-            ):
-                # The common attempt: one attribute, set without a dict.
-                span.set_attribute(_STATUS, status)
-            else:
-                _attempt_outcome(span, attempt)
+        status = attempt.status
+        if (
+            status is not None
+            and status < 400
+            and attempt.error is None
+            and not attempt.cancelled
+            and type(attempt) is Attempt  # not a gRPC attempt, which has a code
+        ):
+            # The common attempt: one attribute, set without a dict (on a
+            # span the sampler dropped, a call that does nothing).
+            span.set_attribute(_STATUS, status)
+        elif span.is_recording():
+            _attempt_outcome(span, attempt)
         span.end()
 
 

@@ -49,7 +49,7 @@ from typing import Any
 
 from microcall._attempt import Attempt, AttemptKind
 from microcall._call import CallPolicies
-from microcall._call_watch import Watch
+from microcall._call_watch import Watch, Watching
 from microcall._clock import Clock
 from microcall._driver import CallDriver, start_call
 from microcall._driver import Start as AttemptStart
@@ -57,7 +57,7 @@ from microcall._fork_lock import ForkSafeLock
 from microcall.context import inherit_deadline
 from microcall.deadline import Deadline
 from microcall.errors import AttemptsExhausted, AttemptTimeout, CallError, DeadlineExceeded
-from microcall.observe.hooks import AttemptScope, Observer
+from microcall.observe.hooks import AttemptScope
 from microcall.policy.balancer import Endpoint
 from microcall.policy.classify import Verdict
 from microcall.policy.strategy import Finish, Strategy, Wait
@@ -130,7 +130,8 @@ class Shared:
     floor: float
     clock: Clock
     policies: CallPolicies
-    observers: tuple[Observer, ...]
+    # None when there are no observers.
+    observers: Watching | None
     # Sync calls may come from many threads at once; the budget and the
     # learned delays are written without locks of their own.
     lock: ForkSafeLock
@@ -175,7 +176,8 @@ class CallableCall:
         request = request_for(name)
         # Each attempt is shown the call's own URL, as an HTTP attempt to one endpoint is.
         self._url = request.url
-        self.watch = Watch(shared.observers, request) if shared.observers else None
+        observers = shared.observers
+        self.watch = observers.call(request) if observers is not None else None
         policies = shared.policies
         with shared.lock:
             if policies.budget is not None:

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Final, ParamSpec, TypeVar, overload
 
 from microcall._call import CallPolicies
+from microcall._call_watch import Watching
 from microcall._clock import MONOTONIC, Clock
 from microcall._durations import Seconds, to_seconds
 from microcall._engine import DEFAULT_DEADLINE_FLOOR
@@ -150,7 +151,7 @@ class Resilience:
                 floor=floor,
                 rng=rng,
             ),
-            observers=observers,
+            observers=Watching(observers) if observers else None,
             lock=ForkSafeLock(),
             sleep=sleep,
             lingering=set(),
