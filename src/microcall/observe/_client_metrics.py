@@ -188,25 +188,22 @@ class ClientMetrics:
     def call_started(self, request: Request) -> _CallMetrics | None:
         try:
             url = request.url
-            scheme = url.scheme
-            method = request.method
-            if method not in KNOWN_METHODS:
-                method = OTHER
-            # The key holds only what the labels will, so calls to ever new hosts
-            # (or with made-up methods) share one target instead of growing the
-            # cache. A request's endpoint is its URL's host:port, worked out once.
             relative = request.path is not None
+            # The key holds only what the labels will, so calls to ever new
+            # hosts share one target instead of growing the cache. A request's
+            # endpoint is its URL's host:port, worked out once. The usual
+            # call's key is looked up as it is: a made-up method or an RPC
+            # (keyed by its path too) is never stored under it, and is worked
+            # out on the miss.
             known = relative or url.raw_host in self._known_hosts
             key: tuple[object, ...] = (
-                (method, scheme, request.endpoint, relative) if known else (method, scheme)
+                (request.method, url.scheme, request.endpoint, relative)
+                if known
+                else (request.method, url.scheme)
             )
-            rpc_path = None
-            if scheme in RPC_SYSTEMS:
-                rpc_path = self._rpc_paths.bounded(url.raw_path)
-                key = (*key, rpc_path)
             target = self._targets.get(key)
             if target is None:
-                target = self._target(key, request, known, rpc_path)
+                target = self._unusual_target(request, known)
             if target.direct:
                 try:
                     ledger: _Ledger = target.local.ledger
@@ -219,6 +216,22 @@ class ClientMetrics:
         except Exception:  # it guards itself (Watching): a broken metric never breaks a call
             observer_failed(self, "call start")
             return None
+
+    def _unusual_target(self, request: Request, known: bool) -> _Target:
+        """The target of a call whose key was not found: a first call, an odd method, an RPC."""
+        url = request.url
+        scheme = url.scheme
+        method = request.method if request.method in KNOWN_METHODS else OTHER
+        key: tuple[object, ...] = (
+            (method, scheme, request.endpoint, request.path is not None)
+            if known
+            else (method, scheme)
+        )
+        rpc_path = None
+        if scheme in RPC_SYSTEMS:
+            rpc_path = self._rpc_paths.bounded(url.raw_path)
+            key = (*key, rpc_path)
+        return self._targets.get(key) or self._target(key, request, known, rpc_path)
 
     def _target(
         self, key: tuple[object, ...], request: Request, known: bool, rpc_path: str | None
