@@ -24,15 +24,10 @@ Watched = tuple[tuple[Observer, bool], ...]
 
 
 class CallWatch(Protocol):
-    """What the engine holds for one call: a :class:`Watch`, or a sole observer's own scope."""
+    """What the engine holds for one call: a :class:`Watch`, or a sole observer's own scope.
 
-    @property
-    def following(self) -> Sequence[CallScope] | None:
-        """The scopes told of attempts; None when none is (attempts then skip the observers)."""
-
-    def attempt_started(
-        self, index: int, kind: AttemptKind, url: URL, headers: dict[str, str]
-    ) -> list[AttemptScope] | None: ...
+    Only a :class:`Watch` is told of attempts: a sole observer follows none.
+    """
 
     def call_ended(
         self, response: Response | None, error: BaseException | None, attempts: Sequence[Attempt]
@@ -80,7 +75,9 @@ class Watch:
     """The observers' scopes for one call.
 
     ``following`` holds the scopes told of attempts, or is None when there
-    are none (the engine then skips :meth:`attempt_started`).
+    are none (the engine then skips :meth:`attempt_started`). The engine
+    asks only a Watch about attempts: a sole observer's scope, the other
+    kind of :class:`CallWatch`, follows none.
     """
 
     __slots__ = ("_scopes", "following")

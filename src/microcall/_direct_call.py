@@ -72,7 +72,7 @@ def call_direct(
     headers = attempt_headers(request.headers, remaining, priority)
     scopes = (
         watch.attempt_started(0, AttemptKind.FIRST, request.url, headers)
-        if watch is not None and watch.following
+        if type(watch) is Watch and watch.following
         else None
     )
     try:
@@ -119,7 +119,7 @@ def _retried(
                 headers = attempt_headers(request.headers, action.timeout, priority)
                 scopes = (
                     watch.attempt_started(action.index, action.kind, request.url, headers)
-                    if watch
+                    if type(watch) is Watch and watch.following
                     else None
                 )
                 running, running_scopes = action.index, scopes

@@ -240,7 +240,7 @@ class Engine:
         headers = attempt_headers(request.headers, remaining, priority)
         scopes = (
             watch.attempt_started(0, AttemptKind.FIRST, request.url, headers)
-            if watch is not None and watch.following
+            if type(watch) is Watch and watch.following
             else None
         )
         try:
@@ -426,7 +426,7 @@ class Engine:
                     headers = attempt_headers(request.headers, action.timeout, priority)
                     scopes = (
                         watch.attempt_started(action.index, action.kind, url, headers)
-                        if watch
+                        if type(watch) is Watch and watch.following
                         else None
                     )
                     if streamed:  # superseded answers let go of their connections now

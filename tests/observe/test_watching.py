@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
 
 import pytest
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 from yarl import URL
 
@@ -17,6 +20,7 @@ from microcall.observe import LogLimiter, logs
 from microcall.observe._client_metrics import _Target
 from microcall.observe.prometheus import ClientMetrics
 from microcall.testing import MockTransport, Reply
+from tests.conftest import Serve
 from tests.observe._metrics import value
 
 LABELS = {"http_request_method": "GET", "server_address": "catalog", "server_port": "8080"}
@@ -118,3 +122,76 @@ async def test_metrics_that_break_are_logged_and_the_call_goes_on(
         # Each call that broke its metrics at the end is still counted in flight:
         # what was done before the fault stays done.
         assert value(registry, "http_client_active_requests", **LABELS) == 3
+
+
+class EndsOnly:
+    """A sole observer that guards itself and follows no attempt: its scope ends calls only."""
+
+    follows_attempts = False
+    guards_itself = True
+    thread_safe = True
+
+    def __init__(self) -> None:
+        self.ended: list[int] = []
+
+    def call_started(self, request: Request) -> EndsOnly:
+        return self
+
+    def attempt_started(
+        self, index: int, kind: AttemptKind, url: URL, headers: dict[str, str]
+    ) -> None:
+        raise AssertionError("an observer that follows no attempt was told of one")
+
+    def call_ended(
+        self, response: Response | None, error: BaseException | None, attempts: Sequence[Attempt]
+    ) -> None:
+        self.ended.append(len(attempts))
+
+
+async def test_no_path_tells_a_sole_observer_of_attempts_it_does_not_follow() -> None:
+    observer = EndsOnly()
+    retrying = microcall.retry(2, backoff=microcall.Backoff(base=0.0))
+    async with microcall.AsyncClient(
+        "http://catalog:8080",
+        transport=MockTransport([Reply(200), Reply(503), Reply(200)]),
+        strategy=retrying,
+        observers=[observer],
+    ) as client:
+        await client.get("/books", strategy=microcall.single())  # the straight path
+        await client.get("/books")  # the planned path
+    resilience = microcall.Resilience(strategy=retrying, on=ConnectionError, observers=[observer])
+    attempts = iter([ConnectionError("reset"), None])
+
+    def flaky() -> str:
+        error = next(attempts)
+        if error is not None:
+            raise error
+        return "row"
+
+    assert resilience.call(flaky) == "row"
+    assert observer.ended == [1, 2, 2]
+
+
+async def test_nor_do_a_blocking_clients_direct_calls(serve: Serve) -> None:
+    answers = iter([503, 200, 200])
+
+    async def flaky(request: web.Request) -> web.Response:
+        return web.Response(status=next(answers))
+
+    app = web.Application()
+    app.router.add_get("/books", flaky)
+    base = await serve(app)
+    observer = EndsOnly()
+
+    def calls() -> bool:
+        with microcall.Client(
+            base,
+            strategy=microcall.retry(2, backoff=microcall.Backoff(base=0.0)),
+            observers=[observer],
+        ) as client:
+            client.get("/books")  # 503, then 200
+            client.get("/books", strategy=microcall.single())
+            return client._loop.started
+
+    assert not await asyncio.to_thread(calls)  # both calls ran in this thread, directly
+    assert observer.ended == [2, 1]

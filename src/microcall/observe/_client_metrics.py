@@ -471,9 +471,6 @@ class _Target:
 class _CallMetrics:
     __slots__ = ("_start", "_target")
 
-    # A call watch of its own (Watching): it follows no attempt as it starts.
-    following = None
-
     def __init__(self, target: _Target, start: float) -> None:
         self._target = target
         self._start = start

@@ -208,7 +208,7 @@ class CallableCall:
         index = action.index
         self._started[index] = action
         headers: dict[str, str] = {}
-        if self.watch is not None:
+        if type(self.watch) is Watch and self.watch.following:
             scopes = self.watch.attempt_started(index, action.kind, self._url, headers)
             if scopes:
                 self._scopes[index] = scopes
