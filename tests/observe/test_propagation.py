@@ -50,6 +50,12 @@ class _Marker(TextMapPropagator):
         return {"x-marker"}
 
 
+def _parent(caller: Context | None = None) -> Context:
+    """What an attempt's span is started in: its call's span, in the caller's context."""
+    call = TracerProvider().get_tracer("test").start_span("call")
+    return trace.set_span_in_context(call, caller or Context())
+
+
 @pytest.fixture(autouse=True)
 def textmap() -> Iterator[None]:
     """OpenTelemetry's default global propagator (OTEL_PROPAGATORS unset) for the test; then the one before."""
@@ -88,8 +94,8 @@ def _spans() -> list[Span]:
 @pytest.mark.parametrize("span", _spans(), ids=["recording", "unsampled", "tracestate", "invalid"])
 @pytest.mark.parametrize("with_baggage", [False, True], ids=["no-baggage", "baggage"])
 def test_the_default_propagators_bytes_are_written(span: Span, with_baggage: bool) -> None:
-    parent = baggage.set_baggage("tenant", "a b", Context()) if with_baggage else Context()
-    ours, theirs = _both(span, parent)
+    caller = baggage.set_baggage("tenant", "a b", Context()) if with_baggage else Context()
+    ours, theirs = _both(span, _parent(caller))
     assert ours == theirs
     assert ("traceparent" in ours) is span.get_span_context().is_valid
 
@@ -106,7 +112,7 @@ def test_the_default_propagators_bytes_are_written(span: Span, with_baggage: boo
 def test_any_other_propagator_writes_its_own_headers(propagator: TextMapPropagator) -> None:
     span = TracerProvider().get_tracer("test").start_span("attempt")
     propagate.set_global_textmap(propagator)
-    ours, theirs = _both(span, Context())
+    ours, theirs = _both(span, _parent())
     assert ours == theirs
     assert "x-marker" in ours
 
@@ -114,10 +120,10 @@ def test_any_other_propagator_writes_its_own_headers(propagator: TextMapPropagat
 def test_a_propagator_set_later_is_used_at_once() -> None:
     span = TracerProvider().get_tracer("test").start_span("attempt")
     before: dict[str, str] = {}
-    inject(before, span, Context())
+    inject(before, span, _parent())
     propagate.set_global_textmap(_Marker())
     after: dict[str, str] = {}
-    inject(after, span, Context())
+    inject(after, span, _parent())
     assert "traceparent" in before
     assert list(after) == ["x-marker"]
 
@@ -129,5 +135,5 @@ def test_the_default_propagator_itself_is_not_called(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(propagate.get_global_textmap(), "inject", refuse)
     headers: dict[str, str] = {}
-    inject(headers, TracerProvider().get_tracer("test").start_span("attempt"), Context())
+    inject(headers, TracerProvider().get_tracer("test").start_span("attempt"), _parent())
     assert list(headers) == ["traceparent"]

@@ -112,7 +112,7 @@ class ClientTracing:
     the application set another).
     """
 
-    __slots__ = ("_shapes", "_tracer")
+    __slots__ = ("_last", "_shapes", "_tracer")
 
     # Its caches and series may be used from many threads at once: a
     # Client's direct calls call it in their own threads (observe/hooks).
@@ -121,8 +121,29 @@ class ClientTracing:
     def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
         self._tracer = _tracer(tracer_provider)
         self._shapes: dict[tuple[object, ...], _Shape] = {}
+        # The last call's URL and method, with their shape. A client reuses
+        # one URL object for each path it is given as a string, so a
+        # service's calls mostly find their shape here by identity, without
+        # a key built and hashed. One tuple, swapped whole: a thread never
+        # reads one call's URL beside another's shape.
+        self._last: tuple[URL, str, _Shape] | None = None
 
     def call_started(self, request: Request) -> _CallSpan:
+        url = request.url
+        last = self._last
+        if last is not None and last[0] is url and last[1] is request.method:
+            shape = last[2]
+        else:
+            shape = self._shape(request)
+            self._last = (url, request.method, shape)
+        span = self._tracer.start_span(
+            request.route or shape.name,
+            kind=shape.kind,
+            attributes=shape.attributes,
+        )
+        return _CallSpan(self._tracer, span, shape)
+
+    def _shape(self, request: Request) -> _Shape:
         url = request.url
         scheme = url.scheme
         # The endpoint (host:port) is the request's own, worked out once per URL.
@@ -136,18 +157,13 @@ class ClientTracing:
             if len(shapes) >= MAX_SHAPES:
                 shapes.clear()
             shapes[key] = shape
-        span = self._tracer.start_span(
-            request.route or shape.name,
-            kind=shape.kind,
-            attributes=shape.attributes,
-        )
-        return _CallSpan(self._tracer, span, shape)
+        return shape
 
 
 class _Shape:
     """What the spans of every call of one method to one server share."""
 
-    __slots__ = ("attributes", "grpc", "kind", "methods", "name", "rpc", "urls")
+    __slots__ = ("attributes", "grpc", "kind", "last", "methods", "name", "rpc", "urls")
 
     def __init__(self, request: Request) -> None:
         url = request.url
@@ -175,6 +191,9 @@ class _Shape:
             self.kind = SpanKind.INTERNAL
         self.attributes: Mapping[str, AttributeValue] = MappingProxyType(attributes)
         self.urls: dict[URL, Mapping[str, AttributeValue]] = {}
+        # The URL an attempt was last sent to, with its attributes: found by
+        # identity, as the shape itself is (ClientTracing._last).
+        self.last = (url, self.attempt_attributes(url))
 
     def attempt_attributes(self, url: URL) -> Mapping[str, AttributeValue]:
         """What every attempt sent to ``url`` starts with (read-only: copy it to add more)."""
@@ -192,21 +211,50 @@ class _Shape:
             if len(urls) >= MAX_URLS:
                 urls.clear()
             urls[url] = attributes
+        self.last = (url, attributes)
         return attributes
 
 
-class _CallSpan:
-    __slots__ = ("_context", "_shape", "_span", "_tracer")
+class _EndsAttempt:
+    """Ends the span of an attempt, in ``_attempt``, as the attempt ended."""
+
+    __slots__ = ()
+    _attempt: Span | None
+
+    def attempt_ended(self, attempt: Attempt) -> None:
+        span = self._attempt
+        assert span is not None  # set when the attempt started
+        status = attempt.status
+        if (
+            status is not None
+            and status < 400
+            and attempt.error is None
+            and not attempt.cancelled
+            and type(attempt) is Attempt  # not a gRPC attempt, which has a code
+        ):
+            # The common attempt: one attribute, set without a dict (on a
+            # span the sampler dropped, a call that does nothing).
+            span.set_attribute(_STATUS, status)
+        elif span.is_recording():
+            _attempt_outcome(span, attempt)
+        span.end()
+
+
+class _CallSpan(_EndsAttempt):
+    """A call's span, and the scope of its first attempt: one object a call, not two."""
+
+    __slots__ = ("_attempt", "_context", "_shape", "_span", "_tracer")
 
     def __init__(self, tracer: Tracer, span: Span, shape: _Shape) -> None:
         self._tracer = tracer
         self._span = span
         self._shape = shape
         self._context: Context | None = None
+        self._attempt = None
 
     def attempt_started(
         self, index: int, kind: AttemptKind, url: URL, headers: dict[str, str]
-    ) -> _AttemptSpan | None:
+    ) -> _EndsAttempt | None:
         span = self._span
         parent = self._context
         if parent is None:
@@ -219,7 +267,8 @@ class _CallSpan:
             inject(headers, span, parent)
             return None
         shape = self._shape
-        attributes = shape.urls.get(url) or shape.attempt_attributes(url)
+        last = shape.last
+        attributes = last[1] if last[0] is url else shape.attempt_attributes(url)
         if index:
             # Every attribute costs the SDK a validation: the common first
             # attempt carries only what the conventions require.
@@ -237,7 +286,10 @@ class _CallSpan:
             attributes=attributes,
         )
         inject(headers, attempt, parent)
-        return _AttemptSpan(attempt)
+        if index or self._attempt is not None:
+            return _AttemptSpan(attempt)
+        self._attempt = attempt
+        return self
 
     def call_ended(
         self,
@@ -293,28 +345,13 @@ class _CallSpan:
                 )
 
 
-class _AttemptSpan:
-    __slots__ = ("_span",)
+class _AttemptSpan(_EndsAttempt):
+    """The scope of an attempt after the first (a retry or a hedge)."""
+
+    __slots__ = ("_attempt",)
 
     def __init__(self, span: Span) -> None:
-        self._span = span
-
-    def attempt_ended(self, attempt: Attempt) -> None:
-        span = self._span
-        status = attempt.status
-        if (
-            status is not None
-            and status < 400
-            and attempt.error is None
-            and not attempt.cancelled
-            and type(attempt) is Attempt  # not a gRPC attempt, which has a code
-        ):
-            # The common attempt: one attribute, set without a dict (on a
-            # span the sampler dropped, a call that does nothing).
-            span.set_attribute(_STATUS, status)
-        elif span.is_recording():
-            _attempt_outcome(span, attempt)
-        span.end()
+        self._attempt = span
 
 
 def _attempt_outcome(span: Span, attempt: Attempt) -> None:
