@@ -254,6 +254,26 @@ def test_every_url_gets_its_own_full_url(spans: Spans) -> None:
         assert (first.attributes or {})["url.full"] == f"{BASE}/same"
 
 
+def test_one_url_object_under_other_methods_and_attempt_urls_keeps_each_apart(
+    spans: Spans,
+) -> None:
+    # A client reuses one URL object per path: tracing finds the last call's
+    # shape, and an attempt's attributes, by identity. A method or an
+    # attempt URL that differs must not be taken for the last one.
+    same = URL(f"{BASE}/same")
+    replica = URL("http://127.0.0.2:8081/same")
+    for method, to in [("GET", None), ("DELETE", None), ("GET", replica), ("GET", None)] * 2:
+        call, (first,) = spans.call(same, [(attempt(), to)], method=method)
+        assert call.name == method
+        assert dict(first.attributes or {}) == {
+            "http.request.method": method,
+            "server.address": "127.0.0.2" if to is replica else "127.0.0.1",
+            "server.port": 8081 if to is replica else 8080,
+            "url.full": str(to or same),
+            "http.response.status_code": 200,
+        }
+
+
 def test_the_caches_stay_bounded_and_right(spans: Spans) -> None:
     # Ever new paths on one server: the URL cache empties itself when full.
     for number in range(tracing.MAX_URLS * 3):
@@ -278,3 +298,23 @@ def test_cached_attributes_are_read_only(spans: Spans) -> None:
         shape.attributes["server.port"] = 1  # type: ignore[index]
     with pytest.raises(TypeError):
         shape.attempt_attributes(URL(f"{BASE}/x"))["url.full"] = "elsewhere"  # type: ignore[index]
+
+
+def test_overlapping_attempts_each_end_their_own_span(spans: Spans) -> None:
+    # The first attempt's scope is the call's own object; a hedge started
+    # while it runs, and ended before it, has a scope and a span of its own.
+    request = Request("GET", URL(f"{BASE}/x"), {})
+    call = spans.tracing.call_started(request)
+    first = call.attempt_started(0, AttemptKind.FIRST, request.url, {})
+    hedge = call.attempt_started(1, AttemptKind.HEDGE, request.url, {})
+    assert first is not None
+    assert hedge is not None
+    assert hedge is not first
+    hedge.attempt_ended(attempt(1, AttemptKind.HEDGE, 200))
+    first.attempt_ended(attempt(0, AttemptKind.FIRST, None, cancelled=True))
+    call.call_ended(Answer(200), None, [])  # type: ignore[arg-type]
+    hedged, cancelled, _ = spans.exporter.get_finished_spans()
+    assert (hedged.attributes or {})["microcall.hedge"] is True
+    assert (hedged.attributes or {})["http.response.status_code"] == 200
+    assert (cancelled.attributes or {})["error.type"] == "cancelled"
+    assert "microcall.hedge" not in (cancelled.attributes or {})
