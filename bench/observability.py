@@ -22,7 +22,11 @@ times the floor; the other rows are information.
 ``python -m bench.observability --client URL C SECONDS`` is the measured
 process (it prints one JSON line); ``--profile`` instead profiles one
 client (``--observers NAME``, default "tracing") for SECONDS and prints
-where its time goes.
+where its time goes. ``python -m bench.observability --instructions``
+counts instead of timing: the instructions a call costs in each
+configuration, under valgrind (bench/_instructions.py), and their ratios,
+a reading that other work on the machine cannot move (the kernel's share
+of a call is left out).
 """
 
 from __future__ import annotations
@@ -254,6 +258,52 @@ def _profile(url: str, concurrency: int, seconds: float, observers: str) -> str:
     return ""
 
 
+async def _calls(url: str, observers: str, calls: int) -> None:
+    """``calls`` calls of one configuration, 16 in flight, after a warm-up: what is counted."""
+    import microcall
+
+    async with microcall.AsyncClient(url, observers=_observers()[observers]) as client:
+
+        async def worker(count: int) -> None:
+            for _ in range(count):
+                await client.get("")
+
+        await asyncio.gather(*(worker(50) for _ in range(CONCURRENCY)))
+        await asyncio.gather(*(worker(calls // CONCURRENCY) for _ in range(CONCURRENCY)))
+
+
+def _instructions(calls: int, runs: int) -> str:
+    """Instructions a call costs in each configuration, two counted at a time; a markdown table."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bench._instructions import per_unit
+    from bench._proc import ROOT
+
+    env = BenchEnv.create(quick=True)
+    calls -= calls % CONCURRENCY
+    with serve_ok(env) as url, ThreadPoolExecutor(2) as pool:
+
+        def count(name: str) -> float:
+            def command(units: int) -> list[str]:
+                return [env.python, "-m", "bench.observability", "--calls", url, name, str(units)]
+
+            return per_unit(command, calls, cwd=str(ROOT))
+
+        counted = {name: pool.map(count, [name] * runs) for name in CONFIGURATIONS}
+        per_call = {name: statistics.median(counts) for name, counts in counted.items()}
+    lines = [
+        f"Instructions a call costs (user space; {calls} calls, {CONCURRENCY} in flight, "
+        f"median of {runs} count(s)):",
+        "",
+        "| observers | instructions/call | ÷ no observers | ÷ SDK floor | ÷ floor + required |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in CONFIGURATIONS:
+        ratios = [f"{per_call[name] / per_call[base]:.3f}" for base in ("off", "floor", "required")]
+        lines.append(f"| {LABELS[name]} | {per_call[name]:,.0f} | {' | '.join(ratios)} |")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------ the section
 
 
@@ -363,6 +413,21 @@ def _section(env: BenchEnv, results: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else argv
+    if arguments and arguments[0] == "--calls":
+        parser = argparse.ArgumentParser(prog="python -m bench.observability --calls")
+        parser.add_argument("url")
+        parser.add_argument("observers", choices=CONFIGURATIONS)
+        parser.add_argument("calls", type=int)
+        options = parser.parse_args(arguments[1:])
+        asyncio.run(_calls(options.url, options.observers, options.calls))
+        return 0
+    if arguments and arguments[0] == "--instructions":
+        parser = argparse.ArgumentParser(prog="python -m bench.observability --instructions")
+        parser.add_argument("--calls", type=int, default=3200)
+        parser.add_argument("--runs", type=int, default=1, help="counts per configuration")
+        options = parser.parse_args(arguments[1:])
+        print(_instructions(options.calls, options.runs))
+        return 0
     if arguments and arguments[0] in ("--client", "--profile"):
         mode, rest = arguments[0], arguments[1:]
         parser = argparse.ArgumentParser(prog=f"python -m bench.observability {mode}")
