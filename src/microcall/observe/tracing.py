@@ -191,9 +191,11 @@ class _Shape:
             self.kind = SpanKind.INTERNAL
         self.attributes: Mapping[str, AttributeValue] = MappingProxyType(attributes)
         self.urls: dict[URL, Mapping[str, AttributeValue]] = {}
-        # The URL an attempt was last sent to, with its attributes: found by
-        # identity, as the shape itself is (ClientTracing._last).
-        self.last = (url, self.attempt_attributes(url))
+        # The URL an attempt was last sent to, with its attributes, found by
+        # identity as the shape itself is (ClientTracing._last); from the
+        # start, the URL of the call that made the shape.
+        self.last: tuple[URL, Mapping[str, AttributeValue]]
+        self.attempt_attributes(url)
 
     def attempt_attributes(self, url: URL) -> Mapping[str, AttributeValue]:
         """What every attempt sent to ``url`` starts with (read-only: copy it to add more)."""
