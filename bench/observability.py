@@ -426,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--calls", type=int, default=3200)
         parser.add_argument("--runs", type=int, default=1, help="counts per configuration")
         options = parser.parse_args(arguments[1:])
+        if options.calls < CONCURRENCY or options.runs < 1:
+            parser.error(f"--calls must be at least {CONCURRENCY}, --runs at least 1")
         print(_instructions(options.calls, options.runs))
         return 0
     if arguments and arguments[0] in ("--client", "--profile"):
