@@ -49,7 +49,7 @@ class Admission:
         finally: admission.release()
     """
 
-    __slots__ = ("_waiters", "busy", "limit", "queued", "slots")
+    __slots__ = ("_refusal", "_waiters", "busy", "limit", "queued", "slots")
 
     def __init__(self, *, limit: int, slots: int) -> None:
         self.limit = limit
@@ -57,6 +57,14 @@ class Admission:
         self.busy = 0
         self.queued = 0  # waiters still waiting
         self._waiters: deque[asyncio.Future[bool]] = deque()
+        # What every refusal says, written once: a refused call holds nothing,
+        # and a client past its bound may refuse tens of thousands a second,
+        # each on the CPU the calls it does send need.
+        self._refusal = (
+            f"client overloaded: it already holds max_calls ({self.limit}) calls, "
+            f"{self.slots} in flight and the rest queued; not sent. Raise max_calls "
+            "(a client option) if the service can take more, or send fewer calls"
+        )
 
     @property
     def held(self) -> int:
@@ -69,7 +77,7 @@ class Admission:
         Raises ClientOverloaded at once when the queue is full, and
         DeadlineExceeded when ``timeout`` passes first.
         """
-        if self.full():
+        if self.refuses():
             raise self.overloaded(request)
         waiters = self._waiters
         if len(waiters) > 2 * self.queued + 16:  # mostly waiters that left: drop them
@@ -96,17 +104,12 @@ class Admission:
                 request=request,
             )
 
-    def full(self) -> bool:
-        """No slot free and no place left in the queue: the next call is refused."""
-        return self.queued >= self.limit - self.slots
+    def refuses(self) -> bool:
+        """No slot free and no place left in the queue: a call starting now is refused."""
+        return self.busy >= self.slots and self.queued >= self.limit - self.slots
 
     def overloaded(self, request: Request) -> ClientOverloaded:
-        return ClientOverloaded(
-            f"client overloaded: it already holds {self.held} calls, its max_calls "
-            f"({self.slots} in flight, {self.queued} queued); not sent. Raise max_calls "
-            "(a client option) if the service can take more, or send fewer calls",
-            request=request,
-        )
+        return ClientOverloaded(self._refusal, request=request)
 
     def release(self) -> None:
         """End a call's hold on its slot: hand it to the oldest waiter, or free it."""

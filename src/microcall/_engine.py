@@ -45,6 +45,7 @@ from microcall.errors import (
     AttemptTimeout,
     CallError,
     CircuitOpen,
+    ClientOverloaded,
     DeadlineExceeded,
     TransportError,
 )
@@ -230,12 +231,15 @@ class Engine:
         priority: str | None,
         watch: CallWatch | None,
     ) -> Response:
-        start = self._started(request, expires_at, watch)
-        remaining = expires_at - start
         admission = self.admission
         if admission.busy < admission.slots:
+            start = self._started(request, expires_at, watch)
             admission.busy += 1
+            remaining = expires_at - start
+        elif admission.refuses():
+            raise self._refused(request, watch)
         else:
+            start = self._started(request, expires_at, watch)
             remaining = await self._queue(request, expires_at, watch)
         headers = attempt_headers(request.headers, remaining, priority)
         scopes = (
@@ -328,16 +332,27 @@ class Engine:
             Watch.attempt_ended(scopes, record)
         watch.call_ended(None, stopped, (record,))
 
+    def _refused(self, request: Request, watch: CallWatch | None) -> ClientOverloaded:
+        """The error of a call the client has no room for, which observers hear of.
+
+        Checked before anything else a call does: a client past its bound
+        may refuse tens of thousands of calls a second, on the CPU the calls
+        it sends need, so a refusal reads no clock, deposits nothing into the
+        retry budget (it sends nothing) and makes no waiting coroutine.
+        """
+        error = self.admission.overloaded(request)
+        if watch is not None:
+            watch.call_ended(None, error, ())
+        return error
+
     async def _queue(self, request: Request, expires_at: float, watch: CallWatch | None) -> float:
         """Wait for one of the client's slots; the time left once one is held.
 
-        A call that waited past its deadline, or that finds the queue full,
-        ends here, never sent: observers hear of it as of any other end.
+        A call that waited past its deadline ends here, never sent:
+        observers hear of it as of any other end.
         """
         admission = self.admission
         try:
-            if admission.full():  # refused without making the waiting coroutine
-                raise admission.overloaded(request)
             await admission.wait(request, expires_at - self._now())
             remaining = expires_at - self._now()
             if remaining < self._floor:
@@ -359,11 +374,14 @@ class Engine:
         watch: CallWatch | None,
     ) -> Response:
         replicas = self.replicas
-        start = self._started(request, expires_at, watch)
         admission = self.admission
         if admission.busy < admission.slots:
+            start = self._started(request, expires_at, watch)
             admission.busy += 1
+        elif admission.refuses():
+            raise self._refused(request, watch)
         else:
+            start = self._started(request, expires_at, watch)
             await self._queue(request, expires_at, watch)
         try:
             if routed and replicas is not None and replicas.discovery is not None:

@@ -77,6 +77,52 @@ async def test_the_call_past_max_calls_is_refused_at_once_while_n_are_held() -> 
     assert client.held == 0
 
 
+class Ends:
+    """An observer that keeps how each call ended, and counts the attempts started."""
+
+    def __init__(self) -> None:
+        self.errors: list[BaseException | None] = []
+        self.attempts = 0
+
+    def call_started(self, request: object) -> Ends:
+        return self
+
+    def attempt_started(self, index: int, kind: object, url: object, headers: object) -> None:
+        self.attempts += 1
+
+    def call_ended(self, response: object, error: BaseException | None, attempts: Any) -> None:
+        self.errors.append(error)
+
+
+@pytest.mark.parametrize(
+    "strategy", [microcall.single(), microcall.retry(3)], ids=["straight path", "planned path"]
+)
+async def test_a_refused_call_is_heard_by_observers_and_deposits_nothing(strategy: Any) -> None:
+    transport = MockTransport(lambda request: Reply(delay=NEVER))
+    ends = Ends()
+    async with AsyncClient(
+        "http://svc:8080", transport=transport, max_calls=2, strategy=strategy, observers=[ends]
+    ) as client:
+        held = [asyncio.ensure_future(client.get("/thing")) for _ in range(2)]
+        await until(lambda: client.held == 2, "two calls held")
+        budget = client.budget
+        assert budget is not None
+        deposited = budget.deposited
+
+        with pytest.raises(ClientOverloaded):
+            await client.get("/thing")
+
+        # Heard as any other end, with no attempt; and no retry allowance
+        # earned by a call that sent nothing.
+        [error] = ends.errors
+        assert isinstance(error, ClientOverloaded)
+        assert ends.attempts == 2
+        assert budget.deposited == deposited
+        for task in held:
+            task.cancel()
+        await asyncio.gather(*held, return_exceptions=True)
+
+
 async def test_past_the_pool_calls_queue_in_order_and_past_max_calls_are_refused(
     serve: Serve,
 ) -> None:
