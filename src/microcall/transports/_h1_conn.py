@@ -86,6 +86,7 @@ class H1Connection(asyncio.Protocol):
     __slots__ = (
         "_cut",
         "_failure",
+        "_loop",
         "_paused",
         "_reader",
         "_transport",
@@ -98,8 +99,12 @@ class H1Connection(asyncio.Protocol):
         "used",
     )
 
-    def __init__(self, key: Origin) -> None:
+    def __init__(self, key: Origin, loop: asyncio.AbstractEventLoop) -> None:
         self.key = key
+        # The loop the connection lives on. Its futures are made there without
+        # asking asyncio for the running loop, which costs a system call
+        # (getpid, to notice a fork) on every ask.
+        self._loop = loop
         self._transport: asyncio.Transport | None = None
         self._reader: ResponseReader | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -195,7 +200,7 @@ class H1Connection(asyncio.Protocol):
             raise ConnectionLost(None, received=False, written=False)
         self.used = True
         self._reader = reader
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        waiter = self._waiter = self._loop.create_future()
         try:
             if body is None or type(body) is bytes:
                 if body:
@@ -233,7 +238,7 @@ class H1Connection(asyncio.Protocol):
             return
         if self.lost:  # ended while nobody waited, and not as the message's end
             raise ConnectionLost(None, received=True, written=True)
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        waiter = self._waiter = self._loop.create_future()
         try:
             await waiter
         finally:
@@ -277,7 +282,7 @@ class H1Connection(asyncio.Protocol):
             else:
                 transport.write(chunk)
             if self._write_paused:
-                writable = self._writable = asyncio.get_running_loop().create_future()
+                writable = self._writable = self._loop.create_future()
                 try:
                     await writable
                 finally:

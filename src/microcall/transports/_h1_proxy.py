@@ -45,7 +45,9 @@ async def connect_plain(key: Origin, proxy: Proxy) -> H1Connection:
     """A keep-alive connection to the proxy, for plain-HTTP requests to ``key``'s target."""
     loop = asyncio.get_running_loop()
     try:
-        _, conn = await loop.create_connection(lambda: H1Connection(key), proxy.host, proxy.port)
+        _, conn = await loop.create_connection(
+            lambda: H1Connection(key, loop), proxy.host, proxy.port
+        )
     except OSError as error:  # refused, unreachable, DNS
         raise ProxyFailed(proxy, f"cannot be reached: {error}") from error
     return conn

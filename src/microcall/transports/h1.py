@@ -292,7 +292,7 @@ class H1Transport:
         tls = key.scheme == "https"
         try:
             _, conn = await loop.create_connection(
-                lambda: H1Connection(key),
+                lambda: H1Connection(key, loop),
                 key.host,
                 key.port,
                 ssl=self._context() if tls else None,
@@ -307,9 +307,10 @@ class H1Transport:
         if key.scheme != "https":
             return await connect_plain(key, proxy)
         raw = await open_tunnel(key, proxy)
-        conn = H1Connection(key)
+        loop = asyncio.get_running_loop()
+        conn = H1Connection(key, loop)
         try:
-            secure = await asyncio.get_running_loop().start_tls(
+            secure = await loop.start_tls(
                 raw, conn, self._context(), server_hostname=key.name or key.host
             )
         except (OSError, ssl.SSLError) as error:  # the target's TLS: handshake or certificate
