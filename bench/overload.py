@@ -301,8 +301,9 @@ def _section(
         "leaves of it. The arrivals themselves cost the client process CPU whatever the "
         "client does (a task each, and the tally): that cost is measured first in the same "
         f"process, the least of {LOAD_COST_PROBES} probes of {LOAD_COST_SECONDS:g} s of the "
-        "same arrivals around a call that fails at once, and what the load leaves is the capacity times the share of the core those "
-        "arrivals do not take: the goodput of a client whose refusals cost nothing. "
+        "same arrivals around a call that fails at once, and what the load leaves is the "
+        "capacity times the share of the core those arrivals do not take: the goodput of a "
+        "client whose refusals cost nothing. "
         "Unbounded: `max_calls` of a billion, the client as it was before the bound (it does "
         "read the clock when a call starts, so it fares better than the issue's report of "
         "4-12 s).",
