@@ -21,7 +21,10 @@ calls wait passes straight to the oldest waiter still waiting, so ``busy``
 never dips and nobody can jump the queue.
 
 States of a waiter: waiting -> granted (a slot was handed over) or expired
-(its timer ran out) or cancelled (its caller gave up). A waiter that leaves
+(its timer ran out) or cancelled (its caller gave up). ``queued`` counts
+the waiting ones: a granted waiter leaves the count when the slot is handed
+over, not when it next runs, so the call that ended and its caller's next
+call (started in the same step) find the room it left. A waiter that leaves
 stays in the deque as a done future until a release or the next waiter's
 arrival drops it: removing it at once would cost a scan of the deque, exactly
 when the client is busiest.
@@ -87,15 +90,18 @@ class Admission:
         waiters.append(waiter)
         self.queued += 1
         timer = loop.call_later(max(timeout, 0.0), _expire, waiter)
+        granted = False
         try:
             granted = await waiter
         except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.result():
+            granted = waiter.done() and not waiter.cancelled() and waiter.result()
+            if granted:
                 self.release()  # handed a slot as its caller gave up: pass it on
             raise
         finally:
             timer.cancel()
-            self.queued -= 1
+            if not granted:  # a granted waiter left the count when release() handed it the slot
+                self.queued -= 1
         if not granted:
             raise DeadlineExceeded(
                 f"deadline exceeded after {timeout * 1000:.1f} ms queued for one of the "
@@ -118,6 +124,9 @@ class Admission:
             waiter = waiters.popleft()
             if not waiter.done():
                 waiter.set_result(True)
+                # It holds the slot from now on, not when it next runs: a call
+                # starting before then must find the room it left in the queue.
+                self.queued -= 1
                 return
         self.busy -= 1
 

@@ -140,6 +140,22 @@ async def test_past_the_pool_calls_queue_in_order_and_past_max_calls_are_refused
     assert [request.query["n"] for request in seen] == ["0", "1", "2", "3"]
 
 
+async def test_callers_that_call_again_at_once_never_exceed_max_calls(serve: Serve) -> None:
+    # As many callers as max_calls, each calling again as soon as its call
+    # ends: a slot handed to a waiter that has not run yet must not still
+    # count it as queued, or the ending caller's next call is refused.
+    base = await serve(slow_app(0.002))
+    limits = microcall.Limits(max_connections=2)
+    async with AsyncClient(base, limits=limits, max_calls=6, timeout=NEVER) as client:
+
+        async def caller() -> None:
+            for _ in range(10):
+                await client.get("/slow")
+
+        await asyncio.gather(*(caller() for _ in range(6)))
+        assert client.held == 0
+
+
 async def test_time_queued_counts_against_the_deadline(serve: Serve) -> None:
     seen: list[web.Request] = []
     base = await serve(slow_app(0.5, seen))
