@@ -42,11 +42,11 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
+import microcall
 from bench import BenchEnv
 from bench._nginx import serve_ok
 from bench._proc import run_json
 from bench._stats import Spread, percentile
-from microcall.errors import CallError, ClientOverloaded
 
 WORKERS = 100  # callers of the closed loop: the default pool's size
 OVERLOAD = 3.0
@@ -81,8 +81,6 @@ CONFIGURATIONS = tuple(_configurations())
 
 
 async def _capacity(url: str, warmup: float, duration: float) -> dict[str, Any]:
-    import microcall
-
     done = 0
     loop = asyncio.get_running_loop()
     opens = loop.time() + warmup
@@ -136,7 +134,7 @@ async def _offer(
     async def one(made: float) -> None:
         try:
             await call()
-        except CallError as error:
+        except microcall.CallError as error:
             outcome = type(error).__name__
         else:
             outcome = "ok"
@@ -159,7 +157,7 @@ async def _offer(
 
 
 async def _refuse() -> None:
-    raise ClientOverloaded("refused by the load's own cost probe")
+    raise microcall.ClientOverloaded("refused by the load's own cost probe")
 
 
 async def _load_cost(rate: float) -> float:
@@ -184,8 +182,6 @@ async def _load_cost(rate: float) -> float:
 async def _load(
     url: str, rate: float, max_calls: int | None, warmup: float, duration: float
 ) -> dict[str, Any]:
-    import microcall
-
     load_cost = await _load_cost(rate)
     loop = asyncio.get_running_loop()
     start = loop.time()

@@ -156,6 +156,20 @@ async def test_callers_that_call_again_at_once_never_exceed_max_calls(serve: Ser
         assert client.held == 0
 
 
+async def test_closing_with_calls_queued_ends_each_with_client_closed(serve: Serve) -> None:
+    seen: list[web.Request] = []
+    base = await serve(slow_app(NEVER, seen))
+    limits = microcall.Limits(max_connections=1)
+    client = AsyncClient(base, limits=limits, max_calls=4, timeout=NEVER)
+    calls = [asyncio.ensure_future(client.get("/slow")) for _ in range(4)]
+    await until(lambda: client.held == 4 and len(seen) == 1, "one in flight, three queued")
+    await client.aclose()
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(outcome, microcall.ClientClosed) for outcome in outcomes)
+    assert client.held == 0
+    assert len(seen) == 1  # the queued ones were never sent
+
+
 async def test_time_queued_counts_against_the_deadline(serve: Serve) -> None:
     seen: list[web.Request] = []
     base = await serve(slow_app(0.5, seen))
