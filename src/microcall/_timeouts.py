@@ -37,6 +37,8 @@ import math
 import time
 from types import TracebackType
 
+from microcall._tasks import task_on
+
 MIN_TICK = 0.001
 # How finely a timeout is cut, as a share of its length.
 PRECISION = 1 / 1024
@@ -57,28 +59,10 @@ class Timeouts:
 
     def guard(self, seconds: float) -> Guard:
         """A context manager that raises TimeoutError if its block runs past ``seconds``."""
-        task = asyncio.current_task(self._loop)
+        task = task_on(self._loop)
         if task is None:
             raise RuntimeError("a timeout guards a task; none is running")
         return Guard(self, task, seconds)
-
-    def _join(self, guard: Guard, seconds: float) -> tuple[float, int]:
-        # Long timeouts: the power of two just under PRECISION of the timeout.
-        tick = MIN_TICK if seconds < LONG else 2.0 ** (math.frexp(seconds * PRECISION)[1] - 1)
-        key = (tick, math.ceil((_monotonic() + seconds) / tick))
-        members = self._due.get(key)
-        if members is None:
-            members = self._due[key] = set()
-            # On the loop's own clock, which never runs ahead of monotonic:
-            # a timer placed there rarely fires early, and _fire checks anyway.
-            self._loop.call_at(key[1] * tick, self._fire, key)
-        members.add(guard)
-        return key
-
-    def _leave(self, guard: Guard, key: tuple[float, int]) -> None:
-        members = self._due.get(key)
-        if members is not None:  # else the tick has fired already
-            members.discard(guard)
 
     def _fire(self, key: tuple[float, int]) -> None:
         early = key[1] * key[0] - _monotonic()
@@ -108,12 +92,25 @@ class Guard:
         self.fired = False
 
     def __enter__(self) -> Guard:
+        seconds = self._seconds
         self._cancelling = self.task.cancelling()
-        if self._seconds <= 0:
+        if seconds <= 0:
             self.fired = True
             self.task.cancel()
-        else:
-            self._key = self._timeouts._join(self, self._seconds)
+            return self
+        # Join the tick this timeout falls due in (written out here, not in a
+        # method of Timeouts: this runs on every attempt). Long timeouts: the
+        # power of two just under PRECISION of the timeout.
+        tick = MIN_TICK if seconds < LONG else 2.0 ** (math.frexp(seconds * PRECISION)[1] - 1)
+        key = self._key = (tick, math.ceil((_monotonic() + seconds) / tick))
+        timeouts = self._timeouts
+        members = timeouts._due.get(key)
+        if members is None:
+            members = timeouts._due[key] = set()
+            # On the loop's own clock, which never runs ahead of monotonic:
+            # a timer placed there rarely fires early, and _fire checks anyway.
+            timeouts._loop.call_at(key[1] * tick, timeouts._fire, key)
+        members.add(self)
         return self
 
     def __exit__(
@@ -122,8 +119,11 @@ class Guard:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._key is not None:
-            self._timeouts._leave(self, self._key)
+        key = self._key
+        if key is not None:
+            members = self._timeouts._due.get(key)
+            if members is not None:  # else the tick has fired already
+                members.discard(self)
         # Withdraw the cancellation this guard asked for; only when no other
         # is pending (the caller's own, say) does it become a timeout.
         if (

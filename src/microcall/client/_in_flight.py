@@ -7,7 +7,7 @@ cancellation it caused into ClientClosed, and takes the cancellation back
 (``Task.uncancel()``) so the caller's task carries on unaffected, while a
 cancellation that came from elsewhere at the same time still propagates.
 
-Cost on the common path: one more coroutine frame, ``current_task()`` and
+Cost on the common path: one more coroutine frame, finding the task and
 adding to and removing from a set, a few hundred nanoseconds in all (see
 docs/clients.md for the measurement); a call over loopback takes tens of
 microseconds.
@@ -23,10 +23,9 @@ from microcall._attempt import Attempt
 from microcall._redact import safe_url
 from microcall._request import Request
 from microcall._response import Response
+from microcall._tasks import task_on
 from microcall.errors import CallError, ClientClosed
 from microcall.policy.strategy import Strategy
-
-_current_task = asyncio.current_task
 
 
 class Send(Protocol):
@@ -64,7 +63,7 @@ class CallsInFlight:
         The call's coroutine is made here, not by the caller: a guard
         cancelled before it ever ran then leaves no coroutine never awaited.
         """
-        task = _current_task()
+        task = task_on(asyncio.get_running_loop())
         tasks = self._tasks
         tasks.add(task)
         try:
@@ -101,7 +100,7 @@ class CallsInFlight:
 
     async def stop(self) -> None:
         """Cancel every call in flight and wait until each has ended (with ClientClosed)."""
-        me = _current_task()
+        me = task_on(asyncio.get_running_loop())
         for task in self._tasks:
             if task is not None and task is not me and task not in self._stopped:
                 self._stopped.add(task)

@@ -73,6 +73,15 @@ from microcall.transports._settings import checked_proxy, checked_settings
 # What a blocking Client's direct calls use of this transport (client/_direct).
 __all__ = ["DIRECT_BODY_MAX", "DirectPool", "H1Transport"]
 
+# An exchange's outcome: the response's reader, whether it took the resend,
+# and, for a streamed response whose body is still coming, its connection.
+_Exchanged = tuple[ResponseReader, bool, H1Connection | None]
+
+_NO_ORIGIN = Origin("", "", 0, None)
+
+# The statuses after which the request may go on: a redirect, a proxy's 407.
+_HOP_STATUSES = REDIRECT_STATUSES | {407}
+
 
 class H1Transport:
     """HTTP/1.1 over llhttp and asyncio protocols, with a keep-alive pool shared by every call of a client.
@@ -112,6 +121,9 @@ class H1Transport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._guard: AsyncGenerator[None, None] | None = None
         self._closed = False
+        # The URL of the last attempt sent direct, with its Host, request
+        # target and pool key (``_exchange``).
+        self._last: tuple[URL | None, str, str, Origin] = (None, "", "", _NO_ORIGIN)
         # Calls a blocking Client runs in its caller's thread (``_h1_direct``);
         # through a proxy every call takes the loop.
         self.direct: DirectPool | None = (
@@ -158,9 +170,20 @@ class H1Transport:
         name = None
         if url is not request.url and url.host != request.url.host:
             name = request.url
+        proxies = self._proxies
+        proxy = None if proxies is None else proxies.proxy_for(url)
         try:
             with self._timeouts.guard(timeout):
-                return await self._follow(pool, request, url, headers, name)
+                # The usual attempt is one exchange, awaited here: every frame
+                # between the call and the socket is paid on each wake-up.
+                exchanged = await self._exchange(
+                    pool, request, request.method, url, headers, request.body, name, proxy
+                )
+                if exchanged[0].status in _HOP_STATUSES:
+                    exchanged, url = await self._follow(
+                        pool, request, url, headers, name, proxy, exchanged
+                    )
+                return self._response(pool, request, url, exchanged)
         except Exception as exc:
             mapped = map_error(exc, request)
             if mapped is None:
@@ -174,29 +197,28 @@ class H1Transport:
         url: URL,
         headers: Mapping[str, str],
         name: URL | None,
-    ) -> Response:
-        """The exchange, and the redirects after it when they are followed (``_h1_redirect``)."""
+        proxy: Proxy | None,
+        exchanged: _Exchanged,
+    ) -> tuple[_Exchanged, URL]:
+        """After an answer that may send the request on: the redirects (``_h1_redirect``), or a proxy's 407.
+
+        Returns the last exchange and the URL it went to.
+        """
         method, body = request.method, request.body
         visited: list[URL] = []
-        proxies = self._proxies
-        follow = self._follow_redirects
         while True:
-            # Each hop is routed on its own: a redirect may leave NO_PROXY's hosts.
-            proxy = None if proxies is None else proxies.proxy_for(url)
-            reader, resent, held = await self._exchange(
-                pool, request, method, url, headers, body, name, proxy
-            )
+            reader, _, held = exchanged
             status = reader.status
             if status == 407 and proxy is not None and url.scheme == "http":
                 if held is not None:  # a streamed 407's body is never read
                     held.detach()
                     pool.release(held, False)
                 raise ProxyFailed(proxy, status=status, reason=reader.reason)
-            if not (follow and status in REDIRECT_STATUSES):
-                break
+            if not (self._follow_redirects and status in REDIRECT_STATUSES):
+                return exchanged, url
             location = location_of(reader)
             if location is None:
-                break
+                return exchanged, url
             if held is not None:  # a streamed redirect's body is never read
                 held.detach()
                 pool.release(held, False)
@@ -204,6 +226,13 @@ class H1Transport:
                 request, reader, location, Hop(url, method, body, headers, name), visited
             )
             url, method, body, headers, name = hop
+            # Each hop is routed on its own: a redirect may leave NO_PROXY's hosts.
+            proxy = None if self._proxies is None else self._proxies.proxy_for(url)
+            exchanged = await self._exchange(pool, request, method, url, headers, body, name, proxy)
+
+    def _response(self, pool: Pool, request: Request, url: URL, exchanged: _Exchanged) -> Response:
+        """The attempt's response, from the last exchange (to ``url``)."""
+        reader, resent, held = exchanged
         if request.stream:
             if held is None:  # it all came with the head: nothing left on the connection
                 source: H1Body | BufferedBody = BufferedBody(decoded(reader, None))
@@ -234,26 +263,34 @@ class H1Transport:
         body: bytes | Body | None,
         name: URL | None,
         proxy: Proxy | None = None,
-    ) -> tuple[ResponseReader, bool, H1Connection | None]:
+    ) -> _Exchanged:
         """One request on the wire, resent once on a fresh connection if the reused one was dead.
 
         Returns the response's reader, whether it took the resend, and, for
         a streamed response whose body is still coming, its connection.
         """
-        host = (name or url).host_port_subcomponent or ""
-        target = url.raw_path_qs
-        if proxy is not None and url.scheme == "http":  # forwarded: the proxy reads the URL
-            target = absolute_target("http", url.host_port_subcomponent or "", target)
-            if proxy.authorization:
-                headers = {**headers, "Proxy-Authorization": proxy.authorization}
+        last = self._last
+        if last[0] is url and name is None and proxy is None:
+            # The URL of the attempt before, sent direct: a client reuses one
+            # URL object per path, so most attempts skip working these out.
+            _, host, target, key = last
+        else:
+            host = (name or url).host_port_subcomponent or ""
+            target = url.raw_path_qs
+            if proxy is not None and url.scheme == "http":  # forwarded: the proxy reads the URL
+                target = absolute_target("http", url.host_port_subcomponent or "", target)
+                if proxy.authorization:
+                    headers = {**headers, "Proxy-Authorization": proxy.authorization}
+            key = Origin(
+                url.scheme,
+                url.host or "",
+                url.port or 0,
+                name.host if name is not None else None,
+                proxy,
+            )
+            if name is None and proxy is None:
+                self._last = (url, host, target, key)  # one tuple, swapped whole
         head = request_head(method, target, host, headers, body)
-        key = Origin(
-            url.scheme,
-            url.host or "",
-            url.port or 0,
-            name.host if name is not None else None,
-            proxy,
-        )
         streaming = request.stream
         cap = None if streaming else self._limits.max_response_size
         head_only = method == "HEAD"
