@@ -185,6 +185,40 @@ class H1Connection(asyncio.Protocol):
             not self.lost and not self._cut and transport is not None and not transport.is_closing()
         )
 
+    def begin(
+        self, head: bytes, body: bytes | None, reader: ResponseReader
+    ) -> asyncio.Future[None]:
+        """Write a request whose body is in hand (or absent); the future its answer resolves.
+
+        The common exchange, without a coroutine of its own: the caller
+        awaits the future, then calls :meth:`end` whatever came of it.
+        Raises ``ConnectionLost`` when the connection can carry nothing.
+        """
+        transport = self._transport
+        if transport is None or self.lost or transport.is_closing():
+            raise ConnectionLost(None, received=False, written=False)
+        self.used = True
+        self._reader = reader
+        waiter = self._waiter = self._loop.create_future()
+        try:
+            if body:
+                transport.writelines((head, body))
+            else:
+                transport.write(head)
+        except BaseException:
+            self._reader = self._waiter = None
+            raise
+        return waiter
+
+    def end(self, waiter: asyncio.Future[None], reader: ResponseReader, failed: bool) -> None:
+        """The exchange ``begin`` started is over: it ``failed`` (raised or was cancelled), or not."""
+        if waiter.done() and not waiter.cancelled():
+            waiter.exception()  # retrieved, if the body's failure left it unawaited
+        self._waiter = None
+        if failed or reader.complete:
+            self._reader = None
+        # else: a streamed head; the reader stays for the body (``wait_body``)
+
     async def exchange(
         self, head: bytes, body: bytes | BodySend | None, reader: ResponseReader
     ) -> None:
@@ -195,35 +229,31 @@ class H1Connection(asyncio.Protocol):
         cancellation (a timeout, a losing hedge) propagates; the caller then
         closes the connection, so the server sees the request abandoned.
         """
+        if body is None or type(body) is bytes:
+            waiter = self.begin(head, body, reader)
+            try:
+                await waiter
+            except BaseException:
+                self.end(waiter, reader, True)
+                raise
+            self.end(waiter, reader, False)
+            return
         transport = self._transport
         if transport is None or self.lost or transport.is_closing():
             raise ConnectionLost(None, received=False, written=False)
         self.used = True
         self._reader = reader
         waiter = self._waiter = self._loop.create_future()
+        failed = True
         try:
-            if body is None or type(body) is bytes:
-                if body:
-                    transport.writelines((head, body))
-                else:
-                    transport.write(head)
-            else:
-                transport.write(head)
-                if not await self._send_body(transport, body, waiter):  # type: ignore[arg-type]
-                    self._cut = True
+            transport.write(head)
+            if not await self._send_body(transport, body, waiter):  # type: ignore[arg-type]
+                self._cut = True
             await waiter
-        except BaseException:
-            self._reader = None
-            raise
+            failed = False
         finally:
-            if waiter.done() and not waiter.cancelled():
-                waiter.exception()  # retrieved, if the body's failure left it unawaited
-            if body is not None and type(body) is not bytes:
-                body.close()  # type: ignore[union-attr]
-            self._waiter = None
-        if reader.complete:
-            self._reader = None
-        # else: a streamed head; the reader stays for the body (``wait_body``)
+            body.close()  # type: ignore[union-attr]
+            self.end(waiter, reader, failed)
 
     # a streamed body
 
