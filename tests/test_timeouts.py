@@ -106,7 +106,8 @@ async def test_long_timeouts_share_coarser_ticks() -> None:
     timeouts = Timeouts(loop)
     with timeouts.guard(0.5) as short_guard, timeouts.guard(10.0) as long_guard:
         short, long = short_guard._key, long_guard._key  # the ticks they joined
-    assert short is not None and long is not None
+    assert short is not None
+    assert long is not None
     assert short[0] == MIN_TICK
     assert LONG <= 10.0
     assert 10.0 * PRECISION / 2 < long[0] <= 10.0 * PRECISION
