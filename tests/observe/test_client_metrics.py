@@ -262,6 +262,44 @@ async def test_absolute_urls_elsewhere_are_other_unless_listed(
     assert value(listed, CALLS, **on(base), http_response_status_code="200", error_type="") == 1
 
 
+async def test_a_relative_calls_url_given_back_as_absolute_is_labelled_as_absolute(
+    serve: Serve, registry: CollectorRegistry
+) -> None:
+    # The same URL object, relative on one call and absolute on the next:
+    # the target found for the first must not be reused for the second.
+    base = await books_app(serve)
+    async with microcall.AsyncClient(base, observers=[ClientMetrics(registry)]) as client:
+        first = await client.get("books/1")
+        assert first.request is not None
+        await client.get(first.request.url)
+        await client.post(first.request.url)
+
+    assert value(registry, CALLS, **on(base), http_response_status_code="200", error_type="") == 1
+    other = {"server_address": "_OTHER", "server_port": ""}
+    assert (
+        value(
+            registry,
+            CALLS,
+            http_request_method="GET",
+            **other,
+            http_response_status_code="200",
+            error_type="",
+        )
+        == 1
+    )
+    assert (
+        value(
+            registry,
+            CALLS,
+            http_request_method="POST",
+            **other,
+            http_response_status_code="405",
+            error_type="405",
+        )
+        == 1
+    )
+
+
 async def test_one_metrics_object_serves_many_clients_and_refuses_a_twin(
     serve: Serve, registry: CollectorRegistry
 ) -> None:

@@ -8,9 +8,9 @@ come from :mod:`~microcall.observe._grpc_metrics`.
 from __future__ import annotations
 
 import threading
-import time
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
+from time import perf_counter
 from typing import Any, Final, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -171,6 +171,8 @@ class ClientMetrics:
             ("http_request_method", "status"),
         )
         self._targets: dict[tuple[object, ...], _Target] = {}
+        # The last call's URL, method and whether it was relative, with its target.
+        self._last: tuple[URL, str, bool, _Target] | None = None
         self._rpc_paths = MethodPaths()
         self._lock = threading.Lock()
         register(registry, self)
@@ -189,21 +191,24 @@ class ClientMetrics:
         try:
             url = request.url
             relative = request.path is not None
-            # The key holds only what the labels will, so calls to ever new
-            # hosts share one target instead of growing the cache. A request's
-            # endpoint is its URL's host:port, worked out once. The usual
-            # call's key is looked up as it is: a made-up method or an RPC
-            # (keyed by its path too) is never stored under it, and is worked
-            # out on the miss.
-            known = relative or url.raw_host in self._known_hosts
-            key: tuple[object, ...] = (
-                (request.method, url.scheme, request.endpoint, relative)
-                if known
-                else (request.method, url.scheme)
-            )
-            target = self._targets.get(key)
-            if target is None:
-                target = self._unusual_target(request, known)
+            # A client reuses one URL object for each path it is given as a
+            # string: most calls are to the last call's URL, found by
+            # identity, without a key built and hashed. The same URL object
+            # may come back as an absolute URL (a request's own, passed on),
+            # whose labels differ: whether it was relative is checked too.
+            # One tuple, swapped whole, so a thread never reads one call's
+            # URL beside another's target.
+            last = self._last
+            if (
+                last is not None
+                and last[0] is url
+                and last[1] == request.method
+                and last[2] is relative
+            ):
+                target = last[3]
+            else:
+                target = self._keyed_target(request, url, relative)
+                self._last = (url, request.method, relative, target)
             if target.direct:
                 try:
                     ledger: _Ledger = target.local.ledger
@@ -212,10 +217,25 @@ class ClientMetrics:
                 ledger.active[0] += 1
             else:
                 target.active.inc()
-            return _CallMetrics(target, time.perf_counter())
+            return _CallMetrics(target, perf_counter())
         except Exception:  # it guards itself (Watching): a broken metric never breaks a call
             observer_failed(self, "call start")
             return None
+
+    def _keyed_target(self, request: Request, url: URL, relative: bool) -> _Target:
+        # The key holds only what the labels will, so calls to ever new
+        # hosts share one target instead of growing the cache. A request's
+        # endpoint is its URL's host:port, worked out once. The usual
+        # call's key is looked up as it is: a made-up method or an RPC
+        # (keyed by its path too) is never stored under it, and is worked
+        # out on the miss.
+        known = relative or url.raw_host in self._known_hosts
+        key: tuple[object, ...] = (
+            (request.method, url.scheme, request.endpoint, relative)
+            if known
+            else (request.method, url.scheme)
+        )
+        return self._targets.get(key) or self._unusual_target(request, known)
 
     def _unusual_target(self, request: Request, known: bool) -> _Target:
         """The target of a call whose key was not found: a first call, an odd method, an RPC."""
@@ -488,7 +508,7 @@ class _CallMetrics:
         attempts: Sequence[Attempt],
     ) -> None:
         try:
-            duration = time.perf_counter() - self._start
+            duration = perf_counter() - self._start
             target = self._target
             if target.direct and error is None and response is not None and len(attempts) == 1:
                 # An HTTP call (``direct`` targets are only theirs) answered by its
