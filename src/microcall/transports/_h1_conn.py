@@ -28,7 +28,7 @@ peer that may never read them.
 from __future__ import annotations
 
 import asyncio
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from microcall._body import Body, BodySend, may_resend
 from microcall._request import Request
@@ -238,22 +238,21 @@ class H1Connection(asyncio.Protocol):
                 raise
             self.end(waiter, reader, False)
             return
-        transport = self._transport
-        if transport is None or self.lost or transport.is_closing():
-            raise ConnectionLost(None, received=False, written=False)
-        self.used = True
-        self._reader = reader
-        waiter = self._waiter = self._loop.create_future()
+        # A streamed body: the head first, then the body as its source gives
+        # it. The body is closed however the exchange ends, even unsent.
+        started: asyncio.Future[None] | None = None  # once the head is written
         failed = True
         try:
-            transport.write(head)
+            waiter = started = self.begin(head, None, reader)
+            transport = cast(asyncio.Transport, self._transport)  # begin found it open
             if not await self._send_body(transport, body, waiter):  # type: ignore[arg-type]
                 self._cut = True
             await waiter
             failed = False
         finally:
             body.close()  # type: ignore[union-attr]
-            self.end(waiter, reader, failed)
+            if started is not None:
+                self.end(started, reader, failed)
 
     # a streamed body
 
