@@ -16,6 +16,7 @@ from microcall.server import (
     Shedding,
     StaticLimit,
 )
+from microcall.server.shedding import DEFAULT_RETRY_AFTER
 from microcall.testing import FakeClock
 
 HIGH, NORMAL, LOW = Priority.HIGH, Priority.NORMAL, Priority.LOW
@@ -75,17 +76,69 @@ def test_nobody_borrows_while_the_limit_is_full_so_the_overrun_drains() -> None:
 
 
 def test_the_lowest_priority_is_refused_first_under_overload() -> None:
-    shed = limiter(10)
-    held = fill(shed, HIGH)
+    clock = FakeClock()
+    shed = limiter(10, clock)
+    held = fill(shed, HIGH)  # ten, and an eleventh refused: high wants more than it holds
     assert len(held) == 10
     assert shed.try_acquire(LOW) is None
     assert shed.try_acquire(NORMAL) is None
-    for permit in held[:5]:  # five finish: 5 in flight, room again
+    for permit in held[:5]:  # five finish: 5 in flight, room again...
         permit.release()
-    assert len(fill(shed, LOW)) == 5  # borrowed: nobody else asked
-    assert len(fill(shed, NORMAL)) == 3  # over the limit, up to 80% with high
-    assert len(fill(shed, HIGH)) == 5  # its whole guarantee
-    assert shed.inflight == 18
+    # ...kept for high, refused a moment ago: nobody borrows it.
+    assert shed.try_acquire(LOW) is None
+    assert len(fill(shed, NORMAL)) == 3  # normal's guarantee stands: 80% with high
+    clock.advance(DEFAULT_RETRY_AFTER)  # nobody more important refused since
+    assert len(fill(shed, LOW)) == 2  # borrowed, up to the limit
+    assert len(fill(shed, HIGH)) == 5  # its whole guarantee, over the borrowers
+    assert shed.inflight == 15
+
+
+def test_low_yields_to_a_refused_normal_and_normal_to_a_refused_high() -> None:
+    clock = FakeClock()
+    shed = limiter(10, clock)
+    normal = fill(shed, NORMAL)  # 8 guaranteed, 2 borrowed, then one refused
+    assert len(normal) == 10
+    clock.advance(0.5)
+    normal[0].release()
+    normal[1].release()
+    assert shed.try_acquire(LOW) is None  # normal was refused within the window
+    assert shed.try_acquire(NORMAL) is not None  # the freed slot goes to normal
+    clock.advance(DEFAULT_RETRY_AFTER)
+    assert shed.try_acquire(LOW) is not None  # no normal refused since: low borrows again
+
+    shed = limiter(10, clock)
+    high = fill(shed, HIGH)
+    high[0].release()
+    assert shed.try_acquire(NORMAL) is None  # high was refused within the window
+    assert shed.try_acquire(LOW) is None
+    clock.advance(DEFAULT_RETRY_AFTER)
+    assert shed.try_acquire(NORMAL) is not None
+
+
+def test_lower_priorities_yield_for_the_retry_after_the_refusal_sent() -> None:
+    clock = FakeClock()
+    shedding = Shedding(limit=StaticLimit(limit=10), retry_after=3)
+    shed = shedding.new_limiter(clock)
+    high = fill(shed, HIGH)
+    high[0].release()
+    clock.advance(2.9)  # the refused callers were told to come back after 3 s
+    assert shed.try_acquire(LOW) is None
+    clock.advance(0.1)
+    assert shed.try_acquire(LOW) is not None
+
+
+def test_a_negative_yield_window_is_refused_at_construction() -> None:
+    with pytest.raises(ConfigurationError, match="yield_window"):
+        PriorityLimiter(StaticLimit(limit=10).start(), shares=PriorityShares(), yield_window=-1)
+
+
+def test_a_refused_low_request_holds_back_nobody() -> None:
+    shed = limiter(10)
+    low = fill(shed, LOW)  # the limit, then one low refused
+    low[0].release()
+    assert shed.try_acquire(LOW) is not None  # low does not yield to itself
+    low[1].release()
+    assert shed.try_acquire(NORMAL) is not None
 
 
 def test_an_idle_server_admits_every_priority_even_with_a_tiny_limit() -> None:

@@ -17,7 +17,14 @@ A request of priority *p* is admitted when either holds:
 
 So when the limit is full, a newcomer over its guarantee is refused, and a
 more important one under its own gets in at once, above the limit if it
-must. Nothing is revoked: the server runs over its limit only while lower
+must. A refusal is also a sign that a priority wants more than it holds:
+for the Retry-After a refusal sends (one second by default) after a high
+request was refused, normal and low may not borrow, and after a normal one,
+low may not. The slots that free up in
+the meantime go to the refused priority when it asks again (its callers are
+told to come back after Retry-After), so under contention low absorbs the
+shedding, while low-only traffic, refused only by itself, still borrows the
+whole limit. Nothing is revoked: the server runs over its limit only while lower
 priorities still hold what they borrowed, and since nobody borrows while the
 limit is full, that lasts one request's latency. In a steady mix the excess
 is the swing of the important priorities' own demand; it is never more than
@@ -129,7 +136,9 @@ class Shedding:
 
     def new_limiter(self, clock: Clock = MONOTONIC) -> PriorityLimiter:
         """A limiter with its own state: one per server."""
-        return PriorityLimiter(self.limit.start(), shares=self.shares, clock=clock)
+        return PriorityLimiter(
+            self.limit.start(), shares=self.shares, yield_window=self.retry_after, clock=clock
+        )
 
 
 class PriorityLimiter:
@@ -144,24 +153,40 @@ class PriorityLimiter:
         "_clock",
         "_estimator",
         "_high",
+        "_high_refused_at",
         "_inflight",
         "_lent",
         "_lock",
         "_normal",
+        "_normal_refused_at",
         "_shares",
+        "_yield_window",
     )
 
     def __init__(
-        self, estimator: LimitEstimator, *, shares: PriorityShares, clock: Clock = MONOTONIC
+        self,
+        estimator: LimitEstimator,
+        *,
+        shares: PriorityShares,
+        yield_window: float = DEFAULT_RETRY_AFTER,
+        clock: Clock = MONOTONIC,
     ) -> None:
         self._estimator = estimator
         self._shares = shares
+        # How long a priority may not borrow after a more important request
+        # was refused: the Retry-After, when the refused callers come back
+        # for the slots kept from the borrowers.
+        self._yield_window = number("yield_window", yield_window, minimum=0.0)
         self._clock = clock
         self._lock = threading.Lock()
         self._inflight = 0  # every priority
         self._high = 0
         self._normal = 0
         self._lent = 0  # admitted by borrowing beyond their priority's guarantee
+        # When a high and a normal request were last refused (the less
+        # important priorities then yield: see the theory).
+        self._high_refused_at = -math.inf
+        self._normal_refused_at = -math.inf
 
     @property
     def limit(self) -> int:
@@ -201,9 +226,15 @@ class PriorityLimiter:
 
         ``now`` saves a clock read when the caller has just made one.
         """
+        if now is None:
+            now = self._clock.now()
         with self._lock:
-            lent = self._admits(priority)
+            lent = self._admits(priority, now)
             if lent is None:
+                if priority is Priority.HIGH:
+                    self._high_refused_at = now
+                elif priority is Priority.NORMAL:
+                    self._normal_refused_at = now
                 return None
             if lent:
                 self._lent += 1
@@ -213,9 +244,9 @@ class PriorityLimiter:
             elif priority is Priority.NORMAL:
                 self._normal += 1
             inflight = self._inflight
-        return Permit(self, self._clock.now() if now is None else now, inflight, priority, lent)
+        return Permit(self, now, inflight, priority, lent)
 
-    def _admits(self, priority: Priority) -> bool | None:
+    def _admits(self, priority: Priority, now: float) -> bool | None:
         """None: refuse; otherwise whether the slot is lent (see the theory). Under the lock."""
         estimator = self._estimator
         inflight = self._inflight
@@ -225,9 +256,18 @@ class PriorityLimiter:
         guaranteed = self.inflight_at_least(priority) < self.capacity(priority)
         if guaranteed and inflight < MAX_OVERRUN * estimator.limit:
             return False
-        if inflight < estimator.limit:
+        if inflight < estimator.limit and not self._yields(priority, now):
             return True  # idle capacity, lent to a priority over its guarantee
         return None
+
+    def _yields(self, priority: Priority, now: float) -> bool:
+        """Whether a more important request was refused too recently for ``priority`` to borrow."""
+        if priority is Priority.HIGH:
+            return False
+        since = self._high_refused_at
+        if priority is Priority.LOW:
+            since = max(since, self._normal_refused_at)
+        return now - since < self._yield_window
 
     def _finish(self, permit: Permit, sample: bool, dropped: bool) -> None:
         now = self._clock.now()
