@@ -20,11 +20,12 @@ more important one under its own gets in at once, above the limit if it
 must. A refusal is also a sign that a priority wants more than it holds:
 for the Retry-After a refusal sends (one second by default) after a high
 request was refused, normal and low may not borrow, and after a normal one,
-low may not. The slots that free up in
-the meantime go to the refused priority when it asks again (its callers are
-told to come back after Retry-After), so under contention low absorbs the
-shedding, while low-only traffic, refused only by itself, still borrows the
-whole limit. Nothing is revoked: the server runs over its limit only while lower
+low may not. The slots that free up in the meantime go to the refused
+priority when it asks again (its callers are told to come back after
+Retry-After), so under contention low absorbs the shedding, while low-only
+traffic, refused only by itself, still borrows the whole limit.
+
+Nothing is revoked: the server runs over its limit only while lower
 priorities still hold what they borrowed, and since nobody borrows while the
 limit is full, that lasts one request's latency. In a steady mix the excess
 is the swing of the important priorities' own demand; it is never more than
