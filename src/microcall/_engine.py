@@ -332,6 +332,16 @@ class Engine:
             Watch.attempt_ended(scopes, record)
         watch.call_ended(None, stopped, (record,))
 
+    def refusal(self, request: Request) -> ClientOverloaded:
+        """The error of a call refused before it starts (``admission.refuses()``), observers told.
+
+        What :meth:`call` raises first when the client has no room, for a
+        caller that checks the admission itself and so makes no coroutine
+        for a call that will not run (``CallsInFlight.guard``).
+        """
+        watching = self.watching
+        return self._refused(request, watching.call(request) if watching is not None else None)
+
     def _refused(self, request: Request, watch: CallWatch | None) -> ClientOverloaded:
         """The error of a call the client has no room for, which observers hear of.
 

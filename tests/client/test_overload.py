@@ -17,6 +17,7 @@ from aiohttp import web
 
 import microcall
 from microcall import AsyncClient, ClientOverloaded, ConfigurationError, DeadlineExceeded
+from microcall.cache import MemoryBackend, ResponseCache
 from microcall.testing import MockTransport, Reply
 from tests.conftest import Serve
 
@@ -118,6 +119,62 @@ async def test_a_refused_call_is_heard_by_observers_and_deposits_nothing(strateg
         assert isinstance(error, ClientOverloaded)
         assert ends.attempts == 2
         assert budget.deposited == deposited
+        for task in held:
+            task.cancel()
+        await asyncio.gather(*held, return_exceptions=True)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"headers": {"x-trace": "1"}}, {"cookies": {"session": "1"}}],
+    ids=["bare call", "call with options", "call with its own cookies"],
+)
+async def test_a_refused_call_is_refused_alike_whatever_stands_before_the_engine(
+    options: dict[str, Any],
+) -> None:
+    # A bare call or one with options is refused before its coroutine is
+    # made; one with a session's work in front of it, by the engine.
+    transport = MockTransport(lambda request: Reply(delay=NEVER))
+    ends = Ends()
+    async with AsyncClient(
+        "http://svc:8080", transport=transport, max_calls=2, observers=[ends]
+    ) as client:
+        held = [asyncio.ensure_future(client.get("/thing")) for _ in range(2)]
+        await until(lambda: client.held == 2, "two calls held")
+        with pytest.raises(ClientOverloaded, match="max_calls"):
+            await client.get("/thing", **options)
+        [error] = ends.errors
+        assert isinstance(error, ClientOverloaded)
+        assert len(transport.sent) == 2
+        for task in held:
+            task.cancel()
+        await asyncio.gather(*held, return_exceptions=True)
+    assert client.held == 0
+
+
+async def test_a_client_that_holds_all_it_may_still_answers_from_its_cache() -> None:
+    def reply(request: Any) -> Reply:
+        if request.url.path.startswith("/slow"):
+            return Reply(delay=NEVER)
+        return Reply(headers={"Cache-Control": "max-age=60"}, content=b"kept")
+
+    transport = MockTransport(reply)
+    cache = ResponseCache(MemoryBackend())
+    async with (
+        cache,
+        AsyncClient("http://svc:8080", transport=transport, max_calls=2, cache=cache) as client,
+    ):
+        await client.get("/kept")
+        # Two different misses (the same one twice would share one call).
+        held = [asyncio.ensure_future(client.get(f"/slow/{n}")) for n in range(2)]
+        await until(lambda: client.held == 2, "two calls held")
+
+        again = await client.get("/kept")  # needs no slot: the cache answers
+        assert again.from_cache
+        assert again.content == b"kept"
+        with pytest.raises(ClientOverloaded):
+            await client.get("/elsewhere")  # a miss needs a slot
+        assert len(transport.sent) == 3
         for task in held:
             task.cancel()
         await asyncio.gather(*held, return_exceptions=True)

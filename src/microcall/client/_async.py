@@ -273,19 +273,24 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             strategy = options.get("strategy", self._strategy)
             model = options.get("response_model")
             chosen = options.get("cache", True)
-            send: Send = self._engine.call
+            call: Send = self._engine.call
+            send = call
             if model is not None or chosen is not True or self._cache is not None:
                 send = partial(self._call_with, chosen=chosen, model=model)
             # Cookies, auth and hooks: the client's, or the call's own.
             send = self._session.around(send, options)
-            return self._in_flight.guard(send, request, expires_at, priority, strategy)
+            engine = self._engine if send is call else None  # nothing answers without a slot
+            return self._in_flight.guard(send, request, expires_at, priority, strategy, engine)
         else:  # the common call: nothing but a URL
             request = self._bare_request(method, url)
             expires_at = inherit_deadline(self._now() + self._timeout)
             priority = inherit_priority(self._priority)
             strategy = self._strategy
         if self._cache is None and not self._session.active:
-            return self._in_flight.guard(self._engine.call, request, expires_at, priority, strategy)
+            engine = self._engine
+            return self._in_flight.guard(
+                engine.call, request, expires_at, priority, strategy, engine
+            )
         send = self._engine.call
         if self._cache is not None:
             send = partial(self._call_with, chosen=True, model=None)

@@ -10,7 +10,11 @@ cancellation that came from elsewhere at the same time still propagates.
 Cost on the common path: one more coroutine frame, finding the task and
 adding to and removing from a set, a few hundred nanoseconds in all (see
 docs/clients.md for the measurement); a call over loopback takes tens of
-microseconds.
+microseconds. A call the engine would refuse at once (the client holds all
+it may) is refused here, before any of that: a client past its bound
+refuses tens of thousands of calls a second, each on the CPU the calls it
+does send need, and finding the task alone asks the kernel for the
+process id (asyncio's check that the loop belongs to this process).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, Protocol
 
 from microcall._attempt import Attempt
+from microcall._engine import Engine
 from microcall._redact import safe_url
 from microcall._request import Request
 from microcall._response import Response
@@ -57,12 +62,20 @@ class CallsInFlight:
         expires_at: float,
         priority: str | None,
         strategy: Strategy,
+        engine: Engine | None = None,
     ) -> Response:
         """Run ``send(request, ...)`` as a call in flight: a ``stop()`` meanwhile raises ClientClosed.
 
         The call's coroutine is made here, not by the caller: a guard
         cancelled before it ever ran then leaves no coroutine never awaited.
+        ``engine``: given when ``send`` is that engine's ``call`` itself, with
+        nothing in front of it that could answer without a slot (a cache, a
+        hook), so that a call it would refuse is refused here.
         """
+        if engine is not None:
+            admission = engine.admission
+            if admission.busy >= admission.slots and admission.refuses():
+                raise engine.refusal(request)
         task = task_on(asyncio.get_running_loop())
         tasks = self._tasks
         tasks.add(task)
