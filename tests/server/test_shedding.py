@@ -136,9 +136,19 @@ def test_a_refused_low_request_holds_back_nobody() -> None:
     shed = limiter(10)
     low = fill(shed, LOW)  # the limit, then one low refused
     low[0].release()
-    assert shed.try_acquire(LOW) is not None  # low does not yield to itself
-    low[1].release()
-    assert shed.try_acquire(NORMAL) is not None
+    again = shed.try_acquire(LOW)  # low does not yield to itself
+    assert again is not None
+    assert again.lent
+
+    shed = limiter(10)
+    normal = [shed.try_acquire(NORMAL) for _ in range(8)]  # normal's whole guarantee
+    lows = fill(shed, LOW)  # two, then one refused at the limit
+    assert len(lows) == 2
+    lows[0].release()
+    borrowed = shed.try_acquire(NORMAL)  # over its guarantee: it must borrow, and may
+    assert borrowed is not None
+    assert borrowed.lent
+    assert all(permit is not None for permit in normal)
 
 
 def test_an_idle_server_admits_every_priority_even_with_a_tiny_limit() -> None:
