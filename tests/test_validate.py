@@ -7,7 +7,16 @@ from collections.abc import Callable
 import pytest
 
 from microcall import Limits
-from microcall._validate import fraction, number, positive_int, whole
+from microcall._validate import (
+    flag,
+    fraction,
+    instance,
+    items,
+    number,
+    positive_int,
+    seconds,
+    whole,
+)
 from microcall.errors import ConfigurationError
 from microcall.policy.backoff import Backoff
 from microcall.server.aimd import AIMDLimit
@@ -70,3 +79,26 @@ def test_a_bound_of_none_is_no_bound() -> None:
 def test_a_bool_is_never_taken_for_a_number(make: Callable[[], object], name: str) -> None:
     with pytest.raises(ConfigurationError, match=f"^{name} must be"):
         make()
+
+
+def test_flags_are_bools_and_lists_are_collections() -> None:
+    assert flag("strict", False) is False
+    with pytest.raises(ConfigurationError, match=r"^strict must be True or False, got 'no'$"):
+        flag("strict", "no")  # truthy: it would have turned strict mode on
+    assert items("observers", [1, 2]) == (1, 2)
+    for bad in (1, "abc", b"abc"):
+        with pytest.raises(ConfigurationError, match=r"^observers must be a list"):
+            items("observers", bad)  # type: ignore[arg-type]
+    instance("ejection", None, (type(None), int), "an int or None")
+    with pytest.raises(ConfigurationError, match=r"^ejection must be an int or None, got \{\}$"):
+        instance("ejection", {}, (type(None), int), "an int or None")
+
+
+def test_an_int_too_large_for_a_float_is_refused_and_not_printed() -> None:
+    huge = 10**5000  # past the digits repr() will print
+    with pytest.raises(ConfigurationError, match=r"^ratio must be .*, got an int of 16610 bits$"):
+        number("ratio", huge)
+    with pytest.raises(ConfigurationError, match=r"^timeout must be finite, got an int of"):
+        seconds(huge, name="timeout")
+    with pytest.raises(ConfigurationError, match=r"^max_calls must be an integer >= 1, got -1$"):
+        positive_int("max_calls", -1)

@@ -48,7 +48,8 @@ from typing import Any
 from yarl import URL
 
 from microcall._body import Body
-from microcall.errors import MicrocallError, UsageError
+from microcall._redact import shown_url
+from microcall.errors import ConfigurationError, MicrocallError, UsageError
 
 # RFC 9110 section 5.6.2: token = 1*tchar.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -96,15 +97,37 @@ def check_url_text(url: str) -> None:
     another URL than the one given.
     """
     if "://" in url and _EMPTY_HOST.match(url):
-        raise UsageError(f"URL {url!r} has no host")
+        raise UsageError(f"URL {shown_url(url)!r} has no host")
     if url.isascii() and url.isprintable():
         return
     found = _NOT_TEXT.search(url)
     if found is not None:
+        # Shown without its query or user-info, which may hold credentials.
         raise UsageError(
-            f"URL {url!r} holds {_describe(found.group())} at position {found.start()}; "
-            "percent-encode it"
+            f"URL {shown_url(url)!r} holds {_describe(found.group())} at position "
+            f"{found.start()} of the URL as given; percent-encode it"
         )
+
+
+def absolute_url(name: str, value: object) -> URL:
+    """A URL a client is built with (its base URL), checked as a call's is; ConfigurationError if bad."""
+    if not isinstance(value, (str, URL)):
+        raise ConfigurationError(f"{name} must be a str or a yarl.URL, not {type(value).__name__}")
+    if isinstance(value, str):
+        try:
+            check_url_text(value)
+        except UsageError as error:
+            raise ConfigurationError(f"{name}: {error}") from None
+    try:
+        url = URL(value)
+        port = url.port  # yarl checks the port's range only when asked for it
+    except ValueError as error:
+        raise ConfigurationError(f"{name} {shown_url(value)!r} is not a URL: {error}") from None
+    if not url.absolute or url.scheme not in _SCHEMES or not url.raw_host or port is None:
+        raise ConfigurationError(
+            f"{name} must be an absolute http(s) URL with a host, got {shown_url(value)!r}"
+        )
+    return url
 
 
 def check_call(method: str, url: object) -> None:
@@ -114,14 +137,14 @@ def check_call(method: str, url: object) -> None:
     if isinstance(url, str):
         check_url_text(url)
     elif not isinstance(url, URL):
-        raise UsageError(f"a URL is a str or a yarl.URL, got {type(url).__name__} {url!r}")
+        raise UsageError(f"a URL is a str or a yarl.URL, not {type(url).__name__}")
 
 
 def check_target(target: URL) -> None:
     """Refuse a resolved URL that is not absolute http(s) with a host."""
     if target.scheme not in _SCHEMES or not target.raw_host:
         raise UsageError(
-            f"cannot send to {str(target)!r}: an absolute http(s) URL with a host is needed"
+            f"cannot send to {shown_url(target)!r}: an absolute http(s) URL with a host is needed"
         )
 
 

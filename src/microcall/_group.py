@@ -22,12 +22,31 @@ from collections.abc import Callable, Sequence
 
 from microcall._loopwatch import LoopWatch
 from microcall._redact import safe_endpoint
+from microcall._validate import instance
 from microcall.observe.logs import log_event
 from microcall.policy.balancer import Balancer, BalancerConfig, Endpoint, EndpointStats
 from microcall.policy.breaker import BreakerStateChange, CircuitBreaker, CircuitBreakerConfig
 from microcall.policy.ejection import Ejection, OutlierDetector, OutlierEjectionConfig
 
 log = logging.getLogger("microcall")
+
+
+def endpoint_policies(
+    balancer: BalancerConfig,
+    breaker: CircuitBreakerConfig | None,
+    ejection: OutlierEjectionConfig | None,
+) -> tuple[BalancerConfig, CircuitBreakerConfig | None, OutlierEjectionConfig | None]:
+    """The policies a client or channel gives its endpoints, checked as it is built.
+
+    A wrong object here would fail only at the first call, or never (an
+    ejection setting given as a dict would quietly leave ejection off).
+    """
+    instance("balancer", balancer, BalancerConfig, "a BalancerConfig")
+    if breaker is not None:
+        instance("breaker", breaker, CircuitBreakerConfig, "a CircuitBreakerConfig or None")
+    if ejection is not None:
+        instance("ejection", ejection, OutlierEjectionConfig, "an OutlierEjectionConfig or None")
+    return balancer, breaker, ejection
 
 
 class EndpointGroup:

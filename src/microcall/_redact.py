@@ -29,6 +29,26 @@ def safe_url(url: URL) -> str:
     return f"{url.scheme}://{host}:{url.port}{path}"
 
 
+def shown_url(url: str | URL) -> str:
+    """A URL as an error message may show it, however malformed: no user-info, query or fragment.
+
+    Cut as browsers and ``urllib.parse`` cut, without parsing (the URL may be
+    the one that failed to parse): the authority ends at the first ``/``,
+    ``?`` or ``#``, and its user-info at its last ``@``.
+    """
+    text = str(url)
+    cut = len(text)
+    for mark in "?#":
+        at = text.find(mark)
+        if at != -1:
+            cut = min(cut, at)
+    scheme, separator, rest = text[:cut].partition("://")
+    if not separator:
+        return text[:cut][:MAX_PATH]
+    authority, slash, path = rest.partition("/")
+    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path[:MAX_PATH]}"
+
+
 def safe_path(path: str) -> str:
     """A request path without its query string, at most MAX_PATH characters."""
     path = path.partition("?")[0]

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 from yarl import URL
 
+from microcall._checks import absolute_url
 from microcall._durations import to_seconds
 from microcall._group import EndpointGroup
-from microcall.errors import ConfigurationError
 from microcall.policy.balancer import BalancerConfig, Endpoint
 from microcall.policy.breaker import CircuitBreakerConfig
 from microcall.policy.ejection import OutlierEjectionConfig
@@ -49,9 +49,7 @@ class Discovery:
     every: float = DEFAULT_RESOLVE_EVERY
 
     def __post_init__(self) -> None:
-        parsed = URL(self.url)
-        if not parsed.absolute or parsed.scheme not in ("http", "https") or not parsed.host:
-            raise ConfigurationError(f"discovery needs an absolute http(s) URL, got {self.url!r}")
+        absolute_url("discovery's url", self.url)
         object.__setattr__(self, "every", to_seconds(self.every, name="discovery interval"))
 
 

@@ -11,13 +11,17 @@ though Python lets it pass for one: ``max_calls=True`` is a mistake, not 1.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import TypeVar
 
-from microcall._durations import to_seconds
+from microcall._durations import given, to_seconds
 from microcall.errors import ConfigurationError
 
-__all__ = ["fraction", "number", "positive_int", "seconds", "whole"]
+__all__ = ["flag", "fraction", "instance", "items", "number", "positive_int", "seconds", "whole"]
 
 seconds = to_seconds
+
+T = TypeVar("T")
 
 
 def whole(
@@ -46,7 +50,7 @@ def whole(
             rule = f"{what} <= {maximum}"
         else:
             rule = what
-        raise ConfigurationError(f"{name} must be {rule}, got {value!r}")
+        raise ConfigurationError(f"{name} must be {rule}, got {given(value)}")
     return value
 
 
@@ -72,7 +76,7 @@ def number(
     if (
         not isinstance(value, (int, float))
         or isinstance(value, bool)
-        or not math.isfinite(value)
+        or not _finite(value)
         or (minimum is not None and value < minimum)
         or (maximum is not None and value > maximum)
         or (above is not None and value <= above)
@@ -84,10 +88,37 @@ def number(
             if bound is not None
         ]
         rule = " ".join([what, " and ".join(bounds)]).strip()
-        raise ConfigurationError(f"{name} must be {rule}, got {value!r}")
+        raise ConfigurationError(f"{name} must be {rule}, got {given(value)}")
     return float(value)
 
 
 def fraction(name: str, value: object) -> float:
     """``value`` as a float if it lies strictly between 0 and 1."""
     return number(name, value, above=0.0, below=1.0, what="a fraction")
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float: as good as infinite
+        return False
+
+
+def flag(name: str, value: object) -> bool:
+    """``value`` if it is a bool: ``strict="no"`` is a mistake, not True."""
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{name} must be True or False, got {given(value)}")
+    return value
+
+
+def instance(name: str, value: object, expected: type | tuple[type, ...], what: str) -> None:
+    """Refuse ``value`` unless it is an ``expected``, described to the user as ``what``."""
+    if not isinstance(value, expected):
+        raise ConfigurationError(f"{name} must be {what}, got {given(value)}")
+
+
+def items(name: str, value: Iterable[T]) -> tuple[T, ...]:
+    """``value`` as a tuple if it is a collection of things (a list, a tuple; not a str)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ConfigurationError(f"{name} must be a list, got {given(value)}")
+    return tuple(value)

@@ -422,6 +422,26 @@ def test_urls_refused_before_sending(run: Callable[..., Seen | UsageError], url:
     assert isinstance(run("GET", 42), UsageError)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://svc:s3cret@127.0.0.1:70000/x",  # a port out of range
+        "http://127.0.0.1:1/x?api_key=s3cret\r",  # a control character in the query
+        "ftp://svc:s3cret@127.0.0.1/x?token=s3cret",  # not http(s)
+        "http://svc:s3cret@/x",  # no host
+    ],
+)
+def test_a_refused_url_is_named_without_its_credentials(
+    run: Callable[..., Seen | UsageError], url: str
+) -> None:
+    """Errors get logged: they show the URL without user-info or query, as errors.md says."""
+    for options in ({}, {"headers": {"X-A": "1"}}):
+        refused = run("GET", url, **options)
+        assert isinstance(refused, UsageError)
+        assert "s3cret" not in str(refused)
+        assert "127.0.0.1" in str(refused) or "no host" in str(refused)
+
+
 def test_what_the_rules_allow_is_sent(run: Callable[..., Seen | UsageError]) -> None:
     outcome = run(
         "POST",

@@ -308,6 +308,43 @@ async def test_unknown_methods_grow_no_series(
     assert "_OTHER" in label_values(registry, "rpc_client_call_duration_seconds", "rpc_method")
 
 
+class _CatchAll(grpc.GenericRpcHandler):
+    """Serves any method name, as a generic proxy or gateway does."""
+
+    def service(self, details: Any) -> Any:
+        async def echo(request: bytes, context: Any) -> bytes:
+            return request
+
+        return grpc.unary_unary_rpc_method_handler(echo)
+
+
+async def test_a_catch_all_server_grows_no_series_past_the_bound(
+    registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every name it is sent reaches a handler: the bound, not the server's methods, holds the labels."""
+    monkeypatch.setattr(_grpc_metrics, "MAX_RPC_METHODS", 2)
+    options = ServerOptions(observers=[ServerMetrics(registry)])
+    server = grpc.aio.server(interceptors=[AsyncServerInterceptor(options)])
+    server.add_generic_rpc_handlers([_CatchAll()])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            for number in range(20):
+                assert await channel.unary_unary(f"/scan{number}.Service/Method")(b"x") == b"x"
+    finally:
+        await server.stop(None)
+    await eventually(
+        lambda: (
+            value(registry, "rpc_server_call_duration_seconds_count", rpc_system="grpc",
+                  rpc_service="_OTHER", rpc_method="_OTHER", rpc_grpc_status_code="0")
+            == 18
+        )
+    )  # fmt: skip
+    services = label_values(registry, "rpc_server_call_duration_seconds", "rpc_service")
+    assert services == {"scan0.Service", "scan1.Service", "_OTHER"}
+
+
 def test_the_blocking_interceptor_reports_calls_and_refusals(
     serve_blocking_grpc: ServeBlocking, registry: CollectorRegistry, traces: Traces
 ) -> None:

@@ -127,6 +127,12 @@ class ResponseCache:
         warn_every: Seconds = DEFAULT_WARN_EVERY,
     ) -> None:
         self.backend: CacheBackend = MemoryBackend() if backend is None else backend
+        for method in ("get", "set", "delete", "aclose"):
+            if not callable(getattr(self.backend, method, None)):
+                raise ConfigurationError(
+                    f"backend must be a CacheBackend (async get, set, delete and aclose), "
+                    f"got {backend!r}"
+                )
         given: object = CachePolicy() if policy is None else policy
         if not isinstance(given, CachePolicy):
             raise ConfigurationError(f"policy must be a CachePolicy, got {policy!r}")

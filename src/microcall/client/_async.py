@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json as _json
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from functools import partial
 from http.cookiejar import CookieJar
 from types import TracebackType
@@ -18,6 +18,7 @@ from yarl import URL
 from microcall._body import Body, describe, source_of
 from microcall._checks import (
     FRAMING_HEADERS,
+    absolute_url,
     check_body_text,
     check_call,
     check_framing,
@@ -34,13 +35,15 @@ from microcall._engine import (
     DEFAULT_MAX_CALLS,
     Engine,
 )
+from microcall._group import endpoint_policies
 from microcall._limits import Limits
 from microcall._multipart import multipart_body
+from microcall._redact import shown_url
 from microcall._replicas import Discovery, Replicas
 from microcall._request import IDEMPOTENT_METHODS, Request, endpoint_of
 from microcall._response import Response, validate
 from microcall._typed import jsonable
-from microcall._validate import positive_int
+from microcall._validate import items, positive_int
 from microcall._wire import IDEMPOTENCY_KEY_HEADER, PRIORITY_HEADER, TIMEOUT_HEADER
 from microcall.cache import CachePolicy, ResponseCache
 from microcall.client._auth import to_auth
@@ -151,7 +154,21 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
         # ready-made keeps its own counsel (HTTP/2 multiplexes many calls
         # on one connection).
         slots = None if given_transport else (limits or Limits()).max_connections
+        if given_transport is not None and not (
+            callable(getattr(given_transport, "send", None))
+            and callable(getattr(given_transport, "aclose", None))
+        ):
+            raise ConfigurationError(
+                f"transport must be a microcall.transports.Transport, got {given_transport!r}"
+            )
         self._clock = options.get("clock", MONOTONIC)
+        if not callable(getattr(self._clock, "now", None)):
+            raise ConfigurationError(f"clock must have a now() method, got {self._clock!r}")
+        balancer, breaker, ejection = endpoint_policies(
+            options.get("balancer") or BalancerConfig(),
+            options.get("breaker"),
+            options.get("ejection", OutlierEjectionConfig()),
+        )
         # The real clock read straight: a call reads it three times.
         self._now = time.monotonic if self._clock is MONOTONIC else self._clock.now
         replicas = (
@@ -159,9 +176,9 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             if not bases
             else Replicas(
                 bases,
-                balancer=options.get("balancer") or BalancerConfig(),
-                breaker=options.get("breaker"),
-                ejection=options.get("ejection", OutlierEjectionConfig()),
+                balancer=balancer,
+                breaker=breaker,
+                ejection=ejection,
                 discovery=discovery,
                 # An injected clock (a test's) has no stalls of the loop to see.
                 watch_loop=self._clock is MONOTONIC,
@@ -172,7 +189,7 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             raise ConfigurationError(
                 f"budget must be a RetryBudgetConfig, a RetryBudget or None, got {budget!r}"
             )
-        observers = tuple(options.get("observers", ()))
+        observers = items("observers", options.get("observers", ()))
         for observer in observers:
             if not callable(getattr(observer, "call_started", None)):
                 raise ConfigurationError(
@@ -367,7 +384,7 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
         try:
             target, path, endpoint = self._locate(url)
         except ValueError as exc:  # yarl refusing it (a port out of range, a broken IPv6 host)
-            raise UsageError(f"invalid URL {url!r}: {exc}") from None
+            raise UsageError(f"invalid URL {shown_url(url)!r}: {exc}") from None
         if path is None:  # not a path under the (checked) base URL
             check_target(target)
         replayable = method in IDEMPOTENT_METHODS or self._keyed
@@ -468,7 +485,7 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
         try:
             target = self._resolve(url)
         except ValueError as exc:  # yarl refusing it (a port out of range, a broken IPv6 host)
-            raise UsageError(f"invalid URL {url!r}: {exc}") from None
+            raise UsageError(f"invalid URL {shown_url(url)!r}: {exc}") from None
         if self._base is None or not isinstance(url, str) or "://" in url:
             check_target(target)  # a path under the base URL has the base's (checked) host
         params = options.get("params")
@@ -507,7 +524,7 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             target = URL(url)
         if not target.absolute:
             if self._base is None:
-                raise UsageError(f"relative URL {str(target)!r} needs a client base_url")
+                raise UsageError(f"relative URL {shown_url(target)!r} needs a client base_url")
             return self._base.join(target)
         return target
 
@@ -540,7 +557,14 @@ def _base_urls(value: BaseURL | None) -> tuple[list[URL], Discovery | None]:
         return [], None
     if isinstance(value, Discovery):
         return [_base_url(value.url)], value
-    given = [value] if isinstance(value, (str, URL)) else list(value)
+    if isinstance(value, (str, URL)):
+        given = [value]
+    elif isinstance(value, Sequence):
+        given = list(value)
+    else:
+        raise ConfigurationError(
+            f"base_url must be a URL, a list of URLs or a Discovery, not {type(value).__name__}"
+        )
     if not given:
         raise ConfigurationError("base_url needs at least one URL")
     bases = [_base_url(one) for one in given]
@@ -553,9 +577,7 @@ def _base_urls(value: BaseURL | None) -> tuple[list[URL], Discovery | None]:
 
 
 def _base_url(value: str | URL) -> URL:
-    base = URL(value)
-    if not base.absolute or base.scheme not in ("http", "https"):
-        raise ConfigurationError(f"base_url must be an absolute http(s) URL, got {str(value)!r}")
+    base = absolute_url("base_url", value)
     # A trailing slash makes "base + path" keep the base's own path prefix.
     return base if base.path.endswith("/") else base.with_path(base.path + "/")
 

@@ -13,6 +13,7 @@ from yarl import URL
 from microcall._limits import Limits
 from microcall._redact import safe_path
 from microcall._response import Response
+from microcall._validate import whole
 from microcall.client._blocking import BlockingFrontDoor
 from microcall.client._event_hooks import ResponseHook, apply_response_hooks
 from microcall.client._options import BaseURL, CallOptions, ClientOptions
@@ -67,11 +68,12 @@ class FuturesClient(BlockingFrontDoor, Verbs["cf.Future[Response]"]):
         executor: cf.Executor | None = None,
         **options: Unpack[ClientOptions],
     ) -> None:
-        super().__init__(base_url, options, own_options=_OWN_OPTIONS)
-        limits = options.get("limits")
-        bound = max_in_flight if max_in_flight is not None else _pool_size(limits)
-        if bound < 1:
-            raise ConfigurationError(f"max_in_flight must be >= 1, got {bound}")
+        # Its own options are checked first: a client is not built only to be refused.
+        bound = (
+            _pool_size(options.get("limits"))
+            if max_in_flight is None
+            else whole("max_in_flight", max_in_flight)
+        )
         if executor is not None:
             if not isinstance(executor, cf.Executor):
                 raise ConfigurationError(
@@ -82,9 +84,10 @@ class FuturesClient(BlockingFrontDoor, Verbs["cf.Future[Response]"]):
                     "hook_workers sizes the client's own thread pool; with executor= size "
                     "the executor itself"
                 )
-        workers = DEFAULT_HOOK_WORKERS if hook_workers is None else hook_workers
-        if type(workers) is not int or workers < 1:
-            raise ConfigurationError(f"hook_workers must be an int >= 1, got {workers!r}")
+        workers = (
+            DEFAULT_HOOK_WORKERS if hook_workers is None else whole("hook_workers", hook_workers)
+        )
+        super().__init__(base_url, options, own_options=_OWN_OPTIONS)
         self._max_in_flight = bound
         self._hook_workers = workers
         self._executor = executor  # the caller's: never shut down here

@@ -26,6 +26,7 @@ from microcall._call import CallPolicies, Learner
 from microcall._checks import checked_metadata
 from microcall._clock import MONOTONIC
 from microcall._durations import to_seconds
+from microcall._validate import items
 from microcall._wire import PRIORITY_METADATA
 from microcall.context import inherit_deadline, inherit_priority
 from microcall.errors import CallError
@@ -70,7 +71,7 @@ class ChannelCore(Generic[C]):
     ) -> None:
         self.options = options
         self.targets = targets
-        self.observers = tuple(observers)
+        self.observers = items("observers", observers)
         # The process's clock read directly: one call less on every call.
         self.now = time.monotonic if options.clock is MONOTONIC else options.clock.now
         self.timeout = to_seconds(options.timeout, name="timeout")

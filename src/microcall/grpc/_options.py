@@ -14,6 +14,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from microcall._clock import MONOTONIC, Clock
 from microcall._durations import Seconds, to_seconds
 from microcall._engine import DEFAULT_DEADLINE_FLOOR
+from microcall._group import endpoint_policies
+from microcall._validate import flag
 from microcall.errors import ConfigurationError
 from microcall.grpc._status import RETRYABLE_CODES
 from microcall.policy.balancer import BalancerConfig
@@ -103,13 +105,11 @@ class ChannelOptions:
         set_field(self, "retryable_codes", codes)
         if self.budget is not None and not isinstance(self.budget, RetryBudgetConfig):
             raise ConfigurationError(f"budget must be a RetryBudgetConfig, got {self.budget!r}")
-        if self.breaker is not None and not isinstance(self.breaker, CircuitBreakerConfig):
-            raise ConfigurationError(
-                f"breaker must be a CircuitBreakerConfig, got {self.breaker!r}"
-            )
+        endpoint_policies(self.balancer, self.breaker, self.ejection)
         if not callable(getattr(self.clock, "now", None)):
             raise ConfigurationError(f"clock must have a now() method, got {self.clock!r}")
         set_field(self, "grpc_options", tuple(self.grpc_options))
+        flag("insecure", self.insecure)
         if self.insecure and self.credentials is not None:
             raise ConfigurationError("insecure=True and credentials contradict each other")
 

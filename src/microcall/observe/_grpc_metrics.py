@@ -10,9 +10,10 @@ conventions::
     rpc_server_call_duration_seconds   rpc_system rpc_service rpc_method rpc_grpc_status_code
     rpc_server_active_calls            rpc_system
 
-The method names a client labels its calls with are bounded
-(:class:`MethodPaths`); a server's are bounded before they get here (an
-unregistered method arrives as no route, labelled ``_OTHER``).
+The method names calls are labelled with are bounded (:class:`MethodPaths`),
+a client's and a server's alike: an unregistered method reaches a server's
+metrics as no route, labelled ``_OTHER``, but a server with a catch-all
+handler (a generic proxy, a gateway) serves whatever names arrive.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from microcall.observe._series import Labelled, Moves, Observes, SeriesCollector
 
 RPC_LABELS: Final = ("rpc_system", "rpc_service", "rpc_method", "rpc_grpc_status_code")
 
-# A client names the gRPC methods it calls in code, but a generic proxy may
-# forward whatever names arrive: past this many, new methods count as _OTHER.
+# A client names the gRPC methods it calls in code, and a server registers
+# those it serves, but a generic proxy may forward, and a catch-all handler
+# serve, whatever names arrive: past this many, new methods count as _OTHER.
 MAX_RPC_METHODS: Final = 1000
 
 
@@ -64,7 +66,7 @@ def server_active_calls(families: SeriesCollector) -> Labelled[Moves]:
 
 
 class MethodPaths:
-    """The method paths one client's calls are labelled with: at most MAX_RPC_METHODS of them."""
+    """The method paths one client's or server's calls are labelled with: at most MAX_RPC_METHODS."""
 
     __slots__ = ("_lock", "_paths")
 

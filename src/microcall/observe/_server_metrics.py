@@ -14,6 +14,7 @@ from prometheus_client.metrics_core import Metric
 
 from microcall.observe._buckets import DURATION_BUCKETS
 from microcall.observe._grpc_metrics import (
+    MethodPaths,
     server_active_calls,
     server_call_duration,
     server_call_labels,
@@ -73,6 +74,7 @@ class ServerMetrics:
         )
         self.rpc_duration = server_call_duration(families, buckets)
         self.rpc_active = server_active_calls(families)
+        self.rpc_paths = MethodPaths()
         register(registry, self)
 
     def describe(self) -> list[Metric]:
@@ -114,9 +116,10 @@ class _RequestMetrics:
         owner = self._owner
         self._active.dec()
         if self._protocol == "grpc":
-            owner.rpc_duration.labels(*server_call_labels(result.route, result.status)).observe(
-                duration
-            )
+            route = result.route
+            if route is not None:
+                route = owner.rpc_paths.bounded(route)
+            owner.rpc_duration.labels(*server_call_labels(route, result.status)).observe(duration)
         else:
             owner.duration.labels(
                 self._method,

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 
 from microcall._durations import to_seconds
-from microcall._validate import number
+from microcall._validate import flag, number
 
 # Retry-After is read with the other wire names; kept importable from here.
 from microcall._wire import MAX_RETRY_AFTER as MAX_RETRY_AFTER
@@ -39,6 +39,7 @@ class Backoff:
         )
         object.__setattr__(self, "cap", to_seconds(self.cap, name="backoff cap", allow_zero=True))
         number("backoff multiplier", self.multiplier, minimum=1.0)
+        flag("backoff jitter", self.jitter)
 
     def delay(self, retry_number: int, rng: random.Random) -> float:
         if self.base == 0.0:

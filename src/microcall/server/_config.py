@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from microcall._clock import MONOTONIC, Clock
 from microcall._durations import Seconds, to_seconds
-from microcall._validate import whole
+from microcall._validate import flag, items, whole
 from microcall.errors import ConfigurationError
 from microcall.observe.hooks import ServerObserver
 from microcall.priority import Priority
@@ -81,10 +81,12 @@ class ServerOptions:
             raise ConfigurationError(f"trust must be a predicate on a Caller, got {self.trust!r}")
         if self.shedding is not None and not isinstance(self.shedding, Shedding):
             raise ConfigurationError(f"shedding must be a Shedding, got {self.shedding!r}")
+        flag("strict", self.strict)
+        flag("cancel_on_deadline", self.cancel_on_deadline)
         whole("expired_status", self.expired_status, minimum=400, maximum=599, what="a status")
         if not callable(getattr(self.clock, "now", None)):
             raise ConfigurationError(f"clock must have a now() method, got {self.clock!r}")
-        observers = tuple(self.observers)
+        observers = items("observers", self.observers)
         for observer in observers:
             if not callable(getattr(observer, "request_started", None)):
                 raise ConfigurationError(

@@ -133,6 +133,8 @@ class Shedding:
             raise ConfigurationError(
                 f"limit must be a StaticLimit, AIMDLimit or GradientLimit, got {self.limit!r}"
             )
+        if not isinstance(self.shares, PriorityShares):
+            raise ConfigurationError(f"shares must be a PriorityShares, got {self.shares!r}")
         positive_int("retry_after", self.retry_after, what="whole seconds")
 
     def new_limiter(self, clock: Clock = MONOTONIC) -> PriorityLimiter:
