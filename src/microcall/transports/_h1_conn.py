@@ -215,6 +215,12 @@ class H1Connection(asyncio.Protocol):
         if waiter.done() and not waiter.cancelled():
             waiter.exception()  # retrieved, if the body's failure left it unawaited
         self._waiter = None
+        transport = self._transport
+        if transport is not None and transport.get_write_buffer_size():
+            # Answered before the body in hand was all sent (a 413 from a
+            # server that stopped reading): the next request would queue
+            # behind the rest of it, or reach the server as its tail.
+            self._cut = True
         if failed or reader.complete:
             self._reader = None
         # else: a streamed head; the reader stays for the body (``wait_body``)
