@@ -35,6 +35,9 @@ that belongs to another request:
 * ``BAD_CHUNKING``  a chunked body whose second chunk size is not hexadecimal.
 * ``HTTP10``        an HTTP/1.0 answer without Content-Length: the body ends at close.
 * ``INFORMATIONAL`` ``100 Continue`` and ``103 Early Hints`` before the answer.
+* ``UPGRADE``       ``101 Switching Protocols`` to a websocket nobody asked for.
+* ``CUT_GZIP``      a gzip body cut halfway, its Content-Length the cut length:
+                    the framing is whole, the compressed stream is not.
 * ``CLOSE_AFTER_ANSWER`` answers (keep-alive, nothing announced), then closes
                     the connection ``close_delay`` seconds later, as a server
                     with a short idle timeout does.
@@ -57,6 +60,7 @@ import asyncio
 import contextlib
 import enum
 import functools
+import gzip
 import socket
 import struct
 from collections import Counter
@@ -105,6 +109,14 @@ INFORMATIONAL_HEAD = (
 )
 # Past any single read buffer, so the client must read until the close.
 HTTP10_FILLER = b"." * 100_000
+UPGRADE = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+_GZIPPED = gzip.compress(bytes(range(256)) * 400, mtime=0)
+CUT_GZIP = (
+    b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: "
+    + str(len(_GZIPPED) // 2).encode()
+    + b"\r\n\r\n"
+    + _GZIPPED[: len(_GZIPPED) // 2]
+)
 
 
 class Fault(enum.StrEnum):
@@ -132,6 +144,8 @@ class Behaviour(enum.StrEnum):
     BAD_CHUNKING = "bad_chunking"
     HTTP10 = "http10"
     INFORMATIONAL = "informational"
+    UPGRADE = "upgrade"
+    CUT_GZIP = "cut_gzip"
     CLOSE_AFTER_ANSWER = "close_after_answer"
     TRICKLE_IN_TIME = "trickle_in_time"
     ECHO = "echo"
@@ -343,6 +357,12 @@ class FaultServer:
         # Stalls rather than closes: the bad chunk size must be the only fault.
         await _send_then_stall(BAD_CHUNKED, reader, writer)
 
+    async def _upgrade(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _send_then_stall(UPGRADE, reader, writer)
+
+    async def _cut_gzip(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _send_then_stall(CUT_GZIP, reader, writer)
+
     async def _http10(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         target = _target(await _read_request_head(reader))
         writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n")
@@ -405,6 +425,8 @@ _FAULTS = {
     Behaviour.BAD_CHUNKING: FaultServer._bad_chunking,
     Behaviour.HTTP10: FaultServer._http10,
     Behaviour.INFORMATIONAL: FaultServer._informational,
+    Behaviour.UPGRADE: FaultServer._upgrade,
+    Behaviour.CUT_GZIP: FaultServer._cut_gzip,
     Behaviour.CLOSE_AFTER_ANSWER: FaultServer._close_after_answer,
     Behaviour.TRICKLE_IN_TIME: FaultServer._trickle_in_time,
     Behaviour.ECHO: FaultServer._echo,

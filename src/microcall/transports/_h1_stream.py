@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from microcall.transports._h1_conn import H1Connection
 from microcall.transports._h1_pool import Pool
-from microcall.transports._h1_wire import ResponseReader
+from microcall.transports._h1_wire import ResponseReader, check_ended
 
 # ``map_error`` bound to the request: a failure's microcall error, or None.
 ErrorMap = Callable[[BaseException], Exception | None]
@@ -74,6 +74,7 @@ class H1Body:
                 self._let_go(reader.reusable)
                 if decoder is not None:
                     piece = decoder.decompress(piece) + decoder.flush()
+                    check_ended(decoder)
                 return piece
             if piece:
                 conn.resume()

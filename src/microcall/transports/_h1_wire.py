@@ -208,6 +208,12 @@ class ResponseReader:
             if isinstance(cause, (TooLarge, WireError)):
                 raise cause from None
             raise WireError(str(error)) from error
+        except httptools.HttpParserUpgrade:
+            # Not an HttpParserError: llhttp stops at a 101 (or a 2xx with
+            # "Connection: upgrade") to hand the socket to another protocol.
+            # microcall asks for no upgrade, so what follows is not HTTP.
+            self._parser = None
+            raise WireError("the server switched protocols, though none was asked for") from None
         except httptools.HttpParserError as error:
             if self._ended():  # the bytes after the message were not HTTP either
                 self.extra = True
@@ -339,7 +345,20 @@ def decoded(reader: ResponseReader, cap: int | None) -> bytes:
     content = decompressor.decompress(body, limit)
     if cap is not None and (len(content) > cap or decompressor.unconsumed_tail):
         raise TooLarge(cap, None)
-    return content + decompressor.flush()
+    content += decompressor.flush()
+    check_ended(decompressor)
+    return content
+
+
+def check_ended(decompressor: zlib._Decompress) -> None:
+    """Raise EOFError (a ProtocolError to the caller) if the compressed stream stopped short.
+
+    The framing can be whole while the stream inside it is cut (a server
+    that compressed into a buffer it sent too soon): what it gave is a
+    prefix, and a prefix passed off as the body is data lost unseen.
+    """
+    if not decompressor.eof:
+        raise EOFError("the compressed body stops before the end of its stream")
 
 
 def whole_response(request: Request, url: URL, reader: ResponseReader, cap: int | None) -> Response:

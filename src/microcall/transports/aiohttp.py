@@ -93,6 +93,22 @@ def map_error(exc: Exception, request: Request) -> Exception | None:
     return error
 
 
+def refuse_switch(raw: aiohttp.ClientResponse) -> None:
+    """Refuse a 101: aiohttp hands it over as an answer, but nothing here asked for an upgrade.
+
+    What follows it on the connection is another protocol's, so the
+    connection is closed with it (a ProtocolError, as the other transports give).
+    """
+    if raw.status == 101:
+        raw.close()
+        raise aiohttp.ClientResponseError(
+            raw.request_info,
+            raw.history,
+            status=raw.status,
+            message="the server switched protocols, though none was asked for",
+        )
+
+
 async def read_capped(raw: aiohttp.ClientResponse, cap: int | None, request: Request) -> bytes:
     """The whole body of ``raw``, or ResponseTooLarge as soon as it passes ``cap`` bytes.
 
@@ -236,9 +252,11 @@ class AiohttpTransport:
                 )
                 if request.stream:
                     raw = await opening
+                    refuse_switch(raw)
                     response = await self._streamed(raw, request)
                 else:
                     async with opening as raw:
+                        refuse_switch(raw)
                         content = await read_capped(raw, self._limits.max_response_size, request)
                     response = Response(
                         status_code=raw.status,
