@@ -61,6 +61,7 @@ import contextlib
 import enum
 import functools
 import gzip
+import random
 import socket
 import struct
 from collections import Counter
@@ -110,12 +111,14 @@ INFORMATIONAL_HEAD = (
 # Past any single read buffer, so the client must read until the close.
 HTTP10_FILLER = b"." * 100_000
 UPGRADE = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
-_GZIPPED = gzip.compress(bytes(range(256)) * 400, mtime=0)
-CUT_GZIP = (
+# Noise compresses to about its own size: the cut body is 64 KiB, sent in two
+# parts so that a streamed read decodes it as it arrives.
+_GZIPPED = gzip.compress(random.Random(7).randbytes(128 * 1024), mtime=0)
+CUT_GZIP_BODY = _GZIPPED[: 64 * 1024]
+CUT_GZIP_HEAD = (
     b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: "
-    + str(len(_GZIPPED) // 2).encode()
+    + str(len(CUT_GZIP_BODY)).encode()
     + b"\r\n\r\n"
-    + _GZIPPED[: len(_GZIPPED) // 2]
 )
 
 
@@ -361,7 +364,13 @@ class FaultServer:
         await _send_then_stall(UPGRADE, reader, writer)
 
     async def _cut_gzip(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _send_then_stall(CUT_GZIP, reader, writer)
+        await _read_request_head(reader)
+        writer.write(CUT_GZIP_HEAD + CUT_GZIP_BODY[:1024])
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the head and a first piece come before the rest
+        writer.write(CUT_GZIP_BODY[1024:])
+        await writer.drain()
+        await _drain_until_eof(reader)
 
     async def _http10(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         target = _target(await _read_request_head(reader))
