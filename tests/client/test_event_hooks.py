@@ -179,6 +179,50 @@ async def test_an_exception_in_a_hook_is_the_calls(serve: Serve) -> None:
             await client.get("/echo", hooks={"response": broken})
 
 
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, SystemExit])
+@pytest.mark.parametrize("front_door", [microcall.Client, microcall.FuturesClient])
+async def test_a_keyboard_interrupt_in_a_hook_is_the_calls_and_the_client_goes_on(
+    serve: Serve, front_door: type[Any], raised: type[BaseException]
+) -> None:
+    """Request hooks run on the client's loop thread, where asyncio re-raises these out of the loop.
+
+    The call whose hook raised gets it; the calls in flight beside it, the
+    calls after it and ``close()`` are not touched (the loop thread used to
+    die with it: the others got a bare CancelledError, every later call
+    "this Client is closed", and close() a RuntimeError).
+    """
+    base = await serve(app())
+
+    def hook(request: OutgoingRequest) -> None:
+        if "X-Boom" in request.headers:
+            raise raised("raised by a hook")
+
+    def work() -> tuple[list[object], int]:
+        client = front_door(base, timeout=5.0, hooks={"request": hook})
+
+        def call(**options: Any) -> int:
+            answer = client.get("/echo", **options)
+            response = answer.result() if front_door is microcall.FuturesClient else answer
+            return int(response.status_code)
+
+        beside: list[object] = []
+        threads = [
+            threading.Thread(target=lambda: beside.append(call(params={"n": n}))) for n in range(3)
+        ]
+        for thread in threads:
+            thread.start()
+        with pytest.raises(raised, match="raised by a hook"):
+            call(headers={"X-Boom": "1"})
+        for thread in threads:
+            thread.join()
+        later = call()
+        client.close()
+        return beside, later
+
+    beside, later = await asyncio.to_thread(work)
+    assert (beside, later) == ([200, 200, 200], 200)
+
+
 async def test_client_runs_response_hooks_in_the_callers_thread(serve: Serve) -> None:
     base = await serve(app())
 

@@ -271,7 +271,17 @@ def join_winding_down(timeout: float) -> None:
 def _run_forever(loop: asyncio.AbstractEventLoop, inbox: Inbox) -> None:
     asyncio.set_event_loop(loop)
     try:
-        loop.run_forever()
+        while True:
+            try:
+                loop.run_forever()
+            except (KeyboardInterrupt, SystemExit):
+                # Raised by a caller's own code in one of the loop's tasks (a
+                # hook, a body's generator, sys.exit() in either): asyncio
+                # re-raises them out of the loop, but the task holds it for
+                # its caller already. Signals reach the main thread only, so
+                # neither asks this thread to stop: the other calls go on.
+                continue
+            break
     finally:
         # Let cancelled tasks run their cleanup (closing connections) before
         # the loop closes; a call submitted while it stopped starts then, so
