@@ -206,9 +206,7 @@ async def test_a_keyboard_interrupt_in_a_hook_is_the_calls_and_the_client_goes_o
             return int(response.status_code)
 
         beside: list[object] = []
-        threads = [
-            threading.Thread(target=lambda: beside.append(call(params={"n": n}))) for n in range(3)
-        ]
+        threads = [threading.Thread(target=lambda: beside.append(call())) for _ in range(3)]
         for thread in threads:
             thread.start()
         with pytest.raises(raised, match="raised by a hook"):
