@@ -221,6 +221,28 @@ async def test_a_keyboard_interrupt_in_a_hook_is_the_calls_and_the_client_goes_o
     assert (beside, later) == ([200, 200, 200], 200)
 
 
+async def test_a_futures_client_closed_from_its_own_response_hook_says_so(serve: Serve) -> None:
+    """close() waits for the calls running, the hook's among them: it hung for ever."""
+    base = await serve(app())
+
+    def work() -> BaseException | None:
+        holder: list[microcall.FuturesClient] = []
+
+        def stop_at_first_answer(response: Response) -> None:
+            holder[0].close()
+
+        client = microcall.FuturesClient(base, hooks={"response": stop_at_first_answer})
+        holder.append(client)
+        try:
+            return client.get("/echo").exception(timeout=10)
+        finally:
+            client.close()  # from outside, it closes as usual
+
+    refused = await asyncio.to_thread(work)
+    assert isinstance(refused, RuntimeError)
+    assert "inside its own response hook" in str(refused)
+
+
 async def test_client_runs_response_hooks_in_the_callers_thread(serve: Serve) -> None:
     base = await serve(app())
 

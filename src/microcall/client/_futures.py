@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import pickle
+import threading
 from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import Unpack
 
 from yarl import URL
@@ -164,9 +166,12 @@ class FuturesClient(BlockingFrontDoor, Verbs["cf.Future[Response]"]):
                 self._slots.release()
             if hooks:
                 loop = asyncio.get_running_loop()
-                response = await loop.run_in_executor(
-                    self._pool(), apply_response_hooks, hooks, response
-                )
+                pool = self._pool()
+                if isinstance(pool, cf.ThreadPoolExecutor):
+                    run = partial(_run_hooks_of, self, hooks, response)
+                else:  # a process pool pickles what it runs: the plain function
+                    run = partial(apply_response_hooks, hooks, response)
+                response = await loop.run_in_executor(pool, run)
             return response
         finally:
             self._tasks.discard(task)
@@ -190,6 +195,12 @@ class FuturesClient(BlockingFrontDoor, Verbs["cf.Future[Response]"]):
 
     def close(self) -> None:
         """Stop calls not yet started (their futures raise ClientClosed), wait for running ones."""
+        if getattr(_hooks_running, "client", None) is self:
+            # It would wait for the call whose hook is asking: for ever.
+            raise RuntimeError(
+                "a FuturesClient cannot be closed from inside its own response hook "
+                "(close() waits for the calls running, the hook's among them)"
+            )
         super().close()
         if self._hook_pool is not None:  # the client's own; a given executor is its maker's
             self._hook_pool.shutdown(wait=True)
@@ -201,6 +212,21 @@ class FuturesClient(BlockingFrontDoor, Verbs["cf.Future[Response]"]):
         self._tasks = set()
         self._closing = False
         self._hook_pool = None
+
+
+# The FuturesClient whose response hooks this thread is running, if any.
+_hooks_running = threading.local()
+
+
+def _run_hooks_of(
+    client: FuturesClient, hooks: Sequence[ResponseHook], response: Response
+) -> Response:
+    """``apply_response_hooks``, with the thread marked as running ``client``'s hooks."""
+    _hooks_running.client = client
+    try:
+        return apply_response_hooks(hooks, response)
+    finally:
+        _hooks_running.client = None
 
 
 def _pool_size(limits: Limits | None) -> int:
