@@ -41,7 +41,7 @@ the response.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Protocol
 
 from yarl import URL
@@ -53,6 +53,7 @@ from microcall._response import Response
 from microcall._sse import EventDecoder, ServerSentEvent
 from microcall.errors import (
     CallError,
+    ClientClosed,
     DeadlineExceeded,
     IdleTimeout,
     ResponseTooLarge,
@@ -126,6 +127,7 @@ class AsyncStreamResponse(Response):
 
     __slots__ = (
         "_body_label",
+        "_client_closed",
         "_content",
         "_deadline",
         "_error",
@@ -165,6 +167,9 @@ class AsyncStreamResponse(Response):
         self._idle: float | None = None
         self._body_label = ""  # what the deadline is, for its error
         self._head_at = 0.0
+        # Whether the client that made the call was closed (the front door's):
+        # its pool closing cuts the body, which is not the server's doing.
+        self._client_closed: Callable[[], bool] | None = None
         self._error: BaseException | None = None
         self._iterated = False  # pieces were handed out: the body cannot be read again
         self._reading = False
@@ -336,6 +341,14 @@ class AsyncStreamResponse(Response):
         try:
             piece = await self._timed(source)
         except CallError as error:
+            if self._client_closed is not None and self._client_closed():
+                closed = ClientClosed(
+                    "the client was closed while this stream was open",
+                    request=self.request,
+                    attempts=self.attempts,
+                )
+                self._stop(source, closed)
+                raise closed from error
             error.request = self.request
             error.attempts = self.attempts
             self._stop(source, error)
@@ -408,8 +421,19 @@ class AsyncStreamResponse(Response):
             self._source = None
             source.close()
 
-    def _limit_body(self, deadline: float | None, idle: float | None, label: str) -> None:
-        """The front door's: the body's deadline (loop time; None: none) and idle limit (seconds)."""
+    def _limit_body(
+        self,
+        deadline: float | None,
+        idle: float | None,
+        label: str,
+        client_closed: Callable[[], bool] | None = None,
+    ) -> None:
+        """The front door's: the body's deadline (loop time; None: none) and idle limit (seconds).
+
+        ``client_closed`` says whether the client was closed: a read its
+        closing cut raises ClientClosed, not the ReadError of a server's cut.
+        """
+        self._client_closed = client_closed
         self._deadline = deadline
         self._idle = idle
         self._body_label = label

@@ -316,3 +316,29 @@ async def test_the_call_duration_metric_covers_the_body(server: StreamServer) ->
             rest = b"".join([piece async for piece in response.aiter_bytes()])
         assert rest == b"rest"
     assert calls() >= 0.3
+
+
+async def test_a_stream_cut_by_its_clients_closing_says_so(
+    make: Callable[..., Any], server: StreamServer
+) -> None:
+    """Not a ReadError blaming the server (retriable, and wrong): ClientClosed, as any call in flight.
+
+    Both for a read waiting on the body as the client closes, and for one made after.
+    """
+    c = client(server, make())
+    async with c.stream("GET", "/gated") as waited, c.stream("GET", "/gated") as later:
+        pieces = waited.aiter_bytes()
+        assert await anext(pieces) == b"first"
+
+        async def read_on() -> list[bytes]:
+            return [piece async for piece in pieces]
+
+        waiting = asyncio.create_task(read_on())
+        await asyncio.sleep(0.05)  # the task waits for the body's next bytes
+        await c.aclose()
+        with pytest.raises(microcall.ClientClosed, match="closed while this stream was open"):
+            await waiting
+        with pytest.raises(microcall.ClientClosed) as after:
+            await later.aread()
+        assert after.value.attempts == later.attempts
+    server.gate.set()  # the handlers end: nobody is left to read them

@@ -459,8 +459,9 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
         Calls still in flight are stopped first: each raises ClientClosed.
         """
         self._closed = True
-        if len(self._in_flight):
-            await self._in_flight.stop()
+        # Always: streams opened by this client learn from it that their
+        # bodies were cut by the closing (ClientClosed), not by the server.
+        await self._in_flight.stop()
         await self._engine.aclose()
         await self._engine.transport.aclose()
         # The cache is its creator's to close (ResponseCache.aclose): others may share it.

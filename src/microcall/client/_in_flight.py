@@ -44,9 +44,10 @@ class Send(Protocol):
 class CallsInFlight:
     """The tasks running a client's calls, and the stopping of them when it closes."""
 
-    __slots__ = ("_drained", "_stopped", "_tasks")
+    __slots__ = ("_closed", "_drained", "_stopped", "_tasks")
 
     def __init__(self) -> None:
+        self._closed = False  # stop() was called: the client is closing
         self._tasks: set[asyncio.Task[Any] | None] = set()
         self._stopped: set[asyncio.Task[Any]] = set()
         # Resolved when the last stopped call has ended; None unless stopping.
@@ -54,6 +55,10 @@ class CallsInFlight:
 
     def __len__(self) -> int:
         return len(self._tasks)
+
+    def was_stopped(self) -> bool:
+        """Whether :meth:`stop` was called (the client closed): a stream's body is then cut by it."""
+        return self._closed
 
     async def guard(
         self,
@@ -113,6 +118,7 @@ class CallsInFlight:
 
     async def stop(self) -> None:
         """Cancel every call in flight and wait until each has ended (with ClientClosed)."""
+        self._closed = True
         me = task_on(asyncio.get_running_loop())
         for task in self._tasks:
             if task is not None and task is not me and task not in self._stopped:

@@ -115,7 +115,7 @@ async def open_stream(
         deadline, label = None, ""
     else:
         deadline, label = loop_now + body_timeout, f"body_timeout ({body_timeout:g} s)"
-    response._limit_body(deadline, limits.idle_timeout, label)
+    response._limit_body(deadline, limits.idle_timeout, label, in_flight.was_stopped)
     return response
 
 

@@ -10,6 +10,7 @@ back in its pool when the body was read to its end, and closes it otherwise
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 
 import aiohttp
@@ -21,11 +22,19 @@ ErrorMap = Callable[[Exception], Exception | None]
 class AiohttpBody:
     """The rest of ``raw``'s body (a ``microcall._stream.BodySource``)."""
 
-    __slots__ = ("_errors", "_raw")
+    __slots__ = ("__weakref__", "_errors", "_open", "_raw")
 
-    def __init__(self, raw: aiohttp.ClientResponse, errors: ErrorMap) -> None:
+    def __init__(
+        self,
+        raw: aiohttp.ClientResponse,
+        errors: ErrorMap,
+        open_streams: weakref.WeakSet[AiohttpBody],
+    ) -> None:
         self._raw = raw
         self._errors = errors
+        # The transport's streams not yet ended, this one among them until it ends.
+        self._open = open_streams
+        open_streams.add(self)
 
     async def read(self) -> bytes:
         """What has arrived since the last read (waiting for some); ``b""`` at the end."""
@@ -33,18 +42,28 @@ class AiohttpBody:
         try:
             piece = await raw.content.readany()
         except Exception as error:
-            raw.close()
+            self.cut()
+            if type(error) is RuntimeError:
+                # aiohttp's reader raises a bare RuntimeError("Connection
+                # closed.") once its connection is gone (its session closed).
+                error = aiohttp.ClientConnectionError(str(error))
             mapped = self._errors(error)
             if mapped is None:
                 raise
             raise mapped from error
         if not piece:
-            raw.release()  # aiohttp has done so already at the end; this makes sure
+            self.close()  # aiohttp has released it already at the end; this makes sure
         return piece
 
     def close(self) -> None:
         """Kept in the pool if the body had been read to its end, else closed."""
+        self._open.discard(self)
         self._raw.release()
 
     async def aclose(self) -> None:
-        self._raw.release()
+        self.close()
+
+    def cut(self) -> None:
+        """Close the connection whatever has arrived (a reader waiting on it wakes)."""
+        self._open.discard(self)
+        self._raw.close()

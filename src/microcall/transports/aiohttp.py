@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import weakref
 from collections.abc import AsyncGenerator, Mapping
 
 import aiohttp
@@ -183,6 +184,10 @@ class AiohttpTransport:
         self._middlewares: tuple[tuple[Middleware, ...], tuple[Middleware, ...]] = ((), ())
         self._loop: asyncio.AbstractEventLoop | None = None
         self._guard: AsyncGenerator[None, None] | None = None
+        # Streamed bodies not yet read or closed: closing the session leaves
+        # a reader waiting on one asleep until its deadline, so aclose() cuts
+        # them. Weak: a stream its caller dropped is not kept alive by this.
+        self._streams: weakref.WeakSet[AiohttpBody] = weakref.WeakSet()
 
     async def _open(self, loop: asyncio.AbstractEventLoop) -> aiohttp.ClientSession:
         refuse_if_running(self._loop)
@@ -286,7 +291,7 @@ class AiohttpTransport:
             if raw.content.is_eof():
                 source: AiohttpBody | BufferedBody = BufferedBody(await raw.read())
             else:
-                source = AiohttpBody(raw, lambda error: map_error(error, request))
+                source = AiohttpBody(raw, lambda error: map_error(error, request), self._streams)
         except BaseException:
             raw.close()
             raise
@@ -301,6 +306,8 @@ class AiohttpTransport:
         )
 
     async def aclose(self) -> None:
+        for stream in list(self._streams):
+            stream.cut()
         guard, loop = self._guard, self._loop
         self._session = self._guard = self._loop = None
         await stop_guard(guard, loop)
