@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 import microcall
 from microcall.errors import ReadError
 from microcall.transports._aiohttp_resend import worth_resending
+from microcall.transports.h1 import H1Transport
 from tests.server.conftest import ServeASGI
 from tests.server.conftest import serve_asgi as serve_asgi  # the `serve_asgi` fixture
 from tests.transports._keepalive_servers import Behaviour, ThreadedServer
@@ -132,6 +134,28 @@ async def test_posts_to_a_server_closing_after_each_answer_are_sent_at_most_once
                 with contextlib.suppress(ReadError):
                     await client.post("/", content=b"id-%d" % number)
     assert max(server.counts.seen.values()) == 1
+
+
+async def test_a_post_never_meets_a_close_that_already_arrived() -> None:
+    """The close came with the answer, but the loop has not read it yet when the next POST goes.
+
+    The test holds the loop (a blocking wait, no turn taken) until the server
+    has closed the connection: its close is on the client's socket, unread.
+    The POST, which gets no resend, must see it and take a fresh connection;
+    it used to be written to the dead one and fail (ReadError, one POST in two).
+    """
+    with threaded(Behaviour(close_after=0.0)) as server:
+        async with counted_client(server.url, transport=H1Transport()) as client:
+            for number in range(10):
+                response = await client.post("/", content=b"id-%d" % number)
+                assert response.content == b"id-%d" % number
+                waited = 0.0
+                while server.server.open and waited < 5.0:  # the close, waited for holding the loop
+                    time.sleep(0.005)
+                    waited += 0.005
+                assert not server.server.open
+    assert max(server.counts.seen.values()) == 1
+    assert server.counts.connections == 10
 
 
 async def test_after_an_idle_gap_the_server_closed() -> None:

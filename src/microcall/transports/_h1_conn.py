@@ -28,6 +28,7 @@ peer that may never read them.
 from __future__ import annotations
 
 import asyncio
+import select
 from typing import NamedTuple, cast
 
 from microcall._body import Body, BodySend, may_resend
@@ -184,6 +185,25 @@ class H1Connection(asyncio.Protocol):
         return (
             not self.lost and not self._cut and transport is not None and not transport.is_closing()
         )
+
+    def quiet(self) -> bool:
+        """Whether nothing waits unread on the idle socket: no close, no stray bytes (one poll).
+
+        The loop reads a socket a turn after it became readable: a server's
+        close that came with its last answer is still unread when the next
+        request takes the connection in the same turn. ``usable`` cannot see
+        it yet; the socket can.
+        """
+        transport = self._transport
+        sock = None if transport is None else transport.get_extra_info("socket")
+        if sock is None:
+            return True  # no socket to ask (a test's transport): as usable says
+        poll = select.poll()
+        try:
+            poll.register(sock.fileno(), select.POLLIN)
+            return not poll.poll(0)
+        except (OSError, ValueError):  # closed under us
+            return False
 
     def begin(
         self, head: bytes, body: bytes | None, reader: ResponseReader

@@ -51,7 +51,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from microcall._attempt import mark_resent
-from microcall._body import Body, BodySend
+from microcall._body import Body, BodySend, may_resend
 from microcall._limits import Limits
 from microcall._request import Request
 from microcall._response import Response
@@ -297,6 +297,12 @@ class H1Transport:
         conn = pool.take_idle(key)
         if conn is None:
             conn = await pool.acquire(key, self._connect, fresh=False)
+        if conn.used and not (request.replayable and may_resend(body)) and not conn.quiet():
+            # A request that cannot be sent twice gets no resend if the
+            # connection turns out dead: its close, already on the socket, is
+            # looked for first (a poll, on these requests only).
+            pool.release(conn, False)
+            conn = await pool.acquire(key, self._connect, fresh=True)
         reused = conn.used
         reader = ResponseReader(head_only, cap, stream=streaming)
         try:
