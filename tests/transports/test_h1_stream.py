@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -96,3 +98,29 @@ async def test_a_redirect_is_followed_and_only_the_last_body_is_streamed(
         assert response.url.path == "/there"
         assert await response.aread() == body_of(50_000)
     assert in_use(transport) == 0
+
+
+async def test_a_stream_dropped_unclosed_gives_its_connection_back_and_says_so() -> None:
+    """Misuse (entered without ``async with``, never closed), but not a pool slot lost for ever."""
+    async with StreamServer() as server:
+        limits = microcall.Limits(max_connections=1)
+        async with microcall.AsyncClient(server.url, limits=limits, timeout=5.0) as client:
+            response = await client.stream("GET", "/endless").open()
+            pieces = response.aiter_bytes()
+            assert await anext(pieces)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ResourceWarning)
+                del response, pieces
+                # The loop finalises the dropped async generator (an aclose()
+                # task of its own) before the response can be collected.
+                for _ in range(200):
+                    await asyncio.sleep(0.01)
+                    gc.collect()
+                    if caught:
+                        break
+            assert [str(warning.message) for warning in caught] == [
+                "a streamed response was dropped without being read to its end or closed; "
+                "use `async with client.stream(...)`"
+            ]
+            # The pool's one slot comes back on the loop's next turn.
+            assert (await client.get("/length/10")).content == body_of(10)

@@ -122,6 +122,11 @@ class H1Connection(asyncio.Protocol):
         # framing is cut, so the connection carries nothing after this answer.
         self._cut = False
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the connection lives on."""
+        return self._loop
+
     # asyncio's callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

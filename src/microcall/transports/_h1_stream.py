@@ -17,6 +17,8 @@ it, so a pool that closes (its client closing, its loop ending) closes it.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 import zlib
 from collections.abc import Callable
 
@@ -37,6 +39,13 @@ def body_decoder(headers: list[tuple[str, str]]) -> zlib._Decompress | None:
     if encoding == "deflate":
         return zlib.decompressobj(zlib.MAX_WBITS)
     return None
+
+
+def _give_back(pool: Pool, conn: H1Connection) -> None:
+    """Close the connection of a stream dropped unclosed, and give its slot back."""
+    conn.detach()
+    pool.streaming.discard(conn)
+    pool.release(conn, False)
 
 
 class H1Body:
@@ -94,6 +103,24 @@ class H1Body:
 
     async def aclose(self) -> None:
         self.close()
+
+    def __del__(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        # Dropped unclosed (its stream was entered without ``async with`` and
+        # never closed): its connection would hold a pool slot for ever, and
+        # a pool of one would starve. Given back on its loop, closed, and said
+        # (unless the connection had ended: the client closed, or the server).
+        if not conn.lost:
+            warnings.warn(
+                "a streamed response was dropped without being read to its end or closed; "
+                "use `async with client.stream(...)`",
+                ResourceWarning,
+                stacklevel=1,
+            )
+        with contextlib.suppress(RuntimeError):  # its loop has closed: so has the pool
+            conn.loop.call_soon_threadsafe(_give_back, self._pool, conn)
 
     def _let_go(self, reusable: bool) -> None:
         conn = self._conn
