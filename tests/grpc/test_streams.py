@@ -106,12 +106,15 @@ def test_client_and_bidirectional_streams_on_the_blocking_api() -> None:
                 joined = collect(iter([b"a", b"b"]))
                 answer, call = collect.with_call(iter([b"c"]))
                 later = collect.future(iter([b"d"]))
+                # Its own longer timeout is capped by the context's, as any call's.
+                capped = collect.future(iter([b"e"]), timeout=30)
                 answers = list(chat(iter([b"a", b"b"])))
             assert later.result(timeout=5) == b"d low/short"
+            assert capped.result(timeout=5) == b"e low/short"
     finally:
         server.stop(None).wait(10)
     assert joined == b"a+b low/short"
     assert answer == b"c low/short"
     assert call.code() is grpc.StatusCode.OK
     assert answers == [b"A low/short", b"B low/short"]
-    assert protect.stats.admitted == 4
+    assert protect.stats.admitted == 5

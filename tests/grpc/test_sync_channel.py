@@ -120,7 +120,10 @@ def test_future_takes_the_deadline_of_the_thread_that_made_it(
             # One at a time: the backend's script answers the first call it sees.
             assert isinstance(failing.exception(timeout=5), GrpcStatusError)
             working = stub.Recommend.future(REQUEST)
-        assert working.result(timeout=5).recommendations
+            assert working.result(timeout=5).recommendations
+            # A timeout of its own is capped by the context's, as any call's.
+            capped = stub.Recommend.future(REQUEST, timeout=30)
+        assert capped.result(timeout=5).recommendations
         assert working.code() is grpc.StatusCode.OK
     assert all(seen.remaining is not None and seen.remaining < 0.55 for seen in backend.calls)
 

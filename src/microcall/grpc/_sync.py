@@ -227,10 +227,10 @@ class BlockingUnaryUnary(_UnaryBase[Req, Resp]):
         The deadline and priority are taken from the calling thread's context
         now. ``cancel()`` stops it at once, also while it runs.
         """
-        if timeout is None:
-            # Fix the deadline here: the worker thread has no context of its own.
-            now = self._core.now()
-            timeout = max(self._core.expires_at(None, now) - now, 0.0)
+        # Fix the deadline here, capped by the context's as any call's is: the
+        # worker thread has no context of its own.
+        now = self._core.now()
+        timeout = max(self._core.expires_at(timeout, now) - now, 0.0)
         cancellation = Cancellation()
         submitted = self._executor().submit(
             self._invoke,

@@ -162,9 +162,9 @@ class BlockingStreaming:
         if request_iterator is not None:
             request = request_iterator
         core = self._core
-        if timeout is None:
-            now = core.now()
-            timeout = max(core.expires_at(None, now) - now, 0.0)
+        # Fixed here, capped by the context's: the worker thread has no context.
+        now = core.now()
+        timeout = max(core.expires_at(timeout, now) - now, 0.0)
         cancellation = Cancellation()
         submitted = self._executor().submit(
             self._with_call,
