@@ -8,6 +8,8 @@ errors are microcall's, as for unary calls.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any
 
@@ -78,6 +80,17 @@ class AsyncStreamCall(
     def __init__(self, attempt: StreamAttempt, call: Any) -> None:
         self._attempt = attempt
         self._call = call
+        self._loop = asyncio.get_running_loop() if call is not None else None
+
+    def __del__(self) -> None:
+        # Left before its end (a `break` out of `async for`, a call dropped):
+        # grpc cancels the RPC as it collects its own call; the end is
+        # reported here, on the loop the stream ran on, so the target's count
+        # of calls outstanding, its observers' call and span all end.
+        loop = self._loop
+        if loop is not None and not self._attempt.reported:
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                loop.call_soon_threadsafe(self._attempt.abandoned)
 
     @property
     def attempts(self) -> tuple[RpcAttempt, ...]:

@@ -133,16 +133,25 @@ class StreamAttempt:
         if self.watch is not None and reported:
             self.watch.call_ended(None, error, self.attempts)
 
+    @property
+    def reported(self) -> bool:
+        """Whether the stream's end was reported (or it was never sent)."""
+        return self._reported
+
     def _report(self, outcome: Outcome | None) -> bool:
         """Tell the driver how the attempt ended (None: abandoned); False if already told."""
         driver = self._driver
-        if self._reported or driver is None:
+        if driver is None:
             return False
-        self._reported = True
         core = self._core
         now = core.now()
         record: Attempt
         with core.lock:
+            # Under the lock: a stream dropped in one thread may be reported
+            # while its reader, in another, reaches the end.
+            if self._reported:
+                return False
+            self._reported = True
             if outcome is None:
                 record = driver.lost(0, now)
                 driver.settled(0, None, now)

@@ -193,6 +193,17 @@ class BlockingStreamCall(_FutureBase[Any], grpc.Call):
         self._attempt = attempt
         self._call = call
 
+    def __del__(self) -> None:
+        # Left before its end (a `break`, a stream dropped): the server is
+        # told to stop at once, and the end is reported, so the target's
+        # count of calls outstanding, its observers' call and span all end.
+        # (grpc's own stream object is in a reference cycle: it would be
+        # cancelled only when the collector gets to it.)
+        call = self._call
+        if call is not None and not self._attempt.reported:
+            call.cancel()
+            self._attempt.abandoned()
+
     @property
     def attempts(self) -> tuple[RpcAttempt, ...]:
         """The one attempt, once the stream has ended."""
