@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,7 +25,12 @@ from microcall.examples_pb.recommendations_pb2_grpc import (
     RecommendationsStub,
     add_RecommendationsServicer_to_server,
 )
-from microcall.grpc import PUSHBACK_METADATA, AsyncServerInterceptor, ServerInterceptor
+from microcall.grpc import (
+    PUSHBACK_METADATA,
+    AsyncChannel,
+    AsyncServerInterceptor,
+    ServerInterceptor,
+)
 from microcall.server import (
     ServerOptions,
     ServerStats,
@@ -314,3 +320,52 @@ def test_an_unimplemented_method_on_a_blocking_server_is_no_failure(
         RecommendationsStub(channel).Recommend(REQUEST)
     assert raised.value.code() is grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
     assert stats.snapshot()["admitted"] == 0  # nothing to admit: grpc answers for it
+
+
+class EndlessFeed(RecommendationsServicer):
+    def __init__(self) -> None:
+        self.stopped = 0
+
+    async def RecommendStream(
+        self, request: RecommendationRequest, context: Any
+    ) -> AsyncIterator[BookRecommendation]:
+        number = 0
+        try:
+            while True:
+                number += 1
+                yield BookRecommendation(id=number, title="t" * 1000)
+        finally:
+            self.stopped += 1
+
+
+async def test_a_response_stream_cancelled_mid_way_ends_quietly_and_frees_its_slot(
+    serve_grpc: ServeGrpc,
+) -> None:
+    """asyncio closes the protected stream later, in a context of its own: no error from it.
+
+    (Restoring the handler's deadline and priority there failed: "Token was
+    created in a different Context", logged as a task exception, per stream.)
+    """
+    loop = asyncio.get_running_loop()
+    errors: list[object] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context.get("exception")))
+    protect = AsyncServerInterceptor(ServerOptions(shedding=Shedding(limit=StaticLimit(limit=1))))
+    limiter = protect.limiter
+    assert limiter is not None
+    feed = EndlessFeed()
+    target = await serve_grpc(feed, interceptors=[protect])
+    try:
+        async with AsyncChannel(target) as channel:
+            stub = RecommendationsStub(channel)
+            for _ in range(3):  # one slot: each stream must have given it back
+                call = stub.RecommendStream(REQUEST)
+                for _ in range(3):
+                    await call.read()
+                call.cancel()
+                await eventually(lambda: limiter.inflight == 0)
+            await eventually(lambda: feed.stopped == 3)
+            gc.collect()
+            await asyncio.sleep(0.05)
+    finally:
+        loop.set_exception_handler(None)
+    assert errors == []

@@ -77,7 +77,13 @@ class Admission:
     def leave(self) -> None:
         """Restore the context as it was before :meth:`enter` (same thread, same context)."""
         deadline_token, priority_token, current_token = self._tokens
-        _current.reset(current_token)
+        try:
+            _current.reset(current_token)
+        except ValueError:
+            # Another context than enter()'s: a response stream cancelled
+            # mid-way is closed later by asyncio's finaliser of async
+            # generators, in a context of its own, where nothing was set.
+            return
         reset_priority(priority_token)
         reset_deadline(deadline_token)
 
