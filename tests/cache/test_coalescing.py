@@ -153,3 +153,63 @@ async def test_a_leaders_deadline_is_not_its_followers(serve: Serve) -> None:
         answer = await patient
     assert answer.status_code == 200
     assert app.received == 2
+
+
+class Personal:
+    """``/slow?token=...`` answers slowly, cacheable, with a session cookie minted for the caller;
+    ``/download/1?token=...`` redirects to ``/files/1`` with the same token."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.app = web.Application()
+        self.app.router.add_get("/slow", self.slow)
+        self.app.router.add_get("/download/1", self.download)
+        self.app.router.add_get("/files/1", self.file)
+
+    async def slow(self, request: web.Request) -> web.Response:
+        self.received += 1
+        await asyncio.sleep(0.2)
+        headers = {
+            "Cache-Control": "max-age=60",
+            "Set-Cookie": f"session=for-{request.query['token']}",
+        }
+        return web.json_response({"n": self.received}, headers=headers)
+
+    async def download(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound(f"/files/1?token={request.query['token']}")
+
+    async def file(self, request: web.Request) -> web.Response:
+        self.received += 1
+        return web.Response(body=b"file", headers={"Cache-Control": "max-age=60"})
+
+
+TOKEN_IGNORED = CachePolicy(ignore_params=frozenset({"token"}))
+
+
+async def test_a_follower_gets_its_own_url_and_none_of_the_leaders_cookies(serve: Serve) -> None:
+    """Calls that differ in an ignored token share one flight: never the leader's token or cookie."""
+    app = Personal()
+    cache = ResponseCache(MemoryBackend(), TOKEN_IGNORED)
+    async with cache, AsyncClient(await serve(app.app), cache=cache) as client:
+        alice, bob = await asyncio.gather(
+            client.get("/slow", params={"token": "alice-secret"}),
+            client.get("/slow", params={"token": "bob-secret"}),
+        )
+    assert app.received == 1
+    assert (alice.cache_status, bob.cache_status) == (CacheStatus.MISS, CacheStatus.COALESCED)
+    assert alice.headers["Set-Cookie"] == "session=for-alice-secret"
+    assert "Set-Cookie" not in bob.headers
+    assert bob.url.query["token"] == "bob-secret"
+    assert "alice" not in str(bob.url) + str(bob.headers)
+
+
+async def test_a_redirects_target_is_stored_without_the_ignored_parameter(serve: Serve) -> None:
+    app = Personal()
+    cache = ResponseCache(MemoryBackend(), TOKEN_IGNORED)
+    async with cache, AsyncClient(await serve(app.app), cache=cache) as client:
+        alice = await client.get("/download/1", params={"token": "ALICE"})
+        bob = await client.get("/download/1", params={"token": "BOB"})
+    assert (alice.cache_status, bob.cache_status) == (CacheStatus.MISS, CacheStatus.HIT)
+    assert alice.url.query["token"] == "ALICE"  # the caller's own redirect, as it came
+    assert "ALICE" not in str(bob.url)
+    assert bob.url.path == "/files/1"

@@ -199,7 +199,7 @@ class ResponseCache:
                 return await self._lead(key, request, url, send, chosen, wanted)
             if give_up_at is None:
                 give_up_at = loop.time() + timeout
-            shared = await self._follow(flight, request, give_up_at)
+            shared = await self._follow(flight, request, give_up_at, chosen)
             if shared is not None:
                 return shared
             # The leader was cancelled or ran out of its deadline: start over.
@@ -226,7 +226,9 @@ class ResponseCache:
         flight.settle(response)
         return response
 
-    async def _follow(self, flight: Flight, request: Request, give_up_at: float) -> Response | None:
+    async def _follow(
+        self, flight: Flight, request: Request, give_up_at: float, policy: CachePolicy
+    ) -> Response | None:
         waiting = flight.join()
         try:
             async with asyncio.timeout_at(give_up_at):
@@ -242,11 +244,24 @@ class ResponseCache:
             error.request = request
             raise error
         status = outcome.cache_status
+        # The leader's answer as a stored one would be: what the leader alone
+        # was given (its URL, with parameters ignored in the key such as a
+        # token; a Set-Cookie minted for it) does not reach the followers.
+        led = outcome.request
+        if led is None or outcome.url == led.url:
+            url = request.url
+        else:  # a redirect's: its target, less the leader's ignored parameters
+            url = URL(policy.cache_url(outcome.url), encoded=True)
+        headers = outcome.headers
+        if "Set-Cookie" in headers:
+            headers = CIMultiDictProxy(
+                CIMultiDict((k, v) for k, v in headers.items() if k.lower() != "set-cookie")
+            )
         shared = Response(
             status_code=outcome.status_code,
-            headers=outcome.headers,
+            headers=headers,
             content=outcome.content,
-            url=outcome.url,
+            url=url,
             request=request,
             reason=outcome.reason,
         )

@@ -41,6 +41,7 @@ import math
 from collections.abc import Mapping
 
 from multidict import CIMultiDict
+from yarl import URL
 
 from microcall._request import Request
 from microcall._response import Response
@@ -331,8 +332,10 @@ def _entry(
         return None  # a field no HTTP peer could have sent: not worth keeping
     target = url
     final = str(final_url)
-    if final == str(request.url):
-        final = target  # the request's own URL: stored as the key's, parameters left out
+    # The request's own URL is stored as the key's, parameters left out. Where
+    # a redirect led may repeat the request's ignored parameters (a token):
+    # the first caller's, not the next's.
+    final = target if final == str(request.url) else policy.cache_url(URL(final, encoded=True))
     return Entry(
         method=request.method,
         url=target,

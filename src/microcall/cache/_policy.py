@@ -157,7 +157,13 @@ class CachePolicy:
         return self.ttl
 
     def cache_url(self, url: URL) -> str:
-        """``url`` as the cache keys and stores it: without the ``ignore_params``."""
+        """``url`` as the cache keys and stores it: without the ``ignore_params`` or user-info.
+
+        User-info is never sent (credentials go in ``auth=``), so it is no
+        part of what the answer depends on, and a password is not stored.
+        """
+        if url.raw_user is not None:
+            url = url.with_user(None)
         if self.ignore_params and url.query_string:
             return str(url.without_query_params(*self.ignore_params))
         return str(url)
