@@ -314,3 +314,37 @@ async def test_a_bad_call_auth_is_a_usage_error() -> None:
         with pytest.raises(microcall.UsageError) as refused:
             client.get("/", auth=("al:ice", f"{MARK}"))
         assert MARK not in str(refused.value)
+
+
+@pytest.mark.parametrize("front_door", [microcall.AsyncClient, microcall.Client])
+async def test_user_info_in_a_url_is_sent_as_basic_credentials(
+    serve: Serve, front_door: type[Any]
+) -> None:
+    """As requests and httpx do; it was dropped, silently (the service answered 401)."""
+    base = await serve(TokenService().app)
+    with_user = base.replace("http://", f"http://svc:{MARK}@")
+    other_user = base.replace("http://", "http://other:p%40ss@")
+
+    def calls() -> list[Any]:
+        answers: list[Any] = []
+        with front_door(with_user) as client:
+            answers.append(client.get("/echo"))
+        with front_door(base) as client:
+            answers.append(client.get(f"{other_user}/echo"))
+            answers.append(client.get(f"{other_user}/echo", auth=("call", "own")))
+        return answers
+
+    if front_door is microcall.AsyncClient:
+        answers = []
+        async with microcall.AsyncClient(with_user) as client:
+            answers.append(await client.get("/echo"))
+        async with microcall.AsyncClient(base) as client:
+            answers.append(await client.get(f"{other_user}/echo"))
+            answers.append(await client.get(f"{other_user}/echo", auth=("call", "own")))
+    else:
+        answers = await asyncio.to_thread(calls)
+    seen = [answer.json()["authorization"] for answer in answers]
+    assert seen == [basic("svc", MARK), basic("other", "p@ss"), basic("call", "own")]
+    for answer in answers:
+        assert answer.url.user is None  # the URL a response names has no credentials
+        assert MARK not in repr(answer) + str(answer.url) + repr(answer.request)

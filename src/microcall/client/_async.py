@@ -46,7 +46,7 @@ from microcall._typed import jsonable
 from microcall._validate import items, positive_int
 from microcall._wire import IDEMPOTENCY_KEY_HEADER, PRIORITY_HEADER, TIMEOUT_HEADER
 from microcall.cache import CachePolicy, ResponseCache
-from microcall.client._auth import to_auth
+from microcall.client._auth import BasicAuth, to_auth, url_credentials
 from microcall.client._cookies import make_jar
 from microcall.client._event_hooks import parse_hooks
 from microcall.client._in_flight import CallsInFlight, Send
@@ -105,7 +105,7 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
     def __init__(self, base_url: BaseURL | None = None, **options: Unpack[ClientOptions]) -> None:
         check_options(options, CLIENT_OPTIONS, "AsyncClient")
         self._options = options
-        bases, discovery = _base_urls(base_url)
+        bases, discovery, credentials = _base_urls(base_url)
         self._base = bases[0] if bases else None
         self._base_text = "" if self._base is None else str(self._base).rstrip("/") + "/"
         self._base_path_length = 0 if self._base is None else len(self._base.raw_path)
@@ -229,7 +229,9 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
         # Cookies, credentials and hooks: around the engine, whatever the transport.
         self._session = Session(
             jar=make_jar(options.get("cookies"), self._base),
-            auth=to_auth(options.get("auth")),
+            # User-info in the base URL is the client's Basic credentials
+            # unless auth= gives others.
+            auth=to_auth(options.get("auth")) or credentials,
             hooks=parse_hooks(options.get("hooks")),
             now=self._now,
             finish_headers=_call_headers,
@@ -385,10 +387,13 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             target, path, endpoint = self._locate(url)
         except ValueError as exc:  # yarl refusing it (a port out of range, a broken IPv6 host)
             raise UsageError(f"invalid URL {shown_url(url)!r}: {exc}") from None
+        headers = self._headers
         if path is None:  # not a path under the (checked) base URL
             check_target(target)
+            if target.raw_user is not None:
+                target, headers = _with_credentials(target, headers)
         replayable = method in IDEMPOTENT_METHODS or self._keyed
-        request = Request(method, target, self._headers, None, replayable, path, method, endpoint)
+        request = Request(method, target, headers, None, replayable, path, method, endpoint)
         if key is not None and path is not None:
             if len(self._bare) >= _LOCATED_MAX:
                 self._bare.clear()
@@ -487,12 +492,14 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
             target = self._resolve(url)
         except ValueError as exc:  # yarl refusing it (a port out of range, a broken IPv6 host)
             raise UsageError(f"invalid URL {shown_url(url)!r}: {exc}") from None
+        headers = self._headers
         if self._base is None or not isinstance(url, str) or "://" in url:
             check_target(target)  # a path under the base URL has the base's (checked) host
+            if target.raw_user is not None:
+                target, headers = _with_credentials(target, headers)
         params = options.get("params")
         if params:
             target = target.extend_query(_query_pairs(params))
-        headers = self._headers
         extra = options.get("headers")
         body, content_type = _encode_body(options)
         keyed = self._keyed
@@ -553,11 +560,13 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
         return inherit_priority(self._priority)
 
 
-def _base_urls(value: BaseURL | None) -> tuple[list[URL], Discovery | None]:
+def _base_urls(value: BaseURL | None) -> tuple[list[URL], Discovery | None, BasicAuth | None]:
+    """The base URLs without user-info, their discovery, and the first user-info as credentials."""
     if value is None:
-        return [], None
+        return [], None, None
     if isinstance(value, Discovery):
-        return [_base_url(value.url)], value
+        base, credentials = url_credentials(_base_url(value.url), ConfigurationError)
+        return [base], value, credentials
     if isinstance(value, (str, URL)):
         given = [value]
     elif isinstance(value, Sequence):
@@ -568,13 +577,26 @@ def _base_urls(value: BaseURL | None) -> tuple[list[URL], Discovery | None]:
         )
     if not given:
         raise ConfigurationError("base_url needs at least one URL")
-    bases = [_base_url(one) for one in given]
+    found = [url_credentials(_base_url(one), ConfigurationError) for one in given]
+    bases = [base for base, _ in found]
     if len({base.raw_path for base in bases}) > 1:
         raise ConfigurationError(
             "the replicas of one client must share a path prefix, got "
-            + ", ".join(str(base) for base in bases)
+            + ", ".join(shown_url(base) for base in bases)
         )
-    return bases, None
+    return bases, None, next((credentials for _, credentials in found if credentials), None)
+
+
+def _with_credentials(target: URL, headers: dict[str, str]) -> tuple[URL, dict[str, str]]:
+    """A call's URL without its user-info, which goes as Basic credentials instead.
+
+    The client's own ``Authorization`` header, and any ``auth=`` (applied
+    later, as the call goes out), take precedence, as in requests.
+    """
+    target, credentials = url_credentials(target, UsageError)
+    if credentials is None or any(name.lower() == "authorization" for name in headers):
+        return target, headers
+    return target, {**headers, "Authorization": credentials.header}
 
 
 def _base_url(value: str | URL) -> URL:

@@ -40,6 +40,8 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
+from yarl import URL
+
 from microcall._request import Request
 from microcall._response import Response
 from microcall.client._event_hooks import OutgoingRequest
@@ -131,6 +133,11 @@ class BasicAuth(Auth):
     def apply(self, request: OutgoingRequest) -> None:
         request.headers["Authorization"] = self._header
 
+    @property
+    def header(self) -> str:
+        """The ``Authorization`` header's value."""
+        return self._header
+
     def __repr__(self) -> str:
         return f"BasicAuth(username={self.username!r}, password=<hidden>)"
 
@@ -159,6 +166,21 @@ class BearerAuth(Auth):
 
 AuthOption = Auth | tuple[str, str] | None
 """``auth=``: an Auth, a ``(user, password)`` pair (Basic), or None (a call: no auth)."""
+
+
+def url_credentials(url: URL, error: type[MicrocallError]) -> tuple[URL, BasicAuth | None]:
+    """``url`` without its user-info, and that user-info as Basic credentials (None: it had none).
+
+    ``http://user:password@host/`` sends ``user:password`` as requests and
+    httpx do, never in the URL itself: a URL is logged, a header is not.
+    """
+    if url.raw_user is None:
+        return url, None
+    try:
+        credentials = BasicAuth(url.user or "", url.password or "")
+    except ConfigurationError as refused:
+        raise error(f"the URL's user-info: {refused}") from None
+    return url.with_user(None), credentials
 
 
 def to_auth(given: Any, error: type[MicrocallError] = ConfigurationError) -> Auth | None:
