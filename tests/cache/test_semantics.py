@@ -470,6 +470,22 @@ async def test_vary_keeps_one_entry_per_value_of_the_named_headers() -> None:
     assert service.count == 3
 
 
+async def test_a_varyd_credential_is_kept_as_a_digest_never_in_clear() -> None:
+    """An entry sits in Redis or memcached, read by whoever can read them."""
+    service = counting({"Vary": "Authorization, X-Api-Key", "Cache-Control": "public, max-age=60"})
+    client, cache, _ = make_client(service)
+    secret = {"Authorization": "Bearer s3cret-token", "X-Api-Key": "s3cret-key"}
+    async with client:
+        first = await client.get("/a", headers=secret)
+        again = await client.get("/a", headers=secret)
+        other = await client.get("/a", headers={**secret, "X-Api-Key": "another"})
+        entry = await cache.get_entry("http://svc:8080/a", headers=secret)
+    assert [r.cache_status for r in (first, again, other)] == [MISS, HIT, MISS]
+    assert entry is not None
+    assert "s3cret" not in repr(entry)
+    assert [name for name, _ in entry.vary] == ["authorization", "x-api-key"]
+
+
 async def test_vary_star_is_not_stored() -> None:
     service = counting({"Vary": "*", "Cache-Control": "max-age=60"})
     client, cache, _ = make_client(service)

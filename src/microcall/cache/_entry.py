@@ -11,6 +11,7 @@ from yarl import URL
 from microcall._request import Request
 from microcall._response import CacheStatus, Response
 from microcall.cache._directives import header_value
+from microcall.cache._keys import digest
 
 # Roughly what an entry costs a memory backend beyond its body and headers.
 ENTRY_OVERHEAD = 256
@@ -91,6 +92,12 @@ class Entry:
 
 
 def vary_value(headers: Mapping[str, str], name: str) -> str | None:
-    """A request's value for a Vary'd header, whitespace trimmed (RFC 9111 4.1 allows it)."""
+    """A request's value for a Vary'd header, as an entry keeps it: a digest, never the value.
+
+    Whitespace trimmed first (RFC 9111 4.1 allows it). A Vary'd header is
+    often a credential (``Vary: Authorization``, an API key, a cookie), and
+    an entry sits in Redis or memcached, read by whoever reads them: only
+    its digest is kept, which is all that matching needs.
+    """
     value = header_value(headers, name)
-    return None if value is None else value.strip()
+    return None if value is None else digest(value.strip())

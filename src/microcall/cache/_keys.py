@@ -36,7 +36,7 @@ def check_namespace(namespace: str) -> str:
 def url_key(namespace: str, method: str, url: str, identity: str = "") -> str:
     """The key of the latest stored answer to ``method url`` (for this identity)."""
     text = f"{method} {url}\n{identity}" if identity else f"{method} {url}"
-    return f"{namespace}:{_digest(text)}"
+    return f"{namespace}:{digest(text)}"
 
 
 def variant_key(url_key: str, nonce: str, vary: tuple[tuple[str, str | None], ...]) -> str:
@@ -46,14 +46,15 @@ def variant_key(url_key: str, nonce: str, vary: tuple[tuple[str, str | None], ..
         # repr() keeps a value's own newlines from mimicking the next part.
         parts.append(name if value is None else f"{name}={value!r}")
     namespace = url_key.partition(":")[0]
-    return f"{namespace}:{_digest(chr(10).join(parts))}"
+    return f"{namespace}:{digest(chr(10).join(parts))}"
 
 
 def new_nonce() -> str:
     return secrets.token_hex(6)
 
 
-def _digest(text: str) -> str:
+def digest(text: str) -> str:
+    """A short, collision-resistant digest of ``text`` (hex)."""
     # BLAKE2b: faster than SHA-256 in CPython and as collision resistant at this size.
     data = text.encode("utf-8", "surrogateescape")
     return hashlib.blake2b(data, digest_size=20).hexdigest()
