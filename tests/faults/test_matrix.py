@@ -30,7 +30,7 @@ from tests.faults.scenarios import (
     make_client,
     wait_until,
 )
-from tests.faultserver import Behaviour, FaultServer, fault_server
+from tests.faultserver import Behaviour, Fault, FaultServer, fault_server
 
 
 @pytest.fixture(name="faults")
@@ -137,3 +137,27 @@ async def test_an_attempt_timeout_ends_each_stall_and_the_deadline_ends_the_call
         assert all(attempt.duration <= 0.1 + MARGIN for attempt in attempts)
         assert await wait_until(lambda: faults.open_connections == 0)
     assert faults.accepted[port] == 3
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_an_error_names_the_replica_the_attempt_went_to(
+    faults: FaultServer, transport: TransportName
+) -> None:
+    """Not the first base URL's: an operator reading it would look at the healthy one."""
+    healthy, refusing = faults.url(Behaviour.ECHO), faults.url(Fault.REFUSE)
+    async with make_client(
+        transport,
+        [healthy, refusing],
+        balancer=microcall.BalancerConfig(mode="round_robin"),
+        ejection=None,
+    ) as client:
+        answers = await asyncio.gather(
+            *(client.get("/call/0") for _ in range(2)),  # one to each
+            return_exceptions=True,
+        )
+    refused = next(answer for answer in answers if isinstance(answer, BaseException))
+    assert isinstance(refused, microcall.ConnectError)
+    where = refusing.removeprefix("http://")
+    assert refused.attempts[0].endpoint == where
+    assert str(refused).startswith(f"cannot connect to {where}:")
+    assert healthy.removeprefix("http://") not in str(refused)

@@ -52,7 +52,7 @@ from yarl import URL
 from microcall._attempt import mark_resent
 from microcall._body import Body
 from microcall._limits import Limits
-from microcall._request import Request
+from microcall._request import Request, endpoint_of
 from microcall._response import Response
 from microcall.errors import ClientClosed
 from microcall.transports._h1_conn import ConnectionLost, Origin, worth_resending
@@ -198,7 +198,7 @@ class DirectPool:
                 f"the client was closed: {request.endpoint} not sent to", request=request
             ) from None
         except Exception as exc:
-            mapped = map_error(exc, request)
+            mapped = map_error(exc, request, endpoint_of(url))
             if mapped is None:
                 raise
             raise mapped from exc

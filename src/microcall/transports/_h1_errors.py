@@ -39,18 +39,19 @@ class Resent(Exception):
         self.error = error
 
 
-def map_error(exc: BaseException, request: Request) -> Exception | None:
+def map_error(exc: BaseException, request: Request, where: str | None = None) -> Exception | None:
     """The microcall exception for a failure of this transport; the single place they are translated.
 
     None means "not ours to translate" (a bug, say): the caller re-raises it as is.
     Messages name the endpoint, never the URL: it may carry credentials.
+    ``where`` is the endpoint the attempt went to (a replica's, not the request's).
     """
     if isinstance(exc, Resent):
-        mapped = map_error(exc.error, request)
+        mapped = map_error(exc.error, request, where)
         if mapped is not None:
             mark_resent(mapped)
         return mapped
-    where = request.endpoint
+    where = request.endpoint if where is None else where
     if isinstance(exc, BodyFailed):
         return body_error(exc, request)
     error: TransportError

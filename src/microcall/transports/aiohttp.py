@@ -13,7 +13,7 @@ from yarl import URL
 from microcall._attempt import mark_resent
 from microcall._body import body_error
 from microcall._limits import Limits
-from microcall._request import Request
+from microcall._request import Request, endpoint_of
 from microcall._response import Response
 from microcall._stream import AsyncStreamResponse, BufferedBody
 from microcall._timeouts import Timeouts
@@ -50,19 +50,20 @@ from microcall.transports._settings import (
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
-def map_error(exc: Exception, request: Request) -> Exception | None:
+def map_error(exc: Exception, request: Request, where: str | None = None) -> Exception | None:
     """The microcall exception for an aiohttp one; the single place they are translated.
 
     None means "not ours to translate" (a bug, say): the caller re-raises it as is.
+    ``where`` is the endpoint the attempt went to (a replica's, not the request's).
     """
     if isinstance(exc, ConnectionDropped):
-        mapped = map_error(exc.error, request)
+        mapped = map_error(exc.error, request, where)
         if exc.resent and mapped is not None:
             mark_resent(mapped)
         return mapped
     if isinstance(exc, ProxyFailed):
         return proxy_error(request, exc)
-    where = request.endpoint
+    where = request.endpoint if where is None else where
     error: TransportError
     if isinstance(exc, TimeoutError):  # also aiohttp's ServerTimeoutError
         error = AttemptTimeout(f"no response from {where} in time", request=request)
@@ -274,7 +275,7 @@ class AiohttpTransport:
         except Exception as exc:
             if isinstance(body, BodyPayload) and body.failure is not None:
                 raise body_error(body.failure, request) from body.failure  # aiohttp wraps it
-            mapped = map_error(exc, request)
+            mapped = map_error(exc, request, endpoint_of(url))
             if mapped is None:
                 raise
             raise mapped from exc

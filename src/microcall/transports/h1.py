@@ -53,7 +53,7 @@ from yarl import URL
 from microcall._attempt import mark_resent
 from microcall._body import Body, BodySend, may_resend
 from microcall._limits import Limits
-from microcall._request import Request
+from microcall._request import Request, endpoint_of
 from microcall._response import Response
 from microcall._stream import AsyncStreamResponse, BufferedBody
 from microcall._timeouts import Timeouts
@@ -185,7 +185,7 @@ class H1Transport:
                     )
                 return self._response(pool, request, url, exchanged)
         except Exception as exc:
-            mapped = map_error(exc, request)
+            mapped = map_error(exc, request, endpoint_of(url))
             if mapped is None:
                 raise
             raise mapped from exc

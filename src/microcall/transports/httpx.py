@@ -38,7 +38,7 @@ from yarl import URL
 
 from microcall._body import Body, BodySend, body_error
 from microcall._limits import Limits
-from microcall._request import Request
+from microcall._request import Request, endpoint_of
 from microcall._response import Response
 from microcall._stream import AsyncStreamResponse
 from microcall._timeouts import Timeouts
@@ -77,15 +77,16 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 _CLOSED_EARLY = ("disconnected", "peer closed connection", "StreamReset", "ConnectionTerminated")
 
 
-def map_error(exc: Exception, request: Request) -> Exception | None:
+def map_error(exc: Exception, request: Request, where: str | None = None) -> Exception | None:
     """The microcall exception for an httpx one; the single place they are translated.
 
     None means "not ours to translate" (a bug, say): the caller re-raises it as is.
+    ``where`` is the endpoint the attempt went to (a replica's, not the request's).
     Messages name the endpoint, never the URL: it may carry credentials.
     """
     if isinstance(exc, ProxyFailed):
         return proxy_error(request, exc)
-    where = request.endpoint
+    where = request.endpoint if where is None else where
     detail = str(exc) or type(exc).__name__
     error: TransportError
     if isinstance(exc, TimeoutError):  # the attempt's own guard
@@ -332,7 +333,7 @@ class HttpxTransport:
         except Exception as exc:
             if isinstance(body, BodySend) and body.failure is not None:
                 raise body_error(body.failure, request) from body.failure
-            mapped = map_error(exc, request)
+            mapped = map_error(exc, request, endpoint_of(url))
             if mapped is None:
                 raise
             raise mapped from exc
