@@ -360,6 +360,7 @@ def test_urls_are_sent_as_given_or_refused(
 # ------------------------------------------------------------------ the rules, one by one
 
 REFUSED: list[tuple[str, dict[str, Any], str]] = [
+    ("GET", {"deadline": 2}, "deadline= takes a microcall.Deadline (seconds go in timeout=)"),
     ("GET", {"headers": {"X-Count": 1}}, "a header value is a str, got int"),
     ("GET", {"headers": {"X-Raw": b"x"}}, "a header value is a str, got bytes"),
     ("GET", {"headers": {1: "x"}}, "a header name is a str"),

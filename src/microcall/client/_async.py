@@ -543,6 +543,11 @@ class AsyncClient(Verbs[Coroutine[Any, Any, Response]]):
     def _expires_at(self, options: CallOptions) -> float:
         timeout = options.get("timeout")
         explicit = options.get("deadline")
+        if explicit is not None and not isinstance(explicit, Deadline):
+            raise UsageError(
+                "deadline= takes a microcall.Deadline (seconds go in timeout=), "
+                f"got {type(explicit).__name__}"
+            )
         if timeout is not None:
             expires_at = self._now() + to_seconds(timeout, name="timeout", allow_zero=True)
             if explicit is not None and explicit.expires_at < expires_at:
