@@ -11,6 +11,8 @@ It is the core's, not ``observe``'s: the endpoint records' log lines
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from yarl import URL
 
 # A path is kept on spans for debugging, but not without bound: a hostile
@@ -42,11 +44,45 @@ def shown_url(url: str | URL) -> str:
         at = text.find(mark)
         if at != -1:
             cut = min(cut, at)
-    scheme, separator, rest = text[:cut].partition("://")
+    shown = without_user_info(text[:cut])
+    scheme, separator, rest = shown.partition("://")
     if not separator:
-        return text[:cut][:MAX_PATH]
+        return shown[:MAX_PATH]
     authority, slash, path = rest.partition("/")
-    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path[:MAX_PATH]}"
+    return f"{scheme}://{authority}{slash}{path[:MAX_PATH]}"
+
+
+# Header names whose values are credentials, and words that make one.
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+_SECRET_WORDS = ("token", "secret", "password", "api-key", "apikey", "session")
+
+
+def shown_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """``headers`` as a person may be shown them: a credential's value hidden, its scheme kept.
+
+    ``Authorization: Bearer abc`` shows as ``Bearer <hidden>``; a cookie, an
+    API key or a token (by its header's name) as ``<hidden>``.
+    """
+    shown = {}
+    for name, value in headers.items():
+        lowered = name.lower()
+        if lowered in _SECRET_HEADERS or any(word in lowered for word in _SECRET_WORDS):
+            scheme, _, rest = value.partition(" ")
+            value = (
+                f"{scheme} <hidden>" if rest and lowered.endswith("authorization") else "<hidden>"
+            )
+        shown[name] = value
+    return shown
+
+
+def without_user_info(url: str) -> str:
+    """``url`` without the user-info a person typed in it (its query is theirs to see)."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return url
+    # The authority ends at the first "/", "?" or "#", its user-info at its last "@".
+    end = min((at for at in map(rest.find, "/?#") if at != -1), default=len(rest))
+    return f"{scheme}://{rest[:end].rpartition('@')[2]}{rest[end:]}"
 
 
 def safe_path(path: str) -> str:

@@ -27,6 +27,22 @@ def test_get_prints_one_json_document_with_the_timeline(run: Run, service: str) 
     assert document["request"]["headers"]["X-Request-Timeout"]
 
 
+def test_credentials_given_on_the_command_line_are_never_printed(
+    run: Run, service: str, unused_port: int
+) -> None:
+    """The output lands in terminals' scrollback and CI logs: what was sent, not the secret."""
+    sent = run("get", f"{service}/status/200", "Authorization:Bearer s3cret", "X-Api-Key:s3cret")
+    assert sent.status == 0
+    assert sent.json()["request"]["headers"]["Authorization"] == "Bearer <hidden>"
+    assert sent.json()["request"]["headers"]["X-Api-Key"] == "<hidden>"
+    verbose = run("get", f"{service}/status/200", "Authorization:Bearer s3cret", "--verbose")
+    refused = run("get", f"http://svc:s3cret@127.0.0.1:{unused_port}/x")
+    assert refused.status == 6
+    assert refused.json()["request"]["url"] == f"http://127.0.0.1:{unused_port}/x"
+    for ran in (sent, verbose, refused):
+        assert "s3cret" not in ran.out + ran.err
+
+
 def test_pretty_output_shows_status_headers_body_and_attempts(run: Run, service: str) -> None:
     ran = run("get", f"{service}/echo", "--pretty", "--deadline", "2", "--verbose")
     assert ran.status == 0

@@ -16,6 +16,7 @@ from typing import Any
 from yarl import URL
 
 from microcall._attempt import Attempt, AttemptKind
+from microcall._redact import shown_headers
 from microcall._request import Request
 from microcall._response import Response
 from microcall.observe.hooks import AttemptScope
@@ -33,7 +34,8 @@ class _CallHeaders:
     def attempt_started(
         self, index: int, kind: AttemptKind, url: URL, headers: dict[str, str]
     ) -> AttemptScope | None:
-        self.sent[index] = dict(headers)
+        # As the terminal or a CI log may show them: no credential in clear.
+        self.sent[index] = shown_headers(headers)
         return None
 
     def call_ended(

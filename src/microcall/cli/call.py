@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from microcall._attempt import Attempt
+from microcall._redact import without_user_info
 from microcall._response import Response
 from microcall.cli import _common, _options
 from microcall.cli._common import CliError
@@ -162,7 +163,7 @@ def _response_json(
 
 def _error_json(method: str, url: str, error: CallError, steps: Sequence[Step]) -> dict[str, Any]:
     return {
-        "request": {"method": method, "url": url},
+        "request": {"method": method, "url": without_user_info(url)},
         "status": None,
         "error": {"type": type(error).__name__, "message": error.message},
         "attempts": [step.to_json() for step in steps],

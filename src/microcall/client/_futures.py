@@ -110,7 +110,12 @@ class FuturesClient(BlockingFrontDoor, Verbs["cf.Future[Response]"]):
             check_picklable(self._executor, chosen, UsageError)
         # The deadline starts now, not when the call leaves the max_in_flight
         # queue: time spent waiting for a slot is part of what the caller allowed.
-        options["deadline"] = self._async.deadline_for(options)
+        try:
+            options["deadline"] = self._async.deadline_for(options)
+        except UsageError as refused:  # raised by the future, as every other usage error
+            failed: cf.Future[Response] = cf.Future()
+            failed.set_exception(refused)
+            return failed
         options.pop("timeout", None)
         return self._loop.submit(self._run(method, url, options, chosen))
 
