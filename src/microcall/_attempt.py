@@ -63,7 +63,10 @@ class Attempt:
     that lost the race and was stopped; ``sent`` False marks one the retry
     budget, an open breaker or a body that cannot be replayed refused, so it
     never reached the network (``error`` is the RefusalReason).
-    ``started`` is seconds after the call began. ``resent`` marks an attempt
+    ``started`` is seconds after the call began, when the attempt went out
+    (a call that waited for one of its client's slots waited before its
+    first attempt: the wait is in ``started``, not in ``duration``, which is
+    the attempt's own time). ``resent`` marks an attempt
     whose request went out a second time on a fresh connection because the
     reused one it was first sent on failed before any response byte arrived
     (the server never saw it; no retry budget is spent on it).

@@ -78,12 +78,12 @@ def call_direct(
     try:
         response = send(request, request.url, headers, remaining)
     except CallError as error:
-        error = engine._single_failed(request, start, error, watch, scopes)
+        error = engine._single_failed(request, start, start, error, watch, scopes)
         raise error
     except BaseException as stopped:  # a KeyboardInterrupt, or a bug
-        engine._single_stopped(request, start, stopped, watch, scopes)
+        engine._single_stopped(request, start, start, stopped, watch, scopes)
         raise
-    return engine._single_answered(request, start, response, watch, scopes)
+    return engine._single_answered(request, start, start, response, watch, scopes)
 
 
 def _retried(

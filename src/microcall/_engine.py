@@ -233,7 +233,7 @@ class Engine:
     ) -> Response:
         admission = self.admission
         if admission.busy < admission.slots:
-            start = self._started(request, expires_at, watch)
+            start = sent = self._started(request, expires_at, watch)
             admission.busy += 1
             remaining = expires_at - start
         elif admission.refuses():
@@ -241,6 +241,9 @@ class Engine:
         else:
             start = self._started(request, expires_at, watch)
             remaining = await self._queue(request, expires_at, watch)
+            # The attempt starts once a slot is held: the wait is the call's,
+            # not the attempt's (whose duration is the time on the wire).
+            sent = expires_at - remaining
         headers = attempt_headers(request.headers, remaining, priority)
         scopes = (
             watch.attempt_started(0, AttemptKind.FIRST, request.url, headers)
@@ -251,19 +254,20 @@ class Engine:
             response = await self.transport.send(request, request.url, headers, remaining)
         except CallError as error:
             admission.release()
-            error = self._single_failed(request, start, error, watch, scopes)
+            error = self._single_failed(request, start, sent, error, watch, scopes)
             raise error
         except BaseException as stopped:  # cancelled, or a bug: observers still hear the end
             admission.release()
-            self._single_stopped(request, start, stopped, watch, scopes)
+            self._single_stopped(request, start, sent, stopped, watch, scopes)
             raise
         admission.release()
-        return self._single_answered(request, start, response, watch, scopes)
+        return self._single_answered(request, start, sent, response, watch, scopes)
 
     def _single_answered(
         self,
         request: Request,
         start: float,
+        sent: float,
         response: Response,
         watch: CallWatch | None,
         scopes: list[AttemptScope] | None,
@@ -273,8 +277,8 @@ class Engine:
             0,
             AttemptKind.FIRST,
             request.endpoint,
-            0.0,
-            end - start,
+            sent - start,
+            end - sent,
             response.status_code,
             resent=was_resent(response),
         )
@@ -293,6 +297,7 @@ class Engine:
         self,
         request: Request,
         start: float,
+        sent: float,
         error: CallError,
         watch: CallWatch | None,
         scopes: list[AttemptScope] | None,
@@ -300,7 +305,7 @@ class Engine:
         """The error a single attempt's failure ends its call with, its record on it."""
         if isinstance(error, AttemptTimeout):
             error = _deadline_exceeded(request, request.url, error)
-        record = self._record(0, AttemptKind.FIRST, request.url, 0.0, start, error)
+        record = self._record(0, AttemptKind.FIRST, request.url, sent - start, sent, error)
         error.attempts = (record,)
         if watch is not None:
             if scopes:
@@ -312,6 +317,7 @@ class Engine:
         self,
         request: Request,
         start: float,
+        sent: float,
         stopped: BaseException,
         watch: CallWatch | None,
         scopes: list[AttemptScope] | None,
@@ -323,8 +329,8 @@ class Engine:
             0,
             AttemptKind.FIRST,
             request.endpoint,
-            0.0,
-            self._now() - start,
+            sent - start,
+            self._now() - sent,
             error=type(stopped).__name__,
             cancelled=isinstance(stopped, asyncio.CancelledError),
         )

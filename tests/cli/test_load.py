@@ -51,6 +51,13 @@ def test_open_loop_counts_latency_from_when_calls_were_due(run: Run, service: st
     (result,) = ran.json()["runs"]
     assert result["calls"] == 5
     assert result["latency"]["max"] >= 0.5
+    # The client's one connection held them back, and the report says so:
+    # call i waited 0.1 i s for it, the last went out about 0.8 s in (so
+    # fewer than 10 a second went out), and the server's own time stays 0.2 s.
+    assert result["connection_wait"]["max"] >= 0.3
+    assert result["latency_from_send"]["p50"] < 0.4
+    assert result["achieved_rate"] < 8
+    assert "connections were the limit" in result["warning"]
 
 
 def test_closed_loop_keeps_calls_in_flight(run: Run, service: str) -> None:
@@ -154,6 +161,27 @@ def test_unreachable_target(run: Run, unused_port: int) -> None:
     assert ran.status == 6
     assert one_line_error(ran)
     assert "ConnectError" in ran.err
+    # The report is written all the same: when nothing succeeds its errors matter most.
+    (result,) = ran.json()["runs"]
+    assert result["ok"] == 0
+    assert result["errors"] == {"ConnectError": result["calls"]}
+
+
+def test_an_interrupted_run_counts_its_rate_over_the_time_it_ran() -> None:
+    stats = Stats(window=10.0, began=100.0)
+    for number in range(30):
+        stats.record(number / 10, 0.01, None, 1)
+    stats.cut_short(103.0)  # Ctrl-C three seconds into a ten-second run
+    assert stats.rate() == pytest.approx(10.0)
+
+
+def test_the_largest_latency_is_exact_never_below_the_mean() -> None:
+    stats = Stats()
+    for value in (0.50154, 0.5031, 0.5027, 0.5024):
+        stats.record(0.0, value, None, 1)
+    latency = stats.to_json()["latency"]
+    assert latency["max"] == 0.5031
+    assert latency["max"] >= latency["mean"]
 
 
 def test_sketches_merge_exactly() -> None:

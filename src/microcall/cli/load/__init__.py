@@ -175,11 +175,6 @@ def run(arguments: argparse.Namespace) -> int:
             )
         if interrupted:
             break
-    if not interrupted and all(run.stats.ok == 0 for run in runs):
-        kinds = ", ".join(
-            sorted({kind for run in runs for kind in run.stats.errors}) or ["no calls"]
-        )
-        raise CliError(f"no call to {url} succeeded ({kinds})", _common.EXIT_NO_ANSWER)
     title = f"{plan.method} {url}: {_report.asked(plan)} for {plan.duration:g} s" + (
         f" over {arguments.workers} workers" if arguments.workers > 1 else ""
     )
@@ -208,4 +203,11 @@ def run(arguments: argparse.Namespace) -> int:
                 "interrupted: the figures cover the calls that ended before", highlight=False
             )
     sys.stdout.flush()
+    if not interrupted and all(run.stats.ok == 0 for run in runs):
+        # Said after the report, which shows what failed and how: a run
+        # against a service that is down is when those figures matter.
+        kinds = ", ".join(
+            sorted({kind for run in runs for kind in run.stats.errors}) or ["no calls"]
+        )
+        raise CliError(f"no call to {url} succeeded ({kinds})", _common.EXIT_NO_ANSWER)
     return _common.EXIT_INTERRUPTED if interrupted else _common.EXIT_OK

@@ -92,12 +92,11 @@ async def run(plan: Plan, stats: Stats, *, ready: Callable[[], None] | None = No
     async with microcall.AsyncClient(list(plan.bases), **options) as client:
         if ready is not None:
             ready()
-        start = time.monotonic()
+        start = stats.began = time.monotonic()
         stats.window = plan.duration
 
         async def one(due: float) -> None:
-            sent = time.monotonic()
-            stats.sent_until = max(stats.sent_until, sent - start)
+            began = time.monotonic()
             outcome: microcall.Response | BaseException
             try:
                 outcome = await client.request(plan.method, plan.path, **call)
@@ -107,9 +106,17 @@ async def run(plan: Plan, stats: Stats, *, ready: Callable[[], None] | None = No
             except CallError as error:
                 outcome, attempts = error, error.attempts
             now = time.monotonic()
-            sent_attempts = sum(1 for attempt in attempts if attempt.sent)
+            sent = [attempt for attempt in attempts if attempt.sent]
+            from_send = waited = None
+            if sent:
+                # A call may wait in the client for one of its connections
+                # before its first request goes out: the engine times the
+                # attempts from then, so their span is the time on the wire.
+                from_send = max(a.started + a.duration for a in sent) - min(a.started for a in sent)
+                waited = max(0.0, now - began - from_send)
+                stats.sent_until = max(stats.sent_until, now - from_send - start)
             stats.record(
-                now - start, now - due, describe_outcome(outcome), sent_attempts, now - sent
+                now - start, now - due, describe_outcome(outcome), len(sent), from_send, waited
             )
             stats.elapsed = now - start
 

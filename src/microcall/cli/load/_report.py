@@ -36,14 +36,22 @@ def ms(seconds: float | None) -> str:
 
 
 def lag_warning(stats: Stats) -> str | None:
-    """A sentence when the generator fell behind, else None."""
+    """A sentence when the load itself held calls back (the generator, the connections), else None."""
+    said = []
     lag = stats.quantile(0.99, of_lag=True)
-    if lag is None or lag <= LAG_WARNING:
-        return None
-    return (
-        f"the generator fell behind: it started 1% of calls more than {lag * 1000:.0f} ms late "
-        "(their latency counts from when they were due); try --workers"
-    )
+    if lag is not None and lag > LAG_WARNING:
+        said.append(
+            f"the generator fell behind: it started 1% of calls more than {lag * 1000:.0f} ms "
+            "late (their latency counts from when they were due); try --workers"
+        )
+    waited = stats.quantile(0.99, sketch=stats.waited)
+    if waited is not None and waited > LAG_WARNING:
+        said.append(
+            f"the client's connections were the limit: 1% of calls waited more than "
+            f"{waited * 1000:.0f} ms for one before going out (their latency counts that "
+            "wait, and fewer calls went out than asked); try a larger --connections"
+        )
+    return "; ".join(said) or None
 
 
 def asked(plan: Plan) -> str:

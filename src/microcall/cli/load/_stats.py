@@ -47,17 +47,25 @@ class Stats:
     was to start calls (open loop only), and ``from_send`` the latency
     counted from when each call really started: what the server and the
     network took, the generator's lag left out (the two agree in a closed
-    loop, and in an open loop whose generator kept up). ``attempts`` counts requests sent,
+    loop, and in an open loop whose generator kept up). ``waited`` is how
+    long calls waited in the client for one of its connections before their
+    first request went out (``--connections``). ``attempts`` counts requests sent,
     retries and hedges included, so ``attempts / calls - 1`` is the extra
     load a strategy added. ``errors`` counts failed calls by kind
     (``"HTTP 503"``, ``"ConnectError"``). ``elapsed`` runs to the last
-    outcome, ``window`` is the duration asked for, ``sent_until`` when the
-    last call was really sent (past ``window`` when the generator fell behind).
+    outcome, ``window`` is the duration asked for (or run, when it was cut
+    short), ``sent_until`` when the last call's first request really went out
+    (past ``window`` when the generator or the connections fell behind).
+    ``latency_max`` is the largest latency exactly (a sketch's top bin is
+    within 1% of it, and could read below the mean). ``began`` is when the
+    run started, on this process's monotonic clock.
     """
 
     latency: DDSketch = field(default_factory=_sketch)
     lag: DDSketch = field(default_factory=_sketch)
     from_send: DDSketch = field(default_factory=_sketch)
+    waited: DDSketch = field(default_factory=_sketch)
+    latency_max: float = 0.0
     calls: int = 0
     ok: int = 0
     attempts: int = 0
@@ -66,6 +74,7 @@ class Stats:
     elapsed: float = 0.0
     window: float = 0.0
     sent_until: float = 0.0
+    began: float = 0.0
 
     def record(
         self,
@@ -74,12 +83,20 @@ class Stats:
         error: str | None,
         attempts: int,
         from_send: float | None = None,
+        waited: float | None = None,
     ) -> None:
-        """A call ended ``at`` seconds into the run after ``latency`` seconds (``from_send`` since sent)."""
+        """A call ended ``at`` seconds into the run after ``latency`` seconds.
+
+        ``from_send``: since its first request went out; ``waited``: how long
+        it waited for a connection before that (None: it never went out).
+        """
         self.calls += 1
         self.attempts += attempts
         self.latency.add(latency)
+        self.latency_max = max(self.latency_max, latency)
         self.from_send.add(latency if from_send is None else from_send)
+        if waited is not None:
+            self.waited.add(waited)
         second = self.seconds.get(int(at))
         if second is None:
             second = self.seconds[int(at)] = Second()
@@ -95,6 +112,8 @@ class Stats:
         self.latency.merge(other.latency)
         self.lag.merge(other.lag)
         self.from_send.merge(other.from_send)
+        self.waited.merge(other.waited)
+        self.latency_max = max(self.latency_max, other.latency_max)
         self.calls += other.calls
         self.ok += other.ok
         self.attempts += other.attempts
@@ -104,6 +123,11 @@ class Stats:
         self.elapsed = max(self.elapsed, other.elapsed)
         self.window = max(self.window, other.window)
         self.sent_until = max(self.sent_until, other.sent_until)
+
+    def cut_short(self, now: float) -> None:
+        """The run was stopped at ``now`` (monotonic): its window is the time it really ran."""
+        if self.began:
+            self.window = min(self.window, now - self.began)
 
     def without_seconds(self) -> Stats:
         """These figures but not the per-second ones: a light progress report for the live view."""
@@ -152,11 +176,18 @@ class Stats:
             "throughput": self.throughput(),
             "latency": {
                 **{f"p{q * 100:g}": self.quantile(q) for q in QUANTILES},
-                "max": _max(self.latency),
+                "max": self.latency_max if self.latency.count else None,
                 "mean": self.latency.avg if self.latency.count else None,
             },
             "latency_from_send": {
                 f"p{q * 100:g}": self.quantile(q, sketch=self.from_send) for q in QUANTILES
+            },
+            "connection_wait": None
+            if self.waited.count == 0
+            else {
+                "p50": self.quantile(0.5, sketch=self.waited),
+                "p99": self.quantile(0.99, sketch=self.waited),
+                "max": _max(self.waited),
             },
             "generator_lag": None
             if self.lag.count == 0

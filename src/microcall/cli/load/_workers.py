@@ -76,6 +76,7 @@ def _run_here(plan: Plan, update: Update) -> Stats:
         with asyncio.Runner(loop_factory=fast_loop()) as runner:
             runner.run(main())
     except KeyboardInterrupt:
+        stats.cut_short(time.monotonic())
         raise Interrupted(stats) from None
     update(stats)
     return stats
@@ -104,8 +105,8 @@ def _worker(plan: Plan, results: multiprocessing.Queue[Any], barrier: Barrier) -
     try:
         with asyncio.Runner(loop_factory=fast_loop()) as runner:
             runner.run(main())
-    except KeyboardInterrupt:
-        pass  # what was measured so far goes to the parent as the result
+    except KeyboardInterrupt:  # what was measured so far goes to the parent as the result
+        stats.cut_short(time.monotonic())
     except BaseException as error:
         barrier.abort()
         results.put(("error", plan.worker, f"{type(error).__name__}: {error}"))
