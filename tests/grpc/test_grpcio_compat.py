@@ -100,6 +100,29 @@ async def test_errors_are_grpc_rpc_errors_with_grpcs_code_and_details(
     assert (late.code(), late.details()) == (grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
 
 
+async def test_a_servers_own_deadline_exceeded_keeps_its_details_and_trailers(
+    serve_grpc: ServeGrpc,
+) -> None:
+    """A handler that gave up on a dependency: its words, as grpcio gives them, not grpc's own."""
+    step = Step(
+        code=grpc.StatusCode.DEADLINE_EXCEEDED,
+        details="inventory lookup timed out",
+        trailing=(("x-failed-dependency", "inventory"),),
+    )
+    target = await serve_grpc(Backend([step] * 2))
+    async with grpc.aio.insecure_channel(target) as plain:
+        with pytest.raises(grpc.RpcError) as reference:
+            await RecommendationsStub(plain).Recommend(REQUEST, timeout=10)
+    async with AsyncChannel(target) as channel:
+        with pytest.raises(microcall.DeadlineExceeded) as raised:
+            await RecommendationsStub(channel).Recommend(REQUEST, timeout=10)
+    error: Any = raised.value
+    expected: Any = reference.value
+    assert (error.code(), error.details()) == (expected.code(), expected.details())
+    assert tuple(error.trailing_metadata()) == tuple(expected.trailing_metadata())
+    assert error.details() == "inventory lookup timed out"
+
+
 async def test_a_call_refused_by_the_breaker_is_a_grpc_rpc_error_unavailable(
     refused_target: str,
 ) -> None:

@@ -173,13 +173,19 @@ def status_error(
 ) -> CallError:
     """The one place a gRPC status becomes microcall's error."""
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
-        if by_deadline:
-            return DeadlineExceeded(
+        timed_out: DeadlineExceeded | AttemptTimeout = (
+            DeadlineExceeded(
                 f"deadline exceeded calling {method.full_name} on {target}", attempts=attempts
             )
-        return AttemptTimeout(
-            f"attempt timed out calling {method.full_name} on {target}", attempts=attempts
+            if by_deadline
+            else AttemptTimeout(
+                f"attempt timed out calling {method.full_name} on {target}", attempts=attempts
+            )
         )
+        # The status's own words: grpc's "Deadline Exceeded", or a server's
+        # that gave up on its own deadline ("inventory lookup timed out").
+        timed_out.answered(details, trailing_metadata)
+        return timed_out
     return GrpcStatusError(
         f"{method.full_name} on {target} ended with {code.name}: {details}",
         code=code,

@@ -42,19 +42,32 @@ class GrpcStatusError(errors.GrpcStatusError, grpc.RpcError):  # type: ignore[mi
 
 
 class _LocalStatus(grpc.RpcError):
-    """A failure grpc would report with a status of its own: ``code()`` and friends."""
+    """A failure grpc would report with a status of its own: ``code()`` and friends.
+
+    When the status came from the server (a handler that aborted with
+    DEADLINE_EXCEEDED, its own details and trailers), :meth:`answered` keeps
+    what it sent, and ``details()`` and ``trailing_metadata()`` return it.
+    """
 
     status: ClassVar[grpc.StatusCode]
+    _sent: tuple[str, tuple[tuple[str, str | bytes], ...]] | None = None
+
+    def answered(self, details: str, trailing: tuple[tuple[str, str | bytes], ...]) -> None:
+        """The status's details and trailing metadata, as the server (or grpc) gave them."""
+        self._sent = (details, trailing)
 
     def code(self) -> grpc.StatusCode:
         """The status grpc gives this failure."""
         return self.status
 
     def details(self) -> str:
+        return self._sent[0] if self._sent and self._sent[0] else self._local_details()
+
+    def _local_details(self) -> str:
         return str(self)
 
     def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:  # type: ignore[override]
-        return ()
+        return self._sent[1] if self._sent else ()
 
     def initial_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
         return ()
@@ -68,7 +81,7 @@ class DeadlineExceeded(_LocalStatus, errors.DeadlineExceeded):
 
     status = grpc.StatusCode.DEADLINE_EXCEEDED
 
-    def details(self) -> str:
+    def _local_details(self) -> str:
         return DEADLINE_DETAILS
 
 
@@ -77,7 +90,7 @@ class AttemptTimeout(_LocalStatus, errors.AttemptTimeout):
 
     status = grpc.StatusCode.DEADLINE_EXCEEDED
 
-    def details(self) -> str:
+    def _local_details(self) -> str:
         return DEADLINE_DETAILS
 
 
