@@ -287,3 +287,49 @@ async def test_observers_follow_calls_and_their_metadata_reaches_the_server(
         ("call ended", "ok"),
     ]
     assert all("traceparent" in seen.metadata for seen in backend.calls)
+
+
+SLOW_RETRY = microcall.retry(3, backoff=microcall.Backoff(base=5.0, cap=5.0, jitter=False))
+
+
+async def test_closing_the_channel_ends_a_call_in_its_backoff_at_once_with_cancelled(
+    serve_grpc: ServeGrpc,
+) -> None:
+    """Not after the backoff, with grpc.aio's own "Channel is closed" error: CANCELLED, typed."""
+    target = await serve_grpc(Backend([Step(code=UNAVAILABLE)] * 3))
+    channel = AsyncChannel(target, ChannelOptions(strategy=SLOW_RETRY, budget=None))
+    waiting = asyncio.ensure_future(RecommendationsStub(channel).Recommend(REQUEST, timeout=30))
+    await asyncio.sleep(0.3)  # the first attempt failed: the call waits out its 5 s backoff
+    began = asyncio.get_running_loop().time()
+    await channel.close()
+    with pytest.raises(GrpcStatusError) as closed:
+        await waiting
+    assert asyncio.get_running_loop().time() - began < 2.0
+    assert closed.value.code() is grpc.StatusCode.CANCELLED
+    assert closed.value.details() == "the channel was closed"
+    assert [attempt.code for attempt in closed.value.attempts] == ["UNAVAILABLE"]
+
+
+async def test_closing_the_channel_ends_a_call_in_flight_with_cancelled_not_a_bare_cancellation(
+    serve_grpc: ServeGrpc,
+) -> None:
+    target = await serve_grpc(Backend([Step(delay=5.0)] * 2))
+    for strategy in (microcall.single(), SLOW_RETRY):
+        channel = AsyncChannel(target, ChannelOptions(strategy=strategy))
+        call = asyncio.ensure_future(RecommendationsStub(channel).Recommend(REQUEST, timeout=30))
+        await asyncio.sleep(0.3)
+        await channel.close()
+        with pytest.raises(GrpcStatusError) as closed:
+            await call
+        assert closed.value.code() is grpc.StatusCode.CANCELLED
+
+
+async def test_a_call_on_a_closed_channel_is_a_usage_error(serve_grpc: ServeGrpc) -> None:
+    target = await serve_grpc(Backend())
+    channel = AsyncChannel(target)
+    stub = RecommendationsStub(channel)
+    await channel.close()
+    with pytest.raises(microcall.UsageError, match="this channel is closed"):
+        await stub.Recommend(REQUEST)
+    with pytest.raises(microcall.UsageError, match="this channel is closed"):
+        stub.RecommendStream(REQUEST)

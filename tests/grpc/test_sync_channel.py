@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import grpc
 import pytest
@@ -176,3 +177,37 @@ def test_many_futures_in_flight(serve_blocking_grpc: ServeBlocking) -> None:
         calls = [stub.Recommend.future(REQUEST) for _ in range(20)]
         titles = {call.result(timeout=10).recommendations[0].title for call in calls}
     assert len(titles) == 20
+
+
+def test_closing_the_channel_ends_a_call_in_its_backoff_at_once_and_refuses_new_calls(
+    serve_blocking_grpc: ServeBlocking,
+) -> None:
+    """It waited out the backoff, then raised grpc's "Cannot invoke RPC: Channel closed!"."""
+    target = serve_blocking_grpc(BlockingBackend([Step(code=UNAVAILABLE)] * 3))
+    slow_retry = microcall.retry(3, backoff=microcall.Backoff(base=5.0, cap=5.0, jitter=False))
+    channel = Channel(target, ChannelOptions(strategy=slow_retry, budget=None))
+    stub = RecommendationsStub(channel)
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            stub.Recommend(REQUEST, timeout=30)
+        except BaseException as error:
+            outcome.append(error)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    time.sleep(0.3)  # the first attempt failed: the call waits out its 5 s backoff
+    began = time.monotonic()
+    channel.close()
+    caller.join(10)
+    assert time.monotonic() - began < 2.0
+    (closed,) = outcome
+    assert isinstance(closed, GrpcStatusError)
+    assert (closed.code(), closed.details()) == (
+        grpc.StatusCode.CANCELLED,
+        "the channel was closed",
+    )
+    for later in (lambda: stub.Recommend(REQUEST), lambda: stub.Recommend.future(REQUEST)):
+        with pytest.raises(microcall.UsageError, match="this channel is closed"):
+            later()

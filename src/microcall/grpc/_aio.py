@@ -99,7 +99,12 @@ class AsyncChannel(ChannelBase[grpc.aio.Channel, StreamingCallable], grpc.aio.Ch
         return StreamingCallable(self._core, self._method(method, cardinality), callables)
 
     async def close(self, grace: float | None = None) -> None:
-        """Close every target's channel (calls in flight get ``grace`` seconds)."""
+        """Close every target's channel (calls in flight get ``grace`` seconds).
+
+        Calls in flight, and those waiting out a backoff, end with CANCELLED;
+        calls made after it raise UsageError.
+        """
+        self._core.close()
         targets = self._core.targets
         if self._refresher is not None:
             await self._refresher.aclose()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Generator
 from dataclasses import replace
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -21,7 +22,7 @@ import grpc.aio
 from microcall._attempt import AttemptKind
 from microcall._wire import PRIORITY_METADATA
 from microcall.errors import CallError
-from microcall.grpc._core import ChannelCore, MetadataPairs, status_error
+from microcall.grpc._core import CLOSED_DETAILS, ChannelCore, MetadataPairs, status_error
 from microcall.grpc._errors import CANCELLED_DETAILS, code_of
 from microcall.grpc._observe import RpcAttempt, RpcMethod, RpcWatch
 from microcall.grpc._unary import Answered, Failed, Outcome, Start, UnaryCall
@@ -151,6 +152,7 @@ class UnaryUnary(grpc.aio.UnaryUnaryMultiCallable[Req, Resp]):
         try:
             call.started()
             core = self._core
+            core.check_open()
             now = core.now()
             if core.budget is not None:
                 core.budget.deposit(now)
@@ -165,12 +167,16 @@ class UnaryUnary(grpc.aio.UnaryUnaryMultiCallable[Req, Resp]):
                     if self._shared_metadata
                     else core.own_metadata()
                 )
-                grpc_call = self._callables[0](request, timeout=remaining, metadata=metadata)
-                call.current = grpc_call
                 try:
+                    grpc_call = self._callables[0](request, timeout=remaining, metadata=metadata)
+                    call.current = grpc_call
                     response: Resp = await grpc_call
                 except grpc.aio.AioRpcError as error:
                     raise self._direct_error(error, self.method, now) from error
+                except (Exception, asyncio.CancelledError) as error:
+                    if core.closed and not _cancelled_by_its_caller(error):
+                        raise core.closed_error(self.method, ()) from None
+                    raise
             else:
                 response = await self._invoke(call, request, args, now)
         except BaseException as error:
@@ -211,19 +217,23 @@ class UnaryUnary(grpc.aio.UnaryUnaryMultiCallable[Req, Resp]):
         remaining = expires_at - start
         if remaining < core.floor:
             raise core.too_late(method, remaining, ())
-        grpc_call = self._callables[0](
-            request,
-            timeout=remaining,
-            metadata=metadata,
-            credentials=args.credentials,
-            wait_for_ready=args.wait_for_ready,
-            compression=args.compression,
-        )
-        call.current = grpc_call
         try:
+            grpc_call = self._callables[0](
+                request,
+                timeout=remaining,
+                metadata=metadata,
+                credentials=args.credentials,
+                wait_for_ready=args.wait_for_ready,
+                compression=args.compression,
+            )
+            call.current = grpc_call
             response: Resp = await grpc_call
         except grpc.aio.AioRpcError as error:
             raise self._direct_error(error, method, start) from error
+        except (Exception, asyncio.CancelledError) as error:
+            if core.closed and not _cancelled_by_its_caller(error):
+                raise core.closed_error(method, ()) from None
+            raise
         return response
 
     def _direct_error(
@@ -272,8 +282,13 @@ class UnaryUnary(grpc.aio.UnaryUnaryMultiCallable[Req, Resp]):
         # call.cancel() sets it: wakes the loop wherever it waits (backoff included).
         stopper: asyncio.Future[None] = loop.create_future()
         call.stopper = stopper
+        # So does the channel's closing.
+        closing: asyncio.Future[None] = loop.create_future()
+        unwake = core.waking_on_close(partial(_settle, closing))
         try:
             while True:
+                if core.closed and not tasks:
+                    raise core.closed_error(method, driver.attempts)
                 action = driver.next(now())
                 if isinstance(action, Start):
                     attempt = self._attempt(action, request, args)
@@ -283,7 +298,7 @@ class UnaryUnary(grpc.aio.UnaryUnaryMultiCallable[Req, Resp]):
                     break
                 wait = None if action.until is None else max(0.0, action.until - now())
                 # With no attempt running, this is the backoff between sequential attempts.
-                waiting: set[asyncio.Future[Any]] = {*tasks, stopper}
+                waiting: set[asyncio.Future[Any]] = {*tasks, stopper, closing}
                 await asyncio.wait(waiting, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
                 if stopper.done():
                     raise asyncio.CancelledError(CANCELLED_DETAILS)
@@ -294,6 +309,9 @@ class UnaryUnary(grpc.aio.UnaryUnaryMultiCallable[Req, Resp]):
             self._stop(tasks, driver)
             driver.ended(None, error)
             raise
+        finally:
+            unwake()
+            closing.cancel()
         self._stop(tasks, driver)
         response: Resp = driver.result(action, now())  # type: ignore[assignment]
         call.current = driver.winner_call
@@ -309,20 +327,24 @@ class UnaryUnary(grpc.aio.UnaryUnaryMultiCallable[Req, Resp]):
         tasks.clear()
 
     async def _attempt(self, start: Start, request: Req, args: _CallArgs) -> Outcome:
-        grpc_call = self._callables[start.slot](
-            request,
-            timeout=start.timeout,
-            metadata=start.metadata,
-            credentials=args.credentials,
-            wait_for_ready=args.wait_for_ready,
-            compression=args.compression,
-        )
         try:
+            grpc_call = self._callables[start.slot](
+                request,
+                timeout=start.timeout,
+                metadata=start.metadata,
+                credentials=args.credentials,
+                wait_for_ready=args.wait_for_ready,
+                compression=args.compression,
+            )
             response = await grpc_call
         except grpc.aio.AioRpcError as error:
             return Failed(
                 error.code(), error.details() or "", tuple(error.trailing_metadata() or ()), error
             )
+        except (Exception, asyncio.CancelledError) as error:
+            if self._core.closed and not _cancelled_by_its_caller(error):
+                return Failed(grpc.StatusCode.CANCELLED, CLOSED_DETAILS, (), None)
+            raise
         return Answered(response, grpc_call)
 
 
@@ -479,3 +501,21 @@ class UnaryUnaryCall(grpc.aio.UnaryUnaryCall[Req, Resp], Generic[Req, Resp]):
 
     async def wait_for_connection(self) -> None:
         await self._settled()
+
+
+def _cancelled_by_its_caller(error: BaseException) -> bool:
+    """Whether ``error`` is a cancellation of the running task itself (not grpc's doing).
+
+    grpc.aio ends a call whose channel closed with a bare CancelledError, in
+    a task nobody cancelled, and refuses a call on a closed channel with its
+    own UsageError: both mean CANCELLED here, as in the blocking channel.
+    """
+    if not isinstance(error, asyncio.CancelledError):
+        return False
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

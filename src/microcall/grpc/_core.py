@@ -16,8 +16,9 @@ import contextlib
 import random
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -29,7 +30,7 @@ from microcall._durations import to_seconds
 from microcall._validate import items
 from microcall._wire import PRIORITY_METADATA
 from microcall.context import inherit_deadline, inherit_priority
-from microcall.errors import CallError
+from microcall.errors import CallError, UsageError
 from microcall.grpc._errors import AttemptTimeout, DeadlineExceeded, GrpcStatusError
 from microcall.grpc._observe import RpcAttempt, RpcMethod, RpcObserver
 from microcall.grpc._options import ChannelOptions
@@ -39,6 +40,9 @@ from microcall.policy.strategy import Plan, Strategy
 from microcall.priority import Priority
 
 C = TypeVar("C")
+
+# The details of a call its channel's closing stopped.
+CLOSED_DETAILS = "the channel was closed"
 MetadataPairs = tuple[tuple[str, str | bytes], ...]
 
 
@@ -48,7 +52,9 @@ class ChannelCore(Generic[C]):
     __slots__ = (
         "_own",
         "_priority",
+        "_wakers",
         "budget",
+        "closed",
         "floor",
         "lock",
         "now",
@@ -96,6 +102,38 @@ class ChannelCore(Generic[C]):
             level.value: ((PRIORITY_METADATA, level.value),) for level in Priority
         }
         self._own[None] = ()
+        self.closed = False
+        # Calls waiting out a backoff, woken when the channel closes.
+        self._wakers: set[Callable[[], None]] = set()
+
+    # ------------------------------------------------------------ closing
+
+    def close(self) -> None:
+        """The channel is closing: calls made now are refused, calls in a backoff end."""
+        self.closed = True
+        for wake in list(self._wakers):
+            wake()
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise UsageError("this channel is closed")
+
+    def waking_on_close(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call ``wake`` if the channel closes; the returned function stops that."""
+        self._wakers.add(wake)
+        return partial(self._wakers.discard, wake)
+
+    def closed_error(self, method: RpcMethod, attempts: Sequence[RpcAttempt]) -> CallError:
+        """What a call stopped by its channel's closing raises: CANCELLED, as grpc's in flight do."""
+        return status_error(
+            method,
+            self.targets.address_at(0),
+            grpc.StatusCode.CANCELLED,
+            CLOSED_DETAILS,
+            (),
+            by_deadline=False,
+            attempts=attempts,
+        )
 
     # ------------------------------------------------------------ per call
 

@@ -60,6 +60,7 @@ class StreamAttempt:
     ) -> tuple[int, float, MetadataPairs] | None:
         """``(slot, timeout, metadata)`` to send with; None when refused (see ``refusal``)."""
         core = self._core
+        core.check_open()
         now = self._start
         pairs = core.metadata(core.priority(priority), metadata)
         expires_at = core.expires_at(timeout, now)

@@ -120,7 +120,12 @@ class Channel(ChannelBase[grpc.Channel, BlockingStreaming], grpc.Channel):  # ty
             channel.unsubscribe(callback)
 
     def close(self) -> None:
-        """Close every target's channel; calls in flight end with CANCELLED."""
+        """Close every target's channel; calls in flight end with CANCELLED.
+
+        Calls waiting out a backoff end at once, with CANCELLED too; calls made
+        after it raise UsageError.
+        """
+        self._core.close()
         for channel in self._core.targets.channels:
             channel.close()
         if self._executor is not None:
@@ -227,6 +232,7 @@ class BlockingUnaryUnary(_UnaryBase[Req, Resp]):
         The deadline and priority are taken from the calling thread's context
         now. ``cancel()`` stops it at once, also while it runs.
         """
+        self._core.check_open()
         # Fix the deadline here, capped by the context's as any call's is: the
         # worker thread has no context of its own.
         now = self._core.now()
@@ -260,6 +266,7 @@ class BlockingUnaryUnary(_UnaryBase[Req, Resp]):
         cancellation: Cancellation | None = None,
     ) -> tuple[Resp, Any]:
         core = self._core
+        core.check_open()
         now = core.now()
         if core.budget is not None:
             with core.lock:
@@ -293,6 +300,10 @@ class BlockingUnaryUnary(_UnaryBase[Req, Resp]):
                 ), None
             except grpc.RpcError as error:
                 raise self._direct_error(method, error, now) from error
+            except ValueError:  # grpc's "Cannot invoke RPC: Channel closed!"
+                if not core.closed:
+                    raise
+                raise core.closed_error(method, ()) from None
         return self._planned(request, extra, method, chosen, now, expires_at, pairs, cancellation)
 
     def _direct_error(self, method: RpcMethod, error: grpc.RpcError, start: float) -> Exception:
@@ -334,21 +345,30 @@ class BlockingUnaryUnary(_UnaryBase[Req, Resp]):
         credentials, wait_for_ready, compression = extra
         if cancellation is not None:
             cancellation.on_cancel(partial(ended.put, _WAKE))
+        # A channel closed during a backoff ends the call at once.
+        unwake = core.waking_on_close(partial(ended.put, _WAKE))
         try:
             while True:
                 if cancellation is not None:
                     cancellation.check()
+                if core.closed and not running:
+                    raise core.closed_error(method, driver.attempts)
                 with lock:
                     action = driver.next(now())
                 if isinstance(action, Start):
-                    future = self._callables[action.slot].future(
-                        request,
-                        action.timeout,
-                        action.metadata,
-                        credentials,
-                        wait_for_ready,
-                        compression,
-                    )
+                    try:
+                        future = self._callables[action.slot].future(
+                            request,
+                            action.timeout,
+                            action.metadata,
+                            credentials,
+                            wait_for_ready,
+                            compression,
+                        )
+                    except ValueError:  # grpc's "Cannot invoke RPC: Channel closed!"
+                        if not core.closed:
+                            raise
+                        raise core.closed_error(method, driver.attempts) from None
                     running[action.index] = future
                     if cancellation is not None:
                         cancellation.watch(future)
@@ -373,6 +393,8 @@ class BlockingUnaryUnary(_UnaryBase[Req, Resp]):
             self._stop(running, driver)
             driver.ended(None, error)
             raise
+        finally:
+            unwake()
         self._stop(running, driver)
         with lock:
             response: Resp = driver.result(action, now())  # type: ignore[assignment]

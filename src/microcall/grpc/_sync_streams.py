@@ -162,6 +162,7 @@ class BlockingStreaming:
         if request_iterator is not None:
             request = request_iterator
         core = self._core
+        core.check_open()  # before the executor, which refuses work once the channel closed
         # Fixed here, capped by the context's: the worker thread has no context.
         now = core.now()
         timeout = max(core.expires_at(timeout, now) - now, 0.0)
