@@ -236,6 +236,22 @@ def test_a_blocking_stream_under_the_floor_fails_on_its_first_next(
         with pytest.raises(grpc.RpcError) as raised:
             next(stream)
     assert isinstance(raised.value, microcall.DeadlineExceeded)
+    # The call says what its error says, as grpcio's do.
+    assert stream.details() == raised.value.details() == "Deadline Exceeded"
+
+
+async def test_a_refused_call_reports_the_details_its_error_does(serve_grpc: ServeGrpc) -> None:
+    target = await serve_grpc(Backend())
+    async with AsyncChannel(target) as channel:
+        stub = RecommendationsStub(channel)
+        call = stub.Recommend(REQUEST, timeout=0.0001)
+        with pytest.raises(microcall.DeadlineExceeded) as raised:
+            await call
+        stream = stub.RecommendStream(REQUEST, timeout=0.0001)
+        with pytest.raises(microcall.DeadlineExceeded):
+            await stream.read()
+    error: Any = raised.value
+    assert await call.details() == await stream.details() == error.details()
 
 
 async def test_streaming_callables_take_grpcs_request_iterator_keyword(

@@ -17,7 +17,7 @@ import grpc
 import grpc.aio
 
 from microcall.grpc._core import ChannelCore
-from microcall.grpc._errors import code_of
+from microcall.grpc._errors import code_of, details_of
 from microcall.grpc._observe import RpcAttempt, RpcMethod
 from microcall.grpc._stream_attempt import StreamAttempt
 from microcall.priority import Priority
@@ -204,7 +204,7 @@ class AsyncStreamCall(
 
     async def details(self) -> str:
         if self._call is None:
-            return str(self._attempt.refusal)
+            return details_of(self._attempt.refusal)
         return await self._call.details()  # type: ignore[no-any-return]
 
     async def wait_for_connection(self) -> None:

@@ -23,7 +23,7 @@ from microcall._attempt import AttemptKind
 from microcall._wire import PRIORITY_METADATA
 from microcall.errors import CallError
 from microcall.grpc._core import CLOSED_DETAILS, ChannelCore, MetadataPairs, status_error
-from microcall.grpc._errors import CANCELLED_DETAILS, code_of
+from microcall.grpc._errors import CANCELLED_DETAILS, code_of, details_of
 from microcall.grpc._observe import RpcAttempt, RpcMethod, RpcWatch
 from microcall.grpc._unary import Answered, Failed, Outcome, Start, UnaryCall
 from microcall.policy.strategy import Finish, SingleAttempt, Strategy
@@ -497,7 +497,7 @@ class UnaryUnaryCall(grpc.aio.UnaryUnaryCall[Req, Resp], Generic[Req, Resp]):
             return current.details() or ""
         if self._cancelled:
             return CANCELLED_DETAILS
-        return "" if self._error is None else str(self._error)
+        return details_of(self._error)
 
     async def wait_for_connection(self) -> None:
         await self._settled()

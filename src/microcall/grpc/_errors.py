@@ -100,6 +100,14 @@ class CircuitOpen(_LocalStatus, errors.CircuitOpen):
     status = grpc.StatusCode.UNAVAILABLE
 
 
+def details_of(error: BaseException | None) -> str:
+    """The details a call that ended with ``error`` reports, as the error itself does."""
+    if error is None:
+        return ""
+    details = getattr(error, "details", None)
+    return str(details()) if callable(details) else str(error)
+
+
 def code_of(error: BaseException | None) -> grpc.StatusCode:
     """The status a call that ended with ``error`` reports (OK for none), as grpc's would."""
     if error is None:

@@ -19,7 +19,7 @@ import grpc
 
 from microcall.errors import CallError
 from microcall.grpc._core import ChannelCore, status_of
-from microcall.grpc._errors import CANCELLED_DETAILS, code_of
+from microcall.grpc._errors import CANCELLED_DETAILS, code_of, details_of
 from microcall.grpc._observe import RpcAttempt, RpcMethod
 from microcall.grpc._stream_attempt import StreamAttempt
 from microcall.priority import Priority
@@ -237,7 +237,7 @@ class BlockingStreamCall(_FutureBase[Any], grpc.Call):
 
     def details(self) -> str:
         if self._call is None:
-            return str(self._attempt.refusal)
+            return details_of(self._attempt.refusal)
         return self._call.details()  # type: ignore[no-any-return]
 
     def initial_metadata(self) -> Any:
