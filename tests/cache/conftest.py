@@ -92,12 +92,13 @@ def redis_process() -> ServerProcess:
     return ServerProcess(command, port, b"PING\r\n", b"+PONG")
 
 
-def memcached_process() -> ServerProcess:
+def memcached_process(*extra: str) -> ServerProcess:
+    """A memcached on a free port; ``extra``: more of its options (``-I 512k``)."""
     binary = shutil.which("memcached")
     if binary is None:
         pytest.skip("memcached is not installed")
     port = free_port()
-    command = [binary, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "64"]
+    command = [binary, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "64", *extra]
     if os.geteuid() == 0:  # memcached refuses to run as root unless told whom to run as
         command += ["-u", pwd.getpwuid(0).pw_name]
     return ServerProcess(command, port, b"version\r\n", b"VERSION")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pickle
 import socket
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from microcall.cache import (
     DiskBackend,
     Entry,
     EntryCodec,
+    EntryTooLarge,
     MemcachedBackend,
     MemoryBackend,
     RedisBackend,
@@ -28,7 +30,7 @@ from microcall.cache._backend import CacheBackend
 from microcall.cache._keys import url_key
 from microcall.testing import FakeClock, Reply
 
-from .conftest import ServerProcess
+from .conftest import ServerProcess, _started, memcached_process
 from .helpers import EPOCH, Service, make_client
 
 
@@ -201,9 +203,34 @@ async def test_memcached_skips_values_over_its_item_limit(
     memcached_server: ServerProcess, namespace: str
 ) -> None:
     backend = MemcachedBackend("127.0.0.1", memcached_server.port, max_value_bytes=1000)
-    await backend.set(f"{namespace}:k", entry(b"x" * 2000), 60)
+    with pytest.raises(EntryTooLarge):
+        await backend.set(f"{namespace}:k", entry(b"x" * 2000), 60)
     assert await backend.get(f"{namespace}:k") is None
     await backend.aclose()
+
+
+async def test_an_entry_over_a_servers_own_item_limit_is_skipped_not_a_failure() -> None:
+    """memcached -I 512k refuses a 700 kB entry: that entry goes unstored, the backend is fine."""
+    server = _started(partial(memcached_process, "-I", "512k"))
+    try:
+        backend = MemcachedBackend("127.0.0.1", server.port, max_value_bytes=4 * 1024 * 1024)
+
+        def reply(request: Request) -> Reply:
+            size = 700_000 if request.url.path == "/big" else 10
+            return Reply(200, content=b"x" * size, headers={"Cache-Control": "max-age=60"})
+
+        service = Service(reply)
+        client, cache, _ = make_client(service, backend=backend)
+        async with cache, client:
+            await client.get("/big")
+            await client.get("/small")
+            again = await client.get("/small")
+        assert (cache.stats.too_large, cache.stats.stored) == (1, 1)
+        assert cache.stats.backend_errors == 0
+        assert not cache.backend_failing
+        assert again.cache_status is CacheStatus.HIT
+    finally:
+        server.stop()
 
 
 async def test_disk_entries_survive_a_restart(tmp_path: Path) -> None:

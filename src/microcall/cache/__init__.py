@@ -21,7 +21,7 @@ call. See docs/caching.md.
 """
 
 from microcall._response import CacheStatus
-from microcall.cache._backend import BackendBusy, CacheBackend
+from microcall.cache._backend import BackendBusy, CacheBackend, EntryTooLarge
 from microcall.cache._cache import WALL_CLOCK, ResponseCache, WallClock
 from microcall.cache._codec import EntryCodec, UnreadableEntry
 from microcall.cache._disk import DiskBackend
@@ -44,6 +44,7 @@ __all__ = [
     "DiskBackend",
     "Entry",
     "EntryCodec",
+    "EntryTooLarge",
     "MemcachedBackend",
     "MemoryBackend",
     "RedisBackend",

@@ -18,7 +18,9 @@ exception means the backend is failing: the cache logs it (rate-limited),
 calls go uncached for a while, then it tries the backend again, except
 :class:`BackendBusy`: the store is there but has no free connection for this
 operation right now, so this one call goes without it (a miss, or a write
-skipped) and the next call tries again.
+skipped) and the next call tries again; and :class:`EntryTooLarge` from
+``set``: the store works, but will not keep this entry (memcached's item
+limit), which is skipped and counted.
 
 ``aclose`` releases connections and threads; a backend stays usable after it
 and reconnects on its next use. Whoever makes a backend owns it: the
@@ -32,6 +34,10 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from microcall.cache._entry import Entry
+
+
+class EntryTooLarge(Exception):
+    """The store will not keep an entry this large: it is not stored, and the backend is fine."""
 
 
 class BackendBusy(Exception):

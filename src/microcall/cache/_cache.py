@@ -34,7 +34,7 @@ from microcall._clock import Clock
 from microcall._durations import Seconds, to_seconds
 from microcall._request import Request
 from microcall._response import CacheStatus, Response
-from microcall.cache._backend import BackendBusy, CacheBackend
+from microcall.cache._backend import BackendBusy, CacheBackend, EntryTooLarge
 from microcall.cache._codec import UnreadableEntry
 from microcall.cache._directives import NONE, Directives, header_value, request_directives
 from microcall.cache._entry import Entry, vary_value
@@ -523,6 +523,9 @@ class ResponseCache:
                 await self.backend.set(one, entry, ttl)
             except BackendBusy:
                 self.stats.busy += 1
+                return
+            except EntryTooLarge:
+                self.stats.too_large += 1
                 return
             except Exception as exc:
                 self._failed(exc, "set")

@@ -15,6 +15,7 @@ from typing import Any
 
 from microcall._durations import Seconds, to_seconds
 from microcall._validate import whole
+from microcall.cache._backend import EntryTooLarge
 from microcall.cache._codec import EntryCodec, UnreadableEntry
 from microcall.cache._entry import Entry
 from microcall.cache._threaded import Threads
@@ -81,9 +82,16 @@ class MemcachedBackend:
     async def set(self, key: str, entry: Entry, ttl: float) -> None:
         data = self._codec.encode(entry)
         if len(data) > self._max_value:
-            return
+            raise EntryTooLarge(f"{len(data)} bytes, over max_value_bytes ({self._max_value})")
         expire = min(max(1, math.ceil(ttl)), MAX_EXPIRE)
-        await self._threads.run(self._client.set, key, data, expire=expire, noreply=False)
+        try:
+            await self._threads.run(self._client.set, key, data, expire=expire, noreply=False)
+        except Exception as error:
+            # A server started with a smaller item limit (-I) says so for this
+            # entry alone: the next, smaller one is stored as usual.
+            if "too large" in str(error).lower():
+                raise EntryTooLarge(str(error)) from error
+            raise
 
     async def delete(self, keys: Sequence[str]) -> None:
         if keys:

@@ -17,7 +17,8 @@ class CacheStats:
     :class:`microcall.CacheStatus`; a coalesced call that shared a hit counts
     as a hit). ``stored`` counts entries written, ``invalidated`` entries
     dropped after a successful unsafe call (POST, PUT, DELETE...),
-    ``backend_errors`` failed backend operations, ``busy`` operations given
+    ``too_large`` entries the backend would not keep for their size (not
+    stored, not errors), ``backend_errors`` failed backend operations, ``busy`` operations given
     up because the backend had no free connection (each a miss or a skipped
     write, not an error), ``refresh_errors`` background refreshes
     (stale-while-revalidate) that failed, ``unreadable`` stored values that did not decode
@@ -30,6 +31,7 @@ class CacheStats:
     stale: int = 0
     coalesced: int = 0
     stored: int = 0
+    too_large: int = 0
     invalidated: int = 0
     backend_errors: int = 0
     busy: int = 0
