@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+
 import pytest
 
 import microcall
+from microcall.cli._common import one_line, printable
 from tests.cli.conftest import Run, one_line_error
 
 
@@ -179,3 +183,51 @@ def test_a_missing_optional_package_is_named(
     assert "pip install 'microcall[cli]'" in ran.err
     # JSON output needs no rich.
     assert run("get", f"{service}/echo", "--json").status == 0
+
+
+def _answer_once(answer: bytes) -> tuple[int, threading.Thread, socket.socket]:
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(answer)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    return listener.getsockname()[1], server, listener
+
+
+HOSTILE = b"\x1b]0;owned\x07\x1b[2J"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        # In the body: a valid answer, shown escaped.
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\n" + HOSTILE,
+        # In the reason phrase and a header: not HTTP, refused; its error shown escaped.
+        b"HTTP/1.1 200 OK"
+        + HOSTILE
+        + b"\r\nX-Evil: a"
+        + HOSTILE
+        + b"\r\nContent-Length: 0\r\n\r\n",
+    ],
+    ids=["body", "head"],
+)
+def test_what_a_server_sends_cannot_drive_the_terminal(run: Run, answer: bytes) -> None:
+    """Escape sequences that would retitle or clear the terminal are shown, never obeyed."""
+    port, server, listener = _answer_once(answer)
+    with listener:
+        ran = run("get", f"http://127.0.0.1:{port}/", "--pretty")
+        server.join(5)
+    assert ran.status in (0, 6)
+    assert "\x1b" not in ran.out + ran.err
+    if ran.status == 0:
+        assert "\\x1b]0;owned" in ran.out
+
+
+def test_a_multi_line_status_message_is_one_line_on_stderr() -> None:
+    assert one_line("deadline\nexceeded\x1b[2J") == "deadline exceeded\\x1b[2J"
+    assert printable("tab\tand\nnewline kept, \x00 shown") == "tab\tand\nnewline kept, \\x00 shown"

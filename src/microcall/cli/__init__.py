@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str, status: int) -> int:
-    print(f"microcall: error: {message}", file=sys.stderr, flush=True)
+    print(f"microcall: error: {_common.one_line(message)}", file=sys.stderr, flush=True)
     return status
 
 

@@ -15,6 +15,7 @@ script can tell a refusal from an outage)::
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any, TextIO
 
@@ -78,3 +79,18 @@ def console(file: TextIO | None = None) -> Any:
 
     stream = file if file is not None else sys.stdout
     return _Console(file=stream, highlight=False, width=None if _isatty(stream) else 120)
+
+
+# Control characters but newline and tab: what a hostile server could send to
+# drive the terminal (ESC sequences retitle it, clear it, rewrite what it shows).
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` as a terminal may be given it: control characters shown as escapes."""
+    return _CONTROLS.sub(lambda found: repr(found.group())[1:-1], text)
+
+
+def one_line(text: str) -> str:
+    """``text`` as one printable line (a status message may hold newlines)."""
+    return printable(" ".join(text.splitlines()))

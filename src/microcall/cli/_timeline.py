@@ -19,6 +19,7 @@ from microcall._attempt import Attempt, AttemptKind
 from microcall._redact import shown_headers
 from microcall._request import Request
 from microcall._response import Response
+from microcall.cli._common import printable
 from microcall.observe.hooks import AttemptScope
 
 TIMEOUT_HEADER = "X-Request-Timeout"
@@ -159,7 +160,7 @@ def render(steps: Sequence[Step], *, total: float, width: int = 24) -> Any:
             str(step.index),
             step.kind,
             step.endpoint or "-",
-            Text(step.outcome, style="green" if step.ok else "red"),
+            Text(printable(step.outcome), style="green" if step.ok else "red"),
             f"{step.started * 1000:.1f}",
             f"{step.duration * 1000:.1f}",
             "-" if step.deadline_sent is None else f"{step.deadline_sent:.3f} s",

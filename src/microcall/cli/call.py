@@ -20,7 +20,7 @@ from microcall._attempt import Attempt
 from microcall._redact import without_user_info
 from microcall._response import Response
 from microcall.cli import _common, _options
-from microcall.cli._common import CliError
+from microcall.cli._common import CliError, printable
 from microcall.cli._items import RequestItems, parse_items
 from microcall.cli._timeline import HeaderRecorder, Step, render, timeline
 from microcall.client import AsyncClient, ClientOptions
@@ -197,14 +197,17 @@ def _print_human(
             console.print(Text.assemble((name, "cyan"), ": ", value))
         console.print()
     style = "green" if response.status_code < 400 else "red"
-    console.print(Text(f"HTTP {response.status_code} {response.reason}", style=f"bold {style}"))
+    # What the server sent is shown, never obeyed: no escape sequence of its
+    # own reaches the terminal.
+    reason = printable(response.reason)
+    console.print(Text(f"HTTP {response.status_code} {reason}", style=f"bold {style}"))
     for name, value in response.headers.items():
-        console.print(Text.assemble((name, "cyan"), ": ", value))
+        console.print(Text.assemble((printable(name), "cyan"), ": ", printable(value)))
     body = _body(response)
     if body is not None:
         console.print()
         if isinstance(body, str):
-            console.print(Text(body))
+            console.print(Text(printable(body)))
         else:
             console.print(JSON.from_data(body))
     console.print()

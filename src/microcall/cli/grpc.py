@@ -249,7 +249,7 @@ def _print_human(document: dict[str, Any], steps: Sequence[Step], deadline: floa
     if document["response"] is not None:
         console.print(JSON.from_data(document["response"]))
     elif document["error"] is not None:
-        console.print(Text(document["error"]["message"], style="red"))
+        console.print(Text(_common.printable(document["error"]["message"]), style="red"))
     console.print()
     total = max((s.started + s.duration for s in steps), default=0.0)
     console.print(render(steps, total=total))
