@@ -93,6 +93,14 @@ def test_bad_calls(run: Run, recommendations: str, method: str, data: str, says:
     assert says in ran.err
 
 
+@pytest.mark.parametrize("target", ["127.0.0.1:notaport", "127.0.0.1:70000", "127.0.0.1", "a/b:1"])
+def test_a_bad_target_is_bad_input(run: Run, target: str) -> None:
+    ran = run("grpc", target, METHOD, "{}")
+    assert ran.status == 2
+    assert one_line_error(ran)
+    assert "expected host:port" in ran.err
+
+
 def test_a_server_without_reflection(run: Run, no_reflection: str) -> None:
     ran = run("grpc", no_reflection, METHOD, "{}")
     assert ran.status == 2

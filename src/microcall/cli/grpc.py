@@ -88,8 +88,8 @@ def run(arguments: argparse.Namespace) -> int:
         body = json.loads(arguments.data)
     except json.JSONDecodeError as error:
         raise CliError(f"bad JSON request: {error.msg}") from None
-    host = arguments.target.rpartition(":")[0]
-    if not host or "/" in arguments.target:
+    host, _, port = arguments.target.rpartition(":")
+    if not host or "/" in arguments.target or not port.isdigit() or not 0 < int(port) < 65536:
         raise CliError(f"bad target {arguments.target!r}: expected host:port")
     plaintext = arguments.plaintext or host in _LOOPBACK
     request_type, response_type = _resolve(
