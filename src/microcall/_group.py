@@ -117,7 +117,7 @@ class EndpointGroup:
 
     def abandoned(self, endpoint: Endpoint, latency: float, now: float) -> None:
         """An attempt on ``endpoint`` was cancelled before its outcome arrived."""
-        endpoint.stats.finish(self._own_latency(latency, now), False, now)
+        endpoint.stats.abandon(self._own_latency(latency, now), now)
         if endpoint.breaker is not None:
             endpoint.breaker.release(now)
 

@@ -7,6 +7,7 @@ service on raw bytes: ``Collect`` joins a stream of requests into one reply,
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from concurrent import futures
 from typing import Any
@@ -132,6 +133,7 @@ class CountsEnds:
     def __init__(self) -> None:
         self.started = 0
         self.ended = 0
+        self.errors: list[BaseException | None] = []
 
     def call_started(self, method: Any) -> CountsEnds:
         self.started += 1
@@ -140,8 +142,16 @@ class CountsEnds:
     def attempt_started(self, *args: Any) -> None:
         return None
 
-    def call_ended(self, *args: Any) -> None:
+    def call_ended(self, response: Any, error: BaseException | None, attempts: Any) -> None:
         self.ended += 1
+        self.errors.append(error)
+
+    def all_cancelled(self) -> bool:
+        """Every call ended as cancelled (the caller left), none as a success."""
+        return all(
+            isinstance(error, asyncio.CancelledError | futures.CancelledError)
+            for error in self.errors
+        )
 
 
 async def test_a_response_stream_left_after_its_first_message_ends_its_call(
@@ -157,6 +167,7 @@ async def test_a_response_stream_left_after_its_first_message_ends_its_call(
                 break
         await eventually(lambda: observer.ended == 6)
         assert [endpoint.stats.outstanding for endpoint in channel.targets.endpoints] == [0, 0]
+    assert observer.all_cancelled()
 
 
 def test_a_blocking_response_stream_left_after_its_first_message_ends_its_call(
@@ -171,3 +182,4 @@ def test_a_blocking_response_stream_left_after_its_first_message_ends_its_call(
                 break
         assert observer.ended == 6  # at once: the stream is dropped as the loop is left
         assert [endpoint.stats.outstanding for endpoint in channel.targets.endpoints] == [0, 0]
+    assert observer.all_cancelled()

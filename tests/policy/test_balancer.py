@@ -11,6 +11,7 @@ import pytest
 
 from microcall.errors import ConfigurationError
 from microcall.policy.balancer import (
+    FAILURE_PENALTY,
     UNMEASURED_PENALTY,
     Balancer,
     BalancerConfig,
@@ -90,14 +91,35 @@ def test_the_estimate_decays_toward_zero_while_unused() -> None:
     assert stats.latency(100.0) == pytest.approx(0.100 * math.exp(-10))
 
 
-def test_a_fast_failure_does_not_make_an_endpoint_look_fast() -> None:
+def test_a_fast_failure_makes_an_endpoint_look_slow_not_fast() -> None:
+    """Connection refused comes back in microseconds: it counts as FAILURE_PENALTY at least."""
     stats = EndpointStats()
     stats.finish(0.050, True, 0.0)
-    for _ in range(100):
-        stats.finish(0.0001, False, 0.001)  # connection refused, at once
-    assert stats.latency(0.001) == pytest.approx(0.050, rel=1e-3)
-    stats.finish(2.0, False, 0.002)  # a timeout does count
+    stats.finish(0.0001, False, 0.001)  # connection refused, at once
+    assert stats.latency(0.001) == pytest.approx(FAILURE_PENALTY)
+    stats.finish(2.0, False, 0.002)  # a longer failure (a timeout) counts as itself
     assert stats.latency(0.002) == pytest.approx(2.0)
+    never = EndpointStats()
+    never.finish(0.0001, False, 0.0)  # failing from its first attempt
+    assert never.latency(0.0) == pytest.approx(FAILURE_PENALTY)
+
+
+def test_a_penalised_endpoint_is_tried_again_once_its_estimate_decays() -> None:
+    stats = EndpointStats()
+    stats.finish(0.0001, False, 0.0)
+    healthy = 0.002
+    # exp(-t / 10) x 1 s falls under 2 ms after about a minute.
+    assert stats.latency(50.0) > healthy  # type: ignore[operator]
+    assert stats.latency(70.0) < healthy  # type: ignore[operator]
+
+
+def test_a_cancelled_loser_is_no_failure() -> None:
+    stats = EndpointStats()
+    stats.finish(0.050, True, 0.0)
+    stats.abandon(0.010, 0.001)  # a hedge that lost, stopped early: no penalty, no pull down
+    assert stats.latency(0.001) == pytest.approx(0.050, rel=1e-3)
+    stats.abandon(0.3, 0.002)  # but it was at least this slow
+    assert stats.latency(0.002) == pytest.approx(0.3)
 
 
 def test_finish_without_start_and_bad_latencies_are_harmless() -> None:

@@ -90,7 +90,7 @@ class AsyncStreamCall(
         loop = self._loop
         if loop is not None and not self._attempt.reported:
             with contextlib.suppress(RuntimeError):  # the loop has closed
-                loop.call_soon_threadsafe(self._attempt.abandoned)
+                loop.call_soon_threadsafe(_left, self._call, self._attempt)
 
     @property
     def attempts(self) -> tuple[RpcAttempt, ...]:
@@ -210,3 +210,9 @@ class AsyncStreamCall(
     async def wait_for_connection(self) -> None:
         if self._call is not None:
             await self._call.wait_for_connection()
+
+
+def _left(call: Any, attempt: StreamAttempt) -> None:
+    """A stream its caller left before its end: the server is told to stop, the call ends cancelled."""
+    call.cancel()
+    attempt.abandoned()

@@ -12,6 +12,7 @@ with an exception of its own).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, cast
 
 import grpc
@@ -19,7 +20,7 @@ import grpc
 from microcall._attempt import Attempt
 from microcall._driver import CallDriver, Start
 from microcall.grpc._core import ChannelCore, MetadataPairs, status_error
-from microcall.grpc._errors import CircuitOpen
+from microcall.grpc._errors import CANCELLED_DETAILS, CircuitOpen
 from microcall.grpc._observe import Metadata, RpcAttempt, RpcMethod, RpcWatch
 from microcall.grpc._unary import Answered, Failed, GrpcRules, Outcome
 from microcall.observe.hooks import AttemptScope
@@ -129,10 +130,15 @@ class StreamAttempt:
             self.watch.call_ended(response, None, self.attempts)
 
     def abandoned(self, error: BaseException | None = None) -> None:
-        """The caller cancelled the stream, or left it in the middle."""
+        """The caller cancelled the stream, or left it in the middle (``error``: how; a cancellation).
+
+        Its observers hear it end with ``error``, so a span and a metric say
+        CANCELLED, never OK: no status came for them to say otherwise.
+        """
         reported = self._report(None)
         if self.watch is not None and reported:
-            self.watch.call_ended(None, error, self.attempts)
+            ended = error if error is not None else asyncio.CancelledError(CANCELLED_DETAILS)
+            self.watch.call_ended(None, ended, self.attempts)
 
     @property
     def reported(self) -> bool:

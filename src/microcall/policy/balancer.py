@@ -14,9 +14,17 @@ an estimate of its latency that is
   same time constant, so an endpoint avoided for being slow is tried again
   after a while and can show it has recovered.
 
-A failure's latency only counts when it raises the estimate: a replica that
-refuses connections answers in microseconds and would otherwise look like
-the fastest of all until its breaker or ejection takes it out.
+A failed attempt counts as a latency of at least ``FAILURE_PENALTY`` (1 s): a
+replica that refuses connections answers in microseconds and would
+otherwise look like the fastest of all, taking nearly every call until its
+breaker or ejection took it out (and ejection takes out at most a tenth of
+the replicas). Penalised, a failing replica is tried again once its
+estimate has decayed below the others' (about a minute against replicas
+answering in a few milliseconds, with the default decay time), so a dead
+one costs about one attempt a minute of each client, and a recovered one
+wins its traffic back within that. An attempt cancelled before its outcome
+(a hedge that lost) is no failure: its elapsed time counts only when it
+raises the estimate.
 
 The cost of an endpoint is ``estimate x (outstanding + 1)``: latency times the
 queue one more request would join. An endpoint with no measurement yet costs
@@ -37,8 +45,8 @@ Interface for the engine::
 
     endpoint = balancer.pick(now, exclude=running_endpoints)
     endpoint.stats.start(now)                         # the attempt is sent
-    endpoint.stats.finish(latency, success, now)      # it ended; a cancelled
-                                                      # loser: (elapsed, False, now)
+    endpoint.stats.finish(latency, success, now)      # it ended with an outcome
+    endpoint.stats.abandon(elapsed, now)              # or was cancelled (a loser)
     balancer.update(addresses, now)                   # after re-resolving DNS
 
 ``Endpoint.breaker`` (optional) is consulted through its side-effect-free
@@ -63,6 +71,9 @@ DEFAULT_DECAY_TIME = 10.0
 # The cost of a busy endpoint never measured: above anything a measured one
 # reaches in practice (10 s of latency with 10,000 outstanding is 1e5).
 UNMEASURED_PENALTY = 1e6
+# The least latency a failed attempt counts as (seconds): far above a
+# healthy replica's, so a failing one is avoided until its estimate decays.
+FAILURE_PENALTY = 1.0
 
 BalancingMode = Literal["peak_ewma", "round_robin"]
 _MODES = ("peak_ewma", "round_robin")
@@ -86,7 +97,14 @@ class EndpointStats:
         self.outstanding += 1
 
     def finish(self, latency: float, success: bool, now: float) -> None:
-        """An attempt ended after ``latency`` seconds (``success=False``: failed or cancelled)."""
+        """An attempt ended after ``latency`` seconds with an outcome (``success=False``: a failure)."""
+        self._ended(latency if success else max(latency, FAILURE_PENALTY), success, now)
+
+    def abandon(self, elapsed: float, now: float) -> None:
+        """An attempt was cancelled after ``elapsed`` seconds, before its outcome (a losing hedge)."""
+        self._ended(elapsed, False, now)
+
+    def _ended(self, latency: float, pulls_down: bool, now: float) -> None:
         if self.outstanding > 0:
             self.outstanding -= 1
         if not math.isfinite(latency):
@@ -102,7 +120,7 @@ class EndpointStats:
             current = self._estimate * weight
             if latency >= current:
                 self._estimate = latency
-            elif success:
+            elif pulls_down:
                 # The decay above is the old estimate's share; the sample gets
                 # the rest. (Decaying ``current`` again would count the time
                 # twice and settle a steady latency L at L / (1 + weight):
