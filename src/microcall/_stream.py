@@ -41,7 +41,9 @@ the response.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from functools import partial
 from typing import Protocol
 
 from yarl import URL
@@ -134,6 +136,7 @@ class AsyncStreamResponse(Response):
         "_head_at",
         "_idle",
         "_iterated",
+        "_loop",
         "_max_read",
         "_reading",
         "_source",
@@ -167,6 +170,7 @@ class AsyncStreamResponse(Response):
         self._idle: float | None = None
         self._body_label = ""  # what the deadline is, for its error
         self._head_at = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one its body is read on
         # Whether the client that made the call was closed (the front door's):
         # its pool closing cuts the body, which is not the server's doing.
         self._client_closed: Callable[[], bool] | None = None
@@ -437,7 +441,8 @@ class AsyncStreamResponse(Response):
         self._deadline = deadline
         self._idle = idle
         self._body_label = label
-        self._head_at = asyncio.get_running_loop().time()
+        loop = self._loop = asyncio.get_running_loop()
+        self._head_at = loop.time()
 
     def _stop(self, source: BodySource, error: BaseException) -> None:
         self._source = None
@@ -452,6 +457,26 @@ class AsyncStreamResponse(Response):
         watch, self._watch = self._watch, None
         if watch is not None:
             watch.call_ended(None if error is not None else self, error, self.attempts)
+
+    def __del__(self) -> None:
+        watch = self._watch
+        if watch is None:
+            return
+        # Dropped before its stream ended (entered without ``async with`` and
+        # never closed): its call ends now, as a call its caller gave up on,
+        # so its span ends and the calls counted in flight come down. On its
+        # own loop: the collector may run anywhere.
+        ended = partial(
+            watch.call_ended,
+            None,
+            asyncio.CancelledError("the stream was dropped unclosed"),
+            self.attempts,
+        )
+        if self._loop is None:
+            ended()
+            return
+        with contextlib.suppress(RuntimeError):  # its loop has closed
+            self._loop.call_soon_threadsafe(ended)
 
     def __repr__(self) -> str:
         return f"<AsyncStreamResponse [{self.status_code}]>"
