@@ -35,6 +35,7 @@ from microcall._attempt import Attempt, AttemptKind, was_resent
 from microcall._body import Body, replay_refusal
 from microcall._call import CallPolicies
 from microcall._call_watch import CallWatch, Watch, Watching
+from microcall._closing import as_reported
 from microcall._driver import CallDriver, Start, start_call
 from microcall._replicas import Replicas
 from microcall._request import Request, endpoint_of
@@ -336,7 +337,7 @@ class Engine:
         )
         if scopes:
             Watch.attempt_ended(scopes, record)
-        watch.call_ended(None, stopped, (record,))
+        watch.call_ended(None, as_reported(stopped, request, (record,)), (record,))
 
     def refusal(self, request: Request) -> ClientOverloaded:
         """The error of a call refused before it starts (``admission.refuses()``), observers told.
@@ -408,7 +409,7 @@ class Engine:
         except BaseException as error:  # a CallError, or cancelled: observers hear the end
             if watch is not None:
                 attempts = error.attempts if isinstance(error, CallError) else ()
-                watch.call_ended(None, error, attempts)
+                watch.call_ended(None, as_reported(error, request, attempts), attempts)
             raise
         finally:
             admission.release()

@@ -18,7 +18,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psutil
 import pytest
@@ -407,13 +407,32 @@ async def test_closing_a_futures_client_stops_queued_calls_with_client_closed(
     assert service.arrived == 1
 
 
+class HeardEnds:
+    """An observer keeping the error each call ended with."""
+
+    def __init__(self) -> None:
+        self.errors: list[BaseException | None] = []
+
+    def call_started(self, request: Any) -> HeardEnds:
+        return self
+
+    def attempt_started(self, *args: Any) -> None:
+        return None
+
+    def call_ended(self, response: Any, error: BaseException | None, attempts: Any) -> None:
+        self.errors.append(error)
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
 async def test_aclose_mid_call_raises_client_closed_and_leaves_the_task_uncancelled(
     serve: Serve, strategy: str
 ) -> None:
     service = Service()
     base = await serve(service.app)
-    client = microcall.AsyncClient(base, timeout=DEADLINE, strategy=STRATEGIES[strategy])
+    heard = HeardEnds()
+    client = microcall.AsyncClient(
+        base, timeout=DEADLINE, strategy=STRATEGIES[strategy], observers=[heard]
+    )
 
     async def caller() -> tuple[BaseException, int]:
         try:
@@ -433,6 +452,8 @@ async def test_aclose_mid_call_raises_client_closed_and_leaves_the_task_uncancel
     assert isinstance(error, microcall.ClientClosed)
     assert error.request is not None
     assert error.request.url.path == "/slow"
+    # Its observers hear what the caller got, not the cancellation that stopped it.
+    assert [type(ended).__name__ for ended in heard.errors] == ["ClientClosed"]
     with pytest.raises(microcall.UsageError, match="closed"):
         await client.get("/ok")
 

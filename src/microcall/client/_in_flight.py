@@ -20,12 +20,11 @@ process id (asyncio's check that the loop belongs to this process).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine
 from typing import Any, Protocol
 
-from microcall._attempt import Attempt
+from microcall._closing import CLOSING, closed_in_flight
 from microcall._engine import Engine
-from microcall._redact import safe_url
 from microcall._request import Request
 from microcall._response import Response
 from microcall._tasks import task_on
@@ -123,19 +122,9 @@ class CallsInFlight:
         for task in self._tasks:
             if task is not None and task is not me and task not in self._stopped:
                 self._stopped.add(task)
-                task.cancel()
+                task.cancel(CLOSING)  # observers hear ClientClosed (_closing)
         if not self._stopped:
             return
         if self._drained is None or self._drained.done():
             self._drained = asyncio.get_running_loop().create_future()
         await asyncio.shield(self._drained)
-
-
-def closed_in_flight(request: Request, attempts: Sequence[Attempt]) -> ClientClosed:
-    """What a call stopped by its client's closing raises."""
-    return ClientClosed(
-        # Scheme, host, port and path only: a query or user-info may hold a credential.
-        f"the client was closed while {request.method} {safe_url(request.url)} was in flight",
-        request=request,
-        attempts=attempts,
-    )

@@ -8,13 +8,13 @@ from typing import Unpack
 
 from yarl import URL
 
+from microcall._closing import closed_in_flight
 from microcall._durations import Seconds
 from microcall._response import Response
 from microcall._stream import AsyncStreamResponse
 from microcall.client._blocking import BlockingFrontDoor
 from microcall.client._direct import call_direct, direct_pool
 from microcall.client._event_hooks import apply_response_hooks
-from microcall.client._in_flight import closed_in_flight
 from microcall.client._options import BaseURL, CallOptions, ClientOptions
 from microcall.client._stream import StreamCall
 from microcall.client._verbs import Verbs
