@@ -109,11 +109,14 @@ async def test_asgi_routes_are_starlette_templates_mounts_included(
     assert await get(f"{base}/books/not-a-number") == 422
     assert await get(f"{base}/shop/v1/items/x") == 200
     assert await get(f"{base}/nothing/here") == 404
+    # A path that matched with a method that did not: no route, as on aiohttp and Flask.
+    assert await get(f"{base}/books/1", method="DELETE") == 405
 
     assert value(registry, DURATIONS, **served("GET", "/books/{book_id}", "200")) == 3
     assert value(registry, DURATIONS, **served("GET", "/books/{book_id}", "422")) == 1
     assert value(registry, DURATIONS, **served("GET", "/shop/v1/items/{item}", "200")) == 1
     assert value(registry, DURATIONS, **served("GET", "_OTHER", "404")) == 1
+    assert value(registry, DURATIONS, **served("DELETE", "_OTHER", "405")) == 1
 
 
 async def test_asgi_routes_keep_mount_prefixes_when_the_middleware_wraps_the_app(

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from microcall.observe.hooks import InboundRequest, ServerObserver, ServerResult, ServerScope
 from microcall.observe.logs import observer_failed
 
+_METHOD_NOT_ALLOWED = 405
+
 
 class ServerWatch:
     """The observers' scopes for one inbound request.
@@ -51,7 +53,9 @@ class ServerWatch:
     ) -> None:
         result = ServerResult(
             status=status,
-            route=route,
+            # A 405 matched a path but no route: Starlette names the route it
+            # half-matched, aiohttp and Flask none. The same everywhere.
+            route=None if status == _METHOD_NOT_ALLOWED else route,
             error=None if error is None else type(error).__name__,
             refused=self._refused,
             priority=self._priority,
