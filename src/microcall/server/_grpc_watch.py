@@ -73,8 +73,16 @@ def unknown_method(
 
 
 def finish(watch: ServerWatch, method: str, context: Any, error: BaseException | None) -> None:
-    """The handler is done: report how the call ended."""
-    watch.handler_done()
+    """The handler is done: report how the call ended.
+
+    A response stream closed from outside (``GeneratorExit``: a call cut
+    short, closed by asyncio's finaliser of async generators) may be closed
+    in a context of its own: what its start made current there (a span) is
+    not restored, which would fail ("Failed to detach context"), and its
+    own context, its handler's, is being dropped with it anyway.
+    """
+    if not isinstance(error, GeneratorExit):
+        watch.handler_done()
     code = status_code(context)
     if error is None:
         watch.ended(_OK if code is None else code, method)
