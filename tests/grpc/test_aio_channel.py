@@ -333,3 +333,19 @@ async def test_a_call_on_a_closed_channel_is_a_usage_error(serve_grpc: ServeGrpc
         await stub.Recommend(REQUEST)
     with pytest.raises(microcall.UsageError, match="this channel is closed"):
         stub.RecommendStream(REQUEST)
+
+
+async def test_each_hop_sees_less_time_than_the_one_before_past_a_second(
+    serve_grpc: ServeGrpc,
+) -> None:
+    """grpc rounds a timeout past 1 s up to 10 ms on the wire: 1.0 s left reached the server as 1.0095."""
+    backend = Backend()
+    target = await serve_grpc(backend)
+    async with AsyncChannel(target) as channel:
+        stub = RecommendationsStub(channel)
+        for left in (0.9999, 1.0, 1.5, 2.0):
+            with microcall.deadline(left):
+                await stub.Recommend(REQUEST)
+    for left, seen in zip((0.9999, 1.0, 1.5, 2.0), backend.calls, strict=True):
+        assert seen.remaining is not None
+        assert seen.remaining < left

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 import microcall
 from microcall.errors import AttemptTimeout, CircuitOpen, DeadlineExceeded, GrpcStatusError
 from microcall.grpc import PUSHBACK_METADATA, ChannelOptions, RpcMethod
-from microcall.grpc._core import ChannelCore
+from microcall.grpc._core import ChannelCore, wire_timeout
 from microcall.grpc._targets import Targets
 from microcall.grpc._unary import Answered, Failed, Start, UnaryCall
 from microcall.policy.breaker import CircuitBreakerConfig
@@ -165,7 +166,8 @@ def test_the_deadline_ends_the_call_and_an_attempt_limit_only_the_attempt() -> N
     call = start_call(make_core(clock, ["a:1"]), microcall.retry(3))
     first = call.next(clock.now())
     assert isinstance(first, Start)
-    assert first.timeout == pytest.approx(1.0)  # what is left of the deadline
+    # What is left of the deadline, as grpc will send it (short of its round-up).
+    assert first.timeout == pytest.approx(wire_timeout(1.0))
     clock.advance(1.0)
     call.finished(first.index, failed(grpc.StatusCode.DEADLINE_EXCEEDED), clock.now())
     done = call.next(clock.now())
@@ -180,7 +182,7 @@ def test_the_deadline_ends_the_call_and_an_attempt_limit_only_the_attempt() -> N
     attempts = []
     while not isinstance(action := limited.next(clock.now()), Finish):
         assert isinstance(action, Start)
-        assert action.timeout == pytest.approx(0.1)
+        assert action.timeout == pytest.approx(wire_timeout(0.1))
         attempts.append(action)
         clock.advance(0.1)
         limited.finished(action.index, failed(grpc.StatusCode.DEADLINE_EXCEEDED), clock.now())
@@ -272,3 +274,20 @@ def test_observers_can_add_metadata_and_see_the_end() -> None:
     assert isinstance(done, Finish)
     call.result(done, now)
     assert observer.ended == [("reply", None, 1)]
+
+
+@pytest.mark.parametrize("left", [0.003, 0.5, 0.9999, 1.0, 1.0001, 1.5, 9.999, 10.0, 42.42, 300.0])
+def test_a_wire_timeout_never_gives_the_callee_more_than_the_caller_has(left: float) -> None:
+    """grpc rounds the time left up to its unit on the wire, from a clock a little stale.
+
+    Taken to the step below, less that staleness, the round-up can only meet it.
+    """
+    sent = wire_timeout(left)
+    assert 0 < sent < left
+    # grpc's rounding, applied to the timeout plus a millisecond of stale clock.
+    stale = sent + 0.001
+    for below, step in ((1.0, 0.001), (10.0, 0.01), (100.0, 0.1), (math.inf, 1.0)):
+        if stale < below:
+            assert math.ceil(round(stale / step, 9)) * step <= left
+            break
+    assert left - sent < max(left / 50, 0.02) or left >= 100  # never much shorter

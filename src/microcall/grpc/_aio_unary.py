@@ -22,7 +22,13 @@ import grpc.aio
 from microcall._attempt import AttemptKind
 from microcall._wire import PRIORITY_METADATA
 from microcall.errors import CallError
-from microcall.grpc._core import CLOSED_DETAILS, ChannelCore, MetadataPairs, status_error
+from microcall.grpc._core import (
+    CLOSED_DETAILS,
+    ChannelCore,
+    MetadataPairs,
+    status_error,
+    wire_timeout,
+)
 from microcall.grpc._errors import CANCELLED_DETAILS, code_of, details_of
 from microcall.grpc._observe import RpcAttempt, RpcMethod, RpcWatch
 from microcall.grpc._unary import Answered, Failed, Outcome, Start, UnaryCall
@@ -168,7 +174,9 @@ class UnaryUnary(grpc.aio.UnaryUnaryMultiCallable[Req, Resp]):
                     else core.own_metadata()
                 )
                 try:
-                    grpc_call = self._callables[0](request, timeout=remaining, metadata=metadata)
+                    grpc_call = self._callables[0](
+                        request, timeout=wire_timeout(remaining), metadata=metadata
+                    )
                     call.current = grpc_call
                     response: Resp = await grpc_call
                 except grpc.aio.AioRpcError as error:
@@ -220,7 +228,7 @@ class UnaryUnary(grpc.aio.UnaryUnaryMultiCallable[Req, Resp]):
         try:
             grpc_call = self._callables[0](
                 request,
-                timeout=remaining,
+                timeout=wire_timeout(remaining),
                 metadata=metadata,
                 credentials=args.credentials,
                 wait_for_ready=args.wait_for_ready,

@@ -13,6 +13,7 @@ Each call's attempts are the call driver's (:mod:`microcall._driver`, through
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import threading
 import time
@@ -242,3 +243,28 @@ def status_of(
     if callable(getattr(call, "code", None)):
         return call.code(), call.details() or "", tuple(call.trailing_metadata() or ())
     return grpc.StatusCode.UNKNOWN, str(error), ()
+
+
+# How grpc writes a timeout on the wire (grpc-timeout): to the millisecond
+# under a second, then in tens of milliseconds to 10 s, tenths to 100 s,
+# seconds beyond, each rounded up. (seconds below, step) pairs.
+_WIRE_STEPS = ((1.0, 0.001), (10.0, 0.01), (100.0, 0.1), (math.inf, 1.0))
+# grpc reads the time left against a clock it caches for a moment, so the
+# time it encodes can be a millisecond or so more than the time given.
+_CLOCK_SLACK = 0.002
+_LEAST = 0.001  # a timeout grpc still sends as such
+
+
+def wire_timeout(seconds: float) -> float:
+    """``seconds``, less what grpc's rounding would add on the wire.
+
+    grpc rounds the time left up to its unit, from a clock it caches: a call
+    with 1.0 s left gave its callee 1.0095 s, more than its caller had. Given
+    a timeout on a step, short of the slack, its round-up adds nothing, and
+    each hop sees less time than the one before. (The call ends up to one
+    step sooner here: the safe side.)
+    """
+    for below, step in _WIRE_STEPS:
+        if seconds < below:
+            return max(math.floor(seconds / step) * step - _CLOCK_SLACK, _LEAST)
+    return seconds

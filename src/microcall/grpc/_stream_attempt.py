@@ -19,7 +19,7 @@ import grpc
 
 from microcall._attempt import Attempt
 from microcall._driver import CallDriver, Start
-from microcall.grpc._core import ChannelCore, MetadataPairs, status_error
+from microcall.grpc._core import ChannelCore, MetadataPairs, status_error, wire_timeout
 from microcall.grpc._errors import CANCELLED_DETAILS, CircuitOpen
 from microcall.grpc._observe import Metadata, RpcAttempt, RpcMethod, RpcWatch
 from microcall.grpc._unary import Answered, Failed, GrpcRules, Outcome
@@ -99,7 +99,7 @@ class StreamAttempt:
             extended: Metadata = list(pairs)
             self._scopes = self.watch.attempt_started(0, action.kind, self.target, extended)
             pairs = tuple(extended)
-        return slot, action.timeout, pairs
+        return slot, wire_timeout(action.timeout), pairs
 
     def _refuse(self, error: BaseException) -> None:
         self.refusal = error

@@ -32,7 +32,7 @@ import grpc
 
 from microcall._attempt import AttemptKind
 from microcall.grpc._channel import ChannelBase, Deserializer, Serializer
-from microcall.grpc._core import ChannelCore, status_error, status_of
+from microcall.grpc._core import ChannelCore, status_error, status_of, wire_timeout
 from microcall.grpc._observe import Cardinality, RpcAttempt, RpcMethod, RpcObserver, RpcWatch
 from microcall.grpc._options import ChannelOptions
 from microcall.grpc._security import channel_credentials
@@ -281,6 +281,7 @@ class BlockingUnaryUnary(_UnaryBase[Req, Resp]):
             remaining = expires_at - now
             if remaining < core.floor:
                 raise core.too_late(method, remaining, ())
+            remaining = wire_timeout(remaining)
             credentials, wait_for_ready, compression = extra
             first = self._callables[0]
             try:

@@ -36,7 +36,7 @@ from microcall._attempt import Attempt, AttemptKind
 from microcall._call import Learner
 from microcall._driver import CallDriver
 from microcall._driver import Start as AttemptStart
-from microcall.grpc._core import ChannelCore, MetadataPairs, status_error
+from microcall.grpc._core import ChannelCore, MetadataPairs, status_error, wire_timeout
 from microcall.grpc._errors import CircuitOpen
 from microcall.grpc._observe import Metadata, RpcAttempt, RpcMethod, RpcWatch
 from microcall.grpc._status import classify
@@ -224,7 +224,7 @@ class UnaryCall(Generic[C]):
             if scopes:
                 self._scopes[action.index] = scopes
             metadata = tuple(extra)
-        return Start(action.index, action.kind, slot, action.timeout, metadata)
+        return Start(action.index, action.kind, slot, wire_timeout(action.timeout), metadata)
 
     def finished(self, index: int, outcome: Outcome, now: float) -> None:
         """Attempt ``index`` ended with ``outcome``."""
