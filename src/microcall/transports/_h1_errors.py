@@ -39,6 +39,15 @@ class Resent(Exception):
         self.error = error
 
 
+class AtHop(Exception):
+    """A failure on a redirect hop: ``error``, at the endpoint ``where`` (not the call's first)."""
+
+    def __init__(self, error: Exception, where: str) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.where = where
+
+
 def map_error(exc: BaseException, request: Request, where: str | None = None) -> Exception | None:
     """The microcall exception for a failure of this transport; the single place they are translated.
 
@@ -46,6 +55,8 @@ def map_error(exc: BaseException, request: Request, where: str | None = None) ->
     Messages name the endpoint, never the URL: it may carry credentials.
     ``where`` is the endpoint the attempt went to (a replica's, not the request's).
     """
+    if isinstance(exc, AtHop):
+        return map_error(exc.error, request, exc.where)
     if isinstance(exc, Resent):
         mapped = map_error(exc.error, request, where)
         if mapped is not None:

@@ -75,14 +75,17 @@ def next_hop(
         method, body = "GET", None
     elif not may_resend(body):
         raise Redirected(cannot_redirect(request))
-    if name is not None or url.origin() != visited[-1].origin():
-        # A new origin: the name a replica stood for and the caller's
-        # credentials stay with the old one.
-        headers = {
-            key: value
-            for key, value in headers.items()
-            if key.lower() not in ("host", "authorization", "cookie")
-        }
+    if url.origin() != visited[-1].origin():
+        # Not the replica the hop went to. The service's own name (a replica
+        # reached by address, redirecting to its service's URL) is the same
+        # origin: the credentials go on, the name is the URL's own now. Any
+        # other origin gets neither the name nor the caller's credentials.
+        dropped = (
+            ("host",)
+            if name is not None and url.origin() == name.origin()
+            else ("host", "authorization", "cookie")
+        )
+        headers = {key: value for key, value in headers.items() if key.lower() not in dropped}
         name = None
     if (hops := request.redirect_cookies) is not None:
         hops.keep(visited[-1], [v for k, v in reader.headers if k.lower() == "set-cookie"])

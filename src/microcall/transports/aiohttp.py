@@ -6,6 +6,7 @@ import asyncio
 import ssl
 import weakref
 from collections.abc import AsyncGenerator, Mapping
+from typing import TYPE_CHECKING
 
 import aiohttp
 from yarl import URL
@@ -31,6 +32,7 @@ from microcall.transports._aiohttp_proxy import routing
 from microcall.transports._aiohttp_resend import (
     ConnectionDropped,
     FreshConnector,
+    Handler,
     Middleware,
     Resender,
 )
@@ -45,6 +47,9 @@ from microcall.transports._settings import (
     redirect_chain,
     too_large,
 )
+
+if TYPE_CHECKING:
+    from aiohttp.client_reqrep import ClientRequest, ClientResponse
 
 # Answers that have no body, whatever their Content-Length says.
 _NO_BODY_STATUSES = frozenset({204, 304})
@@ -64,6 +69,9 @@ def map_error(exc: Exception, request: Request, where: str | None = None) -> Exc
     if isinstance(exc, ProxyFailed):
         return proxy_error(request, exc)
     where = request.endpoint if where is None else where
+    host, port = getattr(exc, "host", None), getattr(exc, "port", None)
+    if isinstance(host, str) and isinstance(port, int):
+        where = f"{host}:{port}"  # the hop that failed (a redirect's), as aiohttp names it
     error: TransportError
     if isinstance(exc, TimeoutError):  # also aiohttp's ServerTimeoutError
         error = AttemptTimeout(f"no response from {where} in time", request=request)
@@ -93,6 +101,24 @@ def map_error(exc: Exception, request: Request, where: str | None = None) -> Exc
     else:
         return None
     return error
+
+
+def named_at(replica: URL) -> Middleware:
+    """The middleware keeping a service's name (Host, TLS server name) to the replica it was sent to.
+
+    aiohttp keeps both on every redirect hop; a hop to another origin is
+    checked against its own name, and names itself, as the first hop of a
+    call to it would be.
+    """
+    origin = replica.origin()
+
+    async def middleware(req: ClientRequest, handler: Handler) -> ClientResponse:
+        if req.url.origin() != origin:
+            req.server_hostname = None
+            req.headers["Host"] = req.url.host_port_subcomponent or ""
+        return await handler(req)
+
+    return middleware
 
 
 def refuse_switch(raw: aiohttp.ClientResponse) -> None:
@@ -242,6 +268,8 @@ class AiohttpTransport:
         middlewares = self._middlewares[0 if request.replayable else 1]
         if request.redirect_cookies is not None and self._follow_redirects:
             middlewares = (carrying(request.redirect_cookies), *middlewares)
+        if server_hostname is not None or "Host" in headers:
+            middlewares = (named_at(url), *middlewares)
         # try/except rather than a context manager: it costs nothing unless
         # something fails, and this runs on every attempt.
         response: Response

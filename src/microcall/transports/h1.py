@@ -60,7 +60,7 @@ from microcall._timeouts import Timeouts
 from microcall.errors import UsageError
 from microcall.transports._h1_conn import ConnectionLost, H1Connection, Origin, worth_resending
 from microcall.transports._h1_direct import DIRECT_BODY_MAX, DirectPool
-from microcall.transports._h1_errors import ConnectFailed, Resent, map_error
+from microcall.transports._h1_errors import AtHop, ConnectFailed, Resent, map_error
 from microcall.transports._h1_pool import Pool
 from microcall.transports._h1_proxy import absolute_target, connect_plain, open_tunnel
 from microcall.transports._h1_redirect import REDIRECT_STATUSES, Hop, location_of, next_hop
@@ -228,7 +228,12 @@ class H1Transport:
             url, method, body, headers, name = hop
             # Each hop is routed on its own: a redirect may leave NO_PROXY's hosts.
             proxy = None if self._proxies is None else self._proxies.proxy_for(url)
-            exchanged = await self._exchange(pool, request, method, url, headers, body, name, proxy)
+            try:
+                exchanged = await self._exchange(
+                    pool, request, method, url, headers, body, name, proxy
+                )
+            except Exception as error:  # named by the hop that failed, not the first
+                raise AtHop(error, endpoint_of(url)) from error
 
     def _response(self, pool: Pool, request: Request, url: URL, exchanged: _Exchanged) -> Response:
         """The attempt's response, from the last exchange (to ``url``)."""

@@ -87,6 +87,10 @@ def map_error(exc: Exception, request: Request, where: str | None = None) -> Exc
     if isinstance(exc, ProxyFailed):
         return proxy_error(request, exc)
     where = request.endpoint if where is None else where
+    hop = _sent(exc)
+    if hop is not None and hop.url.host:
+        # The request that failed: a redirect hop's own, not the call's first.
+        where = endpoint_of(URL(str(hop.url)))
     detail = str(exc) or type(exc).__name__
     error: TransportError
     if isinstance(exc, TimeoutError):  # the attempt's own guard
@@ -95,6 +99,13 @@ def map_error(exc: Exception, request: Request, where: str | None = None) -> Exc
         error = ConnectError(f"cannot connect to {where}: {detail}", request=request)
     elif isinstance(exc, httpx.TimeoutException):  # httpx's own timers; off unless changed
         error = AttemptTimeout(f"no response from {where} in time: {detail}", request=request)
+    elif _redirected(exc, request) and isinstance(
+        exc, (httpx.InvalidURL, httpx.UnsupportedProtocol, httpx.RemoteProtocolError)
+    ):
+        return RedirectError(
+            f"{where} redirected to a Location that cannot be followed: {detail}",
+            request=request,
+        )
     elif isinstance(exc, httpx.RemoteProtocolError):
         if any(marker in detail for marker in _CLOSED_EARLY):
             error = ReadError(f"{where} closed the connection early: {detail}", request=request)
@@ -109,22 +120,58 @@ def map_error(exc: Exception, request: Request, where: str | None = None) -> Exc
             f"from {where}; it stopped before {_path(exc)}",
             request=request,
         )
-    elif _redirected(exc, request) and isinstance(
-        exc, (httpx.InvalidURL, httpx.UnsupportedProtocol, httpx.RemoteProtocolError)
-    ):
-        return RedirectError(
-            f"{where} redirected to a Location that cannot be followed: {detail}",
-            request=request,
-        )
     elif isinstance(exc, httpx.DecodingError):
         error = ProtocolError(f"invalid response from {where}: {detail}", request=request)
     elif isinstance(exc, (httpx.InvalidURL, httpx.UnsupportedProtocol, httpx.LocalProtocolError)):
         return UsageError(f"cannot send {request!r}: {detail}")
     elif isinstance(exc, httpx.TransportError):
         error = TransportError(f"request to {where} failed: {exc!r}", request=request)
+    elif _raised_by_the_connection(exc):
+        # httpcore's HTTP/2 connection can fail in ways it does not wrap:
+        # an attempt cancelled (a timeout, a losing hedge) as the connection
+        # starts may leave it releasing a stream twice ("semaphore released
+        # too many times") or h2 refusing the next frame. The connection is
+        # the one that failed, not the call's arguments: a retriable error.
+        error = ReadError(
+            f"the connection to {where} failed: {type(exc).__name__}: {detail}", request=request
+        )
     else:
         return None
     return error
+
+
+# The origin a call's TLS server name belongs to, when it was sent to a replica by address.
+REPLICA = "microcall.replica"
+
+
+def _origin_of(url: URL | httpx.URL) -> tuple[str, str, int | None]:
+    return (url.scheme, url.host or "", url.port)
+
+
+async def name_at_its_replica(request: httpx.Request) -> None:
+    """A request hook: a redirect hop to another origin is checked against its own name.
+
+    httpx copies a request's extensions to every hop it follows, the TLS
+    server name given for a replica by address among them.
+    """
+    replica = request.extensions.get(REPLICA)
+    if replica is not None and _origin_of(request.url) != replica:
+        request.extensions.pop("sni_hostname", None)
+
+
+# Where an exception no httpx error wraps comes from the connection itself.
+_CONNECTION_MODULES = ("httpcore", "h2", "hpack", "hyperframe", "anyio")
+
+
+def _raised_by_the_connection(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside the HTTP stack under httpx (its last frame's module)."""
+    frame = exc.__traceback__
+    if frame is None:
+        return False
+    while frame.tb_next is not None:
+        frame = frame.tb_next
+    module = frame.tb_frame.f_globals.get("__name__", "")
+    return isinstance(module, str) and module.split(".", 1)[0] in _CONNECTION_MODULES
 
 
 def _sent(exc: Exception) -> httpx.Request | None:
@@ -279,9 +326,10 @@ class HttpxTransport:
             # The environment's proxies are read by microcall's own settings
             # (trust_env=), and .netrc is not a service's business.
             trust_env=False,
-            # Run for every hop: a call's cookies follow its redirects (_httpx_cookies).
+            # Run for every hop: a call's cookies follow its redirects
+            # (_httpx_cookies), a replica's name stays with it.
             event_hooks=(
-                {"request": [send_cookies], "response": [keep_cookies]}
+                {"request": [send_cookies, name_at_its_replica], "response": [keep_cookies]}
                 if self._follow_redirects
                 else None
             ),
@@ -306,7 +354,7 @@ class HttpxTransport:
         if url is not request.url and url.host != request.url.host:
             headers = {**headers, "Host": request.url.host_port_subcomponent or ""}
             if url.scheme == "https" and request.url.host:
-                extensions = {"sni_hostname": request.url.host}
+                extensions = {"sni_hostname": request.url.host, REPLICA: _origin_of(url)}
         if request.redirect_cookies is not None and self._follow_redirects:
             extensions = {**(extensions or {}), EXTENSION: Hops(request.redirect_cookies)}
         body: bytes | BodySend | None = request.body  # type: ignore[assignment]
