@@ -29,7 +29,7 @@ import microcall
 from microcall import AttemptKind, CallError
 from microcall._request import Request
 from microcall.errors import ConfigurationError, UsageError
-from microcall.transports.httpx import HttpxTransport
+from microcall.transports.httpx import HttpxTransport, map_error
 from tests.conftest import Serve
 from tests.faultserver import EXPECTED_ERROR, Fault, FaultServer
 from tests.faultserver import faults_fixture as faults_fixture  # provides the `faults` fixture
@@ -538,3 +538,19 @@ async def test_an_http2_attempt_timeout_is_typed_and_spares_the_connection(
     assert first.error == "AttemptTimeout"
     assert retried.status == 200
     assert before["client_port"] == after["client_port"] == response.json()["client_port"]
+
+
+def test_an_error_the_http2_stack_raises_unwrapped_is_a_read_error() -> None:
+    """h2's own ProtocolError (or httpcore's ValueError) escapes httpx when an attempt is cut
+    as its connection starts: a failed connection, retriable, never a bare exception."""
+    import h2.connection
+    import h2.exceptions
+
+    request = Request("GET", URL("https://svc.test:8443/x"), {})
+    with pytest.raises(h2.exceptions.ProtocolError) as raised:
+        h2.connection.H2Connection().send_headers(1, [(":method", "GET")])  # before the preface
+    mapped = map_error(raised.value, request, "127.0.0.1:8443")
+    assert isinstance(mapped, microcall.ReadError)
+    assert str(mapped).startswith("the connection to 127.0.0.1:8443 failed: ProtocolError")
+    # A bug of ours is not one: it is left to raise as it is.
+    assert map_error(ValueError("ours"), request) is None

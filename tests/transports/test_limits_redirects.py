@@ -100,7 +100,8 @@ def test_a_bad_cap_is_refused_at_construction(cap: object) -> None:
 
 def redirecting_app() -> web.Application:
     async def to(request: web.Request) -> web.Response:
-        raise web.HTTPFound(request.query["to"])
+        # Sent as given, even a Location no URL parser takes.
+        return web.Response(status=302, headers={"Location": request.query["to"]})
 
     async def loop_a(request: web.Request) -> web.Response:
         raise web.HTTPFound("/loop-b")
@@ -120,7 +121,8 @@ def redirecting_app() -> web.Application:
 
 
 @pytest.mark.parametrize(
-    "location", ["ftp://example.invalid/file", "mailto:someone@example.invalid", "http://"]
+    "location",
+    ["ftp://example.invalid/file", "mailto:someone@example.invalid", "http://", "http://[::1"],
 )
 async def test_a_redirect_that_cannot_be_followed_is_a_call_error(
     serve: Serve, make_transport: Callable[[Limits], object], location: str
