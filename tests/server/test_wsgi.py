@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import struct
 import threading
 from typing import Any
 
@@ -106,3 +109,39 @@ async def test_the_permit_is_held_until_the_server_closes_the_response(
 def test_cancel_on_deadline_is_refused_for_wsgi() -> None:
     with pytest.raises(ConfigurationError, match="cannot be cancelled"):
         WSGIMiddleware(Flask(__name__).wsgi_app, ServerOptions(cancel_on_deadline=True))
+
+
+def _impatient(base: str) -> None:
+    """A client that resets the connection as soon as the answer starts arriving."""
+    host, _, port = base.removeprefix("http://").partition(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"GET /w HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.recv(1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+async def test_clients_that_reset_the_connection_leave_no_permit_taken(
+    serve_wsgi: ServeWSGI,
+) -> None:
+    """werkzeug drains the request before close(), and a reset makes that raise: no close() comes.
+
+    The slot was taken for good: after a few such clients an idle server shed every request.
+    """
+    app = Flask(__name__)
+
+    @app.get("/w")
+    def w() -> str:
+        return "ok"
+
+    protect = WSGIMiddleware(
+        app.wsgi_app, ServerOptions(shedding=Shedding(limit=StaticLimit(limit=4)))
+    )
+    app.wsgi_app = protect  # type: ignore[method-assign]
+    base = serve_wsgi(app)
+    for _ in range(12):
+        await asyncio.to_thread(_impatient, base)
+    limiter = protect.limiter
+    assert limiter is not None
+    await eventually(lambda: limiter.inflight == 0)
+    status, _, _ = await raw_get(base, "/w")
+    assert status == 200

@@ -180,6 +180,15 @@ class _Body:
             if admission is not None:
                 admission.finish()
 
+    def __del__(self) -> None:
+        # A server that never closed the body: werkzeug drains the request
+        # before it calls close(), and a client that reset the connection
+        # makes that read raise, so close() never comes. The slot would stay
+        # taken for good (a few impatient clients, and every later request
+        # shed): it is given back as the body is collected.
+        if self._admission is not None:
+            self.close()
+
 
 class _StartResponse:
     """``start_response`` that keeps the status, and the route while the framework still knows it."""
@@ -223,6 +232,10 @@ class _ObservedBody:
             watch, self._watch = self._watch, None
             if watch is not None:
                 watch.ended(self._started.status, self._started.route)
+
+    def __del__(self) -> None:
+        if self._watch is not None:  # never closed: see _Body.__del__
+            self.close()
 
 
 def _answer(
