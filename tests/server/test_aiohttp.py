@@ -170,6 +170,58 @@ async def test_cancel_on_deadline_stops_the_handler(serve: Serve) -> None:
     assert protect.stats.cancelled == 1
 
 
+async def _read_until_closed(base: str, path: str, timeout: bytes) -> bytes:
+    """What a raw client reads from ``path`` until the server closes (or 5 s pass)."""
+    host, _, port = base.removeprefix("http://").partition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nX-Request-Timeout: ")
+    writer.write(timeout + b"\r\n\r\n")
+    try:
+        return await asyncio.wait_for(reader.read(-1), 5.0)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("cancel", [True, False], ids=["cancelled", "ran-out"])
+async def test_a_stream_cut_at_its_deadline_ends_its_connection_not_with_a_408_inside(
+    serve: Serve, cancel: bool
+) -> None:
+    """Half a response cannot become a 408: the connection is closed, the body left unended.
+
+    aiohttp wrote the 408 into the started chunked body, ended it cleanly and
+    kept the connection: the client read a whole answer, and waited on.
+    """
+    downstream = web.Application()
+    downstream.router.add_get("/slow", _slow)
+    stalled = microcall.AsyncClient(await serve(downstream))
+
+    async def streamed(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b"first-row\n")
+        if cancel:
+            await asyncio.sleep(30)
+        else:
+            await stalled.get("/slow")  # runs out of the request's deadline
+        return response
+
+    protect = AiohttpMiddleware(ServerOptions(cancel_on_deadline=cancel))
+    base = await serve(app_with(protect, streamed=web.get("/streamed", streamed)))
+    try:
+        answer = await _read_until_closed(base, "/streamed", b"0.3")
+    finally:
+        await stalled.aclose()
+    assert answer.startswith(b"HTTP/1.1 200 OK")
+    assert b"first-row" in answer
+    assert b"408" not in answer
+    assert not answer.endswith(b"0\r\n\r\n")  # the chunked body was never ended
+
+
+async def _slow(request: web.Request) -> web.Response:
+    await asyncio.sleep(30)
+    return web.Response(text="slow")
+
+
 async def test_without_cancel_on_deadline_a_late_handler_finishes_and_is_counted(
     serve: Serve,
 ) -> None:

@@ -105,7 +105,7 @@ class AiohttpMiddleware(GateReadings):
         if isinstance(outcome, Refusal):
             if watch is not None:
                 watch.refused(outcome.kind, outcome.priority)
-            return _respond(outcome)
+            return _respond(request, outcome)
         outcome.enter()
         try:
             if self._cancel:
@@ -115,7 +115,7 @@ class AiohttpMiddleware(GateReadings):
         except DeadlineCancelled:
             self._gate.stats.add("cancelled")
             outcome.finish(cancelled=True)
-            return _respond(self._gate.expired_refusal)
+            return _respond(request, self._gate.expired_refusal)
         except web.HTTPException:
             outcome.finish()  # a raised 404 or redirect is an answer like any other
             raise
@@ -127,14 +127,27 @@ class AiohttpMiddleware(GateReadings):
             outcome.finish()
             if watch is not None:
                 watch.refused(refusal.kind, refusal.priority)
-            return _respond(refusal)
+            return _respond(request, refusal)
         finally:
             outcome.leave()
         outcome.finish()
         return response
 
 
-def _respond(refusal: Refusal) -> web.Response:
+def _respond(request: web.Request, refusal: Refusal) -> web.Response:
+    """The refusal as the answer; or, when the handler's own answer has started, no answer.
+
+    Half a response cannot become a 408 (aiohttp would write it inside the
+    started body, and the client would read it as the body's end): the
+    connection is closed instead, as the ASGI middleware does. The refusal
+    is still returned, for aiohttp to find it cannot be written (which it
+    takes quietly, as a client that went away).
+    """
+    writer = request.writer
+    if writer.output_size or writer.buffer_size:
+        transport = request.transport
+        if transport is not None:
+            transport.close()
     return web.Response(
         status=refusal.status, reason=refusal.reason, headers=refusal.headers, body=refusal.body
     )
