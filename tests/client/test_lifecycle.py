@@ -18,7 +18,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import psutil
 import pytest
@@ -28,6 +28,7 @@ from aiohttp import web
 import microcall
 from microcall import Response
 from microcall.testing import MockTransport, Reply
+from tests._observers import CallEnds
 from tests.children import wait_for_child
 from tests.conftest import Serve
 
@@ -407,29 +408,13 @@ async def test_closing_a_futures_client_stops_queued_calls_with_client_closed(
     assert service.arrived == 1
 
 
-class HeardEnds:
-    """An observer keeping the error each call ended with."""
-
-    def __init__(self) -> None:
-        self.errors: list[BaseException | None] = []
-
-    def call_started(self, request: Any) -> HeardEnds:
-        return self
-
-    def attempt_started(self, *args: Any) -> None:
-        return None
-
-    def call_ended(self, response: Any, error: BaseException | None, attempts: Any) -> None:
-        self.errors.append(error)
-
-
 @pytest.mark.parametrize("strategy", STRATEGIES)
 async def test_aclose_mid_call_raises_client_closed_and_leaves_the_task_uncancelled(
     serve: Serve, strategy: str
 ) -> None:
     service = Service()
     base = await serve(service.app)
-    heard = HeardEnds()
+    heard = CallEnds()
     client = microcall.AsyncClient(
         base, timeout=DEADLINE, strategy=STRATEGIES[strategy], observers=[heard]
     )

@@ -19,6 +19,7 @@ import microcall
 from microcall.examples_pb.recommendations_pb2 import RecommendationRequest
 from microcall.examples_pb.recommendations_pb2_grpc import RecommendationsStub
 from microcall.grpc import AsyncChannel, AsyncServerInterceptor, Channel, ServerInterceptor
+from tests._observers import CallEnds
 from tests.grpc.conftest import Backend, BlockingBackend, ServeBlocking, ServeGrpc
 from tests.server._waiting import eventually
 
@@ -127,31 +128,12 @@ def test_client_and_bidirectional_streams_on_the_blocking_api() -> None:
     assert protect.stats.admitted == 5
 
 
-class CountsEnds:
-    """An observer that counts the calls it was told of, and those it was told ended."""
-
-    def __init__(self) -> None:
-        self.started = 0
-        self.ended = 0
-        self.errors: list[BaseException | None] = []
-
-    def call_started(self, method: Any) -> CountsEnds:
-        self.started += 1
-        return self
-
-    def attempt_started(self, *args: Any) -> None:
-        return None
-
-    def call_ended(self, response: Any, error: BaseException | None, attempts: Any) -> None:
-        self.ended += 1
-        self.errors.append(error)
-
-    def all_cancelled(self) -> bool:
-        """Every call ended as cancelled (the caller left), none as a success."""
-        return all(
-            isinstance(error, asyncio.CancelledError | futures.CancelledError)
-            for error in self.errors
-        )
+def all_cancelled(observer: CallEnds) -> bool:
+    """Every call ended as cancelled (the caller left), none as a success."""
+    return all(
+        isinstance(error, asyncio.CancelledError | futures.CancelledError)
+        for error in observer.errors
+    )
 
 
 async def test_a_response_stream_left_after_its_first_message_ends_its_call(
@@ -159,27 +141,27 @@ async def test_a_response_stream_left_after_its_first_message_ends_its_call(
 ) -> None:
     """A `break` out of `async for`: the targets' outstanding calls and the observers' calls end."""
     targets = [await serve_grpc(Backend()) for _ in range(2)]
-    observer = CountsEnds()
+    observer = CallEnds()
     async with AsyncChannel(targets, observers=[observer]) as channel:
         stub = RecommendationsStub(channel)
         for _ in range(6):
             async for _first in stub.RecommendStream(REQUEST):
                 break
-        await eventually(lambda: observer.ended == 6)
+        await eventually(lambda: len(observer.errors) == 6)
         assert [endpoint.stats.outstanding for endpoint in channel.targets.endpoints] == [0, 0]
-    assert observer.all_cancelled()
+    assert all_cancelled(observer)
 
 
 def test_a_blocking_response_stream_left_after_its_first_message_ends_its_call(
     serve_blocking_grpc: ServeBlocking,
 ) -> None:
     targets = [serve_blocking_grpc(BlockingBackend()) for _ in range(2)]
-    observer = CountsEnds()
+    observer = CallEnds()
     with Channel(targets, observers=[observer]) as channel:
         stub = RecommendationsStub(channel)
         for _ in range(6):
             for _first in stub.RecommendStream(REQUEST):
                 break
-        assert observer.ended == 6  # at once: the stream is dropped as the loop is left
+        assert len(observer.errors) == 6  # at once: the stream is dropped as the loop is left
         assert [endpoint.stats.outstanding for endpoint in channel.targets.endpoints] == [0, 0]
-    assert observer.all_cancelled()
+    assert all_cancelled(observer)

@@ -16,6 +16,7 @@ from microcall.transports._h1_conn import PAUSE_AT
 from microcall.transports._h1_stream import H1Body
 from microcall.transports._h1_wire import ResponseReader
 from microcall.transports.h1 import H1Transport
+from tests._observers import CallEnds
 from tests.conftest import Serve
 from tests.transports._stream_server import StreamServer, body_of, eventually, in_use, transports
 
@@ -100,29 +101,13 @@ async def test_a_redirect_is_followed_and_only_the_last_body_is_streamed(
     assert in_use(transport) == 0
 
 
-class EndsCalls:
-    """An observer keeping how each call ended."""
-
-    def __init__(self) -> None:
-        self.ended: list[BaseException | None] = []
-
-    def call_started(self, request: Any) -> EndsCalls:
-        return self
-
-    def attempt_started(self, *args: Any) -> None:
-        return None
-
-    def call_ended(self, response: Any, error: BaseException | None, attempts: Any) -> None:
-        self.ended.append(error)
-
-
 async def test_a_stream_dropped_unclosed_gives_its_connection_back_and_says_so() -> None:
     """Misuse (entered without ``async with``, never closed), but not a pool slot lost for ever.
 
     Nor a call that never ends: its observers hear it end, as given up on
     (a span that never ended, and an in-flight gauge stuck at 1, otherwise).
     """
-    observer = EndsCalls()
+    observer = CallEnds()
     async with StreamServer() as server:
         limits = microcall.Limits(max_connections=1)
         async with microcall.AsyncClient(
@@ -147,6 +132,6 @@ async def test_a_stream_dropped_unclosed_gives_its_connection_back_and_says_so()
             ]
             # The pool's one slot comes back on the loop's next turn.
             assert (await client.get("/length/10")).content == body_of(10)
-    dropped, fine = observer.ended
+    dropped, fine = observer.errors
     assert isinstance(dropped, asyncio.CancelledError)
     assert fine is None

@@ -101,17 +101,24 @@ async def servers() -> AsyncIterator[tuple[int, int, Seen, ssl.SSLContext]]:
             server.close()
 
 
+def client_of(
+    port: int, transport: str, trusting: ssl.SSLContext, **options: Any
+) -> microcall.AsyncClient:
+    """A client of server A by its name, whose replica the balancer reaches by address."""
+    return microcall.AsyncClient(
+        microcall.Discovery(url=f"https://localhost:{port}"),
+        transport=TRANSPORTS[transport](verify=trusting),
+        timeout=5.0,
+        **options,
+    )
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_a_same_origin_redirect_keeps_the_name_and_the_credentials(
     servers: tuple[int, int, Seen, ssl.SSLContext], transport: str
 ) -> None:
     port_a, _, seen, trusting = servers
-    async with microcall.AsyncClient(
-        microcall.Discovery(url=f"https://localhost:{port_a}"),
-        transport=TRANSPORTS[transport](verify=trusting),
-        auth=("svc", "pw"),
-        timeout=5.0,
-    ) as client:
+    async with client_of(port_a, transport, trusting, auth=("svc", "pw")) as client:
         response = await client.get("/rel")
     assert response.status_code == 200
     assert [(tag, path, host) for tag, path, host, _ in seen.requests] == [
@@ -127,11 +134,7 @@ async def test_a_redirect_to_another_origin_is_checked_against_its_own_name(
     servers: tuple[int, int, Seen, ssl.SSLContext], transport: str
 ) -> None:
     port_a, port_b, seen, trusting = servers
-    async with microcall.AsyncClient(
-        microcall.Discovery(url=f"https://localhost:{port_a}"),
-        transport=TRANSPORTS[transport](verify=trusting),
-        timeout=5.0,
-    ) as client:
+    async with client_of(port_a, transport, trusting) as client:
         with pytest.raises(microcall.ConnectError) as refused:
             await client.get("/abs")
     # B's certificate names localhost, and B was named 127.0.0.1: refused,
