@@ -120,10 +120,10 @@ def absolute_url(name: str, value: object) -> URL:
             raise ConfigurationError(f"{name}: {error}") from None
     try:
         url = URL(value)
-        port = url.port  # yarl checks the port's range only when asked for it
+        url.port  # noqa: B018 (yarl checks the port's range only when asked for it)
     except ValueError as error:
         raise ConfigurationError(f"{name} {shown_url(value)!r} is not a URL: {error}") from None
-    if not url.absolute or url.scheme not in _SCHEMES or not url.raw_host or port is None:
+    if not url.absolute or url.scheme not in _SCHEMES or not url.raw_host:
         raise ConfigurationError(
             f"{name} must be an absolute http(s) URL with a host, got {shown_url(value)!r}"
         )

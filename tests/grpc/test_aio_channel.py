@@ -297,9 +297,12 @@ async def test_closing_the_channel_ends_a_call_in_its_backoff_at_once_with_cance
 ) -> None:
     """Not after the backoff, with grpc.aio's own "Channel is closed" error: CANCELLED, typed."""
     target = await serve_grpc(Backend([Step(code=UNAVAILABLE)] * 3))
-    channel = AsyncChannel(target, ChannelOptions(strategy=SLOW_RETRY, budget=None))
+    recorder = Recorder()
+    options = ChannelOptions(strategy=SLOW_RETRY, budget=None)
+    channel = AsyncChannel(target, options, observers=[recorder])
     waiting = asyncio.ensure_future(RecommendationsStub(channel).Recommend(REQUEST, timeout=30))
-    await asyncio.sleep(0.3)  # the first attempt failed: the call waits out its 5 s backoff
+    # The first attempt failed: the call waits out its 5 s backoff.
+    await eventually(lambda: ("attempt ended", "UNAVAILABLE") in recorder.events)
     began = asyncio.get_running_loop().time()
     await channel.close()
     with pytest.raises(GrpcStatusError) as closed:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import grpc
 import pytest
@@ -179,13 +180,37 @@ def test_many_futures_in_flight(serve_blocking_grpc: ServeBlocking) -> None:
     assert len(titles) == 20
 
 
+class FirstAttemptEnds:
+    """An observer that sets ``ended`` when a call's first attempt has ended."""
+
+    def __init__(self, ended: threading.Event) -> None:
+        self.ended = ended
+
+    def call_started(self, method: Any) -> FirstAttemptEnds:
+        return self
+
+    def attempt_started(self, *args: Any) -> FirstAttemptEnds:
+        return self
+
+    def attempt_ended(self, attempt: Any) -> None:
+        self.ended.set()
+
+    def call_ended(self, *args: Any) -> None:
+        pass
+
+
 def test_closing_the_channel_ends_a_call_in_its_backoff_at_once_and_refuses_new_calls(
     serve_blocking_grpc: ServeBlocking,
 ) -> None:
     """It waited out the backoff, then raised grpc's "Cannot invoke RPC: Channel closed!"."""
     target = serve_blocking_grpc(BlockingBackend([Step(code=UNAVAILABLE)] * 3))
     slow_retry = microcall.retry(3, backoff=microcall.Backoff(base=5.0, cap=5.0, jitter=False))
-    channel = Channel(target, ChannelOptions(strategy=slow_retry, budget=None))
+    failed_once = threading.Event()
+    channel = Channel(
+        target,
+        ChannelOptions(strategy=slow_retry, budget=None),
+        observers=[FirstAttemptEnds(failed_once)],
+    )
     stub = RecommendationsStub(channel)
     outcome: list[BaseException] = []
 
@@ -197,7 +222,7 @@ def test_closing_the_channel_ends_a_call_in_its_backoff_at_once_and_refuses_new_
 
     caller = threading.Thread(target=call)
     caller.start()
-    time.sleep(0.3)  # the first attempt failed: the call waits out its 5 s backoff
+    assert failed_once.wait(10)  # the first attempt failed: the call waits out its 5 s backoff
     began = time.monotonic()
     channel.close()
     caller.join(10)

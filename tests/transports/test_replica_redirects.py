@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
 import trustme
 
@@ -142,3 +143,16 @@ async def test_a_redirect_to_another_origin_is_checked_against_its_own_name(
     assert str(refused.value).startswith(f"cannot connect to 127.0.0.1:{port_b}:")
     assert ("B", "localhost") not in seen.names
     assert [tag for tag, *_ in seen.requests] == ["A"]
+
+
+async def test_httpx_keeps_the_name_on_a_replica_at_its_default_port() -> None:
+    """httpx names no port for 443: the replica's origin is read as httpx reads the hops'."""
+    from microcall.transports.httpx import REPLICA, _origin_of, each_hop
+
+    first = httpx.Request("GET", "https://127.0.0.1/x", extensions={"sni_hostname": "svc"})
+    first.extensions[REPLICA] = _origin_of(first.url)
+    await each_hop(first)
+    assert first.extensions["sni_hostname"] == "svc"
+    elsewhere = httpx.Request("GET", "https://10.0.0.9/y", extensions=dict(first.extensions))
+    await each_hop(elsewhere)
+    assert "sni_hostname" not in elsewhere.extensions

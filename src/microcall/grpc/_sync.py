@@ -266,7 +266,8 @@ class BlockingUnaryUnary(_UnaryBase[Req, Resp]):
         cancellation: Cancellation | None = None,
     ) -> tuple[Resp, Any]:
         core = self._core
-        core.check_open()
+        if core.closed:  # the attribute first: every call passes here
+            core.check_open()
         now = core.now()
         if core.budget is not None:
             with core.lock:

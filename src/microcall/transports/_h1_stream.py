@@ -41,11 +41,11 @@ def body_decoder(headers: list[tuple[str, str]]) -> zlib._Decompress | None:
     return None
 
 
-def _give_back(pool: Pool, conn: H1Connection) -> None:
-    """Close the connection of a stream dropped unclosed, and give its slot back."""
+def _give_back(pool: Pool, conn: H1Connection, reusable: bool) -> None:
+    """The stream is done with ``conn``: back to the pool if ``reusable``, else closed."""
     conn.detach()
     pool.streaming.discard(conn)
-    pool.release(conn, False)
+    pool.release(conn, reusable)
 
 
 class H1Body:
@@ -120,13 +120,10 @@ class H1Body:
                 stacklevel=1,
             )
         with contextlib.suppress(RuntimeError):  # its loop has closed: so has the pool
-            conn.loop.call_soon_threadsafe(_give_back, self._pool, conn)
+            conn.loop.call_soon_threadsafe(_give_back, self._pool, conn, False)
 
     def _let_go(self, reusable: bool) -> None:
         conn = self._conn
-        if conn is None:
-            return
-        self._conn = None
-        conn.detach()
-        self._pool.streaming.discard(conn)
-        self._pool.release(conn, reusable)
+        if conn is not None:
+            self._conn = None
+            _give_back(self._pool, conn, reusable)

@@ -30,8 +30,8 @@ class Hops:
         self.redirected = False  # the first hop goes with the Cookie header the client chose
 
 
-async def send_cookies(request: httpx.Request) -> None:
-    """A request hook: a hop after a redirect carries the jar's cookies for its URL."""
+def carry_cookies(request: httpx.Request) -> None:
+    """For the request hook: a hop after a redirect carries the jar's cookies for its URL."""
     hops: Hops | None = request.extensions.get(EXTENSION)
     if hops is None or not hops.redirected:
         return

@@ -6,7 +6,7 @@ import asyncio
 import ssl
 import weakref
 from collections.abc import AsyncGenerator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import aiohttp
 from yarl import URL
@@ -121,20 +121,19 @@ def named_at(replica: URL) -> Middleware:
     return middleware
 
 
-def refuse_switch(raw: aiohttp.ClientResponse) -> None:
+def refuse_switch(raw: aiohttp.ClientResponse) -> NoReturn:
     """Refuse a 101: aiohttp hands it over as an answer, but nothing here asked for an upgrade.
 
     What follows it on the connection is another protocol's, so the
     connection is closed with it (a ProtocolError, as the other transports give).
     """
-    if raw.status == 101:
-        raw.close()
-        raise aiohttp.ClientResponseError(
-            raw.request_info,
-            raw.history,
-            status=raw.status,
-            message="the server switched protocols, though none was asked for",
-        )
+    raw.close()
+    raise aiohttp.ClientResponseError(
+        raw.request_info,
+        raw.history,
+        status=raw.status,
+        message="the server switched protocols, though none was asked for",
+    )
 
 
 async def read_capped(raw: aiohttp.ClientResponse, cap: int | None, request: Request) -> bytes:
@@ -286,11 +285,13 @@ class AiohttpTransport:
                 )
                 if request.stream:
                     raw = await opening
-                    refuse_switch(raw)
+                    if raw.status == 101:
+                        refuse_switch(raw)
                     response = await self._streamed(raw, request)
                 else:
                     async with opening as raw:
-                        refuse_switch(raw)
+                        if raw.status == 101:
+                            refuse_switch(raw)
                         content = await read_capped(raw, self._limits.max_response_size, request)
                     response = Response(
                         status_code=raw.status,

@@ -302,10 +302,18 @@ class H1Transport:
         conn = pool.take_idle(key)
         if conn is None:
             conn = await pool.acquire(key, self._connect, fresh=False)
-        if conn.used and not (request.replayable and may_resend(body)) and not conn.quiet():
+        if (
+            conn.used
+            and (
+                not request.replayable
+                or not (body is None or type(body) is bytes or may_resend(body))
+            )
+            and not conn.quiet()
+        ):
             # A request that cannot be sent twice gets no resend if the
             # connection turns out dead: its close, already on the socket, is
-            # looked for first (a poll, on these requests only).
+            # looked for first (a poll, on these requests only; the usual GET
+            # is decided by two tests, no call).
             pool.release(conn, False)
             conn = await pool.acquire(key, self._connect, fresh=True)
         reused = conn.used

@@ -52,7 +52,7 @@ from microcall.errors import (
     TransportError,
     UsageError,
 )
-from microcall.transports._httpx_cookies import EXTENSION, Hops, keep_cookies, send_cookies
+from microcall.transports._httpx_cookies import EXTENSION, Hops, carry_cookies, keep_cookies
 from microcall.transports._httpx_stream import HttpxBody
 from microcall.transports._loops import refuse_if_running, start_guard, stop_guard
 from microcall.transports._proxy import ProxyFailed
@@ -144,19 +144,23 @@ def map_error(exc: Exception, request: Request, where: str | None = None) -> Exc
 REPLICA = "microcall.replica"
 
 
-def _origin_of(url: URL | httpx.URL) -> tuple[str, str, int | None]:
-    return (url.scheme, url.host or "", url.port)
+def _origin_of(url: httpx.URL) -> tuple[str, str, int | None]:
+    return (url.scheme, url.host, url.port)
 
 
-async def name_at_its_replica(request: httpx.Request) -> None:
-    """A request hook: a redirect hop to another origin is checked against its own name.
+async def each_hop(request: httpx.Request) -> None:
+    """The request hook, run for every hop httpx follows: what a call carries from hop to hop.
 
-    httpx copies a request's extensions to every hop it follows, the TLS
-    server name given for a replica by address among them.
+    httpx copies a request's extensions to every hop, the TLS server name
+    given for a replica by address among them: a hop to another origin is
+    checked against its own name. And the call's cookies follow it
+    (``_httpx_cookies``).
     """
-    replica = request.extensions.get(REPLICA)
+    extensions = request.extensions
+    replica = extensions.get(REPLICA)
     if replica is not None and _origin_of(request.url) != replica:
-        request.extensions.pop("sni_hostname", None)
+        extensions.pop("sni_hostname", None)
+    carry_cookies(request)
 
 
 # Where an exception no httpx error wraps comes from the connection itself.
@@ -329,7 +333,7 @@ class HttpxTransport:
             # Run for every hop: a call's cookies follow its redirects
             # (_httpx_cookies), a replica's name stays with it.
             event_hooks=(
-                {"request": [send_cookies, name_at_its_replica], "response": [keep_cookies]}
+                {"request": [each_hop], "response": [keep_cookies]}
                 if self._follow_redirects
                 else None
             ),
@@ -354,7 +358,7 @@ class HttpxTransport:
         if url is not request.url and url.host != request.url.host:
             headers = {**headers, "Host": request.url.host_port_subcomponent or ""}
             if url.scheme == "https" and request.url.host:
-                extensions = {"sni_hostname": request.url.host, REPLICA: _origin_of(url)}
+                extensions = {"sni_hostname": request.url.host}
         if request.redirect_cookies is not None and self._follow_redirects:
             extensions = {**(extensions or {}), EXTENSION: Hops(request.redirect_cookies)}
         body: bytes | BodySend | None = request.body  # type: ignore[assignment]
@@ -370,6 +374,9 @@ class HttpxTransport:
             )
         except (httpx.InvalidURL, httpx.LocalProtocolError) as exc:
             raise UsageError(f"cannot send {request!r}: {exc}") from exc
+        if extensions is not None and "sni_hostname" in extensions:
+            # Read from httpx's own URL, as the hops' are: the same port for the same origin.
+            sending.extensions[REPLICA] = _origin_of(sending.url)
         try:
             with self._timeouts.guard(timeout):
                 raw = await client.send(sending, stream=True)
