@@ -15,6 +15,7 @@ from microcall.examples_pb.recommendations_pb2 import RecommendationRequest
 from microcall.examples_pb.recommendations_pb2_grpc import RecommendationsStub
 from microcall.grpc import PUSHBACK_METADATA, Channel, ChannelOptions
 from microcall.policy.balancer import BalancerConfig
+from microcall.testing import FakeClock
 from tests.grpc.conftest import BlockingBackend, ServeBlocking, Step
 
 REQUEST = RecommendationRequest(user_id=1, max_results=3)
@@ -128,6 +129,18 @@ def test_future_takes_the_deadline_of_the_thread_that_made_it(
         assert capped.result(timeout=5).recommendations
         assert working.code() is grpc.StatusCode.OK
     assert all(seen.remaining is not None and seen.remaining < 0.55 for seen in backend.calls)
+
+
+def test_a_future_tells_the_time_left_of_its_deadline(serve_blocking_grpc: ServeBlocking) -> None:
+    clock = FakeClock()
+    target = serve_blocking_grpc(BlockingBackend([Step(delay=1.0)]))
+    with Channel(target, ChannelOptions(clock=clock)) as channel:
+        running = RecommendationsStub(channel).Recommend.future(REQUEST, timeout=5)
+        assert running.time_remaining() == 5.0  # fixed when the call was made
+        clock.advance(2)
+        assert running.time_remaining() == 3.0
+        assert running.cancel()
+        assert running.time_remaining() == 0.0  # done
 
 
 def test_a_server_stream_and_its_failure_midway(serve_blocking_grpc: ServeBlocking) -> None:

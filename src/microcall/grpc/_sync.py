@@ -232,25 +232,26 @@ class BlockingUnaryUnary(_UnaryBase[Req, Resp]):
         The deadline and priority are taken from the calling thread's context
         now. ``cancel()`` stops it at once, also while it runs.
         """
-        self._core.check_open()
+        core = self._core
+        core.check_open()
         # Fix the deadline here, capped by the context's as any call's is: the
         # worker thread has no context of its own.
-        now = self._core.now()
-        timeout = max(self._core.expires_at(timeout, now) - now, 0.0)
+        now = core.now()
+        expires_at = core.expires_at(timeout, now)
         cancellation = Cancellation()
         submitted = self._executor().submit(
             self._invoke,
             request,
-            timeout,
+            max(expires_at - now, 0.0),
             metadata,
             (credentials, wait_for_ready, compression),
-            self._core.priority(priority),
+            core.priority(priority),
             strategy,
             idempotent,
             with_call=True,
             cancellation=cancellation,
         )
-        return CallFuture(submitted, cancellation)
+        return CallFuture(submitted, cancellation, expires_at, core.now)
 
     def _invoke(
         self,

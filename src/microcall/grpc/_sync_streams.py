@@ -165,18 +165,18 @@ class BlockingStreaming:
         core.check_open()  # before the executor, which refuses work once the channel closed
         # Fixed here, capped by the context's: the worker thread has no context.
         now = core.now()
-        timeout = max(core.expires_at(timeout, now) - now, 0.0)
+        expires_at = core.expires_at(timeout, now)
         cancellation = Cancellation()
         submitted = self._executor().submit(
             self._with_call,
             request,
-            timeout,
+            max(expires_at - now, 0.0),
             metadata,
             (credentials, wait_for_ready, compression),
             core.priority(priority),
             cancellation,
         )
-        return CallFuture(submitted, cancellation)
+        return CallFuture(submitted, cancellation, expires_at, core.now)
 
 
 def _failed(attempt: StreamAttempt, error: grpc.RpcError) -> BaseException:
@@ -365,10 +365,17 @@ class CallFuture(_FutureBase[Any], grpc.Call):
     """
 
     def __init__(
-        self, submitted: futures.Future[tuple[Any, Any]], cancellation: Cancellation | None = None
+        self,
+        submitted: futures.Future[tuple[Any, Any]],
+        cancellation: Cancellation,
+        expires_at: float,
+        clock: Callable[[], float],
     ) -> None:
         self._future = submitted
         self._cancellation = cancellation
+        # The deadline fixed when the call was made, on the channel's clock.
+        self._expires_at = expires_at
+        self._clock = clock
 
     def _call(self) -> Any:
         try:
@@ -454,4 +461,4 @@ class CallFuture(_FutureBase[Any], grpc.Call):
         return not self.done()
 
     def time_remaining(self) -> float:
-        return 0.0 if self.done() else float("inf")
+        return 0.0 if self.done() else max(self._expires_at - self._clock(), 0.0)
